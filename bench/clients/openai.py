@@ -1,0 +1,200 @@
+"""The OpenAI-compatible wire dialect: /v1/completions and /v1/chat/completions, streamed.
+
+This module knows request bodies and how to read a stream into a request record; it knows nothing
+of schedules or engines.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from bench.clients.http import HttpClient, HttpProtocolError, RequestTimeout, perf_ns
+
+Api = Literal["completions", "chat"]
+API_PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+ERROR_BODY_CHARS = 300
+
+
+@dataclass(slots=True)
+class PreparedRequest:
+    """One request, ready to send: the prompt (text or chat messages) and its decoding settings."""
+
+    request_id: int
+    phase: str  # "warmup" or "measured"
+    prompt: str | list[dict[str, Any]]
+    max_tokens: int
+    prompt_tokens_expected: int | None = None
+    extra_body: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StreamReading:
+    """What one streamed response said, decoded after the stream ended."""
+
+    output_times_ns: list[int]
+    text: str
+    usage: dict[str, Any] | None
+    finish_reason: str | None
+    server_timings: dict[str, Any] | None
+    error: str | None
+
+
+def encode_body(api: Api, model: str, request: PreparedRequest, sampling: dict[str, Any]) -> bytes:
+    body: dict[str, Any] = {
+        "model": model,
+        "max_tokens": request.max_tokens,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+        **sampling,
+        **request.extra_body,
+    }
+    if api == "chat":
+        messages = request.prompt if isinstance(request.prompt, list) else [{"role": "user", "content": request.prompt}]
+        body["messages"] = messages
+    else:
+        if isinstance(request.prompt, list):
+            raise ValueError("chat messages need the chat API; this model is served with /v1/completions")
+        body["prompt"] = request.prompt
+    return orjson.dumps(body)
+
+
+def _chunk_output(api: Api, choice: dict[str, Any]) -> str:
+    if api == "completions":
+        return choice.get("text") or ""
+    delta = choice.get("delta") or {}
+    text = delta.get("content") or ""
+    reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
+    if delta.get("tool_calls"):
+        text += orjson.dumps(delta["tool_calls"]).decode()
+    return reasoning + text
+
+
+def read_stream(api: Api, events: list[tuple[int, bytes]]) -> StreamReading:
+    """Decode server-sent events: output-carrying chunk times, text, usage wherever it appears."""
+    times: list[int] = []
+    pieces: list[str] = []
+    usage = finish = timings = error = None
+    done = False
+    for arrived_ns, payload in events:
+        if payload.strip() == b"[DONE]":
+            done = True
+            continue
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            error = f"malformed stream chunk: {payload[:80]!r}"
+            break
+        if not isinstance(chunk, dict):
+            error = f"malformed stream chunk: {payload[:80]!r}"
+            break
+        if chunk.get("error"):
+            err = chunk["error"]
+            error = f"server error in stream: {err.get('message', err) if isinstance(err, dict) else err}"
+            break
+        # usage may ride on the last content chunk, on a chunk of its own, or on both
+        if chunk.get("usage"):
+            usage = chunk["usage"]
+        if chunk.get("timings"):
+            timings = chunk["timings"]
+        carried = ""
+        for choice in chunk.get("choices") or ():
+            carried += _chunk_output(api, choice)
+            if choice.get("finish_reason"):
+                finish = choice["finish_reason"]
+        if carried:
+            times.append(arrived_ns)
+            pieces.append(carried)
+    if error is None and not done and finish is None:
+        error = "stream ended without a finish reason or [DONE]"
+    return StreamReading(times, "".join(pieces), usage, finish, timings, error)
+
+
+class OpenAIClient:
+    """Sends prepared requests and turns each into one request record (a plain dict)."""
+
+    def __init__(
+        self,
+        http: HttpClient,
+        api: Api,
+        model: str,
+        sampling: dict[str, Any],
+        timeout_s: float,
+        anchor_ns: int,
+        count_tokens=None,
+    ) -> None:
+        self.http, self.api, self.model, self.sampling = http, api, model, sampling
+        self.timeout_s = timeout_s
+        self.anchor_ns = anchor_ns  # records hold times relative to this perf_counter_ns reading
+        self.count_tokens = count_tokens  # text -> tokens, used only when the server reports no usage
+
+    async def execute(self, request: PreparedRequest, worker: int) -> dict[str, Any]:
+        record: dict[str, Any] = {
+            "request_id": request.request_id,
+            "phase": request.phase,
+            "worker": worker,
+            "max_tokens": request.max_tokens,
+            "prompt_tokens_expected": request.prompt_tokens_expected,
+        }
+        body = encode_body(self.api, self.model, request, self.sampling)
+        started = perf_ns()
+        try:
+            response = await self.http.post(API_PATHS[self.api], body, self.timeout_s)
+        except (RequestTimeout, ConnectionError, OSError, HttpProtocolError) as exc:
+            kind = "timeout" if isinstance(exc, RequestTimeout) else type(exc).__name__
+            record.update(
+                status="error",
+                error=f"{kind}: {exc}",
+                t_send_ns=started - self.anchor_ns,
+                t_end_ns=perf_ns() - self.anchor_ns,
+            )
+            return self._finish(record, [], None, None)
+        return await self._from_response(record, response)
+
+    async def _from_response(self, record: dict[str, Any], response) -> dict[str, Any]:
+        a = self.anchor_ns
+        record.update(
+            t_send_ns=response.t_send_ns - a,
+            t_end_ns=response.t_end_ns - a,
+            http_status=response.status,
+            connect_ns=response.connect_ns,
+        )
+        if response.status != 200:
+            text = (response.body or b"".join(p for _, p in response.events)).decode("utf-8", "replace")
+            record.update(status="error", error=f"HTTP {response.status}: {text[:ERROR_BODY_CHARS]}")
+            return self._finish(record, [], None, None)
+        reading = read_stream(self.api, response.events)
+        record.update(
+            output_text=reading.text,
+            finish_reason=reading.finish_reason,
+            server_timings=reading.server_timings,
+            status="error" if reading.error else "ok",
+            error=reading.error,
+        )
+        output_tokens, source = None, None
+        if reading.usage and reading.usage.get("completion_tokens") is not None:
+            output_tokens, source = reading.usage["completion_tokens"], "usage"
+        elif self.count_tokens is not None and reading.text:
+            output_tokens, source = await asyncio.to_thread(self.count_tokens, reading.text), "tokenizer"
+        elif reading.output_times_ns:
+            output_tokens, source = len(reading.output_times_ns), "chunks"
+        return self._finish(
+            record,
+            [t - a for t in reading.output_times_ns],
+            output_tokens,
+            source,
+            (reading.usage or {}).get("prompt_tokens"),
+        )
+
+    @staticmethod
+    def _finish(record, output_times, output_tokens, source, prompt_tokens=None) -> dict[str, Any]:
+        record.update(
+            output_times_ns=output_times,
+            output_tokens=output_tokens,
+            prompt_tokens=prompt_tokens,
+            tokens_source=source,
+        )
+        return record

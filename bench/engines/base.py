@@ -1,0 +1,129 @@
+"""What every engine driver provides, and the helpers they share (ports, readiness, control calls)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+import urllib.error
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.engines.process import ManagedProcess
+from bench.errors import EngineError, UsageError
+
+
+@dataclass
+class Endpoint:
+    """Where the load goes and what the load generator must know about the server behind it."""
+
+    base_url: str
+    model: str  # the model name to send in requests
+    api: str  # "completions" or "chat"
+    max_concurrent_requests: int | None = None  # 1 for servers that handle one request at a time
+    supports_ignore_eos: bool = False
+    # the served model's tokenizer, when exposed: count_tokens(text, add_special) -> tokens
+    count_tokens: Callable[..., int] | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # e.g. Authorization: never recorded
+
+
+class EngineDriver(ABC):
+    """Starts, checks, describes and stops one engine. Knows nothing of load or metrics."""
+
+    name: str
+
+    @abstractmethod
+    def start(self, run_dir: Path) -> Endpoint:
+        """Launch (or attach), wait until the model answers, and return the endpoint."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop everything that start() launched; safe to call twice or after a failed start."""
+
+    @abstractmethod
+    def record(self) -> dict[str, Any]:
+        """What ran: engine, version, launcher, full argument list, model digest, load time."""
+
+    @property
+    def process(self) -> ManagedProcess | None:
+        """The launched process, when the driver launched one."""
+        return None
+
+    def failure(self) -> str | None:
+        """Why the engine is no longer serving (it exited), or None while it runs."""
+        proc = self.process
+        if proc is None or proc.exit_code() is None:
+            return None
+        return f"engine process {proc.pid} exited with code {proc.exit_code()}"
+
+
+# -- ports ---------------------------------------------------------------------------------------
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def ensure_port_free(host: str, port: int, flag: str = "--port") -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            raise UsageError(
+                f"{flag} {port}: {host}:{port} is already in use; choose a free port or omit {flag}"
+            ) from None
+
+
+# -- control-plane HTTP (not timed) --------------------------------------------------------------
+def http_json(
+    method: str, url: str, body: dict | None = None, timeout_s: float = 10.0, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """(status, decoded JSON or text) for a small control request; raises OSError when unreachable."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            status, raw = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw.decode("utf-8", "replace")
+
+
+def wait_until_ready(
+    process: ManagedProcess | None,
+    probe: Callable[[], str | None],
+    timeout_s: float,
+    what: str,
+) -> float:
+    """Poll probe() until it returns None (ready); return the seconds waited.
+
+    probe returns a short reason while not ready. Fails fast when the process exits, and on timeout,
+    with the tail of the engine's log either way.
+    """
+    start = time.monotonic()
+    reason = "not polled yet"
+    while True:
+        if process is not None and process.exit_code() is not None:
+            raise EngineError(
+                f"{what} exited with code {process.exit_code()} before it was ready; "
+                f"engine log {process.log_path}, last lines:\n{process.log_tail()}"
+            )
+        try:
+            reason = probe()
+        except OSError as exc:
+            reason = f"not reachable ({getattr(exc, 'reason', exc)})"
+        if reason is None:
+            return time.monotonic() - start
+        if time.monotonic() - start > timeout_s:
+            tail = f"; engine log {process.log_path}, last lines:\n{process.log_tail()}" if process else ""
+            raise EngineError(f"{what} not ready after {timeout_s:g} s (last check: {reason}){tail}")
+        time.sleep(0.2)

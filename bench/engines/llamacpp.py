@@ -1,0 +1,326 @@
+"""llama.cpp: one driver, three ways to launch its HTTP server.
+
+- xllamacpp: llama.cpp's native server embedded in a prebuilt wheel (the default on CPU);
+- llama-server: the native binary, given by path or found on PATH (what CUDA labs run);
+- llama-cpp-python: `python -m llama_cpp.server`, which serves one request at a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.engines.base import (
+    Endpoint,
+    EngineDriver,
+    ensure_port_free,
+    free_port,
+    http_json,
+    wait_until_ready,
+)
+from bench.engines.process import ManagedProcess
+from bench.errors import EngineError, UsageError
+
+LAUNCHERS = ("auto", "xllamacpp", "llama-server", "llama-cpp-python")
+XLLAMACPP_SCRIPT = Path(__file__).with_name("xllamacpp_server.py")
+CTX_MARGIN_TOKENS = 64
+
+
+def default_threads() -> int:
+    """Physical cores minus one, at least one: the load generator keeps a core of its own.
+
+    On a 2-core machine one llama.cpp thread beats two whenever anything else runs.
+    """
+    cores = psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    return max(1, cores - 1)
+
+
+def default_ctx_size(parallel: int, tokens_per_request: int) -> int:
+    """Total context so every slot holds one request: llama.cpp splits n_ctx evenly over the slots."""
+    per_slot = max(512, -(-(tokens_per_request + CTX_MARGIN_TOKENS) // 256) * 256)
+    return per_slot * parallel
+
+
+@dataclass
+class LlamaCppSettings:
+    model_path: Path
+    launcher: str = "auto"
+    server_binary: str | None = None  # llama-server path; implies launcher llama-server
+    python: str = sys.executable  # interpreter for the xllamacpp and llama-cpp-python launchers
+    ctx_size: int | None = None
+    threads: int = field(default_factory=default_threads)
+    batch_threads: int | None = None
+    parallel: int = 1
+    gpu_layers: int = 0
+    extra_args: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
+    port: int | None = None
+    ready_timeout_s: float = 300.0
+    tokens_per_request: int = 0  # input + output of the longest request, to size the context
+
+
+def _python_has(python: str, distribution: str) -> str | None:
+    """The installed version of a distribution in another interpreter, or None."""
+    code = f"import importlib.metadata as m; print(m.version({distribution!r}))"
+    try:
+        out = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+class LlamaCppDriver(EngineDriver):
+    name = "llamacpp"
+
+    def __init__(self, settings: LlamaCppSettings, api: str) -> None:
+        self.settings = settings
+        self.api = api
+        self.run_dir: Path | None = None
+        self._process: ManagedProcess | None = None
+        self._record: dict[str, Any] = {"engine": self.name}
+        self.launcher, self._launcher_version = self._choose_launcher()
+        self._validate()
+
+    # -- choosing and validating (before anything starts: bad input never leaves a process) ------
+    def _choose_launcher(self) -> tuple[str, str | None]:
+        s = self.settings
+        if s.launcher not in LAUNCHERS:
+            raise UsageError(f"--launcher {s.launcher!r}: choose one of {', '.join(LAUNCHERS)}")
+        if s.server_binary and s.launcher not in ("auto", "llama-server"):
+            raise UsageError(f"--llama-server goes with --launcher llama-server, not {s.launcher}")
+        wanted = "llama-server" if s.server_binary else s.launcher
+        if wanted in ("auto", "xllamacpp") and (version := _python_has(s.python, "xllamacpp")):
+            return "xllamacpp", version
+        if wanted in ("auto", "llama-server"):
+            binary = s.server_binary or shutil.which("llama-server")
+            if binary and Path(binary).exists() and os.access(binary, os.X_OK):
+                s.server_binary = str(Path(binary).resolve())
+                return "llama-server", None
+            if s.server_binary:
+                raise UsageError(f"--llama-server {s.server_binary}: no executable file there")
+        if wanted in ("auto", "llama-cpp-python") and (version := _python_has(s.python, "llama-cpp-python")):
+            return "llama-cpp-python", version
+        hints = {
+            "xllamacpp": f"{s.python} -m pip install xllamacpp",
+            "llama-server": "put llama-server on PATH or pass --llama-server PATH",
+            "llama-cpp-python": f"{s.python} -m pip install 'llama-cpp-python[server]' (compiles llama.cpp)",
+        }
+        if wanted != "auto":
+            raise UsageError(f"--launcher {wanted}: not installed; {hints[wanted]}")
+        raise UsageError("no llama.cpp server found; " + "; or ".join(hints.values()))
+
+    def _validate(self) -> None:
+        s = self.settings
+        if not s.model_path.is_file():
+            raise UsageError(f"model file {s.model_path} does not exist or is not a file")
+        for flag, value in (("--threads", s.threads), ("--parallel", s.parallel)):
+            if value < 1:
+                raise UsageError(f"{flag} {value}: must be at least 1")
+        if s.batch_threads is None:
+            s.batch_threads = s.threads
+        if self.serializes_requests:
+            s.parallel = 1  # it has no parallel slots
+        if s.ctx_size is None:
+            s.ctx_size = default_ctx_size(s.parallel, s.tokens_per_request)
+        per_slot = s.ctx_size // s.parallel
+        if s.tokens_per_request and per_slot < s.tokens_per_request:
+            raise UsageError(
+                f"--ctx-size {s.ctx_size} over {s.parallel} slot(s) gives {per_slot} tokens per slot, fewer than "
+                f"the {s.tokens_per_request} input+output tokens of a request; raise --ctx-size or omit it"
+            )
+        if s.port is not None:
+            ensure_port_free(s.host, s.port)
+
+    # -- launching -------------------------------------------------------------------------------
+    def _argv(self, port: int) -> list[str]:
+        s = self.settings
+        common = {"model": str(s.model_path), "host": s.host, "port": str(port)}
+        if self.launcher == "xllamacpp":
+            argv = [
+                s.python,
+                str(XLLAMACPP_SCRIPT),
+                "--model",
+                common["model"],
+                "--host",
+                s.host,
+                "--port",
+                common["port"],
+                "--ctx-size",
+                str(s.ctx_size),
+                "--parallel",
+                str(s.parallel),
+                "--threads",
+                str(s.threads),
+                "--batch-threads",
+                str(s.batch_threads),
+                "--gpu-layers",
+                str(s.gpu_layers),
+                "--info-file",
+                str((self.run_dir / "engine-info.json").resolve()),
+            ]
+            for arg in s.extra_args:
+                argv += ["--set", arg]
+            return argv
+        if self.launcher == "llama-server":
+            return [
+                s.server_binary,
+                "-m",
+                common["model"],
+                "--host",
+                s.host,
+                "--port",
+                common["port"],
+                "-c",
+                str(s.ctx_size),
+                "-np",
+                str(s.parallel),
+                "-t",
+                str(s.threads),
+                "-tb",
+                str(s.batch_threads),
+                "-ngl",
+                str(s.gpu_layers),
+                "--metrics",
+                *s.extra_args,
+            ]
+        # llama-cpp-python: without --interrupt_requests False a new request cuts off a running stream
+        return [
+            s.python,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            common["model"],
+            "--host",
+            s.host,
+            "--port",
+            common["port"],
+            "--n_ctx",
+            str(s.ctx_size),
+            "--n_threads",
+            str(s.threads),
+            "--n_threads_batch",
+            str(s.batch_threads),
+            "--n_gpu_layers",
+            str(s.gpu_layers),
+            "--interrupt_requests",
+            "False",
+            *s.extra_args,
+        ]
+
+    def start(self, run_dir: Path) -> Endpoint:
+        s = self.settings
+        self.run_dir = run_dir
+        port = s.port or free_port(s.host)
+        base_url = f"http://{s.host}:{port}"
+        argv = self._argv(port)
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self._process = ManagedProcess(argv, self.run_dir / "engine.log", env=env)
+        started = time.monotonic()
+        self._process.start()
+        self._record.update(
+            launcher=self.launcher,
+            argv=argv,
+            base_url=base_url,
+            pid=self._process.pid,
+            settings={k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(s).items()},
+        )
+        what = f"llama.cpp ({self.launcher})"
+        wait_until_ready(self._process, lambda: self._probe(base_url), s.ready_timeout_s, what)
+        self._record["load_time_s"] = time.monotonic() - started
+        model_id = self._served_model(base_url)
+        self._describe(base_url)
+        serialized = self.serializes_requests
+        self._record["limits"] = self._limits(serialized)
+        return Endpoint(
+            base_url=base_url,
+            model=model_id,
+            api=self.api,
+            max_concurrent_requests=1 if serialized else s.parallel,
+            supports_ignore_eos=not serialized,
+            count_tokens=lambda text, add_special=False: self.count_tokens(base_url, text, add_special),
+        )
+
+    def _probe(self, base_url: str) -> str | None:
+        """Ready when the server lists a model and a one-token completion succeeds."""
+        status, models = http_json("GET", f"{base_url}/v1/models", timeout_s=5)
+        if status != 200:
+            return f"GET /v1/models answered {status}"
+        model = models["data"][0]["id"]
+        status, body = http_json(
+            "POST", f"{base_url}/v1/completions", {"model": model, "prompt": "Hello", "max_tokens": 1}, timeout_s=60
+        )
+        if status != 200:
+            return f"test completion answered {status}: {str(body)[:200]}"
+        return None
+
+    def _served_model(self, base_url: str) -> str:
+        _, models = http_json("GET", f"{base_url}/v1/models")
+        return models["data"][0]["id"]
+
+    def _describe(self, base_url: str) -> None:
+        """Version and build facts the server or launcher reports."""
+        version: dict[str, Any] = {}
+        if self.launcher == "xllamacpp":
+            info_path = self.run_dir / "engine-info.json"
+            if info_path.exists():
+                version.update(json.loads(info_path.read_text()))
+        elif self.launcher == "llama-server":
+            out = subprocess.run([self.settings.server_binary, "--version"], capture_output=True, text=True, timeout=30)
+            version["llama_server_version"] = (out.stdout + out.stderr).strip()
+        else:
+            version["llama_cpp_python_version"] = self._launcher_version
+        if self.launcher != "llama-cpp-python":
+            status, props = http_json("GET", f"{base_url}/props")
+            if status == 200 and isinstance(props, dict):
+                version["server_build_info"] = props.get("build_info")
+                version["total_slots"] = props.get("total_slots")
+                version["n_ctx_per_slot"] = (props.get("default_generation_settings") or {}).get("n_ctx")
+        self._record["version"] = version
+
+    @staticmethod
+    def _limits(serialized: bool) -> dict[str, Any]:
+        if not serialized:
+            return {"serializes_requests": False, "usage_in_stream": True, "ignore_eos": True}
+        return {
+            "serializes_requests": True,
+            "usage_in_stream": False,
+            "ignore_eos": False,
+            "notes": "llama-cpp-python serves one request at a time (runs are held to concurrency 1) and "
+            "sends no usage in streams (output tokens are counted with the model's tokenizer)",
+        }
+
+    def count_tokens(self, base_url: str, text: str, add_special: bool) -> int:
+        """Tokens in text by the served model's own tokenizer."""
+        if self.launcher == "llama-cpp-python":
+            status, body = http_json("POST", f"{base_url}/extras/tokenize", {"input": text})
+        else:
+            status, body = http_json("POST", f"{base_url}/tokenize", {"content": text, "add_special": add_special})
+        if status != 200 or not isinstance(body, dict) or "tokens" not in body:
+            raise EngineError(f"tokenizer endpoint answered {status}: {str(body)[:200]}")
+        tokens = body["tokens"]
+        return len(tokens) if isinstance(tokens, list) else int(body.get("count", 0))
+
+    @property
+    def serializes_requests(self) -> bool:
+        return self.launcher == "llama-cpp-python"
+
+    # -- describing and stopping -----------------------------------------------------------------
+    @property
+    def process(self) -> ManagedProcess | None:
+        return self._process
+
+    def record(self) -> dict[str, Any]:
+        return dict(self._record)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._record["exit_code"] = self._process.stop()

@@ -1,0 +1,120 @@
+"""The run directory: atomic writes, records appended as they complete, loading runs back."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench.errors import UsageError
+
+MANIFEST, REQUESTS, TELEMETRY, SUMMARY, ENGINE_LOG = (
+    "manifest.json",
+    "requests.jsonl",
+    "telemetry.jsonl",
+    "summary.json",
+    "engine.log",
+)
+JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(orjson.dumps(data, option=JSON_OPTIONS) + b"\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; results are meant to be read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class JsonlAppender:
+    """Appends one JSON object per line and flushes it, so a crash loses nothing already written."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._handle = path.open("ab")
+        self.count = 0
+
+    def append(self, row: dict[str, Any]) -> None:
+        self._handle.write(orjson.dumps(row) + b"\n")
+        self._handle.flush()
+        self.count += 1
+
+    def close(self) -> None:
+        if not self._handle.closed:
+            self._handle.flush()
+            os.fsync(self._handle.fileno())
+            self._handle.close()
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a torn last line (a crash mid-write) is skipped, any other bad line is an error."""
+    if not path.exists():
+        return []
+    lines = path.read_bytes().split(b"\n")
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(orjson.loads(line))
+        except orjson.JSONDecodeError:
+            if number == len(lines):  # the final line with no newline: an interrupted write
+                continue
+            raise UsageError(f"{path}: line {number} is not valid JSON; the file is damaged") from None
+    return rows
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return orjson.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise UsageError(f"{path} not found: is this a run directory written by `bench run`?") from None
+    except orjson.JSONDecodeError as exc:
+        raise UsageError(f"{path}: not valid JSON ({exc})") from None
+
+
+class RunDirectory:
+    """results/<run_id>/ and the files in it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @classmethod
+    def create(cls, root: Path, run_id: str) -> RunDirectory:
+        path = root / run_id
+        try:
+            path.mkdir(parents=True, exist_ok=False)
+        except FileExistsError:
+            raise UsageError(f"run directory {path} already exists; choose another --run-id") from None
+        return cls(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json_atomic(self.file(MANIFEST), manifest)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        write_json_atomic(self.file(SUMMARY), summary)
+
+    def manifest(self) -> dict[str, Any]:
+        return read_json(self.file(MANIFEST))
+
+    def summary(self) -> dict[str, Any]:
+        return read_json(self.file(SUMMARY))
+
+    def requests(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.file(REQUESTS))
+
+    def telemetry(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.file(TELEMETRY))

@@ -1,0 +1,72 @@
+"""psutil sampler: the engine's process tree (RSS, CPU%) and the client's own CPU%, on a thread."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import psutil
+
+from bench.clients.http import perf_ns
+from bench.results import JsonlAppender
+
+
+class ProcessSampler:
+    """Samples every `interval_s` into telemetry.jsonl, with times relative to the run's anchor.
+
+    CPU% is per process over the interval (100 = one core busy), summed over the engine's tree.
+    """
+
+    def __init__(
+        self, out: JsonlAppender, anchor_ns: int, engine_pids: Callable[[], list[int]], interval_s: float = 1.0
+    ) -> None:
+        self.out, self.anchor_ns, self.engine_pids, self.interval_s = out, anchor_ns, engine_pids, interval_s
+        self._procs: dict[int, psutil.Process] = {}
+        self._client = psutil.Process()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="telemetry", daemon=True)
+
+    def start(self) -> None:
+        self._client.cpu_percent()
+        psutil.cpu_percent()
+        self.sample(write=False)  # prime cpu_percent's interval
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self, write: bool = True) -> None:
+        rss = 0
+        cpu = 0.0
+        pids = self.engine_pids()
+        for pid in pids:
+            proc = self._procs.get(pid)
+            try:
+                if proc is None:
+                    proc = self._procs[pid] = psutil.Process(pid)
+                    proc.cpu_percent()  # first call primes; counts from the next sample on
+                else:
+                    cpu += proc.cpu_percent()
+                rss += proc.memory_info().rss
+            except psutil.Error:
+                self._procs.pop(pid, None)
+        if not write:
+            return
+        memory = psutil.virtual_memory()
+        self.out.append(
+            {
+                "t_ns": perf_ns() - self.anchor_ns,
+                "engine_processes": len(pids),
+                "engine_rss_bytes": rss if pids else None,
+                "engine_cpu_percent": cpu if pids else None,
+                "client_cpu_percent": self._client.cpu_percent(),
+                "system_cpu_percent": psutil.cpu_percent(),
+                "system_memory_used_bytes": memory.total - memory.available,
+            }
+        )
