@@ -152,9 +152,9 @@ class OpenAIClient:
                 t_end_ns=perf_ns() - self.anchor_ns,
             )
             return self._finish(record, [], None, None)
-        return await self._from_response(record, response)
+        return await self._from_response(record, request, response)
 
-    async def _from_response(self, record: dict[str, Any], response) -> dict[str, Any]:
+    async def _from_response(self, record: dict[str, Any], request: PreparedRequest, response) -> dict[str, Any]:
         a = self.anchor_ns
         record.update(
             t_send_ns=response.t_send_ns - a,
@@ -174,20 +174,17 @@ class OpenAIClient:
             status="error" if reading.error else "ok",
             error=reading.error,
         )
-        output_tokens, source = None, None
-        if reading.usage and reading.usage.get("completion_tokens") is not None:
-            output_tokens, source = reading.usage["completion_tokens"], "usage"
-        elif self.count_tokens is not None and reading.text:
-            output_tokens, source = await asyncio.to_thread(self.count_tokens, reading.text), "tokenizer"
-        elif reading.output_times_ns:
+        usage = reading.usage or {}
+        output_tokens, prompt_tokens, source = usage.get("completion_tokens"), usage.get("prompt_tokens"), "usage"
+        if output_tokens is None and self.count_tokens is not None:
+            # Counted after the stream ended, so the extra calls never touch this request's timestamps.
+            source = "tokenizer"
+            output_tokens = await asyncio.to_thread(self.count_tokens, reading.text, False) if reading.text else 0
+            if isinstance(request.prompt, str):
+                prompt_tokens = await asyncio.to_thread(self.count_tokens, request.prompt, True)
+        elif output_tokens is None:
             output_tokens, source = len(reading.output_times_ns), "chunks"
-        return self._finish(
-            record,
-            [t - a for t in reading.output_times_ns],
-            output_tokens,
-            source,
-            (reading.usage or {}).get("prompt_tokens"),
-        )
+        return self._finish(record, [t - a for t in reading.output_times_ns], output_tokens, source, prompt_tokens)
 
     @staticmethod
     def _finish(record, output_times, output_tokens, source, prompt_tokens=None) -> dict[str, Any]:

@@ -87,6 +87,7 @@ class LlamaCppDriver(EngineDriver):
         self.run_dir: Path | None = None
         self._process: ManagedProcess | None = None
         self._record: dict[str, Any] = {"engine": self.name}
+        self._special_prefix: int | None = None
         self.launcher, self._launcher_version = self._choose_launcher()
         self._validate()
 
@@ -300,14 +301,22 @@ class LlamaCppDriver(EngineDriver):
 
     def count_tokens(self, base_url: str, text: str, add_special: bool) -> int:
         """Tokens in text by the served model's own tokenizer."""
-        if self.launcher == "llama-cpp-python":
-            status, body = http_json("POST", f"{base_url}/extras/tokenize", {"input": text})
-        else:
-            status, body = http_json("POST", f"{base_url}/tokenize", {"content": text, "add_special": add_special})
-        if status != 200 or not isinstance(body, dict) or "tokens" not in body:
-            raise EngineError(f"tokenizer endpoint answered {status}: {str(body)[:200]}")
-        tokens = body["tokens"]
-        return len(tokens) if isinstance(tokens, list) else int(body.get("count", 0))
+        if self.launcher != "llama-cpp-python":
+            return len(self._tokenize(f"{base_url}/tokenize", {"content": text, "add_special": add_special}))
+        # llama-cpp-python always adds its special prefix (BOS); measure it once and take it off.
+        tokens = len(self._tokenize(f"{base_url}/extras/tokenize", {"input": text}))
+        if add_special:
+            return tokens
+        if self._special_prefix is None:
+            self._special_prefix = len(self._tokenize(f"{base_url}/extras/tokenize", {"input": ""}))
+        return tokens - self._special_prefix
+
+    @staticmethod
+    def _tokenize(url: str, body: dict) -> list:
+        status, answer = http_json("POST", url, body)
+        if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("tokens"), list):
+            raise EngineError(f"tokenizer endpoint {url} answered {status}: {str(answer)[:200]}")
+        return answer["tokens"]
 
     @property
     def serializes_requests(self) -> bool:

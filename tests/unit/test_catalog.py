@@ -1,0 +1,71 @@
+"""models.yaml validation: one error naming the file, the entry and the field."""
+
+import pytest
+
+from bench.catalog import get_model, load_catalog, resolve_model_path, verified_digest
+from bench.errors import UsageError
+
+GOOD = """
+models:
+  tiny:
+    format: gguf
+    api: completions
+    source: {path: tiny.gguf}
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "models.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_catalog_is_valid_and_has_the_demo_model():
+    catalog, _ = load_catalog(None)
+    assert catalog.models["gemma3-270m"].api == "completions"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (GOOD.replace("api: completions", "api: compleetions"), "entry 'tiny', field 'api'"),
+        (GOOD.replace("    format: gguf\n", ""), "entry 'tiny', field 'format': Field required"),
+        (GOOD + "    colour: blue\n", "entry 'tiny', field 'colour': Extra inputs are not permitted"),
+        (GOOD.replace("{path: tiny.gguf}", "{}"), "entry 'tiny', field 'source': give exactly one of"),
+    ],
+)
+def test_invalid_field_is_named(tmp_path, text, expected):
+    path = write(tmp_path, text)
+    with pytest.raises(UsageError) as err:
+        load_catalog(path)
+    message = str(err.value)
+    assert message.startswith(str(path)) and expected in message and "\n" not in message
+
+
+def test_broken_yaml_names_the_line(tmp_path):
+    path = write(tmp_path, "models:\n  tiny: [unclosed\n")
+    with pytest.raises(UsageError, match=r"not valid YAML at line \d"):
+        load_catalog(path)
+
+
+def test_unknown_model_lists_the_known_ones(tmp_path):
+    catalog, path = load_catalog(write(tmp_path, GOOD))
+    with pytest.raises(UsageError, match="unknown model 'nope'.*known models: tiny"):
+        get_model(catalog, path, "nope")
+
+
+def test_relative_path_resolves_beside_the_catalog_and_missing_file_says_which_field(tmp_path):
+    catalog, path = load_catalog(write(tmp_path, GOOD))
+    entry = catalog.models["tiny"]
+    with pytest.raises(UsageError, match=r"tiny.gguf for 'tiny' does not exist; fix models.tiny.source.path"):
+        resolve_model_path("tiny", entry, path)
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    assert resolve_model_path("tiny", entry, path) == tmp_path / "tiny.gguf"
+
+
+def test_digest_mismatch_is_refused(tmp_path):
+    (tmp_path / "tiny.gguf").write_bytes(b"GGUF")
+    catalog, path = load_catalog(write(tmp_path, GOOD + "    sha256: '" + "0" * 64 + "'\n"))
+    entry = catalog.models["tiny"]
+    with pytest.raises(UsageError, match="corrupt or the catalog is out of date"):
+        verified_digest("tiny", entry, tmp_path / "tiny.gguf", path)

@@ -1,0 +1,63 @@
+"""Reading OpenAI-style streams: output chunks, usage wherever it rides, errors."""
+
+import orjson
+
+from bench.clients.openai import PreparedRequest, encode_body, read_stream
+
+
+def ev(t, obj):
+    return (t, obj if isinstance(obj, bytes) else orjson.dumps(obj))
+
+
+def completion(text, finish=None, **extra):
+    return {"choices": [{"text": text, "index": 0, "finish_reason": finish}], **extra}
+
+
+def test_usage_on_the_last_content_chunk_is_counted():
+    # llama.cpp puts usage on the final chunk together with choices; a reader that skips it halves TPOT.
+    events = [
+        ev(1, completion(" a")),
+        ev(2, completion(" b")),
+        ev(3, completion("", "length", usage={"completion_tokens": 2, "prompt_tokens": 5})),
+        ev(4, b"[DONE]"),
+    ]
+    reading = read_stream("completions", events)
+    assert reading.output_times_ns == [1, 2]  # the empty final chunk carries no output
+    assert reading.usage == {"completion_tokens": 2, "prompt_tokens": 5}
+    assert reading.text == " a b" and reading.finish_reason == "length" and reading.error is None
+
+
+def test_usage_on_a_chunk_of_its_own_with_empty_choices():
+    events = [
+        ev(1, completion("x", "stop")),
+        ev(2, {"choices": [], "usage": {"completion_tokens": 1, "prompt_tokens": 3}}),
+        ev(3, b"[DONE]"),
+    ]
+    reading = read_stream("completions", events)
+    assert reading.usage["completion_tokens"] == 1 and reading.output_times_ns == [1]
+
+
+def test_chat_deltas_and_reasoning_count_as_output():
+    events = [
+        ev(1, {"choices": [{"delta": {"role": "assistant"}}]}),
+        ev(2, {"choices": [{"delta": {"reasoning_content": "think"}}]}),
+        ev(3, {"choices": [{"delta": {"content": "hi"}, "finish_reason": "stop"}]}),
+        ev(4, b"[DONE]"),
+    ]
+    reading = read_stream("chat", events)
+    assert reading.output_times_ns == [2, 3] and reading.text == "thinkhi"
+
+
+def test_error_event_and_truncated_and_malformed_streams():
+    assert "boom" in read_stream("completions", [ev(1, {"error": {"message": "boom"}})]).error
+    assert "without a finish reason" in read_stream("completions", [ev(1, completion("a"))]).error
+    assert "malformed" in read_stream("completions", [ev(1, b"{not json")]).error
+
+
+def test_encode_body_asks_for_usage_and_wraps_text_for_chat():
+    request = PreparedRequest(1, "measured", "hello", 8)
+    body = orjson.loads(encode_body("chat", "m", request, {"temperature": 0}))
+    assert body["messages"] == [{"role": "user", "content": "hello"}]
+    assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
+    assert body["max_tokens"] == 8 and body["temperature"] == 0
+    assert orjson.loads(encode_body("completions", "m", request, {}))["prompt"] == "hello"
