@@ -1,0 +1,66 @@
+"""Bad input: one line naming what to fix, exit code 2, no traceback, nothing started or written."""
+
+import socket
+
+import pytest
+
+from .conftest import needs_xllamacpp, run_bench
+
+RUN = ["run", "--engine", "llamacpp", "--model", "gemma3-270m", "--requests", "1"]
+
+
+def assert_usage_error(done, *fragments, results=None):
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+    if results is not None:
+        assert not results.exists() or not any(results.iterdir()), "bad input left a run directory"
+
+
+def test_unknown_engine(tmp_path):
+    done = run_bench("run", "--engine", "tgi", "--model", "gemma3-270m", results=tmp_path / "r")
+    assert_usage_error(done, "--engine 'tgi' is not known", "llamacpp", results=tmp_path / "r")
+
+
+def test_unknown_model(tmp_path):
+    done = run_bench("run", "--engine", "llamacpp", "--model", "gpt-9", results=tmp_path / "r")
+    assert_usage_error(done, "unknown model 'gpt-9'", "gemma3-270m", results=tmp_path / "r")
+
+
+def test_invalid_catalog_field(tmp_path):
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text("models:\n  m:\n    format: gguf\n    api: chatty\n    source: {path: m.gguf}\n")
+    done = run_bench("run", "--engine", "llamacpp", "--model", "m", "--catalog", str(catalog), results=tmp_path / "r")
+    assert_usage_error(done, str(catalog), "entry 'm', field 'api'", results=tmp_path / "r")
+
+
+def test_missing_model_file(tmp_path):
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text("models:\n  m:\n    format: gguf\n    api: completions\n    source: {path: gone.gguf}\n")
+    done = run_bench("run", "--engine", "llamacpp", "--model", "m", "--catalog", str(catalog), results=tmp_path / "r")
+    assert_usage_error(done, "gone.gguf", "does not exist", "models.m.source.path", results=tmp_path / "r")
+
+
+@pytest.mark.parametrize(
+    "flag, value, fragment",
+    [
+        ("--concurrency", "0", "--concurrency: must be at least 1"),
+        ("--output-tokens", "x", "--output-tokens: invalid"),
+        ("--launcher", "ollama", "--launcher 'ollama': choose one of"),
+    ],
+)
+def test_bad_flag_values(tmp_path, flag, value, fragment):
+    assert_usage_error(run_bench(*RUN, flag, value, results=tmp_path / "r"), fragment, results=tmp_path / "r")
+
+
+@needs_xllamacpp
+def test_busy_port_given_explicitly(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        done = run_bench(*RUN, "--port", str(port), results=tmp_path / "r")
+    assert_usage_error(done, f"--port {port}", "already in use", results=tmp_path / "r")

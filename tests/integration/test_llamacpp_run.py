@@ -1,0 +1,123 @@
+"""`bench run` against the real llama.cpp server (xllamacpp) with Gemma 3 270M on loopback."""
+
+import json
+import signal
+
+import pytest
+
+from bench.metrics import summarize_run
+from bench.results import RunDirectory
+
+from .conftest import (
+    engine_processes,
+    needs_llama_cpp_python,
+    needs_xllamacpp,
+    only_run_dir,
+    read_records,
+    run_bench,
+    start_bench,
+    wait_for_measured,
+)
+
+pytestmark = [pytest.mark.integration, needs_xllamacpp]
+SMALL = ["run", "--engine", "llamacpp", "--model", "gemma3-270m", "--input-tokens", "32", "--output-tokens", "16"]
+
+
+def max_overlap(records):
+    """Most requests in flight at one instant, from their send and end times."""
+    edges = sorted([(r["t_send_ns"], 1) for r in records] + [(r["t_end_ns"], -1) for r in records])
+    level = peak = 0
+    for _, step in edges:
+        level += step
+        peak = max(peak, level)
+    return peak
+
+
+def test_benchmark_of_real_server_records_consistent_requests(tmp_path):
+    done = run_bench(
+        *SMALL, "--concurrency", "2", "--parallel", "2", "--requests", "16", "--warmup", "2", results=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["incomplete_reason"] is None
+    engine = manifest["engine"]
+    assert engine["launcher"] == "xllamacpp" and engine["version"]["xllamacpp_version"]
+    assert engine["version"]["total_slots"] == 2 and engine["load_time_s"] > 0
+    assert "--parallel" in engine["argv"] and engine["exit_code"] is not None
+    assert manifest["model"]["file"]["sha256"] == manifest["model"]["entry"]["sha256"]
+    assert manifest["hardware"]["cpu_cores_logical"] >= 1
+
+    records = read_records(run_dir)
+    measured = [r for r in records if r["phase"] == "measured"]
+    assert len(measured) == 16 and sum(r["phase"] == "warmup" for r in records) == 2
+    for r in measured:
+        assert r["status"] == "ok", r
+        assert r["tokens_source"] == "usage" and r["output_tokens"] == 16 and r["prompt_tokens"] >= 16
+        ttft = r["output_times_ns"][0] - r["t_send_ns"]
+        assert 0 < ttft <= r["t_end_ns"] - r["t_send_ns"]
+        assert r["output_times_ns"] == sorted(r["output_times_ns"])
+        assert r["server_timings"]["predicted_n"] == 16  # llama.cpp's own count agrees with usage
+    assert max_overlap(measured) == 2  # two streams really were in flight together
+
+    # summary.json is a pure function of the raw files, and `bench summarize` says so
+    run = RunDirectory(run_dir)
+    assert run.summary() == summarize_run(run.requests(), run.telemetry())
+    assert run.summary()["requests"]["successful"] == 16 and run.summary()["ttft_ms"]["n"] == 16
+    assert run.telemetry() and run.summary()["telemetry"]["engine_peak_rss_bytes"] > 100 * 2**20
+    again = run_bench("summarize", str(run_dir), results=tmp_path)
+    assert "summary.json: matches the recomputation" in again.stderr
+    assert not engine_processes(run_dir)
+    for label in ("TTFT (ms)", "TPOT (ms)", "ITL (ms)", "E2E latency (ms)", "p99.9", "req/s", str(run_dir)):
+        assert label in done.stdout
+
+
+@pytest.mark.parametrize("how", ["engine killed", "SIGINT to bench"])
+def test_interrupted_run_keeps_finished_requests_and_leaves_no_engine(tmp_path, how):
+    proc = start_bench(*SMALL, "--concurrency", "2", "--requests", "400", results=tmp_path)
+    run_dir = wait_for_measured(tmp_path, 3, proc)
+    engine_pid = json.loads((run_dir / "manifest.json").read_text())["engine"]["pid"]
+    if how == "engine killed":
+        import os
+
+        os.kill(engine_pid, signal.SIGKILL)
+    else:
+        proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete"
+    if how == "engine killed":
+        assert proc.returncode == 3, err
+        assert f"engine process {engine_pid} exited with code -9" in manifest["incomplete_reason"]
+        assert "error: run incomplete: engine process" in err and "Traceback" not in err
+    else:
+        assert proc.returncode == 130, err
+        assert "SIGINT" in manifest["incomplete_reason"] and "Traceback" not in err
+    records = read_records(run_dir)
+    ok = [r for r in records if r["phase"] == "measured" and r["status"] == "ok"]
+    assert len(ok) >= 3 and len(records) < 402
+    assert json.loads((run_dir / "summary.json").read_text())["requests"]["successful"] == len(ok)
+    assert not engine_processes(run_dir), "an engine process outlived the run"
+
+
+@needs_llama_cpp_python
+def test_llama_cpp_python_is_held_to_one_stream_and_counted_by_tokenizer(tmp_path):
+    refused = run_bench(*SMALL, "--launcher", "llama-cpp-python", "--concurrency", "2", results=tmp_path)
+    assert refused.returncode == 2 and "one request at a time" in refused.stderr
+    assert not any(tmp_path.iterdir())
+
+    done = run_bench(
+        *SMALL, "--launcher", "llama-cpp-python", "--concurrency", "1", "--requests", "3", results=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["engine"]["limits"]["serializes_requests"] is True
+    assert "--interrupt_requests" in manifest["engine"]["argv"]
+    for r in read_records(run_dir):
+        assert r["status"] == "ok" and r["tokens_source"] == "tokenizer"
+        # one token per streamed chunk here, so the tokenizer's count (BOS excluded) must equal the chunks
+        assert r["output_tokens"] == len(r["output_times_ns"]) > 0
+        assert r["prompt_tokens"] == r["prompt_tokens_expected"]
+    assert max_overlap(read_records(run_dir)) == 1
