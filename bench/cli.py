@@ -456,7 +456,8 @@ def cmd_run(args) -> int:
         f"{len(prompt_rows) if prompt_rows else args.input_tokens} {'prompts' if prompt_rows else 'input'} / "
         f"{args.output_tokens} output tokens"
     )
-    print(summary_table(summary, heading, str(run_dir.path)))
+    if kept["measured"] or kept["warmup"]:
+        print(summary_table(summary, heading, str(run_dir.path)))
     if exit_code == EXIT_ENGINE and engine_failure:
         process = driver.process
         say(

@@ -90,7 +90,11 @@ def main() -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    server = xllamacpp.Server(params)  # noqa: F841  (serves on its own threads while referenced)
+    try:
+        server = xllamacpp.Server(params)  # noqa: F841  (serves on its own threads while referenced)
+    except RuntimeError as exc:
+        print(f"xllamacpp could not start the server: {exc} (llama.cpp's messages above say why)", flush=True)
+        return 1
     print(f"xllamacpp server listening on {args.host}:{args.port}", flush=True)
     stop.wait()
     return 0

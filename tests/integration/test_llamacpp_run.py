@@ -72,7 +72,7 @@ def test_benchmark_of_real_server_records_consistent_requests(tmp_path):
         assert label in done.stdout
 
 
-@pytest.mark.parametrize("how", ["engine killed", "SIGINT to bench"])
+@pytest.mark.parametrize("how", ["engine killed", "SIGINT to bench", "SIGTERM to bench"])
 def test_interrupted_run_keeps_finished_requests_and_leaves_no_engine(tmp_path, how):
     proc = start_bench(*SMALL, "--concurrency", "2", "--requests", "400", results=tmp_path)
     run_dir = wait_for_measured(tmp_path, 3, proc)
@@ -82,7 +82,7 @@ def test_interrupted_run_keeps_finished_requests_and_leaves_no_engine(tmp_path, 
 
         os.kill(engine_pid, signal.SIGKILL)
     else:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGINT if "SIGINT" in how else signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
 
     manifest = json.loads((run_dir / "manifest.json").read_text())
@@ -93,12 +93,28 @@ def test_interrupted_run_keeps_finished_requests_and_leaves_no_engine(tmp_path, 
         assert "error: run incomplete: engine process" in err and "Traceback" not in err
     else:
         assert proc.returncode == 130, err
-        assert "SIGINT" in manifest["incomplete_reason"] and "Traceback" not in err
+        assert how.split()[0] in manifest["incomplete_reason"] and "Traceback" not in err
     records = read_records(run_dir)
     ok = [r for r in records if r["phase"] == "measured" and r["status"] == "ok"]
     assert len(ok) >= 3 and len(records) < 402
     assert json.loads((run_dir / "summary.json").read_text())["requests"]["successful"] == len(ok)
     assert not engine_processes(run_dir), "an engine process outlived the run"
+
+
+def test_engine_that_cannot_load_the_model_fails_with_its_log(tmp_path):
+    bogus = tmp_path / "bogus.gguf"
+    bogus.write_bytes(b"this is not a GGUF file" * 100)
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(f"models:\n  bogus:\n    format: gguf\n    api: completions\n    source: {{path: {bogus}}}\n")
+    results = tmp_path / "results"
+    done = run_bench("run", "--engine", "llamacpp", "--model", "bogus", "--catalog", str(catalog), results=results)
+    assert done.returncode == 3, done.stderr
+    assert "exited with code" in done.stderr and "before it was ready" in done.stderr
+    assert "engine.log, last lines:" in done.stderr and "Traceback" not in done.stderr
+    run_dir = only_run_dir(results)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["status"] == "incomplete" and "before it was ready" in manifest["incomplete_reason"]
+    assert not engine_processes(run_dir)
 
 
 @needs_llama_cpp_python
@@ -121,3 +137,43 @@ def test_llama_cpp_python_is_held_to_one_stream_and_counted_by_tokenizer(tmp_pat
         assert r["output_tokens"] == len(r["output_times_ns"]) > 0
         assert r["prompt_tokens"] == r["prompt_tokens_expected"]
     assert max_overlap(read_records(run_dir)) == 1
+
+
+def test_prompt_file_with_an_oversized_prompt_records_the_error_and_goes_on(tmp_path):
+    prompts = tmp_path / "prompts.jsonl"
+    long_prompt = "word " * 3000  # beyond the 512-token slot context the rig sizes for --prompts runs
+    rows = [{"prompt": "The capital of France is"}, {"prompt": long_prompt}, {"prompt": "Once upon a time"}]
+    prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    done = run_bench(
+        "run",
+        "--engine",
+        "llamacpp",
+        "--model",
+        "gemma3-270m",
+        "--prompts",
+        str(prompts),
+        "--output-tokens",
+        "8",
+        "--concurrency",
+        "1",
+        "--requests",
+        "6",
+        "--warmup",
+        "0",
+        results=tmp_path / "r",
+    )
+    assert done.returncode == 0, done.stderr
+    records = read_records(only_run_dir(tmp_path / "r"))
+    assert [r["status"] for r in records] == ["ok", "error", "ok"] * 2  # file order, wrapped around
+    failed = records[1]
+    assert failed["http_status"] == 400 and failed["error"].startswith("HTTP 400:")
+    assert "Error        2 x HTTP 400" in done.stdout
+
+
+def test_duration_stops_sending(tmp_path):
+    done = run_bench(*SMALL, "--concurrency", "2", "--requests", "1000", "--duration", "3", results=tmp_path)
+    assert done.returncode == 0, done.stderr
+    records = [r for r in read_records(only_run_dir(tmp_path)) if r["phase"] == "measured"]
+    assert 2 <= len(records) < 1000
+    first_send = min(r["t_send_ns"] for r in records)
+    assert max(r["t_send_ns"] for r in records) - first_send < 3e9  # nothing new was sent after 3 s
