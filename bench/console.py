@@ -25,33 +25,38 @@ def say(message: str) -> None:
 class Progress:
     """Counts records as they land; redraws one line on a terminal, prints a line now and then otherwise."""
 
-    def __init__(self, planned: dict[str, int], stream: TextIO = sys.stderr) -> None:
-        self.planned = planned
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
         self.stream = stream
         self.tty = stream.isatty()
-        self.counts = {phase: {"ok": 0, "error": 0, "cancelled": 0} for phase in planned}
+        self.label = ""
+        self.planned = 0
+        self.counts: dict[str, int] = {}
         self.output_tokens = 0
-        self.phase = next(iter(planned))
-        self.phase_started = time.monotonic()
+        self.started = time.monotonic()
+
+    def start_stage(self, stage, total_stages: int) -> None:
+        if self.label:
+            self.draw(final=True)
+        self.label = f"stage {stage.index + 1}/{total_stages} {stage.schedule.label()}"
+        self.planned = stage.requests
+        self.counts = {"warmup": 0, "measured": 0, "cooldown": 0, "ok": 0, "error": 0, "cancelled": 0}
+        self.output_tokens = 0
+        self.started = time.monotonic()
 
     def add(self, record: dict[str, Any]) -> None:
-        phase = record.get("phase", "measured")
-        if phase != self.phase:
-            self.phase, self.phase_started, self.output_tokens = phase, time.monotonic(), 0
-        self.counts.setdefault(phase, {"ok": 0, "error": 0, "cancelled": 0})[record.get("status", "error")] += 1
+        self.counts[record.get("phase", "measured")] = self.counts.get(record.get("phase", "measured"), 0) + 1
+        self.counts[record.get("status", "error")] = self.counts.get(record.get("status", "error"), 0) + 1
         if record.get("status") == "ok":
             self.output_tokens += record.get("output_tokens") or 0
 
     def line(self) -> str:
-        c = self.counts[self.phase]
-        done = sum(c.values())
-        elapsed = time.monotonic() - self.phase_started
-        rates = (
-            f" | {c['ok'] / elapsed:5.2f} req/s | {self.output_tokens / elapsed:7.1f} out tok/s" if elapsed > 0 else ""
-        )
+        c = self.counts
+        elapsed = time.monotonic() - self.started
+        rates = f" | {c.get('ok', 0) / elapsed:5.2f} req/s | {self.output_tokens / elapsed:7.1f} out tok/s"
         return (
-            f"{self.phase:>8} {done:>5}/{self.planned.get(self.phase, 0):<5} ok {c['ok']:<5} "
-            f"failed {c['error']:<4} | {elapsed:6.1f} s{rates}"
+            f"{self.label} | measured {c.get('measured', 0)}/{self.planned} (warmup {c.get('warmup', 0)}, "
+            f"cooldown {c.get('cooldown', 0)}) | ok {c.get('ok', 0)} failed {c.get('error', 0)} | "
+            f"{elapsed:6.1f} s{rates if elapsed > 0 else ''}"
         )
 
     async def ticker(self) -> None:
@@ -59,13 +64,15 @@ class Progress:
         try:
             while True:
                 await asyncio.sleep(interval)
-                self.draw()
+                if self.label:
+                    self.draw()
         finally:
-            self.draw(final=True)
+            if self.label:
+                self.draw(final=True)
 
     def draw(self, final: bool = False) -> None:
         if self.tty:
-            self.stream.write("\r" + self.line() + ("\n" if final else ""))
+            self.stream.write("\r\033[K" + self.line() + ("\n" if final else ""))
         else:
             self.stream.write(self.line() + "\n")
         self.stream.flush()
@@ -83,12 +90,19 @@ def _rate(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:,.2f} {unit}"
 
 
-def summary_table(summary: dict[str, Any], heading: str, run_dir: str | None = None) -> str:
-    header = f"{'':18}" + "".join(f"{col:>9}" for col in STAT_COLUMNS)
+def summary_table(
+    summary: dict[str, Any], heading: str, run_dir: str | None = None, telemetry: dict[str, Any] | None = None
+) -> str:
+    """The detailed table of one stage (or of a whole single-stage run)."""
+    header = f"{'':22}" + "".join(f"{col:>9}" for col in STAT_COLUMNS)
     lines = [heading, "", header]
-    for key, label in LATENCY_ROWS:
+    rows = list(LATENCY_ROWS)
+    if "client_queue_ms" in summary:
+        rows += [("client_queue_ms", "client queue (ms)"), ("ttft_from_intended_ms", "TTFT from intended"),
+                 ("e2e_from_intended_ms", "E2E from intended")]  # fmt: skip
+    for key, label in rows:
         stats = summary.get(key) or {}
-        lines.append(f"{label:18}" + "".join(_fmt(stats.get(col)) for col in STAT_COLUMNS))
+        lines.append(f"{label:22}" + "".join(_fmt(stats.get(col)) for col in STAT_COLUMNS))
     req = summary["requests"]
     lines += [
         "",
@@ -113,7 +127,13 @@ def summary_table(summary: dict[str, Any], heading: str, run_dir: str | None = N
         )
     for error in summary.get("errors", [])[:5]:
         lines.append(f"Error        {error['count']} x {error['error']}")
-    tel = summary.get("telemetry") or {}
+    ci = summary.get("ci95") or {}
+    if any(ci.values()):
+        shown = ", ".join(f"{name} [{lo:,.1f}, {hi:,.1f}]" for name, v in ci.items() if v for lo, hi in [v])
+        lines.append(f"95% CI       {shown}")
+    if summary.get("slo"):
+        lines += _slo_lines(summary["slo"])
+    tel = telemetry or summary.get("telemetry") or {}
     if tel.get("samples"):
         rss = tel.get("engine_peak_rss_bytes")
         lines.append(
@@ -124,4 +144,63 @@ def summary_table(summary: dict[str, Any], heading: str, run_dir: str | None = N
         )
     if run_dir:
         lines.append(f"Run dir      {run_dir}")
+    return "\n".join(lines)
+
+
+def _slo_lines(slo: dict[str, Any]) -> list[str]:
+    key = f"p{slo['percentile']:g}"
+    parts = [
+        f"{metric} {m['fraction_meeting']:.0%} within {m['threshold_ms']:g} ms ({key} {_fmt(m[key], 0).strip()})"
+        for metric, m in slo["by_metric"].items()
+        if m["fraction_meeting"] is not None
+    ]
+    goodput = slo["goodput_requests_per_s"]
+    return [
+        f"SLO          {'; '.join(parts)}",
+        f"Goodput      {'-' if goodput is None else f'{goodput:.2f}'} req/s meeting every SLO "
+        f"({(slo['fraction_meeting_all'] or 0):.0%}); {key} compliant: {'yes' if slo['compliant'] else 'no'}",
+    ]
+
+
+def _cell(stats: dict[str, Any] | None, key: str) -> str:
+    value = (stats or {}).get(key)
+    return f"{value:9.1f}" if value is not None else f"{'-':>9}"
+
+
+def stage_table(summary: dict[str, Any], heading: str, run_dir: str) -> str:
+    """One row per stage: the latency-throughput curve of the run."""
+    head = (f"{'stage':<34}{'ok':>5}{'fail':>5}{'req/s':>8}{'tok/s':>9}{'TTFT p50':>9}{'TTFT p99':>9}"
+            f"{'TPOT p50':>9}{'TPOT p99':>9}{'E2E p99':>9}{'queue p99':>10}{'goodput':>9}")  # fmt: skip
+    lines = [heading, "", head]
+    for stage in summary["stages"]:
+        req = stage["requests"]
+        rps, tps = stage["request_throughput_per_s"], stage["output_throughput_tokens_per_s"]
+        slo = stage.get("slo") or {}
+        goodput = slo.get("goodput_requests_per_s")
+        mark = ("*" if slo.get("compliant") else " ") if slo else ""
+        name = f"{stage['stage']} {stage.get('label') or ''}"[:33]
+        lines.append(
+            f"{name:<34}{req['successful']:>5}{req['failed']:>5}"
+            f"{'-' if rps is None else f'{rps:.2f}':>8}{'-' if tps is None else f'{tps:.1f}':>9}"
+            f"{_cell(stage['ttft_ms'], 'p50')}{_cell(stage['ttft_ms'], 'p99')}{_cell(stage['tpot_ms'], 'p50')}"
+            f"{_cell(stage['tpot_ms'], 'p99')}{_cell(stage['e2e_ms'], 'p99')}"
+            f"{_cell(stage.get('client_queue_ms'), 'p99'):>10}{'-' if goodput is None else f'{goodput:.2f}':>8}{mark}"
+        )
+    slo = summary.get("slo")
+    if slo:
+        best = slo["max_slo_compliant"]
+        limits = ", ".join(f"{k}<={v:g}ms" for k, v in slo["thresholds_ms"].items())
+        lines.append("")
+        lines.append(f"SLO          {limits} at p{slo['percentile']:g}; * = compliant stage")
+        lines.append(
+            "Max SLO-compliant throughput: none of the stages met the SLOs" if best is None else
+            f"Max SLO-compliant throughput: {best['request_throughput_per_s']:.2f} req/s, "
+            f"{best['output_throughput_tokens_per_s']:.1f} output tok/s (stage {best['stage']}, {best['label']})"
+        )  # fmt: skip
+    tel = summary.get("telemetry") or {}
+    if tel.get("samples"):
+        rss = tel.get("engine_peak_rss_bytes")
+        lines.append(f"Processes    engine peak RSS {'-' if rss is None else f'{rss / 2**20:,.0f} MiB'}, client CPU "
+                     f"{_fmt(tel.get('client_cpu_percent_mean'), 0)} % (100 % = one core)")  # fmt: skip
+    lines.append(f"Run dir      {run_dir}  (queue = client queue, open loop; times in ms)")
     return "\n".join(lines)

@@ -18,11 +18,26 @@ last t_end of any measured request, failed ones included:
 
 Latency statistics use successful requests only. Percentiles interpolate linearly between order
 statistics (numpy's default); std is the population standard deviation (ddof=0, numpy's default).
+
+Open loop: each request also has an intended send time t_intended from the schedule.
+client_queue = t_send - t_intended (time the client held it: a concurrency cap, or a late loop),
+and TTFT and E2E are also reported from t_intended, so queueing in the client is never hidden.
+
+SLOs (ttft, tpot, itl, e2e thresholds in ms): a measured request meets an SLO when it succeeded and
+its value is within the threshold (open loop: TTFT and E2E from t_intended). goodput = requests
+meeting every SLO / window. A stage is SLO-compliant when, for every SLO, the chosen percentile
+over its measured requests is within the threshold, counting a failed request as infinitely slow.
+The max SLO-compliant throughput is the highest request throughput among compliant stages.
+
+Confidence intervals (95 %, percentile bootstrap, 1000 resamples, fixed seed so summaries are
+reproducible): p50 and p99 of TTFT and TPOT over requests; output throughput from the mean of
+per-interval throughputs over 10 equal slices of the window (batch means).
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from collections.abc import Iterable
 from typing import Any
@@ -30,6 +45,9 @@ from typing import Any
 PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
+SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
+BOOTSTRAP_RESAMPLES = 1000
+THROUGHPUT_SLICES = 10
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -77,6 +95,11 @@ def request_latencies(record: dict[str, Any]) -> dict[str, Any]:
         if n is not None and n >= 2:
             out["tpot_ms"] = (times[-1] - times[0]) / (n - 1) / NS_PER_MS
     out["output_tokens_per_s"] = (n / (e2e_ns / NS_PER_S)) if n and e2e_ns > 0 else None
+    t_intended = record.get("t_intended_ns")
+    if t_intended is not None:
+        out["client_queue_ms"] = (t_send - t_intended) / NS_PER_MS
+        out["e2e_from_intended_ms"] = (t_end - t_intended) / NS_PER_MS
+        out["ttft_from_intended_ms"] = (times[0] - t_intended) / NS_PER_MS if times else None
     return out
 
 
@@ -127,6 +150,118 @@ def summarize_requests(records: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens_source": dict(Counter(r.get("tokens_source") or "none" for r in ok)),
         "output_length_differs_from_max_tokens": len(length_mismatch),
         "errors": [{"error": kind, "count": count} for kind, count in error_kinds.most_common(10)],
+        **_open_loop_stats(per_request),
+    }
+
+
+def _open_loop_stats(per_request: list[dict[str, Any]]) -> dict[str, Any]:
+    """Queueing and latency from the intended send, over the open-loop requests among these."""
+    per_request = [p for p in per_request if "client_queue_ms" in p]
+    if not per_request:
+        return {}
+    return {
+        "client_queue_ms": describe(p["client_queue_ms"] for p in per_request),
+        "ttft_from_intended_ms": describe(
+            p["ttft_from_intended_ms"] for p in per_request if p["ttft_from_intended_ms"] is not None
+        ),
+        "e2e_from_intended_ms": describe(p["e2e_from_intended_ms"] for p in per_request),
+    }
+
+
+def _slo_value(metric: str, latencies: dict[str, Any]) -> float | None:
+    """The value an SLO judges; open-loop TTFT and E2E count from the intended send time. ITL: the worst gap."""
+    if metric == "itl":
+        return max(latencies["itl_ms"]) if latencies["itl_ms"] else None
+    if metric in ("ttft", "e2e") and f"{metric}_from_intended_ms" in latencies:
+        return latencies[f"{metric}_from_intended_ms"]
+    return latencies[f"{metric}_ms"]
+
+
+def slo_report(records: list[dict[str, Any]], slo_ms: dict[str, float], percentile_q: float) -> dict[str, Any]:
+    """Fractions meeting each SLO, goodput, and whether the chosen percentile meets every SLO."""
+    measured = [r for r in records if r.get("phase") == "measured" and r.get("status") in ("ok", "error")]
+    sent = [r for r in records if r.get("phase") == "measured" and r.get("t_send_ns") is not None]
+    window_s = (max(r["t_end_ns"] for r in sent) - min(r["t_send_ns"] for r in sent)) / NS_PER_S if sent else 0
+    values: dict[str, list[float]] = {m: [] for m in slo_ms}
+    meets_all = 0
+    for record in measured:
+        ok = record["status"] == "ok"
+        latencies = request_latencies(record) if ok else None
+        meets_every = ok
+        for metric, limit in slo_ms.items():
+            value = _slo_value(metric, latencies) if ok else None
+            # no TPOT/ITL for a one-token answer: nothing to miss; a failure misses everything
+            values[metric].append(math.inf if not ok else (value if value is not None else 0.0))
+            meets_every = meets_every and (value is None or value <= limit)
+        meets_all += meets_every
+    n = len(measured)
+    key = percentile_key(percentile_q)
+    per_metric = {}
+    for metric, limit in slo_ms.items():
+        data = sorted(values[metric])
+        at_percentile = percentile(data, percentile_q) if data else None
+        per_metric[metric] = {
+            "threshold_ms": limit,
+            "fraction_meeting": (sum(v <= limit for v in data) / n) if n else None,
+            key: at_percentile,
+            "met_at_percentile": at_percentile is not None and at_percentile <= limit,
+        }
+    return {
+        "percentile": percentile_q,
+        "requests_judged": n,
+        "fraction_meeting_all": meets_all / n if n else None,
+        "goodput_requests_per_s": meets_all / window_s if window_s > 0 else None,
+        "compliant": bool(n) and all(m["met_at_percentile"] for m in per_metric.values()),
+        "by_metric": per_metric,
+    }
+
+
+def bootstrap_ci(values: list[float], statistic, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """Percentile-bootstrap interval of statistic(sorted sample); None for fewer than 2 values."""
+    if len(values) < 2:
+        return None
+    rng = random.Random(seed)
+    estimates = sorted(statistic(sorted(rng.choices(values, k=len(values)))) for _ in range(BOOTSTRAP_RESAMPLES))
+    tail = (1 - level) / 2 * 100
+    return [percentile(estimates, tail), percentile(estimates, 100 - tail)]
+
+
+def throughput_slices(records: list[dict[str, Any]]) -> list[float]:
+    """Output tokens/s in each of THROUGHPUT_SLICES equal slices of the measured window, by end time."""
+    measured = [r for r in records if r.get("phase") == "measured" and r.get("t_send_ns") is not None]
+    ok = [r for r in measured if r.get("status") == "ok"]
+    if not ok:
+        return []
+    start = min(r["t_send_ns"] for r in measured)
+    width = (max(r["t_end_ns"] for r in measured) - start) / THROUGHPUT_SLICES
+    if width <= 0:
+        return []
+    tokens = [0.0] * THROUGHPUT_SLICES
+    for r in ok:
+        tokens[min(THROUGHPUT_SLICES - 1, int((r["t_end_ns"] - start) / width))] += r.get("output_tokens") or 0
+    return [t / (width / NS_PER_S) for t in tokens]
+
+
+def confidence_intervals(records: list[dict[str, Any]]) -> dict[str, list[float] | None]:
+    ok = [request_latencies(r) for r in records if r.get("phase") == "measured" and r.get("status") == "ok"]
+    ttft = [p["ttft_ms"] for p in ok if p["ttft_ms"] is not None]
+    tpot = [p["tpot_ms"] for p in ok if p["tpot_ms"] is not None]
+
+    def p50(data):
+        return percentile(data, 50)
+
+    def p99(data):
+        return percentile(data, 99)
+
+    def mean(data):
+        return math.fsum(data) / len(data)
+
+    return {
+        "ttft_p50_ms": bootstrap_ci(ttft, p50),
+        "ttft_p99_ms": bootstrap_ci(ttft, p99),
+        "tpot_p50_ms": bootstrap_ci(tpot, p50),
+        "tpot_p99_ms": bootstrap_ci(tpot, p99),
+        "output_throughput_tokens_per_s": bootstrap_ci(throughput_slices(records), mean),
     }
 
 
@@ -145,6 +280,43 @@ def summarize_telemetry(samples: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def summarize_run(records: list[dict[str, Any]], telemetry: list[dict[str, Any]]) -> dict[str, Any]:
-    """summary.json: a pure function of requests.jsonl and telemetry.jsonl."""
-    return {**summarize_requests(records), "telemetry": summarize_telemetry(telemetry)}
+def max_slo_compliant(stages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The compliant stage with the highest request throughput: the number the cost module prices."""
+    compliant = [s for s in stages if (s.get("slo") or {}).get("compliant") and s["request_throughput_per_s"]]
+    if not compliant:
+        return None
+    best = max(compliant, key=lambda s: s["request_throughput_per_s"])
+    return {
+        "stage": best["stage"],
+        "label": best.get("label"),
+        "request_throughput_per_s": best["request_throughput_per_s"],
+        "output_throughput_tokens_per_s": best["output_throughput_tokens_per_s"],
+        "goodput_requests_per_s": best["slo"]["goodput_requests_per_s"],
+    }
+
+
+def summarize_run(
+    records: list[dict[str, Any]], telemetry: list[dict[str, Any]], spec: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """summary.json: a pure function of requests.jsonl, telemetry.jsonl and the manifest's stages and SLOs."""
+    spec = spec or {}
+    slo = spec.get("slo") or {}
+    thresholds, percentile_q = slo.get("thresholds_ms") or {}, slo.get("percentile", 99.0)
+    stage_defs = {s["index"]: s for s in spec.get("stages") or []}
+    by_stage: dict[int, list[dict[str, Any]]] = {}
+    for record in records:
+        by_stage.setdefault(record.get("stage", 0), []).append(record)
+    stages = []
+    for index in sorted(set(by_stage) | set(stage_defs)):
+        stage_records = by_stage.get(index, [])
+        definition = stage_defs.get(index, {})
+        stage = {"stage": index, "name": definition.get("name"), "label": definition.get("label"),
+                 **summarize_requests(stage_records), "ci95": confidence_intervals(stage_records)}  # fmt: skip
+        if thresholds:
+            stage["slo"] = slo_report(stage_records, thresholds, percentile_q)
+        stages.append(stage)
+    summary = {**summarize_requests(records), "stages": stages, "telemetry": summarize_telemetry(telemetry)}
+    if thresholds:
+        summary["slo"] = {"thresholds_ms": thresholds, "percentile": percentile_q,
+                          "max_slo_compliant": max_slo_compliant(stages)}  # fmt: skip
+    return summary

@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # README command 2: set up on a fresh machine, then lint and run every test, real engines included.
 # llama-cpp-python compiles llama.cpp from source on first install (minutes; pip caches the wheel).
-# Set BENCH_SKIP_LLAMA_CPP_PYTHON=1 to leave it out (its tests then skip, saying how to install it).
+# llama.cpp's native llama-server is built from source into ~/.cache/selfhost-bench on first run (about
+# 5 minutes; cached after). BENCH_SKIP_LLAMA_CPP_PYTHON=1 or BENCH_SKIP_LLAMA_SERVER=1 leaves either out:
+# their tests then skip, saying how to install them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="llamacpp,test"
 [ "${BENCH_SKIP_LLAMA_CPP_PYTHON:-0}" = 1 ] || extras="$extras,llamacpp-python"
 echo "== installing selfhost-bench[$extras]" >&2
 bash scripts/setup.sh "$extras"
+if [ "${BENCH_SKIP_LLAMA_SERVER:-0}" != 1 ] && [ -z "${BENCH_LLAMA_SERVER:-}" ]; then
+  echo "== llama-server (built once, then cached)" >&2
+  BENCH_LLAMA_SERVER="$(bash scripts/build_llama_server.sh)"
+  export BENCH_LLAMA_SERVER
+fi
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check bench tests
 .venv/bin/python -m pytest -ra tests "$@"

@@ -23,8 +23,6 @@ ERROR_BODY_CHARS = 300
 class PreparedRequest:
     """One request, ready to send: the prompt (text or chat messages) and its decoding settings."""
 
-    request_id: int
-    phase: str  # "warmup" or "measured"
     prompt: str | list[dict[str, Any]]
     max_tokens: int
     prompt_tokens_expected: int | None = None
@@ -131,10 +129,9 @@ class OpenAIClient:
         self.anchor_ns = anchor_ns  # records hold times relative to this perf_counter_ns reading
         self.count_tokens = count_tokens  # text -> tokens, used only when the server reports no usage
 
-    async def execute(self, request: PreparedRequest, worker: int) -> dict[str, Any]:
+    async def execute(self, request: PreparedRequest, worker: int, request_id: int) -> dict[str, Any]:
         record: dict[str, Any] = {
-            "request_id": request.request_id,
-            "phase": request.phase,
+            "request_id": request_id,
             "worker": worker,
             "max_tokens": request.max_tokens,
             "prompt_tokens_expected": request.prompt_tokens_expected,

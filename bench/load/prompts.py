@@ -1,14 +1,19 @@
-"""Prompts for a run: synthetic text of a target token length, or a JSONL file of prompts.
+"""Workloads: synthetic prompts of chosen token lengths, or a JSONL file of prompts.
 
-Synthetic prompts are random words from a fixed vocabulary, drawn from a generator seeded by
-(seed, phase, request index), so the same seed gives the same prompts whatever else changes.
-Each is cut to the target length with the served model's own tokenizer.
+Synthetic prompts are random words from a fixed vocabulary, drawn from generators seeded by
+(seed, item index), so the same seed gives the same prompts whatever else changes, and every
+prompt is distinct (no accidental prefix-cache hits) unless shared prefixes are asked for. Each is
+cut to its target length with the served model's own tokenizer.
+
+Lengths are distributions: `128` (fixed), `uniform:64:256` (inclusive), `normal:128:32` (mean,
+std; rounded, at least 1).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +21,9 @@ import orjson
 
 from bench.clients.openai import PreparedRequest
 from bench.errors import UsageError
+from bench.load.runner import WorkItem
 
-# Common English words: each is one or two tokens for most tokenizers, so lengths are easy to fit.
+# Common English words: one or two tokens each for most tokenizers, so lengths are easy to fit.
 VOCABULARY = """
 time year people way day man thing woman life child world school state family student group country
 problem hand part place case week company system program question work government number night point
@@ -37,45 +43,146 @@ quickly slowly carefully brightly quietly always never often today tomorrow yest
 """.split()
 
 
-def _words(rng: random.Random, count: int) -> list[str]:
-    return [rng.choice(VOCABULARY) for _ in range(count)]
+@dataclass(frozen=True)
+class Length:
+    """A token-length distribution."""
+
+    kind: str  # fixed | uniform | normal
+    a: float
+    b: float = 0.0
+
+    @classmethod
+    def parse(cls, text: str, flag: str) -> Length:
+        parts = str(text).split(":")
+        try:
+            if len(parts) == 1:
+                length = cls("fixed", int(parts[0]))
+            elif parts[0] in ("uniform", "normal") and len(parts) == 3:
+                length = cls(parts[0], float(parts[1]), float(parts[2]))
+            else:
+                raise ValueError
+        except ValueError:
+            raise UsageError(f"{flag} {text!r}: give N, uniform:MIN:MAX or normal:MEAN:STD") from None
+        if length.a < 1 or length.b < 0 or (length.kind == "uniform" and length.b < length.a):
+            raise UsageError(f"{flag} {text!r}: lengths must be at least 1, MIN <= MAX and STD >= 0")
+        return length
+
+    def sample(self, rng: random.Random) -> int:
+        if self.kind == "fixed":
+            return int(self.a)
+        if self.kind == "uniform":
+            return rng.randint(int(self.a), int(self.b))
+        return max(1, round(rng.gauss(self.a, self.b)))
+
+    def upper(self) -> int:
+        """A length no sample exceeds in practice (for sizing contexts)."""
+        return int(self.a if self.kind == "fixed" else self.b if self.kind == "uniform" else self.a + 4 * self.b)
+
+    def __str__(self) -> str:
+        return str(int(self.a)) if self.kind == "fixed" else f"{self.kind}:{self.a:g}:{self.b:g}"
 
 
-def fit_text(rng: random.Random, target_tokens: int, count_tokens: Callable[[str], int]) -> tuple[str, int]:
-    """The longest prefix of a random word sequence with at most target_tokens tokens (binary search)."""
-    words = _words(rng, 2 * target_tokens + 16)
-    lo, hi = 1, len(words)
-    best_n, best_tokens = 1, count_tokens(words[0])
-    while lo <= hi:
-        mid = (lo + hi) // 2
-        tokens = count_tokens(" ".join(words[:mid]))
-        if tokens <= target_tokens:
-            best_n, best_tokens = mid, tokens
-            lo = mid + 1
-        else:
-            hi = mid - 1
-    return " ".join(words[:best_n]), best_tokens
+@dataclass(frozen=True)
+class SyntheticWorkload:
+    input: Length
+    output: Length
+    seed: int = 0
+    prefix_count: int = 0  # N distinct shared prefixes ...
+    prefix_tokens: int = 0  # ... of P tokens each, reused round-robin
+    turns: int = 1  # >1: conversations, each turn's prompt holding the earlier turns
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": "synthetic", "input_tokens": str(self.input), "output_tokens": str(self.output),
+                "seed": self.seed, "prefix_count": self.prefix_count, "prefix_tokens": self.prefix_tokens,
+                "turns": self.turns}  # fmt: skip
 
 
-def synthetic_requests(
-    phase: str,
+class TokenFitter:
+    """Cuts random word sequences to a token count with few tokenizer calls.
+
+    Word costs are measured once per vocabulary word; a candidate is then verified with one call.
+    If the tokenizer is not additive over words, it falls back to a binary search.
+    """
+
+    def __init__(self, count_prompt_tokens: Callable[[str], int], count_piece: Callable[[str], int]) -> None:
+        self.count = count_prompt_tokens  # with the special prefix (BOS) the server adds to prompts
+        self.special = count_prompt_tokens("") - count_piece("")
+        self.first_cost = {w: count_piece(w) for w in VOCABULARY}
+        self.cost = {w: count_piece(" " + w) - count_piece("") for w in VOCABULARY}
+        self.calls = 0
+        self.additive: bool | None = None  # unknown until the first verified fit
+
+    def fit(self, rng: random.Random, target: int, verify: bool = True) -> tuple[str, int]:
+        """verify=False trusts the word costs once they have proved additive (no tokenizer call)."""
+        words = [rng.choice(VOCABULARY) for _ in range(2 * target + 16)]
+        total, n = self.special + self.first_cost[words[0]], 1
+        while n < len(words) and total + self.cost[words[n]] <= target:
+            total += self.cost[words[n]]
+            n += 1
+        text = " ".join(words[:n])
+        if not verify and self.additive:
+            return text, total
+        self.calls += 1
+        actual = self.count(text)
+        if actual == total:
+            self.additive = True if self.additive is None else self.additive
+            return text, actual
+        self.additive = False
+        return self._bisect(words, target)
+
+    def _bisect(self, words: list[str], target: int) -> tuple[str, int]:
+        lo, hi = 1, len(words)
+        best = (words[0], self.count(words[0]))
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            text = " ".join(words[:mid])
+            self.calls += 1
+            tokens = self.count(text)
+            if tokens <= target:
+                best, lo = (text, tokens), mid + 1
+            else:
+                hi = mid - 1
+        return best
+
+
+def shared_prefixes(workload: SyntheticWorkload, fitter: TokenFitter) -> list[str]:
+    return [
+        fitter.fit(random.Random(f"{workload.seed}:prefix:{p}"), workload.prefix_tokens)[0]
+        for p in range(workload.prefix_count)
+    ]
+
+
+def synthetic_items(
+    workload: SyntheticWorkload,
     count: int,
-    input_tokens: int,
-    output_tokens: int,
-    seed: int,
-    count_prompt_tokens: Callable[[str], int],
-    first_id: int = 0,
-) -> list[PreparedRequest]:
-    requests = []
-    for i in range(count):
-        rng = random.Random(f"{seed}:{phase}:{i}")
-        text, tokens = fit_text(rng, input_tokens, count_prompt_tokens)
-        requests.append(PreparedRequest(first_id + i, phase, text, output_tokens, prompt_tokens_expected=tokens))
-    return requests
+    fitter: TokenFitter,
+    first: int = 0,
+    prefixes: list[str] | None = None,
+    verify: bool = True,
+) -> list[WorkItem]:
+    """count work items (conversations when turns > 1), item i seeded by (seed, first + i)."""
+    if prefixes is None:
+        prefixes = shared_prefixes(workload, fitter)
+    items = []
+    for i in range(first, first + count):
+        rng = random.Random(f"{workload.seed}:item:{i}")
+        turns = []
+        for turn in range(workload.turns):
+            input_len, output_len = workload.input.sample(rng), workload.output.sample(rng)
+            if prefixes and turn == 0:
+                suffix, tokens = fitter.fit(rng, max(1, input_len - workload.prefix_tokens), verify)
+                text = f"{prefixes[i % len(prefixes)]} {suffix}"
+                tokens = None  # the join may merge a token; the server's usage has the exact count
+            else:
+                text, tokens = fitter.fit(rng, input_len, verify)
+            turns.append(PreparedRequest(text, output_len, prompt_tokens_expected=tokens if turn == 0 else None))
+        items.append(WorkItem(turns, conversation=i if workload.turns > 1 else None))
+    return items
 
 
 def load_prompt_file(path: Path) -> list[dict[str, Any]]:
-    """JSONL, one object per line: {"prompt": str} or {"messages": [...]}, optional "max_tokens"."""
+    """JSONL, one object per line: {"prompt": str} or {"messages": [...]}, optional "max_tokens"
+    (or "output_tokens", the expected output length)."""
     try:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
@@ -94,22 +201,20 @@ def load_prompt_file(path: Path) -> list[dict[str, Any]]:
         has_prompt, has_messages = isinstance(row.get("prompt"), str), isinstance(row.get("messages"), list)
         if has_prompt == has_messages:
             raise UsageError(f'{where}: give exactly one of "prompt" (a string) or "messages" (a list)')
-        max_tokens = row.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or max_tokens < 1):
-            raise UsageError(f'{where}: "max_tokens" must be a positive integer')
+        for key in ("max_tokens", "output_tokens"):
+            value = row.get(key)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise UsageError(f'{where}: "{key}" must be a positive integer')
         rows.append(row)
     if not rows:
         raise UsageError(f"--prompts {path}: no prompts in the file")
     return rows
 
 
-def file_requests(
-    rows: list[dict[str, Any]], phase: str, count: int, output_tokens: int, start: int, first_id: int = 0
-) -> list[PreparedRequest]:
-    """count requests taken in order from rows, starting at row `start` and wrapping around."""
-    requests = []
-    for i in range(count):
-        row = rows[(start + i) % len(rows)]
-        prompt = row["prompt"] if "prompt" in row else row["messages"]
-        requests.append(PreparedRequest(first_id + i, phase, prompt, row.get("max_tokens") or output_tokens))
-    return requests
+def file_items(rows: list[dict[str, Any]], output_tokens: int) -> Iterator[WorkItem]:
+    """The file's prompts in order, wrapping around, without end (stages bound the count)."""
+    while True:
+        for row in rows:
+            prompt = row["prompt"] if "prompt" in row else row["messages"]
+            max_tokens = row.get("max_tokens") or row.get("output_tokens") or output_tokens
+            yield WorkItem([PreparedRequest(prompt, max_tokens)])

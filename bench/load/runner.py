@@ -1,99 +1,272 @@
-"""The closed-loop load generator: N workers, each sending its next request when the last one ends.
+"""The load generator: runs stages (closed-loop or open-loop) and hands every finished request to `sink`.
 
-It knows schedules and records; it does not know which engine is behind the endpoint. Every
-request that ends, well or badly, becomes one record handed to `sink` at once (the run directory
-appends it to disk). The run stops by request count, by duration, when the engine fails, or when
-asked to stop (Ctrl-C, SIGTERM); requests then in flight are cancelled and recorded as cancelled.
+It knows schedules, phases and records; it does not know which engine is behind the endpoint.
+Each request that ends, well or badly, becomes one record at once (the run directory appends it
+to disk). A stage stops by request count, duration, max errors or error rate; the run stops when
+the engine fails or when asked (Ctrl-C, SIGTERM). Requests then in flight are cancelled and
+recorded as cancelled.
+
+Phases. Within a stage, the first requests are `warmup`, then `measured`, then `cooldown`; warmup
+and cooldown are extra requests (by count and/or seconds) that keep the load steady while the
+measured ones start and finish. All are written to disk; metrics use `measured` only. In an open
+loop a request's phase follows from its *intended* send time, so it is a function of the schedule.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bench.clients.http import perf_ns
 from bench.clients.openai import OpenAIClient, PreparedRequest
+from bench.load.schedules import ClosedLoop, OpenLoop, Schedule, interarrival_gaps
 
 ENGINE_CHECK_INTERVAL_S = 0.1
+ERROR_RATE_MIN_FINISHED = 10  # judge a stage's error rate only once this many requests ended
+NS = 1_000_000_000
 
 
 @dataclass
-class LoadResult:
-    stop_reason: str | None  # None: every planned request ran (or the duration ended)
-    measured_started_ns: int | None
+class Stage:
+    index: int
+    name: str
+    schedule: Schedule
+    requests: int  # measured requests at most (every stage is bounded by count)
+    duration_s: float | None = None  # and/or by time
+    warmup_requests: int = 0
+    warmup_s: float = 0.0
+    cooldown_requests: int = 0
+    cooldown_s: float = 0.0
+    max_errors: int | None = None
+    max_error_rate: float | None = None  # a fraction, 0..1
+
+    def describe(self) -> dict[str, Any]:
+        kind = "closed-loop" if isinstance(self.schedule, ClosedLoop) else "open-loop"
+        out = {k: v for k, v in asdict(self).items() if k != "schedule"}
+        return {**out, "kind": kind, "schedule": asdict(self.schedule), "label": self.schedule.label()}
 
 
-class ClosedLoop:
+@dataclass
+class WorkItem:
+    """One request, or a conversation whose turns go one after another, each holding the earlier turns."""
+
+    turns: list[PreparedRequest]
+    conversation: int | None = None
+
+
+@dataclass
+class StageOutcome:
+    stage: int
+    stop_reason: str | None  # why the stage ended early, or None
+    sent: dict[str, int] = field(default_factory=dict)
+
+
+class PhaseClock:
+    """Which phase the next request of a stage belongs to, or None when the stage is done sending."""
+
+    def __init__(self, stage: Stage, start_ns: int) -> None:
+        self.stage = stage
+        self.start_ns = start_ns
+        self.sent = {"warmup": 0, "measured": 0, "cooldown": 0}
+        self.measured_start_ns: int | None = None
+        self.cooldown_start_ns: int | None = None
+
+    def next(self, at_ns: int) -> str | None:
+        s = self.stage
+        if self.measured_start_ns is None:
+            if self.sent["warmup"] < s.warmup_requests or at_ns - self.start_ns < s.warmup_s * NS:
+                return self._take("warmup")
+            self.measured_start_ns = at_ns
+        if self.cooldown_start_ns is None:
+            in_time = s.duration_s is None or at_ns - self.measured_start_ns < s.duration_s * NS
+            if self.sent["measured"] < s.requests and in_time:
+                return self._take("measured")
+            self.cooldown_start_ns = at_ns
+        if self.sent["cooldown"] < s.cooldown_requests or at_ns - self.cooldown_start_ns < s.cooldown_s * NS:
+            return self._take("cooldown")
+        return None
+
+    def _take(self, phase: str) -> str:
+        self.sent[phase] += 1
+        return phase
+
+
+def follow_up(api: str, previous: PreparedRequest, output: str, turn: PreparedRequest) -> PreparedRequest:
+    """The next turn of a conversation: the earlier prompt and answer, then the new user text."""
+    if api == "chat":
+        history = (
+            previous.prompt if isinstance(previous.prompt, list) else [{"role": "user", "content": previous.prompt}]
+        )
+        new = turn.prompt if isinstance(turn.prompt, str) else turn.prompt[-1]["content"]
+        prompt: Any = [*history, {"role": "assistant", "content": output}, {"role": "user", "content": new}]
+    else:
+        prompt = f"{previous.prompt}{output}\n\n{turn.prompt}"
+    return PreparedRequest(prompt, turn.max_tokens, None, turn.extra_body)
+
+
+class LoadRunner:
     def __init__(
         self,
         client: OpenAIClient,
-        concurrency: int,
+        work: Iterator[WorkItem],
         sink: Callable[[dict[str, Any]], None],
         engine_failure: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.client = client
-        self.concurrency = concurrency
+        self.work = work
         self.sink = sink
         self.engine_failure = engine_failure
-        self.stop_reason: str | None = None
-        self._tasks: list[asyncio.Task] = []
+        self.stop_reason: str | None = None  # stops the whole run
+        self._stage_stop: str | None = None  # stops the current stage
+        self._in_flight: set[asyncio.Task] = set()
+        self._next_id = 0
+        self._finished = 0
+        self._errors = 0
 
+    # -- stopping --------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
-        """Stop sending and cancel what is in flight (from a signal handler or the engine watcher)."""
+        """Stop the run and cancel what is in flight (from a signal handler or the engine watcher)."""
         if self.stop_reason is None:
             self.stop_reason = reason
-        for task in self._tasks:
+        self._cancel_in_flight()
+
+    def _stop_stage(self, reason: str) -> None:
+        if self._stage_stop is None:
+            self._stage_stop = reason
+        self._cancel_in_flight()
+
+    def _cancel_in_flight(self) -> None:
+        for task in list(self._in_flight):
             task.cancel()
 
-    async def _worker(self, worker_id: int, queue: list[PreparedRequest], deadline_ns: int | None) -> None:
-        while queue and self.stop_reason is None:
-            if deadline_ns is not None and perf_ns() >= deadline_ns:
-                return
-            request = queue.pop()
+    def _stopping(self) -> bool:
+        return self.stop_reason is not None or self._stage_stop is not None
+
+    # -- one work item ---------------------------------------------------------------------------
+    async def _execute(self, item: WorkItem, stage: Stage, phase: str, worker: int, t_intended_ns: int | None):
+        previous: PreparedRequest | None = None
+        output = ""
+        for turn_index, turn in enumerate(item.turns):
+            request = turn if previous is None else follow_up(self.client.api, previous, output, turn)
+            request_id = self._next_id
+            self._next_id += 1
+            extra = {"stage": stage.index, "phase": phase}
+            if t_intended_ns is not None:
+                extra["t_intended_ns"] = (t_intended_ns if turn_index == 0 else perf_ns()) - self.client.anchor_ns
+            if item.conversation is not None:
+                extra.update(conversation=item.conversation, turn=turn_index)
             started = perf_ns()
             try:
-                record = await self.client.execute(request, worker_id)
+                record = await self.client.execute(request, worker, request_id)
             except asyncio.CancelledError:
                 self.sink(
                     self._unfinished(
-                        request, worker_id, started, "cancelled", f"cancelled in flight: {self.stop_reason}"
+                        request,
+                        request_id,
+                        worker,
+                        started,
+                        extra,
+                        "cancelled",
+                        f"cancelled in flight: {self.stop_reason or self._stage_stop}",
                     )
                 )
                 raise
             except Exception as exc:  # a client defect must cost one record, not a worker
                 record = self._unfinished(
-                    request, worker_id, started, "error", f"client error: {type(exc).__name__}: {exc}"
+                    request, request_id, worker, started, extra, "error", f"client error: {type(exc).__name__}: {exc}"
                 )
+            record.update(extra)
             self.sink(record)
+            self._count(stage, record)
+            if record["status"] != "ok" or self._stopping():
+                return
+            previous, output = request, record.get("output_text") or ""
 
-    def _unfinished(
-        self, request: PreparedRequest, worker_id: int, started_ns: int, status: str, error: str
-    ) -> dict[str, Any]:
+    def _unfinished(self, request, request_id, worker, started_ns, extra, status, error) -> dict[str, Any]:
         anchor = self.client.anchor_ns
         return {
-            "request_id": request.request_id,
-            "phase": request.phase,
-            "worker": worker_id,
-            "max_tokens": request.max_tokens,
-            "prompt_tokens_expected": request.prompt_tokens_expected,
-            "status": status,
-            "error": error,
-            "t_send_ns": started_ns - anchor,
-            "t_end_ns": perf_ns() - anchor,
-            "output_times_ns": [],
-            "output_tokens": None,
-            "prompt_tokens": None,
-            "tokens_source": None,
-        }
+            "request_id": request_id, "worker": worker, **extra,
+            "max_tokens": request.max_tokens, "prompt_tokens_expected": request.prompt_tokens_expected,
+            "status": status, "error": error, "t_send_ns": started_ns - anchor, "t_end_ns": perf_ns() - anchor,
+            "output_times_ns": [], "output_tokens": None, "prompt_tokens": None, "tokens_source": None,
+        }  # fmt: skip
 
-    async def _phase(self, requests: list[PreparedRequest], duration_s: float | None) -> None:
-        queue = list(reversed(requests))  # pop() from the end keeps request order
-        deadline = perf_ns() + int(duration_s * 1e9) if duration_s else None
-        self._tasks = [asyncio.create_task(self._worker(w, queue, deadline)) for w in range(self.concurrency)]
-        outcomes = await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
+    def _count(self, stage: Stage, record: dict[str, Any]) -> None:
+        self._finished += 1
+        if record["status"] == "error":
+            self._errors += 1
+            # A dead engine fails requests in microseconds; do not wait for the watcher to notice.
+            if failure := self.engine_failure():
+                self.request_stop(failure)
+                return
+        if stage.max_errors is not None and self._errors > stage.max_errors:
+            self._stop_stage(f"more than {stage.max_errors} errors")
+        elif (
+            stage.max_error_rate is not None
+            and self._finished >= ERROR_RATE_MIN_FINISHED
+            and self._errors / self._finished > stage.max_error_rate
+        ):
+            self._stop_stage(f"error rate {self._errors / self._finished:.0%} above {stage.max_error_rate:.0%}")
+
+    async def _tracked(self, coro) -> None:
+        task = asyncio.current_task()
+        self._in_flight.add(task)
+        try:
+            await coro
+        finally:
+            self._in_flight.discard(task)
+
+    # -- schedules -------------------------------------------------------------------------------
+    async def _closed_loop(self, stage: Stage, clock: PhaseClock) -> None:
+        async def worker(worker_id: int) -> None:
+            while not self._stopping():
+                phase = clock.next(perf_ns())
+                item = next(self.work, None) if phase else None
+                if item is None:
+                    return
+                await self._execute(item, stage, phase, worker_id, None)
+
+        assert isinstance(stage.schedule, ClosedLoop)
+        tasks = [asyncio.create_task(self._tracked(worker(w))) for w in range(stage.schedule.concurrency)]
+        await self._join(tasks)
+
+    async def _open_loop(self, stage: Stage, clock: PhaseClock, seed: int) -> None:
+        schedule = stage.schedule
+        assert isinstance(schedule, OpenLoop)
+        cap = asyncio.Semaphore(schedule.max_concurrency) if schedule.max_concurrency else None
+        # Enough gaps for the stage's count bound; a duration ends it sooner.
+        budget = stage.warmup_requests + stage.requests + stage.cooldown_requests
+        budget += int(schedule.rate * (stage.warmup_s + stage.cooldown_s)) + 1
+        tasks: list[asyncio.Task] = []
+        intended = clock.start_ns
+
+        async def send(item: WorkItem, phase: str, index: int, t_intended: int) -> None:
+            if cap is None:
+                return await self._execute(item, stage, phase, index, t_intended)
+            async with cap:  # the wait here is client queueing: t_send - t_intended shows it
+                await self._execute(item, stage, phase, index, t_intended)
+
+        for index, gap in enumerate(interarrival_gaps(schedule, budget, seed, stage.index)):
+            intended += int(gap * NS)
+            phase = clock.next(intended)
+            if phase is None or self._stopping():
+                break
+            delay = (intended - perf_ns()) / NS
+            if delay > 0:
+                await asyncio.sleep(delay)
+            if self._stopping():
+                break
+            item = next(self.work, None)
+            if item is None:
+                break
+            tasks.append(asyncio.create_task(self._tracked(send(item, phase, index, intended))))
+        await self._join(tasks)
+
+    @staticmethod
+    async def _join(tasks: list[asyncio.Task]) -> None:
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         for outcome in outcomes:  # cancellation is expected on stop; anything else is a defect to surface
             if isinstance(outcome, BaseException) and not isinstance(outcome, asyncio.CancelledError):
                 raise outcome
@@ -106,20 +279,20 @@ class ClosedLoop:
                 self.request_stop(failure)
                 return
 
-    async def run(
-        self, warmup: list[PreparedRequest], measured: list[PreparedRequest], duration_s: float | None
-    ) -> LoadResult:
+    async def run_stage(self, stage: Stage, seed: int = 0) -> StageOutcome:
+        self._stage_stop = None
+        self._finished = self._errors = 0
+        clock = PhaseClock(stage, perf_ns())
         watcher = asyncio.create_task(self._watch_engine())
-        measured_started = None
         try:
-            if warmup:
-                await self._phase(warmup, None)
             if self.stop_reason is None:
-                measured_started = perf_ns()
-                await self._phase(measured, duration_s)
+                if isinstance(stage.schedule, ClosedLoop):
+                    await self._closed_loop(stage, clock)
+                else:
+                    await self._open_loop(stage, clock, seed)
         finally:
             watcher.cancel()
-        # A request that failed because the engine died may finish before the watcher notices.
+        # A request that failed because the engine died may end before the watcher notices.
         if self.stop_reason is None and (failure := self.engine_failure()):
             self.stop_reason = failure
-        return LoadResult(self.stop_reason, measured_started)
+        return StageOutcome(stage.index, self._stage_stop, dict(clock.sent))

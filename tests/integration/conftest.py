@@ -1,6 +1,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +20,10 @@ def installed(module: str) -> bool:
 
 needs_xllamacpp = pytest.mark.skipif(
     not installed("xllamacpp"), reason="llama.cpp server not installed: pip install -e '.[llamacpp]'"
+)
+LLAMA_SERVER = os.environ.get("BENCH_LLAMA_SERVER") or shutil.which("llama-server") or ""
+needs_llama_server = pytest.mark.skipif(
+    not LLAMA_SERVER, reason="no llama-server binary: BENCH_LLAMA_SERVER=$(bash scripts/build_llama_server.sh)"
 )
 needs_llama_cpp_python = pytest.mark.skipif(
     not installed("llama_cpp"),

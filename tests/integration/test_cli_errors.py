@@ -47,8 +47,8 @@ def test_missing_model_file(tmp_path):
 @pytest.mark.parametrize(
     "flag, value, fragment",
     [
-        ("--concurrency", "0", "--concurrency: must be at least 1"),
-        ("--output-tokens", "x", "--output-tokens: invalid"),
+        ("--concurrency", "0", "--concurrency '0': every value must be greater than 0"),
+        ("--output-tokens", "x", "--output-tokens 'x': give N, uniform:MIN:MAX or normal:MEAN:STD"),
         ("--launcher", "ollama", "--launcher 'ollama': choose one of"),
     ],
 )

@@ -2,6 +2,7 @@
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -9,8 +10,10 @@ from bench.metrics import summarize_run
 from bench.results import RunDirectory
 
 from .conftest import (
+    LLAMA_SERVER,
     engine_processes,
     needs_llama_cpp_python,
+    needs_llama_server,
     needs_xllamacpp,
     only_run_dir,
     read_records,
@@ -62,7 +65,7 @@ def test_benchmark_of_real_server_records_consistent_requests(tmp_path):
 
     # summary.json is a pure function of the raw files, and `bench summarize` says so
     run = RunDirectory(run_dir)
-    assert run.summary() == summarize_run(run.requests(), run.telemetry())
+    assert run.summary() == summarize_run(run.requests(), run.telemetry(), manifest["spec"])
     assert run.summary()["requests"]["successful"] == 16 and run.summary()["ttft_ms"]["n"] == 16
     assert run.telemetry() and run.summary()["telemetry"]["engine_peak_rss_bytes"] > 100 * 2**20
     again = run_bench("summarize", str(run_dir), results=tmp_path)
@@ -177,3 +180,57 @@ def test_duration_stops_sending(tmp_path):
     assert 2 <= len(records) < 1000
     first_send = min(r["t_send_ns"] for r in records)
     assert max(r["t_send_ns"] for r in records) - first_send < 3e9  # nothing new was sent after 3 s
+
+
+def test_three_stage_sweep_finds_the_max_slo_compliant_throughput(tmp_path):
+    done = run_bench(
+        *SMALL,
+        "--sweep",
+        "1",
+        "--max-concurrency",
+        "2",
+        "--requests",
+        "6",
+        "--slo",
+        "ttft=20s,tpot=5s",
+        "--arrival",
+        "constant",
+        results=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path)
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    stages = manifest["spec"]["stages"]
+    assert [s["name"] for s in stages][:2] == ["synchronous", "throughput"] and len(stages) == 3
+    assert stages[2]["kind"] == "open-loop" and stages[2]["warmup_requests"] == 0
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    per_stage = summary["stages"]
+    assert [s["requests"]["successful"] for s in per_stage] == [6, 6, 6]
+    low, high = sorted(s["request_throughput_per_s"] for s in per_stage[:2])
+    assert low < stages[2]["schedule"]["rate"] < high  # the swept rate lies between the two probes
+    records = read_records(run_dir)
+    open_loop = [r for r in records if r["stage"] == 2]
+    assert open_loop and all("t_intended_ns" in r for r in open_loop)
+    assert all(r["t_send_ns"] >= r["t_intended_ns"] for r in open_loop)  # never sent before its time
+    assert "client_queue_ms" in per_stage[2] and per_stage[2]["ci95"]["ttft_p50_ms"]
+    best = summary["slo"]["max_slo_compliant"]
+    assert best is not None and best["request_throughput_per_s"] == max(
+        s["request_throughput_per_s"] for s in per_stage
+    )
+    run = RunDirectory(run_dir)
+    assert summary == summarize_run(run.requests(), run.telemetry(), manifest["spec"])
+    assert "Max SLO-compliant throughput" in done.stdout
+
+
+@needs_llama_server
+def test_llama_server_binary_launcher(tmp_path):
+    done = run_bench(*SMALL, "--llama-server", LLAMA_SERVER, "--concurrency", "2", "--requests", "4", results=tmp_path)
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path)
+    engine = json.loads((run_dir / "manifest.json").read_text())["engine"]
+    assert engine["launcher"] == "llama-server" and engine["argv"][0] == str(Path(LLAMA_SERVER).resolve())
+    assert "version" in engine["version"]["llama_server_version"] and engine["version"]["total_slots"] == 2
+    records = read_records(run_dir)
+    assert all(r["status"] == "ok" and r["tokens_source"] == "usage" and r["output_tokens"] == 16 for r in records)
+    assert not engine_processes(run_dir)

@@ -55,7 +55,7 @@ def test_error_event_and_truncated_and_malformed_streams():
 
 
 def test_encode_body_asks_for_usage_and_wraps_text_for_chat():
-    request = PreparedRequest(1, "measured", "hello", 8)
+    request = PreparedRequest("hello", 8)
     body = orjson.loads(encode_body("chat", "m", request, {"temperature": 0}))
     assert body["messages"] == [{"role": "user", "content": "hello"}]
     assert body["stream"] is True and body["stream_options"] == {"include_usage": True}

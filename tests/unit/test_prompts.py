@@ -1,51 +1,100 @@
-"""Synthetic prompts fit the target length by the tokenizer given; prompt files are validated."""
+"""Workloads: lengths, token fitting, shared prefixes, conversations, prompt files."""
 
 import random
 
 import pytest
 
 from bench.errors import UsageError
-from bench.load.prompts import _words, file_requests, fit_text, load_prompt_file, synthetic_requests
+from bench.load.prompts import (
+    Length,
+    SyntheticWorkload,
+    TokenFitter,
+    file_items,
+    load_prompt_file,
+    shared_prefixes,
+    synthetic_items,
+)
 
 
-def char_tokenizer(text: str) -> int:
-    """A stand-in tokenizer for the arithmetic: one token per 3 characters, rounded up."""
-    return -(-len(text) // 3)
+def words_tokenizer(text: str) -> int:
+    """A stand-in tokenizer for the arithmetic: BOS plus one token per word."""
+    return 1 + len(text.split())
 
 
-def test_fit_text_is_the_longest_prefix_within_the_target():
-    text, tokens = fit_text(random.Random(1), 40, char_tokenizer)
-    assert tokens == char_tokenizer(text) <= 40
-    words = _words(random.Random(1), 2 * 40 + 16)  # the same draw fit_text made
-    n = len(text.split())
-    assert text == " ".join(words[:n])
-    assert char_tokenizer(" ".join(words[: n + 1])) > 40  # one more word would overflow
+def merging_tokenizer(text: str) -> int:
+    """Not additive over words: every 'time' merges with the word before it."""
+    return 1 + len(text.split()) - text.split()[1:].count("time")
 
 
-def test_same_seed_same_prompts_and_different_seed_different_prompts():
-    a = synthetic_requests("measured", 5, 30, 8, seed=7, count_prompt_tokens=char_tokenizer)
-    b = synthetic_requests("measured", 5, 30, 8, seed=7, count_prompt_tokens=char_tokenizer)
-    c = synthetic_requests("measured", 5, 30, 8, seed=8, count_prompt_tokens=char_tokenizer)
-    assert [r.prompt for r in a] == [r.prompt for r in b]
-    assert [r.prompt for r in a] != [r.prompt for r in c]
-    assert len({r.prompt for r in a}) == 5  # distinct prompts: no accidental prefix-cache hits
-    assert all(r.max_tokens == 8 and r.prompt_tokens_expected <= 30 for r in a)
+def fitter(tokenizer=words_tokenizer):
+    return TokenFitter(tokenizer, lambda text: tokenizer(text) - 1)
 
 
-def test_warmup_prompts_do_not_change_measured_prompts():
-    alone = synthetic_requests("measured", 3, 20, 4, 0, char_tokenizer)
-    _ = synthetic_requests("warmup", 9, 20, 4, 0, char_tokenizer)
-    again = synthetic_requests("measured", 3, 20, 4, 0, char_tokenizer, first_id=9)
-    assert [r.prompt for r in alone] == [r.prompt for r in again]
+def test_fitting_hits_the_target_with_one_call_when_costs_add_up():
+    f = fitter()
+    calls_before = f.calls
+    text, tokens = f.fit(random.Random(1), 40)
+    assert tokens == words_tokenizer(text) == 40 and f.calls - calls_before == 1 and f.additive
+
+
+def test_fitting_falls_back_to_search_when_costs_do_not_add_up():
+    f = fitter(merging_tokenizer)
+    for seed in range(20):
+        text, tokens = f.fit(random.Random(seed), 30)
+        assert tokens == merging_tokenizer(text) <= 30
+    assert f.additive is False
+
+
+@pytest.mark.parametrize("spec, low, high", [("16", 16, 16), ("uniform:4:9", 4, 9), ("normal:20:3", 1, 60)])
+def test_length_distributions(spec, low, high):
+    length = Length.parse(spec, "--input-tokens")
+    samples = [length.sample(random.Random(i)) for i in range(500)]
+    assert low <= min(samples) and max(samples) <= high and length.upper() >= max(samples)
+    if spec.startswith("uniform"):
+        assert set(samples) == set(range(4, 10))
+
+
+@pytest.mark.parametrize("spec", ["0", "uniform:9:4", "normal:10", "lognormal:1:2", "abc"])
+def test_bad_lengths(spec):
+    with pytest.raises(UsageError, match="--output-tokens"):
+        Length.parse(spec, "--output-tokens")
+
+
+def test_items_are_seeded_distinct_and_sized():
+    w = SyntheticWorkload(Length.parse("uniform:10:20", "x"), Length.parse("8", "y"), seed=3)
+    a, b = synthetic_items(w, 6, fitter()), synthetic_items(w, 6, fitter())
+    assert [i.turns[0].prompt for i in a] == [i.turns[0].prompt for i in b]
+    assert len({i.turns[0].prompt for i in a}) == 6
+    for item in a:
+        (turn,) = item.turns
+        assert 10 <= turn.prompt_tokens_expected <= 20 and turn.max_tokens == 8
+    later = synthetic_items(w, 2, fitter(), first=4)  # item i depends on its index only
+    assert [i.turns[0].prompt for i in later] == [i.turns[0].prompt for i in a[4:]]
+
+
+def test_shared_prefixes_are_reused_round_robin():
+    w = SyntheticWorkload(Length.parse("30", "x"), Length.parse("4", "y"), prefix_count=2, prefix_tokens=20)
+    items = synthetic_items(w, 4, fitter())
+    first, second = shared_prefixes(w, fitter())
+    assert words_tokenizer(first) == 20 and first != second
+    for index, item in enumerate(items):
+        assert item.turns[0].prompt.startswith((first, second)[index % 2] + " ")
+    assert len({i.turns[0].prompt for i in items}) == 4
+
+
+def test_conversations_have_turns():
+    w = SyntheticWorkload(Length.parse("10", "x"), Length.parse("4", "y"), turns=3)
+    (item,) = synthetic_items(w, 1, fitter())
+    assert len(item.turns) == 3 and item.conversation == 0
 
 
 def test_prompt_file_rows_and_wrap_around(tmp_path):
     path = tmp_path / "p.jsonl"
-    path.write_text('{"prompt": "a"}\n\n{"messages": [{"role": "user", "content": "b"}], "max_tokens": 3}\n')
-    rows = load_prompt_file(path)
-    requests = file_requests(rows, "measured", 3, output_tokens=9, start=0)
-    assert [r.prompt for r in requests] == ["a", [{"role": "user", "content": "b"}], "a"]
-    assert [r.max_tokens for r in requests] == [9, 3, 9]
+    path.write_text('{"prompt": "a"}\n\n{"messages": [{"role": "user", "content": "b"}], "output_tokens": 3}\n')
+    items = file_items(load_prompt_file(path), output_tokens=9)
+    first = [next(items).turns[0] for _ in range(3)]
+    assert [t.prompt for t in first] == ["a", [{"role": "user", "content": "b"}], "a"]
+    assert [t.max_tokens for t in first] == [9, 3, 9]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,350 @@
+"""`bench run`: validate, launch the engine, run the plan's stages, write the run directory, stop cleanly."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import math
+import secrets
+import signal
+import sys
+import time
+from collections import deque
+from typing import Any
+
+from bench.catalog import get_model, load_catalog, resolve_model_path, verified_digest
+from bench.clients.http import HttpClient, perf_ns
+from bench.clients.openai import OpenAIClient
+from bench.console import Progress, say, stage_table, summary_table
+from bench.engines.base import Endpoint, EngineDriver
+from bench.engines.llamacpp import LlamaCppDriver, LlamaCppSettings
+from bench.errors import EngineError, UsageError
+from bench.hardware import inventory, software
+from bench.load import prompts
+from bench.load.runner import LoadRunner, Stage, WorkItem
+from bench.load.schedules import OpenLoop
+from bench.metrics import slo_report, summarize_requests, summarize_run
+from bench.plan import SWEEP_STOP_ERROR_RATE, LoadPlan, build_plan
+from bench.results import REQUESTS, TELEMETRY, JsonlAppender, RunDirectory
+from bench.telemetry.process import ProcessSampler
+
+ENGINES = ("llamacpp",)
+EXIT_OK, EXIT_USAGE, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 2, 3, 130
+CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND = 4  # a guess for sizing time-based phases; more are made if needed
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM outside the event loop; a BaseException so nothing swallows it."""
+
+
+def _raise_interrupted(signum: int, _frame) -> None:
+    raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
+
+
+def install_signal_handlers() -> None:
+    signal.signal(signal.SIGINT, _raise_interrupted)
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+
+
+def _ignore_signals() -> None:
+    """While results are being finalised: a second Ctrl-C must not leave half-written files."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class WorkSource:
+    """Prompts for the stages: made between stages, so no tokenizer call competes with measured requests."""
+
+    def __init__(self, args, endpoint: Endpoint, rows: list[dict] | None) -> None:
+        self.rows = prompts.file_items(rows, args.output_tokens) if rows else None
+        self.turns = 1 if rows else args.turns
+        self.ready: deque[WorkItem] = deque()
+        self.made_during_stage = 0
+        self.next_index = 0
+        if rows:
+            return
+        if endpoint.count_tokens is None:
+            raise UsageError("this endpoint exposes no tokenizer, so synthetic prompts cannot be sized; use --prompts")
+        self.workload = prompts.SyntheticWorkload(
+            prompts.Length.parse(args.input_tokens, "--input-tokens"),
+            prompts.Length.parse(args.output_tokens_spec, "--output-tokens"),
+            args.seed, args.prefix_count, args.prefix_tokens, args.turns,
+        )  # fmt: skip
+        self.fitter = prompts.TokenFitter(lambda text: endpoint.count_tokens(text, True),
+                                          lambda text: endpoint.count_tokens(text, False))  # fmt: skip
+        self.prefixes = prompts.shared_prefixes(self.workload, self.fitter)
+
+    def prepare(self, requests: int) -> None:
+        self.made_during_stage = 0
+        if self.rows is not None:
+            return
+        count = max(0, math.ceil(requests / self.turns) - len(self.ready))
+        self.ready.extend(prompts.synthetic_items(self.workload, count, self.fitter, self.next_index, self.prefixes))
+        self.next_index += count
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> WorkItem:
+        if self.rows is not None:
+            return next(self.rows)
+        if self.ready:
+            return self.ready.popleft()
+        self.made_during_stage += 1  # more than planned: made now, from word costs, with no tokenizer call
+        (item,) = prompts.synthetic_items(self.workload, 1, self.fitter, self.next_index, self.prefixes, False)
+        self.next_index += 1
+        return item
+
+
+def requests_needed(stage: Stage) -> int:
+    per_second = (stage.schedule.rate if isinstance(stage.schedule, OpenLoop)
+                  else stage.schedule.concurrency * CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND)  # fmt: skip
+    seconds = stage.warmup_s + stage.cooldown_s
+    return stage.warmup_requests + stage.requests + stage.cooldown_requests + math.ceil(per_second * seconds)
+
+
+def make_driver(args, entry, model_path, api: str, plan: LoadPlan) -> EngineDriver:
+    if entry.engines and args.engine not in entry.engines:
+        raise UsageError(f"--model {args.model} lists engines {entry.engines} in the catalog, not {args.engine}")
+    if entry.format != "gguf":
+        raise UsageError(f"--engine llamacpp serves GGUF files; model {args.model} has format {entry.format}")
+    tokens = 0 if args.prompts else prompts.Length.parse(args.input_tokens, "--input-tokens").upper() * args.turns
+    tokens += prompts.Length.parse(args.output_tokens_spec, "--output-tokens").upper() * args.turns
+    settings = LlamaCppSettings(
+        model_path=model_path, launcher=args.launcher, server_binary=args.llama_server, python=args.engine_python,
+        ctx_size=args.ctx_size, threads=args.threads, batch_threads=args.batch_threads,
+        parallel=args.parallel or plan.max_streams, gpu_layers=args.gpu_layers, extra_args=args.engine_arg,
+        host=args.host, port=args.port, ready_timeout_s=args.ready_timeout, tokens_per_request=tokens,
+    )  # fmt: skip
+    driver = LlamaCppDriver(settings, api)
+    if driver.serializes_requests and plan.max_streams > 1:
+        raise UsageError(
+            f"the {driver.launcher} server handles one request at a time, so {plan.max_streams} streams would "
+            "measure queueing, not concurrency; use --concurrency 1 (and --max-concurrency 1 with --rate) "
+            "or --launcher xllamacpp"
+        )
+    return driver
+
+
+def _now_iso() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+
+
+def _run_event_loop(coro_factory) -> Any:
+    """Run on uvloop where installed: its lower per-event overhead tightens client timestamps."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro_factory())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro_factory())
+
+
+def plan_stop_reason(plan: LoadPlan, stage_summary: dict[str, Any], stop: str | None) -> str | None:
+    """Why a multi-stage plan should not go on after this stage, if it should not."""
+    if stop:
+        return f"stage {stage_summary['stage']} stopped early ({stop})"
+    req = stage_summary["requests"]
+    finished = req["successful"] + req["failed"]
+    if finished and req["failed"] / finished > SWEEP_STOP_ERROR_RATE:
+        return f"stage {stage_summary['stage']} failed {req['failed']} of {finished} requests"
+    slo = stage_summary.get("slo")
+    if slo and slo["fraction_meeting_all"] is not None and slo["fraction_meeting_all"] < plan.stop_slo_fraction:
+        return (f"stage {stage_summary['stage']}: only {slo['fraction_meeting_all']:.0%} of requests met every SLO "
+                f"(--stop-slo-fraction {plan.stop_slo_fraction:g})")  # fmt: skip
+    return None
+
+
+def sweep_rates(plan: LoadPlan, synchronous: dict[str, Any], throughput: dict[str, Any]) -> list[float]:
+    low, high = synchronous["request_throughput_per_s"], throughput["request_throughput_per_s"]
+    if not low or not high:
+        return []
+    low, high = min(low, high), max(low, high)
+    return [low + (high - low) * (k + 1) / (plan.sweep_rates + 1) for k in range(plan.sweep_rates)]
+
+
+def cmd_run(args) -> int:
+    # Everything that can be wrong with the input is checked before anything starts or is written.
+    if args.engine not in ENGINES:
+        raise UsageError(f"--engine {args.engine!r} is not known; choose one of: {', '.join(ENGINES)}")
+    plan = build_plan(args)
+    prompts.Length.parse(args.input_tokens, "--input-tokens")
+    output_length = prompts.Length.parse(args.output_tokens_spec, "--output-tokens")
+    args.output_tokens = int(output_length.a)  # the default max_tokens for prompt files
+    if (args.prefix_count > 0) != (args.prefix_tokens > 0):
+        raise UsageError("--prefix-count and --prefix-tokens go together (N prefixes of P tokens)")
+    catalog, catalog_path = load_catalog(args.catalog)
+    entry = get_model(catalog, catalog_path, args.model)
+    rows = prompts.load_prompt_file(args.prompts) if args.prompts else None
+    if rows and output_length.kind != "fixed":
+        raise UsageError('--prompts: give --output-tokens as one number (or "max_tokens" per line in the file)')
+    api = args.api or entry.api
+    if rows and api == "completions" and any("messages" in row for row in rows):
+        raise UsageError(
+            f"--prompts {args.prompts}: chat messages need --api chat; model {args.model} uses completions"
+        )
+    model_path = resolve_model_path(args.model, entry, catalog_path)
+    driver = make_driver(args, entry, model_path, api, plan)
+    say(f"model {args.model}: {model_path} (checking sha256 ...)")
+    digest = verified_digest(args.model, entry, model_path, catalog_path)
+
+    run_id = args.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{args.engine}-{args.model}-{secrets.token_hex(2)}"
+    run_dir = RunDirectory.create(args.results_dir, run_id)
+    anchor_perf, anchor_unix = perf_ns(), time.time_ns()
+    spec = {
+        "engine": args.engine, "model": args.model, "api": api,
+        "plan": "sweep" if plan.sweep_rates else "stages", "sweep_rates": plan.sweep_rates,
+        "workload": {"kind": "file", "path": str(args.prompts), "output_tokens": args.output_tokens_spec} if rows
+        else {"kind": "synthetic", "input_tokens": args.input_tokens, "output_tokens": args.output_tokens_spec,
+              "prefix_count": args.prefix_count, "prefix_tokens": args.prefix_tokens, "turns": args.turns},
+        "ignore_eos": not args.no_ignore_eos, "seed": args.seed, "temperature": args.temperature,
+        "request_timeout_s": args.request_timeout,
+        "slo": {"thresholds_ms": plan.slo_ms, "percentile": plan.slo_percentile} if plan.slo_ms else None,
+        "stages": [],  # each stage as it starts; a sweep's rates are decided during the run
+    }  # fmt: skip
+    manifest: dict[str, Any] = {
+        "schema_version": 1, "run_id": run_dir.path.name, "status": "incomplete",
+        "incomplete_reason": "the run did not finish (still running, or the rig itself was killed)",
+        "started_at": _now_iso(), "ended_at": None, "command": sys.argv, "spec": spec,
+        "model": {"name": args.model, "catalog": str(catalog_path), "entry": entry.model_dump(), "file": digest},
+        "engine": driver.record(),
+        "clock": {"anchor_perf_counter_ns": anchor_perf, "anchor_unix_ns": anchor_unix,
+                  "note": "record times are perf_counter_ns minus the anchor; add anchor_unix_ns for wall time"},
+        "hardware": inventory(), "software": software(),
+    }  # fmt: skip
+    run_dir.write_manifest(manifest)
+
+    requests_out = JsonlAppender(run_dir.file(REQUESTS))
+    telemetry_out = JsonlAppender(run_dir.file(TELEMETRY))
+    sampler: ProcessSampler | None = None
+    stop_reason: str | None = None
+    exit_code = EXIT_OK
+    try:
+        install_signal_handlers()
+        say(f"starting {args.engine} ({driver.launcher}) ...")
+        endpoint = driver.start(run_dir.path)
+        manifest["engine"] = driver.record()
+        run_dir.write_manifest(manifest)
+        say(f"engine ready in {manifest['engine'].get('load_time_s', 0):.1f} s at {endpoint.base_url}")
+        work = WorkSource(args, endpoint, rows)
+        sampling: dict[str, Any] = {"temperature": args.temperature, "seed": args.seed}
+        if endpoint.supports_ignore_eos and not args.no_ignore_eos:
+            sampling["ignore_eos"] = True
+        process = driver.process
+        sampler = ProcessSampler(telemetry_out, anchor_perf, process.tree_pids if process else list,
+                                 args.telemetry_interval)  # fmt: skip
+        sampler.start()
+        stop_reason = _run_event_loop(
+            lambda: _drive(
+                args, plan, endpoint, api, sampling, anchor_perf, driver, work, requests_out, manifest, run_dir
+            )  # fmt: skip
+        )
+        install_signal_handlers()  # asyncio restored the defaults when the loop closed
+    except Interrupted as exc:
+        stop_reason = str(exc)
+    except EngineError as exc:
+        stop_reason = str(exc).splitlines()[0]
+        exit_code = EXIT_ENGINE
+        say(f"error: {exc}")
+    finally:
+        _ignore_signals()
+        if sampler is not None:
+            sampler.stop()
+        engine_failure = driver.failure()
+        driver.stop()
+        requests_out.close()
+        telemetry_out.close()
+        summary = summarize_run(run_dir.requests(), run_dir.telemetry(), spec)
+        run_dir.write_summary(summary)
+        manifest["engine"] = driver.record()
+        manifest["ended_at"] = _now_iso()
+        manifest["status"] = "complete" if stop_reason is None and exit_code == EXIT_OK else "incomplete"
+        manifest["incomplete_reason"] = stop_reason if manifest["status"] == "incomplete" else None
+        run_dir.write_manifest(manifest)
+
+    if stop_reason is not None and exit_code == EXIT_OK:
+        exit_code = EXIT_ENGINE if engine_failure else EXIT_INTERRUPTED
+    print_result(summary, manifest, run_dir, driver.launcher, stop_reason)
+    if exit_code == EXIT_ENGINE and engine_failure:
+        process = driver.process
+        kept = summary["requests"]
+        say(f"error: run incomplete: {engine_failure}; kept {kept['successful'] + kept['failed']} finished "
+            f"requests in {run_dir.file(REQUESTS)}; engine log {run_dir.file('engine.log')}, last lines:\n"
+            f"{process.log_tail() if process else ''}")  # fmt: skip
+    elif exit_code == EXIT_INTERRUPTED:
+        say(f"run incomplete: {stop_reason}; finished requests are kept in {run_dir.file(REQUESTS)}")
+    return exit_code
+
+
+async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work, requests_out, manifest, run_dir):
+    """Run the plan's stages in one event loop; return why the run stopped, or None."""
+    stage_records: list[dict[str, Any]] = []
+    progress = Progress()
+
+    def sink(record: dict[str, Any]) -> None:
+        requests_out.append(record)
+        stage_records.append(record)
+        progress.add(record)
+
+    client = OpenAIClient(HttpClient(endpoint.base_url, endpoint.headers), api, endpoint.model, sampling,
+                          args.request_timeout, anchor_perf, endpoint.count_tokens)  # fmt: skip
+    runner = LoadRunner(client, work, sink, driver.failure)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted by SIGINT")
+    loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "interrupted by SIGTERM")
+    ticker = asyncio.create_task(progress.ticker())
+    stages = list(plan.stages)
+    summaries: list[dict[str, Any]] = []
+    try:
+        index = 0
+        while index < len(stages) and runner.stop_reason is None:
+            stage = stages[index]
+            work.prepare(requests_needed(stage))
+            description = stage.describe()
+            manifest["spec"]["stages"].append(description)
+            run_dir.write_manifest(manifest)
+            stage_records.clear()
+            progress.start_stage(stage, len(stages) if not plan.sweep_rates else 2 + plan.sweep_rates)
+            outcome = await runner.run_stage(stage, args.seed)
+            description["outcome"] = {"stop_reason": outcome.stop_reason, "sent": outcome.sent,
+                                      "prompts_made_during_stage": work.made_during_stage}  # fmt: skip
+            run_dir.write_manifest(manifest)
+            summary = {"stage": stage.index, **summarize_requests(stage_records)}
+            if plan.slo_ms:
+                summary["slo"] = slo_report(stage_records, plan.slo_ms, plan.slo_percentile)
+            summaries.append(summary)
+            if runner.stop_reason is None and index + 1 < max(len(stages), 2 + plan.sweep_rates):
+                if reason := plan_stop_reason(plan, summary, outcome.stop_reason):
+                    manifest["spec"]["plan_stopped_early"] = reason
+                    say(f"plan stopped early: {reason}")
+                    break
+            if plan.sweep_rates and index == 1:
+                rates = sweep_rates(plan, summaries[0], summaries[1])
+                stages += [plan.rate_stage(2 + k, rate) for k, rate in enumerate(rates)]
+                if not rates:
+                    manifest["spec"]["plan_stopped_early"] = "no throughput measured in the first two stages"
+            index += 1
+    finally:
+        ticker.cancel()
+        await asyncio.gather(ticker, return_exceptions=True)
+        await client.http.close()
+    return runner.stop_reason
+
+
+def print_result(summary, manifest, run_dir, launcher: str, stop_reason: str | None) -> None:
+    spec = manifest["spec"]
+    if not summary["requests"]["measured"] and not summary["requests"]["warmup"]:
+        return
+    workload = spec["workload"]
+    shape = (f"prompts from {workload['path']}" if workload["kind"] == "file"
+             else f"{workload['input_tokens']} input / {workload['output_tokens']} output tokens")  # fmt: skip
+    heading = (f"Run {run_dir.path.name}: {manifest['status']}{'' if stop_reason is None else f' ({stop_reason})'}\n"
+               f"  {spec['engine']} via {launcher}, model {spec['model']}, {spec['api']} API, {shape}")  # fmt: skip
+    stages = summary["stages"]
+    if len(stages) == 1:
+        stage = spec["stages"][0]["label"] if spec["stages"] else ""
+        print(summary_table(stages[0], f"{heading}, {stage}", str(run_dir.path), summary["telemetry"]))
+    else:
+        print(stage_table(summary, heading, str(run_dir.path)))
+    if spec.get("plan_stopped_early"):
+        print(f"Plan         stopped early: {spec['plan_stopped_early']}")

@@ -1,0 +1,62 @@
+"""Seeded arrival schedules have the statistics they promise; phases follow counts and times."""
+
+import math
+import statistics
+
+import pytest
+
+from bench.load.runner import PhaseClock, Stage
+from bench.load.schedules import ClosedLoop, OpenLoop, intended_offsets, interarrival_gaps
+
+N = 20_000
+
+
+def gaps(schedule, seed=1):
+    return interarrival_gaps(schedule, N, seed=seed, stage=0)[1:]  # the first request goes at once
+
+
+def cv(values):
+    return statistics.pstdev(values) / statistics.fmean(values)
+
+
+def test_constant_rate_is_exact():
+    assert set(gaps(OpenLoop(4.0, "constant"))) == {0.25}
+    assert intended_offsets(OpenLoop(2.0, "constant"), 3, 0, 0) == [0.0, 0.5, 1.0]
+
+
+def test_poisson_mean_and_cv():
+    g = gaps(OpenLoop(5.0, "poisson"))
+    assert statistics.fmean(g) == pytest.approx(0.2, rel=0.03)
+    assert cv(g) == pytest.approx(1.0, abs=0.03)
+
+
+@pytest.mark.parametrize("shape", [0.25, 0.5, 1.0, 4.0])
+def test_gamma_mean_is_the_rate_and_cv_is_one_over_sqrt_shape(shape):
+    g = gaps(OpenLoop(10.0, "gamma", burstiness=shape))
+    assert statistics.fmean(g) == pytest.approx(0.1, rel=0.05)
+    assert cv(g) == pytest.approx(1 / math.sqrt(shape), rel=0.06)
+
+
+def test_schedule_depends_on_seed_and_stage_only():
+    s = OpenLoop(3.0, "poisson")
+    assert interarrival_gaps(s, 50, 7, 2) == interarrival_gaps(s, 50, 7, 2)
+    assert interarrival_gaps(s, 50, 7, 2) != interarrival_gaps(s, 50, 8, 2)
+    assert interarrival_gaps(s, 50, 7, 2) != interarrival_gaps(s, 50, 7, 3)
+
+
+def stage(**kw):
+    return Stage(0, "s", ClosedLoop(1), **{"requests": 3, **kw})
+
+
+def test_phases_by_count():
+    clock = PhaseClock(stage(warmup_requests=2, cooldown_requests=1), start_ns=0)
+    assert [clock.next(0) for _ in range(7)] == ["warmup"] * 2 + ["measured"] * 3 + ["cooldown", None]
+
+
+def test_phases_by_time():
+    s = 1_000_000_000
+    clock = PhaseClock(stage(requests=100, duration_s=2, warmup_s=1, cooldown_s=1), start_ns=0)
+    assert clock.next(0) == "warmup" and clock.next(s // 2) == "warmup"
+    assert clock.next(s) == "measured" and clock.next(2 * s) == "measured"
+    assert clock.next(3 * s) == "cooldown"  # duration over: the next second keeps the load up
+    assert clock.next(3 * s + s // 2) == "cooldown" and clock.next(4 * s) is None

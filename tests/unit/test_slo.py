@@ -1,0 +1,90 @@
+"""SLO fractions, goodput, compliance at a percentile, bootstrap intervals, sweep pick."""
+
+import pytest
+
+from bench.metrics import bootstrap_ci, max_slo_compliant, slo_report, summarize_run
+
+MS = 1_000_000
+
+
+def rec(t_send, ttft, tpot, n, status="ok", intended=None, phase="measured"):
+    times = [t_send + ttft + i * tpot for i in range(n)] if status == "ok" else []
+    end = times[-1] + 1 if times else t_send + 5
+    r = {"phase": phase, "status": status, "t_send_ns": t_send * MS, "t_end_ns": end * MS,
+         "output_times_ns": [t * MS for t in times], "output_tokens": n if status == "ok" else None,
+         "max_tokens": n, "prompt_tokens": 4, "request_id": t_send}  # fmt: skip
+    if intended is not None:
+        r["t_intended_ns"] = intended * MS
+    return r
+
+
+# ttft/tpot in ms: 100/10 meets both; 300/10 misses ttft; 100/40 misses tpot; one failure misses all
+RECORDS = [rec(0, 100, 10, 5), rec(10, 300, 10, 5), rec(20, 100, 40, 5), rec(30, 0, 0, 0, status="error")]
+
+
+def test_fractions_and_goodput():
+    report = slo_report(RECORDS, {"ttft": 200.0, "tpot": 20.0}, 99)
+    assert report["requests_judged"] == 4
+    assert report["by_metric"]["ttft"]["fraction_meeting"] == 0.5  # two of four: the failure counts against
+    assert report["by_metric"]["tpot"]["fraction_meeting"] == 0.5
+    assert report["fraction_meeting_all"] == 0.25
+    window_s = (10 + 300 + 4 * 10 + 1) / 1000  # first send at 0 ms to the last end at 351 ms
+    assert report["goodput_requests_per_s"] == pytest.approx(1 / window_s)
+    assert report["compliant"] is False and report["by_metric"]["ttft"]["p99"] == float("inf")
+
+
+def test_compliance_at_a_percentile():
+    one_slow = [rec(i * 10, 100, 10, 5) for i in range(99)] + [rec(2000, 900, 10, 5)]
+    # rank 98.01 of 100 sorted values: 100 + 0.01 * (900 - 100) = 108 ms, within 200
+    assert slo_report(one_slow, {"ttft": 200.0}, 99)["by_metric"]["ttft"]["p99"] == pytest.approx(108)
+    two_slow = one_slow[1:] + [rec(3000, 900, 10, 5)]
+    assert slo_report(two_slow, {"ttft": 200.0}, 99)["compliant"] is False  # rank 98.01 lands on a 900
+    assert slo_report(two_slow, {"ttft": 200.0}, 90)["compliant"] is True
+    assert slo_report(two_slow, {"ttft": 200.0}, 99)["by_metric"]["ttft"]["fraction_meeting"] == 0.98
+
+
+def test_open_loop_slo_counts_from_the_intended_send():
+    late = [rec(500, 100, 10, 3, intended=0)]  # held 500 ms in the client, then a 100 ms TTFT
+    assert slo_report(late, {"ttft": 200.0}, 50)["by_metric"]["ttft"]["fraction_meeting"] == 0.0
+    summary = summarize_run(late, [], {})
+    assert summary["client_queue_ms"]["mean"] == 500 and summary["ttft_from_intended_ms"]["mean"] == 600
+    assert summary["ttft_ms"]["mean"] == 100
+
+
+def test_one_token_answers_have_no_tpot_to_miss():
+    assert slo_report([rec(0, 50, 0, 1)], {"tpot": 1.0}, 99)["compliant"] is True
+
+
+def test_bootstrap_interval_brackets_the_estimate_and_is_reproducible():
+    values = [float(v) for v in range(1, 101)]
+    low, high = bootstrap_ci(values, lambda d: d[len(d) // 2])
+    assert low < 51 < high and high - low < 30
+    assert bootstrap_ci(values, lambda d: d[len(d) // 2]) == [low, high]
+    assert bootstrap_ci([1.0], lambda d: d[0]) is None
+
+
+def test_max_slo_compliant_picks_the_fastest_compliant_stage():
+    stages = [
+        {"stage": 0, "label": "a", "request_throughput_per_s": 1.0, "output_throughput_tokens_per_s": 10.0,
+         "slo": {"compliant": True, "goodput_requests_per_s": 1.0}},
+        {"stage": 1, "label": "b", "request_throughput_per_s": 3.0, "output_throughput_tokens_per_s": 30.0,
+         "slo": {"compliant": True, "goodput_requests_per_s": 2.9}},
+        {"stage": 2, "label": "c", "request_throughput_per_s": 5.0, "output_throughput_tokens_per_s": 50.0,
+         "slo": {"compliant": False, "goodput_requests_per_s": 1.0}},
+    ]  # fmt: skip
+    assert max_slo_compliant(stages)["stage"] == 1
+    assert max_slo_compliant(stages[2:]) is None
+
+
+def test_summary_per_stage_with_slo_is_recomputable():
+    records = [dict(r, stage=0) for r in RECORDS[:2]] + [dict(r, stage=1) for r in RECORDS[2:]]
+    spec = {
+        "slo": {"thresholds_ms": {"ttft": 200.0}, "percentile": 50},
+        "stages": [{"index": 0, "name": "c1", "label": "concurrency 1"}, {"index": 1, "name": "c2"}],
+    }
+    summary = summarize_run(records, [], spec)
+    assert [s["requests"]["measured"] for s in summary["stages"]] == [2, 2]
+    assert summary["stages"][0]["label"] == "concurrency 1"
+    assert summary["stages"][0]["slo"]["compliant"] is True  # p50 of (100, 300) = 200
+    assert summary["slo"]["max_slo_compliant"]["stage"] == 0
+    assert summarize_run(records, [], spec) == summary
