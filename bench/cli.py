@@ -8,12 +8,14 @@ import sys
 from pathlib import Path
 
 from bench import __version__
+from bench.calibrate import cmd_calibrate
 from bench.catalog import load_catalog
 from bench.console import say, stage_table, summary_table
 from bench.engines.llamacpp import LAUNCHERS, default_threads
 from bench.errors import BenchError, UsageError
 from bench.load.schedules import ARRIVALS
 from bench.metrics import SLO_METRICS, summarize_run
+from bench.plan import parse_list
 from bench.results import RunDirectory
 from bench.run import ENGINES, EXIT_INTERRUPTED, EXIT_OK, Interrupted, cmd_run
 
@@ -259,6 +261,13 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--results-dir", type=Path, default=Path("results"), help="where run directories go")
     out.add_argument("--run-id", help="name of the run directory (default: time, engine, model, random suffix)")
     out.add_argument(
+        "--calibration",
+        type=Path,
+        metavar="FILE",
+        help="a calibration.json from `bench calibrate`, "
+        "copied into the manifest so the run carries the client's measured timing error",
+    )
+    out.add_argument(
         "--telemetry-interval",
         type=_positive_float,
         default=1.0,
@@ -274,6 +283,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     summ.add_argument("run_dir", type=Path, help="a run directory written by `bench run`")
     summ.add_argument("--write", action="store_true", help="replace summary.json with the recomputed summary")
+
+    cal = sub.add_parser(
+        "calibrate",
+        help="measure the load generator's own timing error against a loopback server with known timing",
+        description="Start a loopback streaming server whose TTFT, inter-token gap and length are set exactly and "
+        "which records when it wrote each token; drive it with this rig's client at several stream counts; report "
+        "the client's error (measured minus truth) for TTFT and TPOT at p50 and p99, tokens/s delivered, and the "
+        "most streams whose p99 TTFT error stays within 1 ms. The server and the client share this machine's cores.",
+    )
+    cal.add_argument(
+        "--shape",
+        nargs="+",
+        choices=("latency", "capacity"),
+        default=["latency", "capacity"],
+        help="latency: TTFT 50 ms, gap 10 ms, 64 tokens at 1-256 streams; capacity: TTFT 5 ms, "
+        "gap 1 ms, 256 tokens at 64 and 256 streams (default both)",
+    )
+    cal.add_argument(
+        "--streams", type=lambda t: parse_list(t, "--streams"), help="stream counts to test, e.g. 1,64,256"
+    )
+    cal.add_argument(
+        "--requests-per-stream",
+        type=_positive_int,
+        default=2,
+        help="measured requests per stream at each level (at least 32 in all; default 2)",
+    )
+    cal.add_argument("--results-dir", type=Path, default=Path("results"), help="where the report folder goes")
+    cal.add_argument("--run-id", help="name of the report folder (default calibration-<time>)")
 
     models = sub.add_parser("models", help="list the models in the catalog")
     models.add_argument("--catalog", type=Path, help="models.yaml to read")
@@ -314,7 +351,7 @@ def cmd_models(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "summarize": cmd_summarize, "models": cmd_models}
+COMMANDS = {"run": cmd_run, "summarize": cmd_summarize, "models": cmd_models, "calibrate": cmd_calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,11 +21,11 @@ from bench.engines.llamacpp import LlamaCppDriver, LlamaCppSettings
 from bench.errors import EngineError, UsageError
 from bench.hardware import inventory, software
 from bench.load import prompts
-from bench.load.runner import LoadRunner, Stage, WorkItem
+from bench.load.runner import LoadRunner, Stage, WorkItem, run_event_loop
 from bench.load.schedules import OpenLoop
 from bench.metrics import slo_report, summarize_requests, summarize_run
 from bench.plan import SWEEP_STOP_ERROR_RATE, LoadPlan, build_plan
-from bench.results import REQUESTS, TELEMETRY, JsonlAppender, RunDirectory
+from bench.results import REQUESTS, TELEMETRY, JsonlAppender, RunDirectory, read_json
 from bench.telemetry.process import ProcessSampler
 
 ENGINES = ("llamacpp",)
@@ -130,14 +130,15 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _run_event_loop(coro_factory) -> Any:
-    """Run on uvloop where installed: its lower per-event overhead tightens client timestamps."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro_factory())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro_factory())
+def _calibration_figures(path) -> dict[str, Any]:
+    """The client-error figures of a `bench calibrate` report, to sit beside the run they qualify."""
+    report = read_json(path)
+    if not isinstance(report.get("shapes"), list):
+        raise UsageError(f"--calibration {path}: not a calibration.json written by `bench calibrate`")
+    return {"file": str(path), "created_at": report.get("created_at"),
+            "shapes": [{k: v for k, v in shape.items() if k != "levels"} | {"levels": [
+                {k: lv[k] for k in ("streams", "ttft_error_ms", "tpot_error_ms", "output_tokens_per_s")}
+                for lv in shape["levels"]]} for shape in report["shapes"]]}  # fmt: skip
 
 
 def plan_stop_reason(plan: LoadPlan, stage_summary: dict[str, Any], stop: str | None) -> str | None:
@@ -211,6 +212,7 @@ def cmd_run(args) -> int:
         "clock": {"anchor_perf_counter_ns": anchor_perf, "anchor_unix_ns": anchor_unix,
                   "note": "record times are perf_counter_ns minus the anchor; add anchor_unix_ns for wall time"},
         "hardware": inventory(), "software": software(),
+        "calibration": _calibration_figures(args.calibration) if args.calibration else None,
     }  # fmt: skip
     run_dir.write_manifest(manifest)
 
@@ -234,7 +236,7 @@ def cmd_run(args) -> int:
         sampler = ProcessSampler(telemetry_out, anchor_perf, process.tree_pids if process else list,
                                  args.telemetry_interval)  # fmt: skip
         sampler.start()
-        stop_reason = _run_event_loop(
+        stop_reason = run_event_loop(
             lambda: _drive(
                 args, plan, endpoint, api, sampling, anchor_perf, driver, work, requests_out, manifest, run_dir
             )  # fmt: skip

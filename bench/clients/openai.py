@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 import orjson
 
-from bench.clients.http import HttpClient, HttpProtocolError, RequestTimeout, perf_ns
+from bench.clients.http import HttpClient, HttpProtocolError, RequestTimeout, Response, perf_ns
 
 Api = Literal["completions", "chat"]
 API_PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
@@ -111,6 +111,19 @@ def read_stream(api: Api, events: list[tuple[int, bytes]]) -> StreamReading:
     return StreamReading(times, "".join(pieces), usage, finish, timings, error)
 
 
+@dataclass(slots=True)
+class Sent:
+    """A request whose response has fully arrived (or that failed), not yet decoded."""
+
+    record: dict[str, Any]
+    request: PreparedRequest
+    response: Response | None  # None when it failed before a complete response
+
+    @property
+    def failed_early(self) -> bool:
+        return self.response is None or self.response.status != 200
+
+
 class OpenAIClient:
     """Sends prepared requests and turns each into one request record (a plain dict)."""
 
@@ -129,7 +142,8 @@ class OpenAIClient:
         self.anchor_ns = anchor_ns  # records hold times relative to this perf_counter_ns reading
         self.count_tokens = count_tokens  # text -> tokens, used only when the server reports no usage
 
-    async def execute(self, request: PreparedRequest, worker: int, request_id: int) -> dict[str, Any]:
+    async def send(self, request: PreparedRequest, worker: int, request_id: int) -> Sent:
+        """The timed half: send and read the whole response. Decoding is left to complete()."""
         record: dict[str, Any] = {
             "request_id": request_id,
             "worker": worker,
@@ -148,8 +162,18 @@ class OpenAIClient:
                 t_send_ns=started - self.anchor_ns,
                 t_end_ns=perf_ns() - self.anchor_ns,
             )
-            return self._finish(record, [], None, None)
-        return await self._from_response(record, request, response)
+            self._finish(record, [], None, None)
+            return Sent(record, request, None)
+        return Sent(record, request, response)
+
+    async def complete(self, sent: Sent) -> dict[str, Any]:
+        """The untimed half: decode the stream into the request's record."""
+        if sent.response is None:
+            return sent.record
+        return await self._from_response(sent.record, sent.request, sent.response)
+
+    async def execute(self, request: PreparedRequest, worker: int, request_id: int) -> dict[str, Any]:
+        return await self.complete(await self.send(request, worker, request_id))
 
     async def _from_response(self, record: dict[str, Any], request: PreparedRequest, response) -> dict[str, Any]:
         a = self.anchor_ns

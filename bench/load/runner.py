@@ -124,6 +124,8 @@ class LoadRunner:
         self._next_id = 0
         self._finished = 0
         self._errors = 0
+        self._finishing: asyncio.Queue = asyncio.Queue()
+        self._stop_event = asyncio.Event()  # set by any stop; wakes the open-loop dispatcher
 
     # -- stopping --------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -138,6 +140,7 @@ class LoadRunner:
         self._cancel_in_flight()
 
     def _cancel_in_flight(self) -> None:
+        self._stop_event.set()
         for task in list(self._in_flight):
             task.cancel()
 
@@ -148,6 +151,7 @@ class LoadRunner:
     async def _execute(self, item: WorkItem, stage: Stage, phase: str, worker: int, t_intended_ns: int | None):
         previous: PreparedRequest | None = None
         output = ""
+        conversation = len(item.turns) > 1
         for turn_index, turn in enumerate(item.turns):
             request = turn if previous is None else follow_up(self.client.api, previous, output, turn)
             request_id = self._next_id
@@ -159,7 +163,7 @@ class LoadRunner:
                 extra.update(conversation=item.conversation, turn=turn_index)
             started = perf_ns()
             try:
-                record = await self.client.execute(request, worker, request_id)
+                sent = await self.client.send(request, worker, request_id)
             except asyncio.CancelledError:
                 self.sink(
                     self._unfinished(
@@ -174,15 +178,51 @@ class LoadRunner:
                 )
                 raise
             except Exception as exc:  # a client defect must cost one record, not a worker
-                record = self._unfinished(
-                    request, request_id, worker, started, extra, "error", f"client error: {type(exc).__name__}: {exc}"
+                self._finalize(
+                    stage,
+                    self._unfinished(
+                        request,
+                        request_id,
+                        worker,
+                        started,
+                        extra,
+                        "error",
+                        f"client error: {type(exc).__name__}: {exc}",
+                    ),
                 )
+                return
+            if sent.failed_early and (failure := self.engine_failure()):
+                self.request_stop(failure)  # a dead engine fails requests in microseconds
+            if not conversation:
+                # Decoding waits its turn in the finalizer, so this worker sends its next request now
+                # and no burst of decoding delays the timestamps of other streams.
+                self._finishing.put_nowait((stage, sent, extra))
+                return
+            record = await self.client.complete(sent)  # the next turn needs this answer now
             record.update(extra)
-            self.sink(record)
-            self._count(stage, record)
+            self._finalize(stage, record)
             if record["status"] != "ok" or self._stopping():
                 return
             previous, output = request, record.get("output_text") or ""
+
+    def _finalize(self, stage: Stage, record: dict[str, Any]) -> None:
+        self.sink(record)
+        self._count(stage, record)
+
+    async def _finalizer(self) -> None:
+        """Decodes finished responses one per event-loop turn, so sockets are polled between any two."""
+        while True:
+            job = await self._finishing.get()
+            if job is None:
+                return
+            stage, sent, extra = job
+            try:
+                record = await self.client.complete(sent)
+            except Exception as exc:  # a decoding defect costs this record's details, never the run
+                record = dict(sent.record, status="error", error=f"client error: {type(exc).__name__}: {exc}")
+            record.update(extra)
+            self._finalize(stage, record)
+            await asyncio.sleep(0)
 
     def _unfinished(self, request, request_id, worker, started_ns, extra, status, error) -> dict[str, Any]:
         anchor = self.client.anchor_ns
@@ -197,10 +237,6 @@ class LoadRunner:
         self._finished += 1
         if record["status"] == "error":
             self._errors += 1
-            # A dead engine fails requests in microseconds; do not wait for the watcher to notice.
-            if failure := self.engine_failure():
-                self.request_stop(failure)
-                return
         if stage.max_errors is not None and self._errors > stage.max_errors:
             self._stop_stage(f"more than {stage.max_errors} errors")
         elif (
@@ -253,9 +289,7 @@ class LoadRunner:
             phase = clock.next(intended)
             if phase is None or self._stopping():
                 break
-            delay = (intended - perf_ns()) / NS
-            if delay > 0:
-                await asyncio.sleep(delay)
+            await self._wait_until(intended)
             if self._stopping():
                 break
             item = next(self.work, None)
@@ -263,6 +297,18 @@ class LoadRunner:
                 break
             tasks.append(asyncio.create_task(self._tracked(send(item, phase, index, intended))))
         await self._join(tasks)
+
+    async def _wait_until(self, t_ns: int) -> None:
+        """Sleep until t_ns, never earlier: the loop's timers have millisecond resolution and may fire
+        early, so the last stretch yields to the loop (which still polls sockets) until the time comes."""
+        delay = (t_ns - perf_ns()) / NS
+        if delay > 0.002:
+            try:  # a stop ends the wait at once, however low the rate
+                await asyncio.wait_for(self._stop_event.wait(), delay - 0.001)
+            except TimeoutError:
+                pass
+        while perf_ns() < t_ns and not self._stopping():
+            await asyncio.sleep(0)
 
     @staticmethod
     async def _join(tasks: list[asyncio.Task]) -> None:
@@ -281,9 +327,12 @@ class LoadRunner:
 
     async def run_stage(self, stage: Stage, seed: int = 0) -> StageOutcome:
         self._stage_stop = None
+        if self.stop_reason is None:
+            self._stop_event.clear()
         self._finished = self._errors = 0
         clock = PhaseClock(stage, perf_ns())
         watcher = asyncio.create_task(self._watch_engine())
+        finalizer = asyncio.create_task(self._finalizer())
         try:
             if self.stop_reason is None:
                 if isinstance(stage.schedule, ClosedLoop):
@@ -292,7 +341,19 @@ class LoadRunner:
                     await self._open_loop(stage, clock, seed)
         finally:
             watcher.cancel()
+            self._finishing.put_nowait(None)  # every finished request is decoded and written, even on stop
+            await finalizer
         # A request that failed because the engine died may end before the watcher notices.
         if self.stop_reason is None and (failure := self.engine_failure()):
             self.stop_reason = failure
         return StageOutcome(stage.index, self._stage_stop, dict(clock.sent))
+
+
+def run_event_loop(coro_factory) -> Any:
+    """Run on uvloop where installed: its lower per-event overhead tightens client timestamps."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro_factory())
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro_factory())

@@ -1,0 +1,190 @@
+"""`bench calibrate`: measure the load generator's own timing error against the calibration server.
+
+For each shape (the server's TTFT, inter-token gap and tokens per request) and each stream count,
+the rig's real client and closed-loop runner drive the instrument in calibrate/server.py, which
+records when it actually wrote each token. Per request (clocks are shared: CLOCK_MONOTONIC):
+
+    TTFT error  = t_1 (client saw the first token) - t_first_write (server wrote it)
+                = measured TTFT - true TTFT, with true TTFT = t_first_write - t_send
+    TPOT error  = (t_k - t_1) / (n - 1) - (t_last_write - t_first_write) / (n - 1)
+    request leg = t_received (server had read the request) - t_send   (reported, not an error)
+
+A positive error means the client saw the token late. The report gives p50, p99 and max of each
+per stream count, the output tokens/s delivered, and the client's and server's CPU use, plus the
+highest stream count (and its tokens/s) whose p99 TTFT error stays within 1 ms.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.clients.http import HttpClient, perf_ns
+from bench.clients.openai import OpenAIClient, PreparedRequest
+from bench.engines.base import free_port, http_json, wait_until_ready
+from bench.engines.process import ManagedProcess
+from bench.hardware import inventory, software
+from bench.load.runner import LoadRunner, Stage, WorkItem, run_event_loop
+from bench.load.schedules import ClosedLoop
+from bench.metrics import describe, summarize_requests
+from bench.results import RunDirectory, write_json_atomic
+
+SERVER_SCRIPT = Path(__file__).with_name("server.py")
+WITHIN_MS = 1.0  # the error budget that defines the client's sustained capacity
+
+
+@dataclass(frozen=True)
+class Shape:
+    name: str
+    ttft_ms: float
+    gap_ms: float
+    tokens: int
+    streams: tuple[int, ...]
+
+
+SHAPES = {
+    "latency": Shape("latency", 50.0, 10.0, 64, (1, 16, 64, 128, 256)),
+    "capacity": Shape("capacity", 5.0, 1.0, 256, (64, 256)),
+}
+
+
+def request_errors(record: dict[str, Any], anchor_ns: int) -> dict[str, float] | None:
+    """TTFT and TPOT error (ms) of one record against the server's truth, or None if it cannot be judged."""
+    truth = record.get("server_timings") or {}
+    times = record.get("output_times_ns") or []
+    if record.get("status") != "ok" or not times or "t_first_write_ns" not in truth:
+        return None
+    t_1, t_k = times[0] + anchor_ns, times[-1] + anchor_ns
+    out = {
+        "ttft_error_ms": (t_1 - truth["t_first_write_ns"]) / 1e6,
+        "request_leg_ms": (truth["t_received_ns"] - (record["t_send_ns"] + anchor_ns)) / 1e6,
+    }
+    n = truth["tokens"]
+    if n >= 2 and record.get("output_tokens") == n:
+        measured = (t_k - t_1) / (n - 1)
+        true = (truth["t_last_write_ns"] - truth["t_first_write_ns"]) / (n - 1)
+        out["tpot_error_ms"] = (measured - true) / 1e6
+    return out
+
+
+def _stats(values: list[float]) -> dict[str, float | int | None]:
+    stats = describe(values)
+    return {k: stats[k] for k in ("n", "mean", "p50", "p99", "max")}
+
+
+async def _drive(base_url: str, shape: Shape, streams: int, requests: int) -> tuple[list[dict], int]:
+    anchor = perf_ns()
+    client = OpenAIClient(HttpClient(base_url), "completions", "calibration", {}, 300.0, anchor)
+    records: list[dict[str, Any]] = []
+    work = (WorkItem([PreparedRequest("calibrate", shape.tokens)]) for _ in range(requests + streams))
+    runner = LoadRunner(client, work, records.append)
+    stage = Stage(0, f"c{streams}", ClosedLoop(streams), requests=requests, warmup_requests=streams)
+    try:
+        await runner.run_stage(stage)
+    finally:
+        await client.http.close()
+    return records, anchor
+
+
+def run_level(base_url: str, shape: Shape, streams: int, requests: int, server_pid: int) -> dict[str, Any]:
+    me, server = psutil.Process(), psutil.Process(server_pid)
+    cpu_me, cpu_server, started = sum(me.cpu_times()[:2]), sum(server.cpu_times()[:2]), time.monotonic()
+    records, anchor = run_event_loop(lambda: _drive(base_url, shape, streams, requests))
+    wall = time.monotonic() - started
+    client_cpu = (sum(me.cpu_times()[:2]) - cpu_me) / wall * 100
+    server_cpu = (sum(server.cpu_times()[:2]) - cpu_server) / wall * 100
+    measured = [r for r in records if r["phase"] == "measured"]
+    errors = [e for r in measured if (e := request_errors(r, anchor))]
+    summary = summarize_requests(records)
+    return {
+        "streams": streams,
+        "requests": len(measured),
+        "failed": summary["requests"]["failed"],
+        "judged": len(errors),
+        "ttft_error_ms": _stats([e["ttft_error_ms"] for e in errors]),
+        "tpot_error_ms": _stats([e["tpot_error_ms"] for e in errors if "tpot_error_ms" in e]),
+        "request_leg_ms": _stats([e["request_leg_ms"] for e in errors]),
+        "output_tokens_per_s": summary["output_throughput_tokens_per_s"],
+        "client_cpu_percent": client_cpu,
+        "server_cpu_percent": server_cpu,
+    }
+
+
+def calibrate(shapes: list[Shape], requests_per_stream: int, log_dir: Path, progress=print) -> dict[str, Any]:
+    report: dict[str, Any] = {"shapes": []}
+    for shape in shapes:
+        port = free_port("127.0.0.1")
+        argv = [sys.executable, str(SERVER_SCRIPT), "--port", str(port), "--ttft-ms", str(shape.ttft_ms),
+                "--gap-ms", str(shape.gap_ms)]  # fmt: skip
+        server = ManagedProcess(argv, log_dir / f"server-{shape.name}.log")
+        server.start()
+        levels = []
+        try:
+            url = f"http://127.0.0.1:{port}"
+
+            def probe(health: str = f"{url}/health") -> str | None:
+                return None if http_json("GET", health, timeout_s=2)[0] == 200 else "not ready"
+
+            wait_until_ready(server, probe, 30, "calibration server")
+            for streams in shape.streams:
+                level = run_level(url, shape, streams, max(32, streams * requests_per_stream), server.pid)
+                levels.append(level)
+                progress(format_level(shape, level))
+        finally:
+            server.stop()
+        within = [
+            lv for lv in levels if lv["ttft_error_ms"]["p99"] is not None and lv["ttft_error_ms"]["p99"] <= WITHIN_MS
+        ]
+        best = max(within, key=lambda lv: lv["streams"], default=None)
+        report["shapes"].append({
+            **asdict(shape),
+            "levels": levels,
+            f"max_streams_p99_ttft_error_within_{WITHIN_MS:g}ms": best["streams"] if best else None,
+            "output_tokens_per_s_at_that_level": best["output_tokens_per_s"] if best else None,
+            "max_output_tokens_per_s": max((lv["output_tokens_per_s"] or 0 for lv in levels), default=None),
+        })  # fmt: skip
+    return report
+
+
+def format_level(shape: Shape, level: dict[str, Any]) -> str:
+    t, p = level["ttft_error_ms"], level["tpot_error_ms"]
+
+    def ms(value):
+        return "-" if value is None else f"{value:+.3f}"
+
+    return (
+        f"{shape.name:9} {level['streams']:>5} streams {level['requests']:>5} req | TTFT err p50 {ms(t['p50'])} "
+        f"p99 {ms(t['p99'])} max {ms(t['max'])} ms | TPOT err p50 {ms(p['p50'])} p99 {ms(p['p99'])} ms | "
+        f"{level['output_tokens_per_s'] or 0:>9,.0f} tok/s | CPU client {level['client_cpu_percent']:.0f}% "
+        f"server {level['server_cpu_percent']:.0f}%"
+    )
+
+
+def cmd_calibrate(args) -> int:
+    from bench.console import say
+
+    shapes = [SHAPES[name] for name in args.shape]
+    if args.streams:
+        shapes = [Shape(s.name, s.ttft_ms, s.gap_ms, s.tokens, tuple(args.streams)) for s in shapes]
+    run_id = args.run_id or f"calibration-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
+    run_dir = RunDirectory.create(args.results_dir, run_id)
+    say("calibrating the load generator against a loopback server with known timing (shares this machine's cores)")
+    report = calibrate(shapes, args.requests_per_stream, run_dir.path, progress=say)
+    report.update(created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), hardware=inventory(),
+                  software=software())  # fmt: skip
+    path = run_dir.file("calibration.json")
+    write_json_atomic(path, report)
+    for shape in report["shapes"]:
+        best = shape[f"max_streams_p99_ttft_error_within_{WITHIN_MS:g}ms"]
+        print(f"{shape['name']}: TTFT {shape['ttft_ms']:g} ms, gap {shape['gap_ms']:g} ms, {shape['tokens']} tokens; "
+              f"p99 TTFT error within {WITHIN_MS:g} ms up to {best or 'no tested'} streams"
+              + (f" ({shape['output_tokens_per_s_at_that_level']:,.0f} tok/s)" if best else "")
+              + f"; most delivered {shape['max_output_tokens_per_s']:,.0f} tok/s")  # fmt: skip
+    print(f"Calibration written to {path} (attach it to runs with `bench run --calibration {path}`)")
+    return 0
