@@ -65,9 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="launch an engine with a model, drive load at it, write results/<run_id>/",
-        description="Launch an engine with a catalog model on loopback, wait until it answers, run a "
-        "closed-loop load (N concurrent streams, each sending its next request when the last ends), "
-        "and write the run directory: manifest.json, requests.jsonl, telemetry.jsonl, summary.json, engine.log.",
+        description="Launch an engine with a catalog model on loopback, wait until it answers, run the load plan "
+        "(closed-loop streams, open-loop arrival rates, or a sweep; one or more stages), and write the run "
+        "directory: manifest.json, requests.jsonl, telemetry.jsonl, summary.json, engine.log. "
+        "Example: bench run --engine llamacpp --model gemma3-270m --concurrency 4 --requests 64",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXIT_CODES_HELP,
     )
@@ -179,13 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--prefix-tokens",
         type=_non_negative_int,
         default=0,
-        help="... of P tokens each, reused round-robin (to show prefix caching); part of --input-tokens",
+        help="... of P tokens each, reused round-robin to show prefix caching; part of --input-tokens. Models with "
+        "sliding-window attention (Gemma 3) reuse prefixes on llama.cpp only with --engine-arg swa_full=true",
     )
     work.add_argument(
         "--turns",
         type=_positive_int,
         default=1,
-        help="conversations of K turns, each prompt holding the earlier turns and answers (default 1)",
+        help="conversations of K turns, each prompt holding the earlier turns and answers; --requests then "
+        "counts conversations (default 1)",
     )
     work.add_argument(
         "--no-ignore-eos",

@@ -119,7 +119,9 @@ def summary_table(
         lines.append(
             f"Tokens       input mean {_fmt(prompt.get('mean'), 0)}, output mean {_fmt(output.get('mean'), 0)}; "
             f"counted from: {sources}"
-        )
+            + (f"; prefix cache hits {summary['prefix_cache_hit_rate']:.0%} of prompt tokens"
+               if summary.get("prefix_cache_hit_rate") else "")
+        )  # fmt: skip
     if summary.get("output_length_differs_from_max_tokens"):
         lines.append(
             f"Note         {summary['output_length_differs_from_max_tokens']} request(s) produced a "

@@ -116,6 +116,8 @@ def summarize_requests(records: list[dict[str, Any]]) -> dict[str, Any]:
     window_s = window_ns / NS_PER_S
     output_tokens = sum(r.get("output_tokens") or 0 for r in ok)
     prompt_tokens = sum(r.get("prompt_tokens") or 0 for r in ok)
+    reporting_cache = [r for r in ok if r.get("cached_prompt_tokens") is not None and r.get("prompt_tokens")]
+    cached_tokens = sum(r["cached_prompt_tokens"] for r in reporting_cache)
 
     def rate(amount: float) -> float | None:
         return amount / window_s if window_s > 0 else None
@@ -138,6 +140,10 @@ def summarize_requests(records: list[dict[str, Any]]) -> dict[str, Any]:
         "total_token_throughput_tokens_per_s": rate(output_tokens + prompt_tokens),
         "total_output_tokens": output_tokens,
         "total_prompt_tokens": prompt_tokens,
+        # the share of prompt tokens the server served from its prefix cache, where it reports them
+        "prefix_cache_hit_rate": (
+            cached_tokens / sum(r["prompt_tokens"] for r in reporting_cache) if reporting_cache else None
+        ),
         "ttft_ms": describe(p["ttft_ms"] for p in per_request if p["ttft_ms"] is not None),
         "tpot_ms": describe(p["tpot_ms"] for p in per_request if p["tpot_ms"] is not None),
         "itl_ms": describe(gap for p in per_request for gap in p["itl_ms"]),

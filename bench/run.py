@@ -57,7 +57,6 @@ class WorkSource:
 
     def __init__(self, args, endpoint: Endpoint, rows: list[dict] | None) -> None:
         self.rows = prompts.file_items(rows, args.output_tokens) if rows else None
-        self.turns = 1 if rows else args.turns
         self.ready: deque[WorkItem] = deque()
         self.made_during_stage = 0
         self.next_index = 0
@@ -78,7 +77,7 @@ class WorkSource:
         self.made_during_stage = 0
         if self.rows is not None:
             return
-        count = max(0, math.ceil(requests / self.turns) - len(self.ready))
+        count = max(0, requests - len(self.ready))  # work items: requests, or conversations with --turns
         self.ready.extend(prompts.synthetic_items(self.workload, count, self.fitter, self.next_index, self.prefixes))
         self.next_index += count
 

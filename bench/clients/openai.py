@@ -205,6 +205,7 @@ class OpenAIClient:
                 prompt_tokens = await asyncio.to_thread(self.count_tokens, request.prompt, True)
         elif output_tokens is None:
             output_tokens, source = len(reading.output_times_ns), "chunks"
+        record["cached_prompt_tokens"] = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
         return self._finish(record, [t - a for t in reading.output_times_ns], output_tokens, source, prompt_tokens)
 
     @staticmethod

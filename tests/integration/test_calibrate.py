@@ -10,8 +10,10 @@ from .conftest import needs_xllamacpp, only_run_dir, run_bench
 pytestmark = pytest.mark.integration
 
 
-def calibrate_small(tmp_path):
-    """Two stream counts of the latency shape: about 20 s."""
+@pytest.fixture(scope="module")
+def small_calibration(tmp_path_factory):
+    """Two stream counts of the latency shape (about 25 s), shared by this module's tests."""
+    tmp_path = tmp_path_factory.mktemp("calibration")
     done = run_bench(
         "calibrate",
         "--shape",
@@ -29,8 +31,8 @@ def calibrate_small(tmp_path):
     return done, tmp_path / "cal" / "calibration.json"
 
 
-def test_calibration_reports_small_client_error(tmp_path):
-    done, path = calibrate_small(tmp_path)
+def test_calibration_reports_small_client_error(small_calibration):
+    done, path = small_calibration
     report = json.loads(path.read_text())
     (shape,) = report["shapes"]
     assert shape["ttft_ms"] == 50 and shape["gap_ms"] == 10 and shape["tokens"] == 64
@@ -47,8 +49,8 @@ def test_calibration_reports_small_client_error(tmp_path):
 
 
 @needs_xllamacpp
-def test_a_run_carries_the_calibration_figures(tmp_path):
-    _, calibration = calibrate_small(tmp_path)
+def test_a_run_carries_the_calibration_figures(small_calibration, tmp_path):
+    _, calibration = small_calibration
     done = run_bench(
         "run",
         "--engine",

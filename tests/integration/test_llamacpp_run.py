@@ -234,3 +234,54 @@ def test_llama_server_binary_launcher(tmp_path):
     records = read_records(run_dir)
     assert all(r["status"] == "ok" and r["tokens_source"] == "usage" and r["output_tokens"] == 16 for r in records)
     assert not engine_processes(run_dir)
+
+
+def test_shared_prefixes_hit_the_prefix_cache_and_conversations_grow(tmp_path):
+    done = run_bench(
+        *SMALL[:5],
+        "--prefix-count",
+        "2",
+        "--prefix-tokens",
+        "48",
+        "--input-tokens",
+        "64",
+        "--output-tokens",
+        "4",
+        "--concurrency",
+        "2",
+        "--requests",
+        "6",
+        "--engine-arg",
+        "swa_full=true",
+        results=tmp_path / "prefix",
+    )
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path / "prefix")
+    measured = [r for r in read_records(run_dir) if r["phase"] == "measured"]
+    assert all(r["cached_prompt_tokens"] >= 40 for r in measured)  # the 48-token prefix came from cache
+    assert json.loads((run_dir / "summary.json").read_text())["prefix_cache_hit_rate"] > 0.6
+
+    done = run_bench(
+        *SMALL[:5],
+        "--turns",
+        "3",
+        "--input-tokens",
+        "16",
+        "--output-tokens",
+        "8",
+        "--concurrency",
+        "2",
+        "--requests",
+        "2",
+        "--warmup",
+        "0",
+        results=tmp_path / "turns",
+    )
+    assert done.returncode == 0, done.stderr
+    records = read_records(only_run_dir(tmp_path / "turns"))
+    assert len(records) == 6  # two conversations of three turns
+    for conversation in {r["conversation"] for r in records}:
+        turns = sorted((r for r in records if r["conversation"] == conversation), key=lambda r: r["turn"])
+        prompts = [r["prompt_tokens"] for r in turns]
+        assert [r["turn"] for r in turns] == [0, 1, 2] and prompts[0] < prompts[1] < prompts[2]
+        assert prompts[1] >= prompts[0] + 8  # the second turn holds the first prompt and its 8-token answer
