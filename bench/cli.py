@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument(
         "--requests",
         type=_positive_int,
-        help="measured requests per stage (default 64; 1000 as a bound with --duration)",
+        help="measured requests per stage, conversations with --turns (default 64; 1000 as a bound with --duration)",
     )
     load.add_argument(
         "--duration",
