@@ -54,8 +54,8 @@ class Progress:
         elapsed = time.monotonic() - self.started
         rates = f" | {c.get('ok', 0) / elapsed:5.2f} req/s | {self.output_tokens / elapsed:7.1f} out tok/s"
         return (
-            f"{self.label} | measured {c.get('measured', 0)}/{self.planned} (warmup {c.get('warmup', 0)}, "
-            f"cooldown {c.get('cooldown', 0)}) | ok {c.get('ok', 0)} failed {c.get('error', 0)} | "
+            f"{self.label} | measured {c.get('measured', 0)}/{self.planned} (+{c.get('warmup', 0)} warmup, "
+            f"+{c.get('cooldown', 0)} cooldown) | all phases: ok {c.get('ok', 0)} failed {c.get('error', 0)} | "
             f"{elapsed:6.1f} s{rates if elapsed > 0 else ''}"
         )
 
@@ -131,8 +131,10 @@ def summary_table(
         lines.append(f"Error        {error['count']} x {error['error']}")
     ci = summary.get("ci95") or {}
     if any(ci.values()):
-        shown = ", ".join(f"{name} [{lo:,.1f}, {hi:,.1f}]" for name, v in ci.items() if v for lo, hi in [v])
-        lines.append(f"95% CI       {shown}")
+        names = {"ttft_p50_ms": "TTFT p50", "ttft_p99_ms": "TTFT p99", "tpot_p50_ms": "TPOT p50",
+                 "tpot_p99_ms": "TPOT p99", "output_throughput_tokens_per_s": "output tok/s"}  # fmt: skip
+        shown = "; ".join(f"{names.get(k, k)} {lo:,.1f}-{hi:,.1f}" for k, v in ci.items() if v for lo, hi in [v])
+        lines.append(f"95% CI       {shown} (bootstrap)")
     if summary.get("slo"):
         lines += _slo_lines(summary["slo"])
     tel = telemetry or summary.get("telemetry") or {}

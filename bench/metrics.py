@@ -31,7 +31,7 @@ The max SLO-compliant throughput is the highest request throughput among complia
 
 Confidence intervals (95 %, percentile bootstrap, 1000 resamples, fixed seed so summaries are
 reproducible): p50 and p99 of TTFT and TPOT over requests; output throughput from the mean of
-per-interval throughputs over 10 equal slices of the window (batch means).
+per-slice throughputs over 10 equal slices of the window, each token counted where it arrived.
 """
 
 from __future__ import annotations
@@ -233,9 +233,13 @@ def bootstrap_ci(values: list[float], statistic, seed: int = 0, level: float = 0
 
 
 def throughput_slices(records: list[dict[str, Any]]) -> list[float]:
-    """Output tokens/s in each of THROUGHPUT_SLICES equal slices of the measured window, by end time."""
+    """Output tokens/s in each of THROUGHPUT_SLICES equal slices of the measured window.
+
+    Each streamed chunk's tokens count in the slice where the chunk arrived (a request's n tokens
+    spread evenly over its chunks), so the slices show delivery over time, not completions.
+    """
     measured = [r for r in records if r.get("phase") == "measured" and r.get("t_send_ns") is not None]
-    ok = [r for r in measured if r.get("status") == "ok"]
+    ok = [r for r in measured if r.get("status") == "ok" and r.get("output_times_ns")]
     if not ok:
         return []
     start = min(r["t_send_ns"] for r in measured)
@@ -244,7 +248,9 @@ def throughput_slices(records: list[dict[str, Any]]) -> list[float]:
         return []
     tokens = [0.0] * THROUGHPUT_SLICES
     for r in ok:
-        tokens[min(THROUGHPUT_SLICES - 1, int((r["t_end_ns"] - start) / width))] += r.get("output_tokens") or 0
+        per_chunk = (r.get("output_tokens") or 0) / len(r["output_times_ns"])
+        for t in r["output_times_ns"]:
+            tokens[min(THROUGHPUT_SLICES - 1, max(0, int((t - start) / width)))] += per_chunk
     return [t / (width / NS_PER_S) for t in tokens]
 
 

@@ -88,3 +88,22 @@ def test_summary_per_stage_with_slo_is_recomputable():
     assert summary["stages"][0]["slo"]["compliant"] is True  # p50 of (100, 300) = 200
     assert summary["slo"]["max_slo_compliant"]["stage"] == 0
     assert summarize_run(records, [], spec) == summary
+
+
+def test_throughput_slices_count_tokens_where_they_arrived():
+    from bench.metrics import throughput_slices
+
+    # window 0..1000 ms -> ten 100 ms slices; request A's 4 tokens arrive in slices 1, 1, 2, 9;
+    # request B has 6 tokens in 3 chunks (2 each) arriving in slices 5, 5, 6
+    a = {
+        "phase": "measured",
+        "status": "ok",
+        "t_send_ns": 0,
+        "t_end_ns": 1000 * MS,
+        "output_tokens": 4,
+        "output_times_ns": [110 * MS, 150 * MS, 250 * MS, 990 * MS],
+    }
+    b = {"phase": "measured", "status": "ok", "t_send_ns": 400 * MS, "t_end_ns": 700 * MS, "output_tokens": 6,
+         "output_times_ns": [510 * MS, 520 * MS, 650 * MS]}  # fmt: skip
+    per_slice_tokens = [v * 0.1 for v in throughput_slices([a, b])]
+    assert per_slice_tokens == pytest.approx([0, 2, 1, 0, 0, 4, 2, 0, 0, 1])
