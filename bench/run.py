@@ -21,7 +21,7 @@ from bench.engines.llamacpp import LlamaCppDriver, LlamaCppSettings
 from bench.errors import EngineError, UsageError
 from bench.hardware import inventory, software
 from bench.load import prompts
-from bench.load.runner import LoadRunner, Stage, WorkItem, run_event_loop
+from bench.load.runner import LoadRunner, Stage, WorkItem, keep_loop_hot, run_event_loop
 from bench.load.schedules import OpenLoop
 from bench.metrics import slo_report, summarize_requests, summarize_run
 from bench.plan import SWEEP_STOP_ERROR_RATE, LoadPlan, build_plan
@@ -197,8 +197,8 @@ def cmd_run(args) -> int:
         "workload": {"kind": "file", "path": str(args.prompts), "output_tokens": args.output_tokens_spec} if rows
         else {"kind": "synthetic", "input_tokens": args.input_tokens, "output_tokens": args.output_tokens_spec,
               "prefix_count": args.prefix_count, "prefix_tokens": args.prefix_tokens, "turns": args.turns},
-        "ignore_eos": not args.no_ignore_eos, "seed": args.seed, "temperature": args.temperature,
-        "request_timeout_s": args.request_timeout,
+        "ignore_eos": not args.no_ignore_eos, "busy_poll": args.busy_poll, "seed": args.seed,
+        "temperature": args.temperature, "request_timeout_s": args.request_timeout,
         "slo": {"thresholds_ms": plan.slo_ms, "percentile": plan.slo_percentile} if plan.slo_ms else None,
         "stages": [],  # each stage as it starts; a sweep's rates are decided during the run
     }  # fmt: skip
@@ -294,6 +294,7 @@ async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work,
     loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted by SIGINT")
     loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "interrupted by SIGTERM")
     ticker = asyncio.create_task(progress.ticker())
+    hot = asyncio.create_task(keep_loop_hot()) if args.busy_poll else None
     stages = list(plan.stages)
     summaries: list[dict[str, Any]] = []
     try:
@@ -326,8 +327,10 @@ async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work,
                     manifest["spec"]["plan_stopped_early"] = "no throughput measured in the first two stages"
             index += 1
     finally:
-        ticker.cancel()
-        await asyncio.gather(ticker, return_exceptions=True)
+        for task in (ticker, hot):
+            if task:
+                task.cancel()
+        await asyncio.gather(*(t for t in (ticker, hot) if t), return_exceptions=True)
         await client.http.close()
     return runner.stop_reason
 
