@@ -29,7 +29,7 @@ from bench.results import REQUESTS, TELEMETRY, JsonlAppender, RunDirectory, read
 from bench.telemetry.process import ProcessSampler
 
 ENGINES = ("llamacpp",)
-EXIT_OK, EXIT_USAGE, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 2, 3, 130
+EXIT_OK, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 3, 130  # bad input exits 2 (UsageError.exit_code)
 CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND = 4  # a guess for sizing time-based phases; more are made if needed
 
 

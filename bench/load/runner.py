@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from bench.clients.http import perf_ns
@@ -162,34 +163,15 @@ class LoadRunner:
             if item.conversation is not None:
                 extra.update(conversation=item.conversation, turn=turn_index)
             started = perf_ns()
+
+            unfinished = partial(self._unfinished, request, request_id, worker, started, extra)  # (status, error)
             try:
                 sent = await self.client.send(request, worker, request_id)
             except asyncio.CancelledError:
-                self.sink(
-                    self._unfinished(
-                        request,
-                        request_id,
-                        worker,
-                        started,
-                        extra,
-                        "cancelled",
-                        f"cancelled in flight: {self.stop_reason or self._stage_stop}",
-                    )
-                )
+                self.sink(unfinished("cancelled", f"cancelled in flight: {self.stop_reason or self._stage_stop}"))
                 raise
             except Exception as exc:  # a client defect must cost one record, not a worker
-                self._finalize(
-                    stage,
-                    self._unfinished(
-                        request,
-                        request_id,
-                        worker,
-                        started,
-                        extra,
-                        "error",
-                        f"client error: {type(exc).__name__}: {exc}",
-                    ),
-                )
+                self._finalize(stage, unfinished("error", f"client error: {type(exc).__name__}: {exc}"))
                 return
             if sent.failed_early and (failure := self.engine_failure()):
                 self.request_stop(failure)  # a dead engine fails requests in microseconds

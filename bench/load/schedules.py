@@ -67,12 +67,3 @@ def interarrival_gaps(schedule: OpenLoop, count: int, seed: int, stage: int) -> 
     else:
         raise ValueError(f"unknown arrival {schedule.arrival!r}")
     return [0.0] + [draw() for _ in range(count - 1)] if count > 0 else []
-
-
-def intended_offsets(schedule: OpenLoop, count: int, seed: int, stage: int) -> list[float]:
-    """Intended send times in seconds from the stage start."""
-    offsets, total = [], 0.0
-    for gap in interarrival_gaps(schedule, count, seed, stage):
-        total += gap
-        offsets.append(total)
-    return offsets

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+RUN_GEMMA = ["run", "--engine", "llamacpp", "--model", "gemma3-270m"]  # the bundled model on llama.cpp
 
 
 def installed(module: str) -> bool:

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from .conftest import needs_xllamacpp, only_run_dir, run_bench
+from .conftest import RUN_GEMMA, needs_xllamacpp, only_run_dir, run_bench
 
 pytestmark = pytest.mark.integration
 
@@ -52,11 +52,7 @@ def test_calibration_reports_small_client_error(small_calibration):
 def test_a_run_carries_the_calibration_figures(small_calibration, tmp_path):
     _, calibration = small_calibration
     done = run_bench(
-        "run",
-        "--engine",
-        "llamacpp",
-        "--model",
-        "gemma3-270m",
+        *RUN_GEMMA,
         "--requests",
         "2",
         "--concurrency",

@@ -4,9 +4,9 @@ import socket
 
 import pytest
 
-from .conftest import needs_xllamacpp, run_bench
+from .conftest import RUN_GEMMA, needs_xllamacpp, run_bench
 
-RUN = ["run", "--engine", "llamacpp", "--model", "gemma3-270m", "--requests", "1"]
+RUN = [*RUN_GEMMA, "--requests", "1"]
 
 
 def assert_usage_error(done, *fragments, results=None):

@@ -11,6 +11,7 @@ from bench.results import RunDirectory
 
 from .conftest import (
     LLAMA_SERVER,
+    RUN_GEMMA,
     engine_processes,
     needs_llama_cpp_python,
     needs_llama_server,
@@ -23,7 +24,7 @@ from .conftest import (
 )
 
 pytestmark = [pytest.mark.integration, needs_xllamacpp]
-SMALL = ["run", "--engine", "llamacpp", "--model", "gemma3-270m", "--input-tokens", "32", "--output-tokens", "16"]
+SMALL = [*RUN_GEMMA, "--input-tokens", "32", "--output-tokens", "16"]
 
 
 def max_overlap(records):
@@ -148,11 +149,7 @@ def test_prompt_file_with_an_oversized_prompt_records_the_error_and_goes_on(tmp_
     rows = [{"prompt": "The capital of France is"}, {"prompt": long_prompt}, {"prompt": "Once upon a time"}]
     prompts.write_text("".join(json.dumps(row) + "\n" for row in rows))
     done = run_bench(
-        "run",
-        "--engine",
-        "llamacpp",
-        "--model",
-        "gemma3-270m",
+        *RUN_GEMMA,
         "--prompts",
         str(prompts),
         "--output-tokens",
@@ -238,7 +235,7 @@ def test_llama_server_binary_launcher(tmp_path):
 
 def test_shared_prefixes_hit_the_prefix_cache_and_conversations_grow(tmp_path):
     done = run_bench(
-        *SMALL[:5],
+        *RUN_GEMMA,
         "--prefix-count",
         "2",
         "--prefix-tokens",
@@ -262,7 +259,7 @@ def test_shared_prefixes_hit_the_prefix_cache_and_conversations_grow(tmp_path):
     assert json.loads((run_dir / "summary.json").read_text())["prefix_cache_hit_rate"] > 0.6
 
     done = run_bench(
-        *SMALL[:5],
+        *RUN_GEMMA,
         "--turns",
         "3",
         "--input-tokens",

@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from bench.load.runner import PhaseClock, Stage
-from bench.load.schedules import ClosedLoop, OpenLoop, intended_offsets, interarrival_gaps
+from bench.load.schedules import ClosedLoop, OpenLoop, interarrival_gaps
 
 N = 20_000
 
@@ -21,7 +21,7 @@ def cv(values):
 
 def test_constant_rate_is_exact():
     assert set(gaps(OpenLoop(4.0, "constant"))) == {0.25}
-    assert intended_offsets(OpenLoop(2.0, "constant"), 3, 0, 0) == [0.0, 0.5, 1.0]
+    assert interarrival_gaps(OpenLoop(2.0, "constant"), 3, 0, 0) == [0.0, 0.5, 0.5]  # the first goes at once
 
 
 def test_poisson_mean_and_cv():
