@@ -59,8 +59,19 @@ class ModelEntry(_Strict):
     engines: list[Literal["llamacpp", "vllm", "ollama"]] = Field(default_factory=list)
 
 
+class HardwareEntry(_Strict):
+    """An accelerator's limits for the roofline: datasheet figures, each with its source and date."""
+
+    match: list[str] = Field(default_factory=list, description="substrings of the name NVML reports")
+    memory_bandwidth_gb_s: float = Field(gt=0)
+    peak_tflops: float | None = Field(default=None, gt=0, description="dense FP16/BF16 tensor TFLOP/s")
+    source: str
+    as_of: str
+
+
 class Catalog(_Strict):
     models: dict[str, ModelEntry]
+    hardware: dict[str, HardwareEntry] = Field(default_factory=dict)
 
 
 def default_catalog_path() -> Path:

@@ -257,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ARG",
         help="extra argument for the engine, repeatable (xllamacpp: NAME=VALUE of CommonParams)",
     )
+    eng.add_argument(
+        "--hardware",
+        metavar="NAME",
+        help="the hardware entry in models.yaml whose datasheet limits the efficiency figures use (default: the "
+        "GPU NVML names when layers are offloaded, else the CPU's bandwidth measured at run start)",
+    )
     eng.add_argument("--host", default="127.0.0.1", help="address the engine binds (default 127.0.0.1)")
     eng.add_argument("--port", type=_positive_int, help="engine port (default: a free one)")
     eng.add_argument(

@@ -137,7 +137,30 @@ def summary_table(
         lines.append(f"95% CI       {shown} (bootstrap)")
     if summary.get("slo"):
         lines += _slo_lines(summary["slo"])
+    eff = summary.get("efficiency") or {}
+    if eff.get("decode_bandwidth_utilization") is not None:
+        prefill = (
+            f"; prefill {eff['prefill_tokens_per_s']:,.0f} tok/s = {eff['prefill_flops_utilization']:.0%} of "
+            f"{eff['prefill_bound_tokens_per_s']:,.0f}"
+            if eff.get("prefill_flops_utilization")
+            else ""
+        )
+        lines.append(
+            f"Efficiency   decode {eff['decode_tokens_per_s_per_stream']:.1f} tok/s/stream = "
+            f"{eff['decode_bandwidth_utilization']:.0%} of the {eff['decode_bound_tokens_per_s_per_stream']:.1f} "
+            f"bandwidth bound ({eff['hardware']}, {eff['decode_streams_mean']:.1f} streams){prefill}"
+        )  # fmt: skip
     tel = telemetry or summary.get("telemetry") or {}
+    for gpu in tel.get("gpus") or ():
+        peak = gpu.get("memory_peak_bytes")
+        energy = gpu.get("energy_j")
+        lines.append(
+            f"GPU {gpu['index']}        peak memory {'-' if peak is None else f'{peak / 2**30:,.1f} GiB'}, "
+            f"utilization {_fmt(gpu.get('utilization_percent_mean'), 0).strip()} %, power "
+            f"{_fmt(gpu.get('power_w_mean'), 0).strip()} W, energy {'-' if energy is None else f'{energy:,.0f} J'}"
+        )  # fmt: skip
+    if tel.get("gpu_energy_j_per_output_token") is not None:
+        lines.append(f"Energy       {tel['gpu_energy_j_per_output_token']:.3f} J per output token (GPUs)")
     if tel.get("samples"):
         rss = tel.get("engine_peak_rss_bytes")
         lines.append(
@@ -174,7 +197,7 @@ def _cell(stats: dict[str, Any] | None, key: str) -> str:
 def stage_table(summary: dict[str, Any], heading: str, run_dir: str) -> str:
     """One row per stage: the latency-throughput curve of the run."""
     head = (f"{'stage':<34}{'ok':>5}{'fail':>5}{'req/s':>8}{'tok/s':>9}{'TTFT p50':>9}{'TTFT p99':>9}"
-            f"{'TPOT p50':>9}{'TPOT p99':>9}{'E2E p99':>9}{'queue p99':>10}{'goodput':>9}")  # fmt: skip
+            f"{'TPOT p50':>9}{'TPOT p99':>9}{'E2E p99':>9}{'queue p99':>10}{'goodput':>9}{'MBU':>6}")  # fmt: skip
     lines = [heading, "", head]
     for stage in summary["stages"]:
         req = stage["requests"]
@@ -182,13 +205,15 @@ def stage_table(summary: dict[str, Any], heading: str, run_dir: str) -> str:
         slo = stage.get("slo") or {}
         goodput = slo.get("goodput_requests_per_s")
         mark = ("*" if slo.get("compliant") else " ") if slo else ""
+        mbu = (stage.get("efficiency") or {}).get("decode_bandwidth_utilization")
         name = f"{stage['stage']} {stage.get('label') or ''}"[:33]
         lines.append(
             f"{name:<34}{req['successful']:>5}{req['failed']:>5}"
             f"{'-' if rps is None else f'{rps:.2f}':>8}{'-' if tps is None else f'{tps:.1f}':>9}"
             f"{_cell(stage['ttft_ms'], 'p50')}{_cell(stage['ttft_ms'], 'p99')}{_cell(stage['tpot_ms'], 'p50')}"
             f"{_cell(stage['tpot_ms'], 'p99')}{_cell(stage['e2e_ms'], 'p99')}"
-            f"{_cell(stage.get('client_queue_ms'), 'p99'):>10}{'-' if goodput is None else f'{goodput:.2f}':>8}{mark}"
+            f"{_cell(stage.get('client_queue_ms'), 'p99'):>10}{'-' if goodput is None else f'{goodput:.2f}':>8}{mark:1}"
+            f"{'-' if mbu is None else f'{mbu:.0%}':>6}"
         )
     slo = summary.get("slo")
     if slo:
@@ -206,5 +231,8 @@ def stage_table(summary: dict[str, Any], heading: str, run_dir: str) -> str:
         rss = tel.get("engine_peak_rss_bytes")
         lines.append(f"Processes    engine peak RSS {'-' if rss is None else f'{rss / 2**20:,.0f} MiB'}, client CPU "
                      f"{_fmt(tel.get('client_cpu_percent_mean'), 0)} % (100 % = one core)")  # fmt: skip
-    lines.append(f"Run dir      {run_dir}  (queue = client queue, open loop; times in ms)")
+    lines.append(
+        f"Run dir      {run_dir}  (times in ms; queue = client queue in open loop; MBU = decode "
+        "bandwidth utilization against the roofline)"
+    )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from typing import Any
 
 import psutil
 
-PACKAGES = ("selfhost-bench", "pydantic", "psutil", "orjson", "uvloop", "PyYAML")
+PACKAGES = ("selfhost-bench", "pydantic", "psutil", "orjson", "uvloop", "PyYAML", "nvidia-ml-py", "gguf", "numpy")
 
 
 def _cpu_model() -> str:
@@ -56,7 +56,6 @@ def inventory() -> dict[str, Any]:
         "memory_total_bytes": psutil.virtual_memory().total,
         "os": platform.platform(),
         "machine": platform.machine(),
-        "gpus": "not inventoried: this version of the rig reads no GPU telemetry",
     }
 
 

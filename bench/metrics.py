@@ -277,19 +277,74 @@ def confidence_intervals(records: list[dict[str, Any]]) -> dict[str, list[float]
     }
 
 
-def summarize_telemetry(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Peak and mean of the process samples taken during the run."""
+def _gpu_energy_j(rows: list[tuple[int, dict[str, Any]]]) -> tuple[float | None, str | None]:
+    """Energy of one GPU over the samples: its total-energy counter where it has one, else the
+    trapezoidal integral of power over time."""
+    counter = [(t, g["energy_mj"]) for t, g in rows if g.get("energy_mj") is not None]
+    if len(counter) >= 2:
+        return (counter[-1][1] - counter[0][1]) / 1000, "energy counter"
+    power = [(t, g["power_w"]) for t, g in rows if g.get("power_w") is not None]
+    if len(power) >= 2:
+        joules = sum((t2 - t1) / NS_PER_S * (p1 + p2) / 2 for (t1, p1), (t2, p2) in zip(power, power[1:], strict=False))
+        return joules, "power integrated over samples"
+    return None, None
+
+
+def summarize_telemetry(
+    samples: list[dict[str, Any]], output_tokens: int | None = None, window: tuple[int, int] | None = None
+) -> dict[str, Any]:
+    """Peaks, means and energy of the samples taken in `window` (t_ns bounds), or of all of them."""
+    if window:
+        samples = [s for s in samples if window[0] <= s["t_ns"] <= window[1]]
     if not samples:
         return {"samples": 0}
     rss = [s["engine_rss_bytes"] for s in samples if s.get("engine_rss_bytes") is not None]
     engine_cpu = [s["engine_cpu_percent"] for s in samples if s.get("engine_cpu_percent") is not None]
     client_cpu = [s["client_cpu_percent"] for s in samples if s.get("client_cpu_percent") is not None]
-    return {
+    cost = [s["sample_cost_us"] for s in samples if s.get("sample_cost_us") is not None]
+    out: dict[str, Any] = {
         "samples": len(samples),
         "engine_peak_rss_bytes": max(rss) if rss else None,
         "engine_cpu_percent_mean": math.fsum(engine_cpu) / len(engine_cpu) if engine_cpu else None,
         "client_cpu_percent_mean": math.fsum(client_cpu) / len(client_cpu) if client_cpu else None,
+        "sample_cost_us_mean": math.fsum(cost) / len(cost) if cost else None,
     }
+    by_gpu: dict[int, list[tuple[int, dict[str, Any]]]] = {}
+    for sample in samples:
+        for gpu in sample.get("gpus") or ():
+            by_gpu.setdefault(gpu["index"], []).append((sample["t_ns"], gpu))
+    gpus = []
+    for index, rows in sorted(by_gpu.items()):
+        used = [g["memory_used_bytes"] for _, g in rows if g.get("memory_used_bytes") is not None]
+        util = [g["utilization_percent"] for _, g in rows if g.get("utilization_percent") is not None]
+        power = [g["power_w"] for _, g in rows if g.get("power_w") is not None]
+        engine = [g["engine_memory_bytes"] for _, g in rows if g.get("engine_memory_bytes") is not None]
+        energy, method = _gpu_energy_j(rows)
+        gpus.append({
+            "index": index,
+            "memory_peak_bytes": max(used) if used else None,
+            "memory_steady_bytes": percentile(sorted(used), 50) if used else None,  # median over the window
+            "engine_memory_peak_bytes": max(engine) if engine else None,
+            "utilization_percent_mean": math.fsum(util) / len(util) if util else None,
+            "power_w_mean": math.fsum(power) / len(power) if power else None,
+            "energy_j": energy,
+            "energy_method": method,
+            "throttle_reasons_seen": sorted({r for _, g in rows for r in g.get("throttle_reasons") or ()}),
+        })  # fmt: skip
+    if gpus:
+        out["gpus"] = gpus
+        energies = [g["energy_j"] for g in gpus if g["energy_j"] is not None]
+        out["gpu_energy_j"] = math.fsum(energies) if energies else None
+        out["gpu_energy_j_per_output_token"] = (
+            out["gpu_energy_j"] / output_tokens if energies and output_tokens else None
+        )
+    return out
+
+
+def _window(records: list[dict[str, Any]]) -> tuple[int, int] | None:
+    """First send to last end of the measured requests: where a stage's telemetry is taken."""
+    sent = [r for r in records if r.get("phase") == "measured" and r.get("t_send_ns") is not None]
+    return (min(r["t_send_ns"] for r in sent), max(r["t_end_ns"] for r in sent)) if sent else None
 
 
 def max_slo_compliant(stages: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -315,6 +370,7 @@ def summarize_run(
     slo = spec.get("slo") or {}
     thresholds, percentile_q = slo.get("thresholds_ms") or {}, slo.get("percentile", 99.0)
     stage_defs = {s["index"]: s for s in spec.get("stages") or []}
+    efficiency_inputs = spec.get("efficiency_inputs") or {}
     by_stage: dict[int, list[dict[str, Any]]] = {}
     for record in records:
         by_stage.setdefault(record.get("stage", 0), []).append(record)
@@ -324,10 +380,18 @@ def summarize_run(
         definition = stage_defs.get(index, {})
         stage = {"stage": index, "name": definition.get("name"), "label": definition.get("label"),
                  **summarize_requests(stage_records), "ci95": confidence_intervals(stage_records)}  # fmt: skip
+        stage["telemetry"] = summarize_telemetry(telemetry, stage["total_output_tokens"], _window(stage_records))
+        if efficiency_inputs.get("model_shape") and efficiency_inputs.get("hardware_limits"):
+            from bench.roofline import efficiency  # roofline builds on this module's per-request latencies
+
+            stage["efficiency"] = efficiency(
+                stage_records, efficiency_inputs["model_shape"], efficiency_inputs["hardware_limits"]
+            )
         if thresholds:
             stage["slo"] = slo_report(stage_records, thresholds, percentile_q)
         stages.append(stage)
-    summary = {**summarize_requests(records), "stages": stages, "telemetry": summarize_telemetry(telemetry)}
+    overall = summarize_requests(records)
+    summary = {**overall, "stages": stages, "telemetry": summarize_telemetry(telemetry, overall["total_output_tokens"])}
     if thresholds:
         summary["slo"] = {"thresholds_ms": thresholds, "percentile": percentile_q,
                           "max_slo_compliant": max_slo_compliant(stages)}  # fmt: skip

@@ -24,9 +24,12 @@ from bench.load import prompts
 from bench.load.runner import LoadRunner, Stage, WorkItem, keep_loop_hot, run_event_loop
 from bench.load.schedules import OpenLoop
 from bench.metrics import slo_report, summarize_requests, summarize_run
+from bench.modelshape import read_shape
 from bench.plan import SWEEP_STOP_ERROR_RATE, LoadPlan, build_plan
 from bench.results import REQUESTS, TELEMETRY, JsonlAppender, RunDirectory, read_json
-from bench.telemetry.process import ProcessSampler
+from bench.roofline import HardwareLimits, cpu_limits
+from bench.telemetry.nvml import open_nvml
+from bench.telemetry.process import TelemetrySampler
 
 ENGINES = ("llamacpp",)
 EXIT_OK, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 3, 130  # bad input exits 2 (UsageError.exit_code)
@@ -140,6 +143,38 @@ def _calibration_figures(path) -> dict[str, Any]:
                 for lv in shape["levels"]]} for shape in report["shapes"]]}  # fmt: skip
 
 
+def _efficiency_inputs(args, catalog, catalog_path, model_path, hardware: dict[str, Any]) -> dict[str, Any]:
+    """The model's shape and the hardware's limits that the roofline compares a run against."""
+    inputs: dict[str, Any] = {"model_shape": None, "hardware_limits": None, "notes": []}
+    try:
+        inputs["model_shape"] = read_shape(model_path).describe()
+    except (OSError, ValueError, KeyError, UsageError) as exc:
+        inputs["notes"].append(f"model shape unreadable ({exc}); no efficiency figures")
+    if args.hardware:
+        if args.hardware not in catalog.hardware:
+            known = ", ".join(sorted(catalog.hardware)) or "none"
+            raise UsageError(f"--hardware {args.hardware!r} is not in {catalog_path} (hardware: {known})")
+        entry = catalog.hardware[args.hardware]
+        limits = HardwareLimits(args.hardware, entry.memory_bandwidth_gb_s * 1e9,
+                                entry.peak_tflops * 1e12 if entry.peak_tflops else None,
+                                f"{entry.source} (as of {entry.as_of})")  # fmt: skip
+    elif args.gpu_layers > 0 and hardware["gpus"]:
+        name = hardware["gpus"][0]["name"] or ""
+        matches = [(k, e) for k, e in catalog.hardware.items() if any(m.lower() in name.lower() for m in e.match)]
+        if not matches:
+            inputs["notes"].append(f"GPU {name!r} is not in {catalog_path} hardware; add it (or pass --hardware)")
+            return inputs
+        key, entry = matches[0]
+        limits = HardwareLimits(key, entry.memory_bandwidth_gb_s * 1e9,
+                                entry.peak_tflops * 1e12 if entry.peak_tflops else None,
+                                f"{entry.source} (as of {entry.as_of})")  # fmt: skip
+    else:
+        limits = cpu_limits(args.threads, hardware["cpu_model"])
+        inputs["notes"].append("CPU run: bandwidth measured now; no peak FLOP/s, so no prefill utilization")
+    inputs["hardware_limits"] = limits.describe()
+    return inputs
+
+
 def plan_stop_reason(plan: LoadPlan, stage_summary: dict[str, Any], stop: str | None) -> str | None:
     """Why a multi-stage plan should not go on after this stage, if it should not."""
     if stop:
@@ -188,6 +223,11 @@ def cmd_run(args) -> int:
     say(f"model {args.model}: {model_path} (checking sha256 ...)")
     digest = verified_digest(args.model, entry, model_path, catalog_path)
 
+    gpus, gpu_note = open_nvml()
+    hardware = {**inventory(), "gpus": gpus.inventory() if gpus else [], "gpu_note": gpu_note}
+    say(f"measuring what the hardware allows ({gpu_note}) ...")
+    efficiency_inputs = _efficiency_inputs(args, catalog, catalog_path, model_path, hardware)
+
     run_id = args.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{args.engine}-{args.model}-{secrets.token_hex(2)}"
     run_dir = RunDirectory.create(args.results_dir, run_id)
     anchor_perf, anchor_unix = perf_ns(), time.time_ns()
@@ -200,6 +240,7 @@ def cmd_run(args) -> int:
         "ignore_eos": not args.no_ignore_eos, "busy_poll": args.busy_poll, "seed": args.seed,
         "temperature": args.temperature, "request_timeout_s": args.request_timeout,
         "slo": {"thresholds_ms": plan.slo_ms, "percentile": plan.slo_percentile} if plan.slo_ms else None,
+        "efficiency_inputs": efficiency_inputs,
         "stages": [],  # each stage as it starts; a sweep's rates are decided during the run
     }  # fmt: skip
     manifest: dict[str, Any] = {
@@ -210,14 +251,14 @@ def cmd_run(args) -> int:
         "engine": driver.record(),
         "clock": {"anchor_perf_counter_ns": anchor_perf, "anchor_unix_ns": anchor_unix,
                   "note": "record times are perf_counter_ns minus the anchor; add anchor_unix_ns for wall time"},
-        "hardware": inventory(), "software": software(),
+        "hardware": hardware, "software": software(),
         "calibration": _calibration_figures(args.calibration) if args.calibration else None,
     }  # fmt: skip
     run_dir.write_manifest(manifest)
 
     requests_out = JsonlAppender(run_dir.file(REQUESTS))
     telemetry_out = JsonlAppender(run_dir.file(TELEMETRY))
-    sampler: ProcessSampler | None = None
+    sampler: TelemetrySampler | None = None
     stop_reason: str | None = None
     exit_code = EXIT_OK
     try:
@@ -232,8 +273,8 @@ def cmd_run(args) -> int:
         if endpoint.supports_ignore_eos and not args.no_ignore_eos:
             sampling["ignore_eos"] = True
         process = driver.process
-        sampler = ProcessSampler(telemetry_out, anchor_perf, process.tree_pids if process else list,
-                                 args.telemetry_interval)  # fmt: skip
+        sampler = TelemetrySampler(telemetry_out, anchor_perf, process.tree_pids if process else list,
+                                   args.telemetry_interval, gpus)  # fmt: skip
         sampler.start()
         stop_reason = run_event_loop(
             lambda: _drive(
@@ -347,7 +388,7 @@ def print_result(summary, manifest, run_dir, launcher: str, stop_reason: str | N
     stages = summary["stages"]
     if len(stages) == 1:
         stage = spec["stages"][0]["label"] if spec["stages"] else ""
-        print(summary_table(stages[0], f"{heading}, {stage}", str(run_dir.path), summary["telemetry"]))
+        print(summary_table(stages[0], f"{heading}, {stage}", str(run_dir.path), stages[0]["telemetry"]))
     else:
         print(stage_table(summary, heading, str(run_dir.path)))
     if spec.get("plan_stopped_early"):

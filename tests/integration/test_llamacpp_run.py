@@ -51,6 +51,10 @@ def test_benchmark_of_real_server_records_consistent_requests(tmp_path):
     assert "--parallel" in engine["argv"] and engine["exit_code"] is not None
     assert manifest["model"]["file"]["sha256"] == manifest["model"]["entry"]["sha256"]
     assert manifest["hardware"]["cpu_cores_logical"] >= 1
+    # no GPU here: the manifest says so plainly and only CPU telemetry is taken
+    assert manifest["hardware"]["gpus"] == [] and "no NVIDIA GPU" in manifest["hardware"]["gpu_note"]
+    inputs = manifest["spec"]["efficiency_inputs"]
+    assert inputs["model_shape"]["layers"] == 18 and inputs["hardware_limits"]["memory_bandwidth_bytes_per_s"] > 1e9
 
     records = read_records(run_dir)
     measured = [r for r in records if r["phase"] == "measured"]
@@ -69,6 +73,11 @@ def test_benchmark_of_real_server_records_consistent_requests(tmp_path):
     assert run.summary() == summarize_run(run.requests(), run.telemetry(), manifest["spec"])
     assert run.summary()["requests"]["successful"] == 16 and run.summary()["ttft_ms"]["n"] == 16
     assert run.telemetry() and run.summary()["telemetry"]["engine_peak_rss_bytes"] > 100 * 2**20
+    assert all(row["sample_cost_us"] > 0 and "gpus" not in row for row in run.telemetry())
+    efficiency = run.summary()["stages"][0]["efficiency"]
+    assert 0 < efficiency["decode_bandwidth_utilization"] < 1.5  # measured against the roofline, not above it
+    assert efficiency["decode_streams_mean"] > 1.2 and efficiency["prefill_source"] == "server timings"
+    assert "Efficiency   decode" in done.stdout
     again = run_bench("summarize", str(run_dir), results=tmp_path)
     assert "summary.json: matches the recomputation" in again.stderr
     assert not engine_processes(run_dir)

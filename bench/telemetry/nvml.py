@@ -1,0 +1,108 @@
+"""NVIDIA GPUs through NVML (package nvidia-ml-py, imported as pynvml): inventory and samples.
+
+With no NVML library, no driver or no GPU, `open_nvml()` returns None and a reason; the rig then
+says so in the manifest and takes CPU telemetry only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# nvmlClocksThrottleReason* bits -> names (NVML's own constant names, shortened)
+THROTTLE_REASONS = {
+    0x1: "gpu_idle", 0x2: "applications_clocks_setting", 0x4: "sw_power_cap", 0x8: "hw_slowdown",
+    0x10: "sync_boost", 0x20: "sw_thermal_slowdown", 0x40: "hw_thermal_slowdown", 0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}  # fmt: skip
+
+
+def throttle_names(mask: int) -> list[str]:
+    return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+
+
+class Nvml:
+    """Reads every GPU. Each call that a GPU does not support yields None for that field."""
+
+    def __init__(self, nvml) -> None:
+        self.nvml = nvml
+        self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(nvml.nvmlDeviceGetCount())]
+        self.energy_counter = [self._try(nvml.nvmlDeviceGetTotalEnergyConsumption, h) is not None
+                               for h in self.handles]  # fmt: skip
+
+    def _try(self, call, *args):
+        try:
+            return call(*args)
+        except self.nvml.NVMLError:
+            return None
+
+    @staticmethod
+    def _text(value) -> str | None:
+        return value.decode() if isinstance(value, bytes) else value
+
+    def inventory(self) -> list[dict[str, Any]]:
+        n = self.nvml
+        cuda = self._try(n.nvmlSystemGetCudaDriverVersion)
+        gpus = []
+        for index, h in enumerate(self.handles):
+            memory = self._try(n.nvmlDeviceGetMemoryInfo, h)
+            nvlinks = 0
+            for link in range(getattr(n, "NVML_NVLINK_MAX_LINKS", 18)):
+                if self._try(n.nvmlDeviceGetNvLinkState, h, link) == 1:
+                    nvlinks += 1
+            gpus.append({
+                "index": index,
+                "name": self._text(self._try(n.nvmlDeviceGetName, h)),
+                "uuid": self._text(self._try(n.nvmlDeviceGetUUID, h)),
+                "memory_total_bytes": memory.total if memory else None,
+                "driver_version": self._text(self._try(n.nvmlSystemGetDriverVersion)),
+                "cuda_driver_version": f"{cuda // 1000}.{cuda % 1000 // 10}" if cuda else None,
+                "pcie_generation": self._try(n.nvmlDeviceGetCurrPcieLinkGeneration, h),
+                "pcie_width": self._try(n.nvmlDeviceGetCurrPcieLinkWidth, h),
+                "nvlink_active_links": nvlinks,
+                "power_limit_w": (pl / 1000) if (pl := self._try(n.nvmlDeviceGetEnforcedPowerLimit, h)) else None,
+                "total_energy_counter": self.energy_counter[index],
+            })  # fmt: skip
+        return gpus
+
+    def sample(self, engine_pids: set[int]) -> list[dict[str, Any]]:
+        n = self.nvml
+        rows = []
+        for index, h in enumerate(self.handles):
+            memory = self._try(n.nvmlDeviceGetMemoryInfo, h)
+            util = self._try(n.nvmlDeviceGetUtilizationRates, h)
+            power = self._try(n.nvmlDeviceGetPowerUsage, h)  # mW
+            throttle = self._try(n.nvmlDeviceGetCurrentClocksThrottleReasons, h)
+            processes = self._try(n.nvmlDeviceGetComputeRunningProcesses, h) or []
+            engine_memory = [p.usedGpuMemory for p in processes if p.pid in engine_pids and p.usedGpuMemory]
+            rows.append({
+                "index": index,
+                "memory_used_bytes": memory.used if memory else None,
+                "utilization_percent": util.gpu if util else None,
+                "memory_utilization_percent": util.memory if util else None,
+                "power_w": power / 1000 if power is not None else None,
+                "energy_mj": (
+                    self._try(n.nvmlDeviceGetTotalEnergyConsumption, h) if self.energy_counter[index] else None
+                ),
+                "sm_clock_mhz": self._try(n.nvmlDeviceGetClockInfo, h, n.NVML_CLOCK_SM),
+                "memory_clock_mhz": self._try(n.nvmlDeviceGetClockInfo, h, n.NVML_CLOCK_MEM),
+                "temperature_c": self._try(n.nvmlDeviceGetTemperature, h, n.NVML_TEMPERATURE_GPU),
+                "throttle_reasons": throttle_names(throttle) if throttle is not None else None,
+                "engine_memory_bytes": sum(engine_memory) if engine_memory else None,
+            })  # fmt: skip
+        return rows
+
+
+def open_nvml() -> tuple[Nvml | None, str]:
+    """(reader, note): the reader is None with a plain reason when there is no usable GPU."""
+    try:
+        import pynvml
+    except ImportError:
+        return None, "no GPU telemetry: nvidia-ml-py is not installed (pip install nvidia-ml-py)"
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError as exc:
+        return None, f"no NVIDIA GPU found (NVML: {exc}); CPU telemetry only"
+    reader = Nvml(pynvml)
+    if not reader.handles:
+        return None, "no NVIDIA GPU found (NVML sees 0 devices); CPU telemetry only"
+    return reader, f"{len(reader.handles)} NVIDIA GPU(s) via NVML"
