@@ -10,6 +10,7 @@ from typing import Any, TextIO
 from bench.metrics import PERCENTILES, percentile_key
 
 STAT_COLUMNS = ("mean", "std", *(percentile_key(q) for q in PERCENTILES), "n")
+CLIENT_BUSY_PERCENT = 80  # above this the load generator, not the engine, may set the pace
 LATENCY_ROWS = (
     ("ttft_ms", "TTFT (ms)"),
     ("tpot_ms", "TPOT (ms)"),
@@ -161,6 +162,9 @@ def summary_table(
         )  # fmt: skip
     if tel.get("gpu_energy_j_per_output_token") is not None:
         lines.append(f"Energy       {tel['gpu_energy_j_per_output_token']:.3f} J per output token (GPUs)")
+    if (tel.get("client_cpu_percent_mean") or 0) >= CLIENT_BUSY_PERCENT:
+        lines.append(f"Warning      the client used {tel['client_cpu_percent_mean']:.0f} % of a core: it may be the "
+                     "bottleneck, not the engine (see `bench calibrate` for its limits)")  # fmt: skip
     if tel.get("samples"):
         rss = tel.get("engine_peak_rss_bytes")
         lines.append(
