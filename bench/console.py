@@ -92,7 +92,11 @@ def _rate(value: float | None, unit: str) -> str:
 
 
 def summary_table(
-    summary: dict[str, Any], heading: str, run_dir: str | None = None, telemetry: dict[str, Any] | None = None
+    summary: dict[str, Any],
+    heading: str,
+    run_dir: str | None = None,
+    telemetry: dict[str, Any] | None = None,
+    busy_poll: bool = False,
 ) -> str:
     """The detailed table of one stage (or of a whole single-stage run)."""
     header = f"{'':22}" + "".join(f"{col:>9}" for col in STAT_COLUMNS)
@@ -162,7 +166,7 @@ def summary_table(
         )  # fmt: skip
     if tel.get("gpu_energy_j_per_output_token") is not None:
         lines.append(f"Energy       {tel['gpu_energy_j_per_output_token']:.3f} J per output token (GPUs)")
-    if (tel.get("client_cpu_percent_mean") or 0) >= CLIENT_BUSY_PERCENT:
+    if not busy_poll and (tel.get("client_cpu_percent_mean") or 0) >= CLIENT_BUSY_PERCENT:
         lines.append(f"Warning      the client used {tel['client_cpu_percent_mean']:.0f} % of a core: it may be the "
                      "bottleneck, not the engine (see `bench calibrate` for its limits)")  # fmt: skip
     if tel.get("samples"):

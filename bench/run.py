@@ -388,7 +388,8 @@ def print_result(summary, manifest, run_dir, launcher: str, stop_reason: str | N
     stages = summary["stages"]
     if len(stages) == 1:
         stage = spec["stages"][0]["label"] if spec["stages"] else ""
-        print(summary_table(stages[0], f"{heading}, {stage}", str(run_dir.path), stages[0]["telemetry"]))
+        print(summary_table(stages[0], f"{heading}, {stage}", str(run_dir.path), stages[0]["telemetry"],
+                            busy_poll=spec.get("busy_poll", False)))  # fmt: skip
     else:
         print(stage_table(summary, heading, str(run_dir.path)))
     if spec.get("plan_stopped_early"):
