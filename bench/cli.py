@@ -80,7 +80,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EXIT_CODES_HELP,
     )
     what = run.add_argument_group("what to run")
-    what.add_argument("--engine", required=True, help=f"engine driver: {', '.join(ENGINES)}")
+    what.add_argument("--engine", help=f"engine driver to launch: {', '.join(ENGINES)}")
+    what.add_argument(
+        "--endpoint",
+        metavar="URL",
+        help="attach to a running OpenAI-compatible server or hosted API "
+        "instead of launching one (e.g. http://127.0.0.1:8000); --model is then the served model name",
+    )
+    what.add_argument(
+        "--api-key-env",
+        metavar="NAME",
+        help="with --endpoint: the environment variable holding the "
+        "API key (sent as a bearer token; never written to results or logs)",
+    )
     what.add_argument("--model", required=True, help="model name from the catalog (see `bench models`)")
     what.add_argument(
         "--catalog",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import re
 import secrets
 import signal
 import sys
@@ -17,6 +18,7 @@ from bench.clients.http import HttpClient, perf_ns
 from bench.clients.openai import OpenAIClient
 from bench.console import Progress, say, stage_table, summary_table
 from bench.engines.base import Endpoint, EngineDriver
+from bench.engines.endpoint import EndpointDriver
 from bench.engines.llamacpp import LlamaCppDriver, LlamaCppSettings
 from bench.errors import EngineError, UsageError
 from bench.hardware import inventory, software
@@ -146,6 +148,9 @@ def _calibration_figures(path) -> dict[str, Any]:
 def _efficiency_inputs(args, catalog, catalog_path, model_path, hardware: dict[str, Any]) -> dict[str, Any]:
     """The model's shape and the hardware's limits that the roofline compares a run against."""
     inputs: dict[str, Any] = {"model_shape": None, "hardware_limits": None, "notes": []}
+    if model_path is None:
+        inputs["notes"].append("attach mode: the model's weights and hardware are not local; no efficiency figures")
+        return inputs
     try:
         inputs["model_shape"] = read_shape(model_path).describe()
     except (OSError, ValueError, KeyError, UsageError) as exc:
@@ -200,7 +205,13 @@ def sweep_rates(plan: LoadPlan, synchronous: dict[str, Any], throughput: dict[st
 
 def cmd_run(args) -> int:
     # Everything that can be wrong with the input is checked before anything starts or is written.
-    if args.engine not in ENGINES:
+    if args.endpoint:
+        if args.engine not in (None, "endpoint"):
+            raise UsageError("--endpoint measures a running server; leave out --engine (or give --engine endpoint)")
+        args.engine = "endpoint"
+    elif args.engine is None:
+        raise UsageError("give --engine (one of: " + ", ".join(ENGINES) + ") or --endpoint URL")
+    elif args.engine not in ENGINES:
         raise UsageError(f"--engine {args.engine!r} is not known; choose one of: {', '.join(ENGINES)}")
     plan = build_plan(args)
     prompts.Length.parse(args.input_tokens, "--input-tokens")
@@ -209,26 +220,36 @@ def cmd_run(args) -> int:
     if (args.prefix_count > 0) != (args.prefix_tokens > 0):
         raise UsageError("--prefix-count and --prefix-tokens go together (N prefixes of P tokens)")
     catalog, catalog_path = load_catalog(args.catalog)
-    entry = get_model(catalog, catalog_path, args.model)
+    attach = args.engine == "endpoint"
+    # attach mode: --model is the served model's name; the catalog describes it if it knows it
+    entry = catalog.models.get(args.model) if attach else get_model(catalog, catalog_path, args.model)
     rows = prompts.load_prompt_file(args.prompts) if args.prompts else None
     if rows and output_length.kind != "fixed":
         raise UsageError('--prompts: give --output-tokens as one number (or "max_tokens" per line in the file)')
-    api = args.api or entry.api
+    api = args.api or (entry.api if entry else "chat")
     if rows and api == "completions" and any("messages" in row for row in rows):
         raise UsageError(
             f"--prompts {args.prompts}: chat messages need --api chat; model {args.model} uses completions"
         )
-    model_path = resolve_model_path(args.model, entry, catalog_path)
-    driver = make_driver(args, entry, model_path, api, plan)
-    say(f"model {args.model}: {model_path} (checking sha256 ...)")
-    digest = verified_digest(args.model, entry, model_path, catalog_path)
+    if attach:
+        model_path = digest = None
+        driver: EngineDriver = EndpointDriver(args.endpoint, args.model, api, args.api_key_env, args.ready_timeout)
+        driver.preflight()
+    else:
+        model_path = resolve_model_path(args.model, entry, catalog_path)
+        driver = make_driver(args, entry, model_path, api, plan)
+        say(f"model {args.model}: {model_path} (checking sha256 ...)")
+        digest = verified_digest(args.model, entry, model_path, catalog_path)
 
     gpus, gpu_note = open_nvml()
     hardware = {**inventory(), "gpus": gpus.inventory() if gpus else [], "gpu_note": gpu_note}
     say(f"measuring what the hardware allows ({gpu_note}) ...")
     efficiency_inputs = _efficiency_inputs(args, catalog, catalog_path, model_path, hardware)
 
-    run_id = args.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{args.engine}-{args.model}-{secrets.token_hex(2)}"
+    model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model.rstrip("/").rsplit("/", 1)[-1])[
+        :48
+    ]  # served names can be paths
+    run_id = args.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{args.engine}-{model_tag}-{secrets.token_hex(2)}"
     run_dir = RunDirectory.create(args.results_dir, run_id)
     anchor_perf, anchor_unix = perf_ns(), time.time_ns()
     spec = {
@@ -247,7 +268,8 @@ def cmd_run(args) -> int:
         "schema_version": 1, "run_id": run_dir.path.name, "status": "incomplete",
         "incomplete_reason": "the run did not finish (still running, or the rig itself was killed)",
         "started_at": _now_iso(), "ended_at": None, "command": sys.argv, "spec": spec,
-        "model": {"name": args.model, "catalog": str(catalog_path), "entry": entry.model_dump(), "file": digest},
+        "model": {"name": args.model, "catalog": str(catalog_path), "entry": entry.model_dump() if entry else None,
+                  "file": digest},
         "engine": driver.record(),
         "clock": {"anchor_perf_counter_ns": anchor_perf, "anchor_unix_ns": anchor_unix,
                   "note": "record times are perf_counter_ns minus the anchor; add anchor_unix_ns for wall time"},
@@ -263,7 +285,7 @@ def cmd_run(args) -> int:
     exit_code = EXIT_OK
     try:
         install_signal_handlers()
-        say(f"starting {args.engine} ({driver.launcher}) ...")
+        say(f"starting {args.engine} ({driver.record().get('launcher', '')}) ...")
         endpoint = driver.start(run_dir.path)
         manifest["engine"] = driver.record()
         run_dir.write_manifest(manifest)
@@ -306,7 +328,7 @@ def cmd_run(args) -> int:
 
     if stop_reason is not None and exit_code == EXIT_OK:
         exit_code = EXIT_ENGINE if engine_failure else EXIT_INTERRUPTED
-    print_result(summary, manifest, run_dir, driver.launcher, stop_reason)
+    print_result(summary, manifest, run_dir, driver.record().get("launcher", args.engine), stop_reason)
     if exit_code == EXIT_ENGINE and engine_failure:
         process = driver.process
         kept = summary["requests"]
@@ -329,7 +351,7 @@ async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work,
         progress.add(record)
 
     client = OpenAIClient(HttpClient(endpoint.base_url, endpoint.headers), api, endpoint.model, sampling,
-                          args.request_timeout, anchor_perf, endpoint.count_tokens)  # fmt: skip
+                          args.request_timeout, anchor_perf, endpoint.count_tokens, driver.secrets)  # fmt: skip
     runner = LoadRunner(client, work, sink, driver.failure)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted by SIGINT")

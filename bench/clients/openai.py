@@ -136,11 +136,13 @@ class OpenAIClient:
         timeout_s: float,
         anchor_ns: int,
         count_tokens=None,
+        secrets: list[str] | None = None,
     ) -> None:
         self.http, self.api, self.model, self.sampling = http, api, model, sampling
         self.timeout_s = timeout_s
         self.anchor_ns = anchor_ns  # records hold times relative to this perf_counter_ns reading
         self.count_tokens = count_tokens  # text -> tokens, used only when the server reports no usage
+        self.secrets = [x for x in (secrets or []) if x]
 
     async def send(self, request: PreparedRequest, worker: int, request_id: int) -> Sent:
         """The timed half: send and read the whole response. Decoding is left to complete()."""
@@ -168,9 +170,14 @@ class OpenAIClient:
 
     async def complete(self, sent: Sent) -> dict[str, Any]:
         """The untimed half: decode the stream into the request's record."""
-        if sent.response is None:
-            return sent.record
-        return await self._from_response(sent.record, sent.request, sent.response)
+        record = sent.record
+        if sent.response is not None:
+            record = await self._from_response(sent.record, sent.request, sent.response)
+        for secret in self.secrets:  # a server may echo the key back (e.g. in an auth error)
+            for key in ("error", "output_text"):
+                if isinstance(record.get(key), str) and secret in record[key]:
+                    record[key] = record[key].replace(secret, "***")
+        return record
 
     async def execute(self, request: PreparedRequest, worker: int, request_id: int) -> dict[str, Any]:
         return await self.complete(await self.send(request, worker, request_id))

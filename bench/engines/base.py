@@ -35,6 +35,7 @@ class EngineDriver(ABC):
     """Starts, checks, describes and stops one engine. Knows nothing of load or metrics."""
 
     name: str
+    secrets: list[str] = []  # strings that must never reach a record, log or report (API keys)
 
     @abstractmethod
     def start(self, run_dir: Path) -> Endpoint:

@@ -13,13 +13,15 @@ import threading
 
 
 def _set_param(params, dotted: str, raw: str) -> None:
-    """--set name=value for any CommonParams field, e.g. n_batch=512 or sampling.seed=1."""
+    """--set name=value for any CommonParams field, e.g. n_batch=512, sampling.seed=1 or api_keys=a,b."""
     target = params
     *parents, leaf = dotted.split(".")
     for part in parents:
         target = getattr(target, part)
     current = getattr(target, leaf)
-    if isinstance(current, bool):
+    if isinstance(current, list):
+        value = [item for item in raw.split(",") if item]
+    elif isinstance(current, bool):
         value = raw.lower() in ("1", "true", "yes", "on")
     elif isinstance(current, int):
         value = int(raw)
