@@ -57,6 +57,7 @@ class ModelEntry(_Strict):
     quantization: str | None = None
     license: str | None = None
     engines: list[Literal["llamacpp", "vllm", "ollama"]] = Field(default_factory=list)
+    setup: str | None = Field(default=None, description="a command that creates the model when it is missing")
 
 
 class HardwareEntry(_Strict):
@@ -127,8 +128,9 @@ def resolve_model_path(name: str, entry: ModelEntry, catalog_path: Path) -> Path
         if not path.is_absolute():
             path = catalog_path.parent / path
         if not path.exists():
+            how = f"; create it with: {entry.setup}" if entry.setup else ""
             raise UsageError(
-                f"model file {path} for '{name}' does not exist; fix models.{name}.source.path in {catalog_path}"
+                f"model file {path} for '{name}' does not exist; fix models.{name}.source.path in {catalog_path}{how}"
             )
         return path
     pypi = entry.source.pypi

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from pathlib import Path
 
 from bench import __version__
@@ -232,6 +231,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="a request taking longer is recorded as failed (default 600)",
     )
 
+    vllm = run.add_argument_group("vLLM engine (--engine vllm; the model is a Hugging Face folder)")
+    vllm.add_argument("--dtype", default="auto", help="weights and activations dtype (default auto)")
+    vllm.add_argument("--max-model-len", type=_positive_int, help="context length the server allows")
+    vllm.add_argument("--gpu-memory-utilization", type=float, help="fraction of GPU memory vLLM may take")
+    vllm.add_argument("--tensor-parallel-size", type=_positive_int, help="GPUs to shard the model over")
+    vllm.add_argument("--quantization", help="quantization method, e.g. awq, gptq, fp8")
+    vllm.add_argument("--max-num-seqs", type=_positive_int, help="most sequences in one batch")
+    vllm.add_argument(
+        "--prefix-caching",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="turn automatic prefix caching on or off (default: vLLM's own)",
+    )
+    vllm.add_argument("--enforce-eager", action="store_true", help="no CUDA graphs / compilation")
+    vllm.add_argument(
+        "--cpu-kv-cache-gib",
+        type=_positive_int,
+        default=1,
+        help="KV cache size on CPU builds (VLLM_CPU_KVCACHE_SPACE; default 1)",
+    )
+    vllm.add_argument(
+        "--engine-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for the engine process, repeatable",
+    )
+
     eng = run.add_argument_group("llama.cpp engine")
     eng.add_argument(
         "--launcher",
@@ -243,8 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     eng.add_argument(
         "--engine-python",
         metavar="PATH",
-        default=sys.executable,
-        help="Python with xllamacpp or llama-cpp-python installed (default: this one)",
+        help="Python that runs the engine: with xllamacpp or llama-cpp-python (default: this one), or vLLM's own "
+        "environment (default .venv-vllm/bin/python, made by scripts/setup_vllm.sh)",
     )
     eng.add_argument(
         "--threads",
@@ -351,7 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_summarize(args) -> int:
     run_dir = RunDirectory(args.run_dir)
     manifest = run_dir.manifest()
-    recomputed = summarize_run(run_dir.requests(), run_dir.telemetry(), manifest.get("spec"))
+    recomputed = summarize_run(run_dir.requests(), run_dir.telemetry(), manifest.get("spec"), run_dir.engine_metrics())
     on_disk = run_dir.summary() if run_dir.file("summary.json").exists() else None
     if args.write:
         run_dir.write_summary(recomputed)

@@ -142,6 +142,18 @@ def summary_table(
         lines.append(f"95% CI       {shown} (bootstrap)")
     if summary.get("slo"):
         lines += _slo_lines(summary["slo"])
+    server = summary.get("server") or {}
+    if server:
+        parts = [f"{name} {server[f'{name}_ms']['mean']:,.1f}" for name in ("ttft", "queue", "prefill", "decode")
+                 if server.get(f"{name}_ms")]  # fmt: skip
+        client_ttft = (summary.get("ttft_ms") or {}).get("mean")
+        generation, prompt = server.get("generation_tokens", 0), server.get("prompt_tokens", 0)
+        counts = f"{generation:,.0f} generation / {prompt:,.0f} prompt tokens"
+        lines.append(
+            f"Server       the engine's own figures, mean ms: {', '.join(parts) or 'no latency histograms'}"
+            + (f" (client TTFT {client_ttft:,.1f})" if client_ttft is not None and server.get("ttft_ms") else "")
+            + f"; {counts} (the whole stage, warmup and cooldown included)"
+        )
     eff = summary.get("efficiency") or {}
     if eff.get("decode_bandwidth_utilization") is not None:
         prefill = (

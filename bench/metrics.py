@@ -29,6 +29,11 @@ meeting every SLO / window. A stage is SLO-compliant when, for every SLO, the ch
 over its measured requests is within the threshold, counting a failed request as infinitely slow.
 The max SLO-compliant throughput is the highest request throughput among compliant stages.
 
+Server-side figures ("server" in a stage): deltas of the engine's own /metrics counters and
+histograms between a scrape just before the stage and one just after it, so they cover every
+request of the stage, warmup and cooldown included. Histogram percentiles interpolate inside the
+engine's buckets (Prometheus' histogram_quantile) and carry the bucket bounds; means are exact.
+
 Confidence intervals (95 %, percentile bootstrap, 1000 resamples, fixed seed so summaries are
 reproducible): p50 and p99 of TTFT and TPOT over requests; output throughput from the mean of
 per-slice throughputs over 10 equal slices of the window, each token counted where it arrived.
@@ -363,9 +368,13 @@ def max_slo_compliant(stages: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def summarize_run(
-    records: list[dict[str, Any]], telemetry: list[dict[str, Any]], spec: dict[str, Any] | None = None
+    records: list[dict[str, Any]],
+    telemetry: list[dict[str, Any]],
+    spec: dict[str, Any] | None = None,
+    engine_metrics: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """summary.json: a pure function of requests.jsonl, telemetry.jsonl and the manifest's stages and SLOs."""
+    """summary.json: a pure function of requests.jsonl, telemetry.jsonl, engine-metrics.jsonl and the
+    manifest's stages and SLOs."""
     spec = spec or {}
     slo = spec.get("slo") or {}
     thresholds, percentile_q = slo.get("thresholds_ms") or {}, slo.get("percentile", 99.0)
@@ -389,6 +398,11 @@ def summarize_run(
             )
         if thresholds:
             stage["slo"] = slo_report(stage_records, thresholds, percentile_q)
+        snapshots = {row["when"]: row["samples"] for row in engine_metrics or () if row.get("stage") == index}
+        if "start" in snapshots and "end" in snapshots:
+            from bench.engines.prometheus import deltas  # the engine's own figures for this stage
+
+            stage["server"] = deltas(snapshots["start"], snapshots["end"])
         stages.append(stage)
     overall = summarize_requests(records)
     summary = {**overall, "stages": stages, "telemetry": summarize_telemetry(telemetry, overall["total_output_tokens"])}

@@ -11,12 +11,13 @@ import orjson
 
 from bench.errors import UsageError
 
-MANIFEST, REQUESTS, TELEMETRY, SUMMARY, ENGINE_LOG = (
+MANIFEST, REQUESTS, TELEMETRY, SUMMARY, ENGINE_LOG, ENGINE_METRICS = (
     "manifest.json",
     "requests.jsonl",
     "telemetry.jsonl",
     "summary.json",
     "engine.log",
+    "engine-metrics.jsonl",  # the engine's /metrics at each stage's start and end
 )
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 
@@ -118,3 +119,6 @@ class RunDirectory:
 
     def telemetry(self) -> list[dict[str, Any]]:
         return read_jsonl(self.file(TELEMETRY))
+
+    def engine_metrics(self) -> list[dict[str, Any]]:
+        return read_jsonl(self.file(ENGINE_METRICS))

@@ -20,6 +20,8 @@ from bench.console import Progress, say, stage_table, summary_table
 from bench.engines.base import Endpoint, EngineDriver
 from bench.engines.endpoint import EndpointDriver
 from bench.engines.llamacpp import LlamaCppDriver, LlamaCppSettings
+from bench.engines.prometheus import fetch, parse
+from bench.engines.vllm import VllmDriver, VllmSettings
 from bench.errors import EngineError, UsageError
 from bench.hardware import inventory, software
 from bench.load import prompts
@@ -28,12 +30,12 @@ from bench.load.schedules import OpenLoop
 from bench.metrics import slo_report, summarize_requests, summarize_run
 from bench.modelshape import read_shape
 from bench.plan import SWEEP_STOP_ERROR_RATE, LoadPlan, build_plan
-from bench.results import REQUESTS, TELEMETRY, JsonlAppender, RunDirectory, read_json
+from bench.results import ENGINE_METRICS, REQUESTS, TELEMETRY, JsonlAppender, RunDirectory, read_json
 from bench.roofline import HardwareLimits, cpu_limits
 from bench.telemetry.nvml import open_nvml
 from bench.telemetry.process import TelemetrySampler
 
-ENGINES = ("llamacpp",)
+ENGINES = ("llamacpp", "vllm")
 EXIT_OK, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 3, 130  # bad input exits 2 (UsageError.exit_code)
 CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND = 4  # a guess for sizing time-based phases; more are made if needed
 
@@ -110,12 +112,26 @@ def requests_needed(stage: Stage) -> int:
 def make_driver(args, entry, model_path, api: str, plan: LoadPlan) -> EngineDriver:
     if entry.engines and args.engine not in entry.engines:
         raise UsageError(f"--model {args.model} lists engines {entry.engines} in the catalog, not {args.engine}")
+    if args.engine == "vllm":
+        if entry.format != "hf":
+            raise UsageError(f"--engine vllm serves Hugging Face folders; model {args.model} has format {entry.format}")
+        extra_env = dict(item.partition("=")[::2] for item in args.engine_env)
+        settings = VllmSettings(
+            model_path=model_path, python=args.engine_python or VllmSettings.python, dtype=args.dtype,
+            max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
+            tensor_parallel_size=args.tensor_parallel_size, quantization=args.quantization,
+            max_num_seqs=args.max_num_seqs, prefix_caching=args.prefix_caching, enforce_eager=args.enforce_eager,
+            seed=args.seed, cpu_kv_cache_gib=args.cpu_kv_cache_gib, extra_args=args.engine_arg, extra_env=extra_env,
+            host=args.host, port=args.port, ready_timeout_s=args.ready_timeout,
+        )  # fmt: skip
+        return VllmDriver(settings, api)
     if entry.format != "gguf":
         raise UsageError(f"--engine llamacpp serves GGUF files; model {args.model} has format {entry.format}")
     tokens = 0 if args.prompts else prompts.Length.parse(args.input_tokens, "--input-tokens").upper() * args.turns
     tokens += prompts.Length.parse(args.output_tokens_spec, "--output-tokens").upper() * args.turns
     settings = LlamaCppSettings(
-        model_path=model_path, launcher=args.launcher, server_binary=args.llama_server, python=args.engine_python,
+        model_path=model_path, launcher=args.launcher, server_binary=args.llama_server,
+        python=args.engine_python or sys.executable,
         ctx_size=args.ctx_size, threads=args.threads, batch_threads=args.batch_threads,
         parallel=args.parallel or plan.max_streams, gpu_layers=args.gpu_layers, extra_args=args.engine_arg,
         host=args.host, port=args.port, ready_timeout_s=args.ready_timeout, tokens_per_request=tokens,
@@ -296,7 +312,7 @@ def cmd_run(args) -> int:
             sampling["ignore_eos"] = True
         process = driver.process
         sampler = TelemetrySampler(telemetry_out, anchor_perf, process.tree_pids if process else list,
-                                   args.telemetry_interval, gpus)  # fmt: skip
+                                   args.telemetry_interval, gpus, driver.metrics_url)  # fmt: skip
         sampler.start()
         stop_reason = run_event_loop(
             lambda: _drive(
@@ -318,7 +334,7 @@ def cmd_run(args) -> int:
         driver.stop()
         requests_out.close()
         telemetry_out.close()
-        summary = summarize_run(run_dir.requests(), run_dir.telemetry(), spec)
+        summary = summarize_run(run_dir.requests(), run_dir.telemetry(), spec, run_dir.engine_metrics())
         run_dir.write_summary(summary)
         manifest["engine"] = driver.record()
         manifest["ended_at"] = _now_iso()
@@ -350,6 +366,19 @@ async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work,
         stage_records.append(record)
         progress.add(record)
 
+    engine_metrics = JsonlAppender(run_dir.file(ENGINE_METRICS)) if driver.metrics_url else None
+
+    def scrape(stage: int, when: str) -> None:
+        """The engine's counters at a stage boundary, when no measured request is in flight."""
+        if engine_metrics is None:
+            return
+        try:
+            samples = parse(fetch(driver.metrics_url))
+        except (OSError, ValueError) as exc:
+            say(f"note: could not read the engine's /metrics ({exc}); server-side figures will be missing")
+            return
+        engine_metrics.append({"stage": stage, "when": when, "t_ns": perf_ns() - anchor_perf, "samples": samples})
+
     client = OpenAIClient(HttpClient(endpoint.base_url, endpoint.headers), api, endpoint.model, sampling,
                           args.request_timeout, anchor_perf, endpoint.count_tokens, driver.secrets)  # fmt: skip
     runner = LoadRunner(client, work, sink, driver.failure)
@@ -370,7 +399,9 @@ async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work,
             run_dir.write_manifest(manifest)
             stage_records.clear()
             progress.start_stage(stage, len(stages) if not plan.sweep_rates else 2 + plan.sweep_rates)
+            scrape(stage.index, "start")
             outcome = await runner.run_stage(stage, args.seed)
+            scrape(stage.index, "end")
             description["outcome"] = {"stop_reason": outcome.stop_reason, "sent": outcome.sent,
                                       "prompts_made_during_stage": work.made_during_stage}  # fmt: skip
             run_dir.write_manifest(manifest)
@@ -395,6 +426,8 @@ async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work,
                 task.cancel()
         await asyncio.gather(*(t for t in (ticker, hot) if t), return_exceptions=True)
         await client.http.close()
+        if engine_metrics is not None:
+            engine_metrics.close()
     return runner.stop_reason
 
 

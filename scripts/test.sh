@@ -2,8 +2,9 @@
 # README command 2: set up on a fresh machine, then lint and run every test, real engines included.
 # llama-cpp-python compiles llama.cpp from source on first install (minutes; pip caches the wheel).
 # llama.cpp's native llama-server is built from source into ~/.cache/selfhost-bench on first run (about
-# 5 minutes; cached after). BENCH_SKIP_LLAMA_CPP_PYTHON=1 or BENCH_SKIP_LLAMA_SERVER=1 leaves either out:
-# their tests then skip, saying how to install them.
+# 5 minutes; cached after), and vLLM for the CPU goes into .venv-vllm (about 1-2.5 minutes, 3.4 GB).
+# BENCH_SKIP_LLAMA_CPP_PYTHON=1, BENCH_SKIP_LLAMA_SERVER=1 or BENCH_SKIP_VLLM=1 leaves one out: its
+# tests then skip, saying how to install it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="llamacpp,test"
@@ -14,6 +15,10 @@ if [ "${BENCH_SKIP_LLAMA_SERVER:-0}" != 1 ] && [ -z "${BENCH_LLAMA_SERVER:-}" ];
   echo "== llama-server (built once, then cached)" >&2
   BENCH_LLAMA_SERVER="$(bash scripts/build_llama_server.sh)"
   export BENCH_LLAMA_SERVER
+fi
+if [ "${BENCH_SKIP_VLLM:-0}" != 1 ]; then
+  echo "== vLLM (CPU) in .venv-vllm" >&2
+  bash scripts/setup_vllm.sh >/dev/null
 fi
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check bench tests

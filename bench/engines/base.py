@@ -54,6 +54,11 @@ class EngineDriver(ABC):
         """The launched process, when the driver launched one."""
         return None
 
+    @property
+    def metrics_url(self) -> str | None:
+        """The engine's Prometheus endpoint, when it has one."""
+        return None
+
     def failure(self) -> str | None:
         """Why the engine is no longer serving (it exited), or None while it runs."""
         proc = self.process

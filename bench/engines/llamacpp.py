@@ -319,6 +319,12 @@ class LlamaCppDriver(EngineDriver):
         return answer["tokens"]
 
     @property
+    def metrics_url(self) -> str | None:
+        if self.launcher == "llama-cpp-python" or "base_url" not in self._record:
+            return None  # llama-cpp-python has no /metrics; the native server does (enabled at launch)
+        return f"{self._record['base_url']}/metrics"
+
+    @property
     def serializes_requests(self) -> bool:
         return self.launcher == "llama-cpp-python"
 

