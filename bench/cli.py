@@ -98,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="models.yaml to use (default: $BENCH_CATALOG, ./models.yaml, then the repository's)",
     )
-    what.add_argument("--api", choices=("completions", "chat"), help="override the catalog's API for the model")
+    what.add_argument(
+        "--api",
+        choices=("completions", "chat", "ollama-generate", "ollama-chat"),
+        help="override the catalog's API for the model",
+    )
 
     load = run.add_argument_group(
         "load plan",
@@ -258,6 +262,22 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=VALUE",
         help="environment variable for the engine process, repeatable",
     )
+
+    oll = run.add_argument_group(
+        "Ollama engine (--engine ollama; --threads, --parallel, --ctx-size, --gpu-layers apply)"
+    )
+    oll.add_argument(
+        "--ollama-binary", default="ollama", metavar="PATH", help="the ollama executable (default: on PATH)"
+    )
+    oll.add_argument(
+        "--ollama-tag", metavar="NAME", help="use a model Ollama already has instead of importing the catalog's GGUF"
+    )
+    oll.add_argument(
+        "--ollama-openai",
+        action="store_true",
+        help="send requests to Ollama's OpenAI-compatible /v1 path instead of its native /api/generate and /api/chat",
+    )
+    oll.add_argument("--keep-alive", default="10m", help="how long Ollama keeps the model loaded (default 10m)")
 
     eng = run.add_argument_group("llama.cpp engine")
     eng.add_argument(

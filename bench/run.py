@@ -15,11 +15,12 @@ from typing import Any
 
 from bench.catalog import get_model, load_catalog, resolve_model_path, verified_digest
 from bench.clients.http import HttpClient, perf_ns
-from bench.clients.openai import OpenAIClient
+from bench.clients.openai import StreamingClient
 from bench.console import Progress, say, stage_table, summary_table
 from bench.engines.base import Endpoint, EngineDriver
 from bench.engines.endpoint import EndpointDriver
 from bench.engines.llamacpp import LlamaCppDriver, LlamaCppSettings
+from bench.engines.ollama import OllamaDriver, OllamaSettings
 from bench.engines.prometheus import fetch, parse
 from bench.engines.vllm import VllmDriver, VllmSettings
 from bench.errors import EngineError, UsageError
@@ -35,7 +36,7 @@ from bench.roofline import HardwareLimits, cpu_limits
 from bench.telemetry.nvml import open_nvml
 from bench.telemetry.process import TelemetrySampler
 
-ENGINES = ("llamacpp", "vllm")
+ENGINES = ("llamacpp", "vllm", "ollama")
 EXIT_OK, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 3, 130  # bad input exits 2 (UsageError.exit_code)
 CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND = 4  # a guess for sizing time-based phases; more are made if needed
 
@@ -126,7 +127,15 @@ def make_driver(args, entry, model_path, api: str, plan: LoadPlan) -> EngineDriv
         )  # fmt: skip
         return VllmDriver(settings, api)
     if entry.format != "gguf":
-        raise UsageError(f"--engine llamacpp serves GGUF files; model {args.model} has format {entry.format}")
+        raise UsageError(f"--engine {args.engine} serves GGUF files; model {args.model} has format {entry.format}")
+    if args.engine == "ollama":
+        settings = OllamaSettings(
+            binary=args.ollama_binary, model_path=None if args.ollama_tag else model_path, tag=args.ollama_tag,
+            num_ctx=args.ctx_size, num_gpu=args.gpu_layers or None, num_thread=args.threads,
+            num_parallel=args.parallel or plan.max_streams, keep_alive=args.keep_alive,
+            openai_compatible=args.ollama_openai, host=args.host, port=args.port, ready_timeout_s=args.ready_timeout,
+        )  # fmt: skip
+        return OllamaDriver(settings, api)
     tokens = 0 if args.prompts else prompts.Length.parse(args.input_tokens, "--input-tokens").upper() * args.turns
     tokens += prompts.Length.parse(args.output_tokens_spec, "--output-tokens").upper() * args.turns
     settings = LlamaCppSettings(
@@ -312,7 +321,7 @@ def cmd_run(args) -> int:
             sampling["ignore_eos"] = True
         process = driver.process
         sampler = TelemetrySampler(telemetry_out, anchor_perf, process.tree_pids if process else list,
-                                   args.telemetry_interval, gpus, driver.metrics_url)  # fmt: skip
+                                   args.telemetry_interval, gpus, driver.sample_gauges)  # fmt: skip
         sampler.start()
         stop_reason = run_event_loop(
             lambda: _drive(
@@ -379,7 +388,7 @@ async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work,
             return
         engine_metrics.append({"stage": stage, "when": when, "t_ns": perf_ns() - anchor_perf, "samples": samples})
 
-    client = OpenAIClient(HttpClient(endpoint.base_url, endpoint.headers), api, endpoint.model, sampling,
+    client = StreamingClient(HttpClient(endpoint.base_url, endpoint.headers), endpoint.api, endpoint.model, sampling,
                           args.request_timeout, anchor_perf, endpoint.count_tokens, driver.secrets)  # fmt: skip
     runner = LoadRunner(client, work, sink, driver.failure)
     loop = asyncio.get_running_loop()

@@ -29,7 +29,7 @@ from typing import Any
 import psutil
 
 from bench.clients.http import HttpClient, perf_ns
-from bench.clients.openai import OpenAIClient, PreparedRequest
+from bench.clients.openai import PreparedRequest, StreamingClient
 from bench.engines.base import free_port, http_json, wait_until_ready
 from bench.engines.process import ManagedProcess
 from bench.hardware import inventory, software
@@ -85,7 +85,7 @@ def _stats(values: list[float]) -> dict[str, float | int | None]:
 async def _drive(base_url: str, shape: Shape, streams: int, requests: int, busy_poll: bool) -> tuple[list[dict], int]:
     hot = asyncio.create_task(keep_loop_hot()) if busy_poll else None
     anchor = perf_ns()
-    client = OpenAIClient(HttpClient(base_url), "completions", "calibration", {}, 300.0, anchor)
+    client = StreamingClient(HttpClient(base_url), "completions", "calibration", {}, 300.0, anchor)
     records: list[dict[str, Any]] = []
     work = (WorkItem([PreparedRequest("calibrate", shape.tokens)]) for _ in range(requests + streams))
     runner = LoadRunner(client, work, records.append)

@@ -34,7 +34,7 @@ class Response:
     t_send_ns: int
     t_headers_ns: int
     t_end_ns: int
-    # (arrival time in ns, payload of one server-sent event's data lines), in arrival order
+    # (arrival time in ns, payload of one server-sent event's data lines, or one NDJSON line), in order
     events: list[tuple[int, bytes]] = field(default_factory=list)
     body: bytes = b""  # the raw body when the response is not an event stream
     connect_ns: int | None = None  # time spent opening a new connection for this request, if any
@@ -89,7 +89,7 @@ class _Connection(asyncio.Protocol):
         self._state = _HEADERS
         self._status = 0
         self._headers: dict[str, str] = {}
-        self._is_sse = False
+        self._is_sse = self._is_ndjson = False
         self._sse_buf = b""
         self._events: list[tuple[int, bytes]] = []
         self._body = bytearray()
@@ -185,7 +185,9 @@ class _Connection(asyncio.Protocol):
                 raise HttpProtocolError(f"bad header line {line[:80]!r}")
             headers[name.strip().lower()] = value.strip()
         self._status, self._headers, self._t_headers = status, headers, now
-        self._is_sse = headers.get("content-type", "").startswith("text/event-stream")
+        content_type = headers.get("content-type", "")
+        self._is_sse = content_type.startswith("text/event-stream")
+        self._is_ndjson = content_type.startswith(("application/x-ndjson", "application/jsonl"))
         if "close" in headers.get("connection", "").lower():
             self.reusable = False
         if "chunked" in headers.get("transfer-encoding", "").lower():
@@ -200,6 +202,11 @@ class _Connection(asyncio.Protocol):
             self._state = _BODY_EOF
 
     def _on_body(self, data: bytes, now: int) -> None:
+        if self._is_ndjson:  # one JSON object per line (Ollama): each line is an event
+            buf = self._sse_buf + data
+            *lines, self._sse_buf = buf.split(b"\n")
+            self._events.extend((now, line) for line in lines if line.strip())
+            return
         if not self._is_sse:
             self._body += data
             return
@@ -219,7 +226,7 @@ class _Connection(asyncio.Protocol):
     def _finish(self, now: int) -> None:
         if self._state == _DONE:
             return
-        if self._is_sse and self._sse_buf.strip():
+        if (self._is_sse or self._is_ndjson) and self._sse_buf.strip():
             self._on_body(b"\n\n", now)  # a final event without its blank line
         self._state = _DONE
         if self._future is not None and not self._future.done():

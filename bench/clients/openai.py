@@ -12,10 +12,16 @@ from typing import Any, Literal
 
 import orjson
 
+from bench.clients import ollama
 from bench.clients.http import HttpClient, HttpProtocolError, RequestTimeout, Response, perf_ns
 
-Api = Literal["completions", "chat"]
-API_PATHS: dict[str, str] = {"completions": "/v1/completions", "chat": "/v1/chat/completions"}
+Api = Literal["completions", "chat", "ollama-generate", "ollama-chat"]
+API_PATHS: dict[str, str] = {
+    "completions": "/v1/completions",
+    "chat": "/v1/chat/completions",
+    "ollama-generate": "/api/generate",  # Ollama's native NDJSON dialect (bench/clients/ollama.py)
+    "ollama-chat": "/api/chat",
+}
 ERROR_BODY_CHARS = 300
 
 
@@ -42,6 +48,9 @@ class StreamReading:
 
 
 def encode_body(api: Api, model: str, request: PreparedRequest, sampling: dict[str, Any]) -> bytes:
+    if api.startswith("ollama"):
+        return ollama.encode(api, model, request.prompt, request.max_tokens, sampling)
+    sampling = {k: v for k, v in sampling.items() if not k.startswith(("ollama_", "keep_alive"))}
     body: dict[str, Any] = {
         "model": model,
         "max_tokens": request.max_tokens,
@@ -73,6 +82,8 @@ def _chunk_output(api: Api, choice: dict[str, Any]) -> str:
 
 def read_stream(api: Api, events: list[tuple[int, bytes]]) -> StreamReading:
     """Decode server-sent events: output-carrying chunk times, text, usage wherever it appears."""
+    if api.startswith("ollama"):
+        return ollama.read(api, events)
     times: list[int] = []
     pieces: list[str] = []
     usage = finish = timings = error = None
@@ -124,8 +135,8 @@ class Sent:
         return self.response is None or self.response.status != 200
 
 
-class OpenAIClient:
-    """Sends prepared requests and turns each into one request record (a plain dict)."""
+class StreamingClient:
+    """Sends prepared requests in one dialect (OpenAI or Ollama) and turns each into one request record."""
 
     def __init__(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import time
 import urllib.error
@@ -59,12 +60,29 @@ class EngineDriver(ABC):
         """The engine's Prometheus endpoint, when it has one."""
         return None
 
+    def sample_gauges(self) -> dict[str, float] | None:
+        """The engine's own gauges for the telemetry series (KV-cache use, queue, loaded model size)."""
+        if not self.metrics_url:
+            return None
+        from bench.engines.prometheus import fetch, gauges_only
+
+        return gauges_only(fetch(self.metrics_url, timeout_s=2.0))
+
     def failure(self) -> str | None:
         """Why the engine is no longer serving (it exited), or None while it runs."""
         proc = self.process
         if proc is None or proc.exit_code() is None:
             return None
         return f"engine process {proc.pid} exited with code {proc.exit_code()}"
+
+
+CHARS_PER_TOKEN = 4  # the usual rule of thumb, for servers that expose no tokenizer
+
+
+def estimate_tokens(text: str, add_special: bool = False) -> int:
+    """A length estimate for sizing prompts when the server has no tokenizer endpoint; the token counts
+    in records still come from the server's own usage."""
+    return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
 # -- ports ---------------------------------------------------------------------------------------

@@ -8,17 +8,14 @@ host and path (no credentials or query) and the model name.
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.engines.base import Endpoint, EngineDriver, http_json, wait_until_ready
+from bench.engines.base import CHARS_PER_TOKEN, Endpoint, EngineDriver, estimate_tokens, http_json, wait_until_ready
 from bench.errors import UsageError
-
-CHARS_PER_TOKEN = 4  # the usual rule of thumb, used only when the server exposes no tokenizer
 
 
 def public_url(url: str) -> str:
@@ -76,12 +73,15 @@ class EndpointDriver(EngineDriver):
                         count_tokens=count_tokens, headers=self.headers)  # fmt: skip
 
     def _probe(self) -> str | None:
-        status, body = http_json("GET", f"{self.base_url}/v1/models", timeout_s=10, headers=self.headers)
+        ollama = self.api.startswith("ollama")
+        path = "/api/tags" if ollama else "/v1/models"  # Ollama's native model list, or OpenAI's
+        status, body = http_json("GET", f"{self.base_url}{path}", timeout_s=10, headers=self.headers)
         if status in (401, 403):
-            raise UsageError(f"--endpoint answered {status} to GET /v1/models: check --api-key-env")
+            raise UsageError(f"--endpoint answered {status} to GET {path}: check --api-key-env")
         if status != 200:
-            return f"GET /v1/models answered {status}"
-        served = [m.get("id") for m in (body.get("data") or [])] if isinstance(body, dict) else []
+            return f"GET {path} answered {status}"
+        listed = (body.get("models") if ollama else body.get("data")) if isinstance(body, dict) else None
+        served = [m.get("name") if ollama else m.get("id") for m in listed or []]
         self._record["served_models"] = served[:20]
         if served and self.model not in served:
             raise UsageError(
@@ -91,13 +91,17 @@ class EndpointDriver(EngineDriver):
 
     def _tokenizer(self):
         """The server's tokenizer where it has one (llama.cpp, vLLM), else a characters-per-token estimate."""
-        probes = [
-            ("/tokenize", lambda text, special: {"content": text, "add_special": special}),  # llama.cpp
-            (
-                "/tokenize",
-                lambda text, special: {"model": self.model, "prompt": text, "add_special_tokens": special},
-            ),  # vLLM  # fmt: skip
-        ]
+        probes = (
+            []
+            if self.api.startswith("ollama")
+            else [
+                ("/tokenize", lambda text, special: {"content": text, "add_special": special}),  # llama.cpp
+                (
+                    "/tokenize",
+                    lambda text, special: {"model": self.model, "prompt": text, "add_special_tokens": special},
+                ),  # vLLM  # fmt: skip
+            ]
+        )
         for path, body in probes:
             status, answer = http_json("POST", f"{self.base_url}{path}", body("probe", False), headers=self.headers)
             if status == 200 and isinstance(answer, dict) and isinstance(answer.get("tokens"), list):
@@ -110,7 +114,7 @@ class EndpointDriver(EngineDriver):
                 return count
         self._record["tokenizer"] = (f"none at the endpoint: prompt lengths are estimated at {CHARS_PER_TOKEN} "
                                      "characters per token; token counts come from the server's usage")  # fmt: skip
-        return lambda text, add_special=False: math.ceil(len(text) / CHARS_PER_TOKEN)
+        return estimate_tokens
 
     def record(self) -> dict[str, Any]:
         return dict(self._record)

@@ -21,7 +21,7 @@ from functools import partial
 from typing import Any
 
 from bench.clients.http import perf_ns
-from bench.clients.openai import OpenAIClient, PreparedRequest
+from bench.clients.openai import PreparedRequest, StreamingClient
 from bench.load.schedules import ClosedLoop, OpenLoop, Schedule, interarrival_gaps
 
 ENGINE_CHECK_INTERVAL_S = 0.1
@@ -110,7 +110,7 @@ def follow_up(api: str, previous: PreparedRequest, output: str, turn: PreparedRe
 class LoadRunner:
     def __init__(
         self,
-        client: OpenAIClient,
+        client: StreamingClient,
         work: Iterator[WorkItem],
         sink: Callable[[dict[str, Any]], None],
         engine_failure: Callable[[], str | None] = lambda: None,

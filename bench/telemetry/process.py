@@ -14,7 +14,6 @@ from collections.abc import Callable
 import psutil
 
 from bench.clients.http import perf_ns
-from bench.engines.prometheus import fetch, gauges_only
 from bench.results import JsonlAppender
 from bench.telemetry.nvml import Nvml
 
@@ -29,11 +28,11 @@ class TelemetrySampler:
         engine_pids: Callable[[], list[int]],
         interval_s: float = 1.0,
         gpus: Nvml | None = None,
-        metrics_url: str | None = None,
+        gauges: Callable[[], dict[str, float] | None] | None = None,
     ) -> None:
         self.out, self.anchor_ns, self.engine_pids, self.interval_s = out, anchor_ns, engine_pids, interval_s
         self.gpus = gpus
-        self.metrics_url = metrics_url  # the engine's /metrics: its gauges (KV-cache use, queue) over time
+        self.gauges = gauges  # the engine's own gauges (KV-cache use, queue, model size) over time
         self._procs: dict[int, psutil.Process] = {}
         self._pids: list[int] = []
         self._samples = 0
@@ -91,9 +90,9 @@ class TelemetrySampler:
         }
         if self.gpus is not None:
             row["gpus"] = self.gpus.sample(set(pids))
-        if self.metrics_url:
+        if self.gauges is not None:
             try:
-                row["engine_gauges"] = gauges_only(fetch(self.metrics_url, timeout_s=2.0))
+                row["engine_gauges"] = self.gauges()
             except (OSError, ValueError):
                 row["engine_gauges"] = None
         row["sample_cost_us"] = (perf_ns() - started) / 1000

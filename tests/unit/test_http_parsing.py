@@ -120,3 +120,11 @@ def test_connection_close_header_stops_reuse():
     raw = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
     _, conn = run_response(raw)
     assert not conn.usable()
+
+
+def test_ndjson_lines_are_events_whatever_the_split():
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\n\r\n"
+    body = b'{"response":"a","done":false}\n{"response":"b","done":false}\n{"done":true,"eval_count":2}\n'
+    for cut in (None, 1, 5):
+        response, _ = run_response(head + chunked(body[:20], body[20:]), cut_every=cut)
+        assert [p for _, p in response.events] == body.strip().split(b"\n")
