@@ -22,4 +22,5 @@ if [ "${BENCH_SKIP_VLLM:-0}" != 1 ]; then
 fi
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check bench tests
+.venv/bin/hadolint Dockerfile.gpu  # the GPU image cannot be built here; it is linted
 .venv/bin/python -m pytest -ra tests "$@"

@@ -23,7 +23,10 @@ from bench.engines.base import Endpoint, EngineDriver, ensure_port_free, free_po
 from bench.engines.process import ManagedProcess
 from bench.errors import EngineError, UsageError
 
-DEFAULT_PYTHON = Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+# vLLM's interpreter: $BENCH_VLLM_PYTHON (as in Dockerfile.gpu), else the repository's .venv-vllm
+DEFAULT_PYTHON = Path(
+    os.environ.get("BENCH_VLLM_PYTHON") or Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
+)
 MAX_TMPDIR_CHARS = 60  # leaves room for vLLM's socket names within the 107-byte UNIX socket path limit
 
 
