@@ -13,7 +13,7 @@ from bench.console import say, stage_table, summary_table
 from bench.engines.llamacpp import LAUNCHERS, default_threads
 from bench.errors import BenchError, UsageError
 from bench.load.schedules import ARRIVALS
-from bench.metrics import SLO_METRICS, summarize_run
+from bench.metrics import SLO_METRICS
 from bench.plan import parse_list
 from bench.results import RunDirectory
 from bench.run import ENGINES, EXIT_INTERRUPTED, EXIT_OK, Interrupted, cmd_run
@@ -398,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_summarize(args) -> int:
     run_dir = RunDirectory(args.run_dir)
     manifest = run_dir.manifest()
-    recomputed = summarize_run(run_dir.requests(), run_dir.telemetry(), manifest.get("spec"), run_dir.engine_metrics())
+    recomputed = run_dir.recompute_summary(manifest.get("spec"))
     on_disk = run_dir.summary() if run_dir.file("summary.json").exists() else None
     if args.write:
         run_dir.write_summary(recomputed)

@@ -122,3 +122,10 @@ class RunDirectory:
 
     def engine_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.file(ENGINE_METRICS))
+
+    def recompute_summary(self, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The summary from the raw files alone (and the manifest's spec: stages, SLOs, efficiency inputs)."""
+        from bench.metrics import summarize_run
+
+        spec = spec if spec is not None else self.manifest().get("spec")
+        return summarize_run(self.requests(), self.telemetry(), spec, self.engine_metrics())

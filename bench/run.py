@@ -28,7 +28,7 @@ from bench.hardware import inventory, software
 from bench.load import prompts
 from bench.load.runner import LoadRunner, Stage, WorkItem, keep_loop_hot, run_event_loop
 from bench.load.schedules import OpenLoop
-from bench.metrics import slo_report, summarize_requests, summarize_run
+from bench.metrics import slo_report, summarize_requests
 from bench.modelshape import read_shape
 from bench.plan import SWEEP_STOP_ERROR_RATE, LoadPlan, build_plan
 from bench.results import ENGINE_METRICS, REQUESTS, TELEMETRY, JsonlAppender, RunDirectory, read_json
@@ -343,7 +343,7 @@ def cmd_run(args) -> int:
         driver.stop()
         requests_out.close()
         telemetry_out.close()
-        summary = summarize_run(run_dir.requests(), run_dir.telemetry(), spec, run_dir.engine_metrics())
+        summary = run_dir.recompute_summary(spec)
         run_dir.write_summary(summary)
         manifest["engine"] = driver.record()
         manifest["ended_at"] = _now_iso()
