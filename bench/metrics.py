@@ -314,6 +314,13 @@ def summarize_telemetry(
         "client_cpu_percent_mean": math.fsum(client_cpu) / len(client_cpu) if client_cpu else None,
         "sample_cost_us_mean": math.fsum(cost) / len(cost) if cost else None,
     }
+    gauges: dict[str, list[float]] = {}
+    for sample in samples:
+        for name, value in (sample.get("engine_gauges") or {}).items():
+            if value is not None:
+                gauges.setdefault(name, []).append(value)
+    if gauges:  # the engine's own series: KV-cache use, running and waiting requests, loaded model size
+        out["engine_gauges"] = {name: {"max": max(v), "mean": math.fsum(v) / len(v)} for name, v in gauges.items()}
     by_gpu: dict[int, list[tuple[int, dict[str, Any]]]] = {}
     for sample in samples:
         for gpu in sample.get("gpus") or ():

@@ -122,3 +122,12 @@ def test_no_gpu_here_is_said_plainly():
     if reader is not None:
         pytest.skip("this machine has an NVIDIA GPU")
     assert "no NVIDIA GPU" in note or "nvidia-ml-py is not installed" in note
+
+
+def test_engine_gauges_are_summarized():
+    samples = [{"t_ns": 0, "engine_gauges": {"vllm:kv_cache_usage_perc": 0.2, "vllm:num_requests_waiting": 0.0}},
+               {"t_ns": 1, "engine_gauges": {"vllm:kv_cache_usage_perc": 0.6, "vllm:num_requests_waiting": 3.0}},
+               {"t_ns": 2, "engine_gauges": None}]  # fmt: skip
+    gauges = summarize_telemetry(samples)["engine_gauges"]
+    assert gauges["vllm:kv_cache_usage_perc"] == {"max": 0.6, "mean": pytest.approx(0.4)}
+    assert gauges["vllm:num_requests_waiting"]["max"] == 3.0
