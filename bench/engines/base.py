@@ -85,6 +85,27 @@ def estimate_tokens(text: str, add_special: bool = False) -> int:
     return math.ceil(len(text) / CHARS_PER_TOKEN)
 
 
+class LaunchedEngine(EngineDriver):
+    """A driver that launched its engine as a child process: holds it, its record, and stops it."""
+
+    stop_grace_s = 10.0
+
+    def __init__(self) -> None:
+        self._process: ManagedProcess | None = None
+        self._record: dict[str, Any] = {"engine": self.name}
+
+    @property
+    def process(self) -> ManagedProcess | None:
+        return self._process
+
+    def record(self) -> dict[str, Any]:
+        return dict(self._record)
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._record["exit_code"] = self._process.stop(grace_s=self.stop_grace_s)
+
+
 # -- ports ---------------------------------------------------------------------------------------
 def free_port(host: str) -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

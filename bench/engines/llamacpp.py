@@ -21,7 +21,7 @@ import psutil
 
 from bench.engines.base import (
     Endpoint,
-    EngineDriver,
+    LaunchedEngine,
     ensure_port_free,
     free_port,
     http_json,
@@ -78,15 +78,14 @@ def _python_has(python: str, distribution: str) -> str | None:
     return out.stdout.strip() if out.returncode == 0 else None
 
 
-class LlamaCppDriver(EngineDriver):
+class LlamaCppDriver(LaunchedEngine):
     name = "llamacpp"
 
     def __init__(self, settings: LlamaCppSettings, api: str) -> None:
         self.settings = settings
         self.api = api
         self.run_dir: Path | None = None
-        self._process: ManagedProcess | None = None
-        self._record: dict[str, Any] = {"engine": self.name}
+        super().__init__()
         self._special_prefix: int | None = None
         self.launcher, self._launcher_version = self._choose_launcher()
         self._validate()
@@ -327,15 +326,3 @@ class LlamaCppDriver(EngineDriver):
     @property
     def serializes_requests(self) -> bool:
         return self.launcher == "llama-cpp-python"
-
-    # -- describing and stopping -----------------------------------------------------------------
-    @property
-    def process(self) -> ManagedProcess | None:
-        return self._process
-
-    def record(self) -> dict[str, Any]:
-        return dict(self._record)
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._record["exit_code"] = self._process.stop()

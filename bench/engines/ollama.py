@@ -22,7 +22,7 @@ from typing import Any
 from bench.engines.base import (
     CHARS_PER_TOKEN,
     Endpoint,
-    EngineDriver,
+    LaunchedEngine,
     ensure_port_free,
     estimate_tokens,
     free_port,
@@ -87,7 +87,7 @@ def unload(base_url: str, model: str) -> None:
     http_json("POST", f"{base_url}/api/generate", {"model": model, "keep_alive": 0}, timeout_s=30)
 
 
-class OllamaDriver(EngineDriver):
+class OllamaDriver(LaunchedEngine):
     name = "ollama"
 
     def __init__(self, settings: OllamaSettings, api: str) -> None:
@@ -105,9 +105,9 @@ class OllamaDriver(EngineDriver):
             raise UsageError("--engine ollama needs a GGUF model from the catalog or --ollama-tag NAME")
         if settings.port is not None:
             ensure_port_free(settings.host, settings.port)
-        self._process: ManagedProcess | None = None
+        super().__init__()
         self._base_url: str | None = None
-        self._record: dict[str, Any] = {"engine": self.name, "launcher": "ollama serve", "model": self.model}
+        self._record.update(launcher="ollama serve", model=self.model)
 
     def _env(self) -> dict[str, str]:
         s = self.settings
@@ -158,13 +158,6 @@ class OllamaDriver(EngineDriver):
         model = loaded_models(self._base_url).get(self.model) or {}
         return {"ollama_size_bytes": model.get("size"), "ollama_size_vram_bytes": model.get("size_vram")}
 
-    @property
-    def process(self) -> ManagedProcess | None:
-        return self._process
-
-    def record(self) -> dict[str, Any]:
-        return dict(self._record)
-
     def stop(self) -> None:
         if self._process is not None and self._process.exit_code() is None and self._base_url:
             try:
@@ -172,5 +165,4 @@ class OllamaDriver(EngineDriver):
                 self._record["unloaded"] = True
             except OSError:
                 self._record["unloaded"] = False
-        if self._process is not None:
-            self._record["exit_code"] = self._process.stop()
+        super().stop()

@@ -17,9 +17,8 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
-from bench.engines.base import Endpoint, EngineDriver, ensure_port_free, free_port, http_json, wait_until_ready
+from bench.engines.base import Endpoint, LaunchedEngine, ensure_port_free, free_port, http_json, wait_until_ready
 from bench.engines.process import ManagedProcess
 from bench.errors import EngineError, UsageError
 
@@ -51,14 +50,15 @@ class VllmSettings:
     ready_timeout_s: float = 600.0
 
 
-class VllmDriver(EngineDriver):
+class VllmDriver(LaunchedEngine):
+    stop_grace_s = 20.0
     name = "vllm"
 
     def __init__(self, settings: VllmSettings, api: str) -> None:
         self.settings, self.api = settings, api
-        self._process: ManagedProcess | None = None
+        super().__init__()
         self._tmp: Path | None = None
-        self._record: dict[str, Any] = {"engine": self.name, "launcher": "vllm.entrypoints.openai.api_server"}
+        self._record["launcher"] = "vllm.entrypoints.openai.api_server"
         s = settings
         if not Path(s.python).exists():
             raise UsageError(f"--engine-python {s.python}: not found; make vLLM's environment with "
@@ -159,15 +159,7 @@ class VllmDriver(EngineDriver):
     def metrics_url(self) -> str | None:
         return f"{self._record['base_url']}/metrics" if "base_url" in self._record else None
 
-    @property
-    def process(self) -> ManagedProcess | None:
-        return self._process
-
-    def record(self) -> dict[str, Any]:
-        return dict(self._record)
-
     def stop(self) -> None:
-        if self._process is not None:
-            self._record["exit_code"] = self._process.stop(grace_s=20.0)
+        super().stop()
         if self._tmp is not None and self._tmp.name.startswith("bench-vllm-"):
             shutil.rmtree(self._tmp, ignore_errors=True)  # the short private TMPDIR, outside the run
