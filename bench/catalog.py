@@ -70,9 +70,51 @@ class HardwareEntry(_Strict):
     as_of: str
 
 
+class RentedPrice(_Strict):
+    per_hour: float = Field(gt=0)
+    kind: Literal["on-demand", "reserved", "spot"] = "on-demand"
+
+
+class OwnedPrice(_Strict):
+    purchase: float = Field(gt=0)
+    amortization_years: float = Field(gt=0)
+    power_w: float = Field(ge=0)
+    electricity_per_kwh: float = Field(ge=0)
+    hosting_per_month: float = Field(default=0, ge=0, description="hosting and operations")
+
+
+class HardwareOffer(_Strict):
+    """A machine to self-host on, rented or owned; the price covers the whole offer (all its GPUs)."""
+
+    hardware: str | None = Field(default=None, description="its limits in `hardware:`, for reference")
+    gpus: int = Field(default=1, ge=0)
+    rented: RentedPrice | None = None
+    owned: OwnedPrice | None = None
+    source: str
+    as_of: str
+
+    def model_post_init(self, _context) -> None:
+        if (self.rented is None) == (self.owned is None):
+            raise ValueError("give exactly one of `rented` or `owned`")
+
+
+class ApiOffer(_Strict):
+    provider: str
+    model: str
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+    cached_input_per_1m: float | None = Field(default=None, ge=0)
+    batch_discount: float = Field(default=0, ge=0, le=1, description="fraction off for batch requests")
+    context_window: int | None = Field(default=None, gt=0)
+    source: str
+    as_of: str
+
+
 class Catalog(_Strict):
     models: dict[str, ModelEntry]
     hardware: dict[str, HardwareEntry] = Field(default_factory=dict)
+    hardware_offers: dict[str, HardwareOffer] = Field(default_factory=dict)
+    api_offers: dict[str, ApiOffer] = Field(default_factory=dict)
 
 
 def default_catalog_path() -> Path:
@@ -88,7 +130,7 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     first = errors[0]
     loc = [str(part) for part in first["loc"]]
     where = ".".join(loc)
-    if len(loc) >= 2 and loc[0] == "models":
+    if len(loc) >= 2 and loc[0] in ("models", "hardware", "hardware_offers", "api_offers"):
         field = ".".join(loc[2:]) or "(the entry itself)"
         where = f"entry '{loc[1]}', field '{field}'"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""

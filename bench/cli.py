@@ -389,6 +389,26 @@ def build_parser() -> argparse.ArgumentParser:
     cal.add_argument("--results-dir", type=Path, default=Path("results"), help="where the report folder goes")
     cal.add_argument("--run-id", help="name of the report folder (default calibration-<time>)")
 
+    cost = sub.add_parser(
+        "cost",
+        help="price a run: self-hosted cost per token and task against API offers, break-even volume",
+        description="Turn a run's measured throughput (its max SLO-compliant throughput when SLOs were set, else "
+        "its fastest stage) and a hardware offer's price into cost per 1M tokens, per task and per successful "
+        "task at a stated utilization, and compare monthly cost with each API offer in models.yaml. Writes "
+        "cost.json into the run directory. Every price is printed with its source and date.",
+    )
+    cost.add_argument("run_dir", type=Path, help="a run directory written by `bench run`")
+    cost.add_argument("--hardware-offer", required=True, metavar="NAME", help="a hardware_offers entry of models.yaml")
+    cost.add_argument(
+        "--api-offer", action="append", default=[], metavar="NAME", help="api_offers entries to compare (default: all)"
+    )
+    cost.add_argument("--catalog", type=Path, help="models.yaml to read prices from")
+    cost.add_argument("--tasks-per-month", type=float, default=1_000_000, help="monthly volume (default 1,000,000)")
+    cost.add_argument("--utilization", type=float, default=0.5, help="share of paid hours doing the work (default 0.5)")
+    cost.add_argument("--peak-to-average", type=float, default=1.0, help="traffic peak over its mean (default 1)")
+    cost.add_argument("--input-tokens", type=float, help="tokens in per task (default: the run's mean)")
+    cost.add_argument("--output-tokens", type=float, help="tokens out per task (default: the run's mean)")
+
     models = sub.add_parser("models", help="list the models in the catalog")
     models.add_argument("--catalog", type=Path, help="models.yaml to read")
     return parser
@@ -419,6 +439,75 @@ def cmd_summarize(args) -> int:
     return EXIT_OK
 
 
+def cmd_cost(args) -> int:
+    from bench.cost import CostError, TaskProfile, cost_report, priced_throughput
+    from bench.results import write_json_atomic
+
+    catalog, catalog_path = load_catalog(args.catalog)
+    if args.hardware_offer not in catalog.hardware_offers:
+        known = ", ".join(sorted(catalog.hardware_offers)) or "none"
+        raise UsageError(f"--hardware-offer {args.hardware_offer!r} is not in {catalog_path} (offers: {known})")
+    unknown = [name for name in args.api_offer if name not in catalog.api_offers]
+    if unknown:
+        raise UsageError(f"--api-offer {unknown[0]!r} is not in {catalog_path} (offers: "
+                         f"{', '.join(sorted(catalog.api_offers)) or 'none'})")  # fmt: skip
+    apis = {n: catalog.api_offers[n] for n in (args.api_offer or sorted(catalog.api_offers))}
+    run_dir = RunDirectory(args.run_dir)
+    summary = run_dir.summary()
+    try:
+        measured = priced_throughput(summary)
+        task = TaskProfile(
+            input_tokens=args.input_tokens if args.input_tokens is not None else measured["input_tokens_mean"],
+            output_tokens=args.output_tokens if args.output_tokens is not None else measured["output_tokens_mean"],
+            tasks_per_month=args.tasks_per_month, peak_to_average=args.peak_to_average, utilization=args.utilization,
+        )  # fmt: skip
+        report = cost_report(summary, args.hardware_offer, catalog.hardware_offers[args.hardware_offer], apis, task)
+    except CostError as exc:
+        raise UsageError(f"{args.run_dir}: {exc}") from None
+    write_json_atomic(run_dir.file("cost.json"), report)
+    print(format_cost(report))
+    return EXIT_OK
+
+
+def format_cost(report) -> str:
+    tp, sh, task = report["throughput"], report["self_hosted"], report["task"]
+
+    def money(v):
+        return "-" if v is None else f"${v:,.2f}" if v >= 1 else f"${v:.4g}"  # sub-cent costs keep 4 digits
+
+    def volume(v):
+        return (
+            "never (the API is cheaper per task than a fully used instance)" if v is None else f"{v:,.0f} tasks/month"
+        )
+
+    lines = [
+        f"Priced throughput  {tp['requests_per_s']:.3f} req/s, {tp['output_tokens_per_s']:,.1f} output tok/s "
+        f"({tp['basis']}: stage {tp['stage']}, {tp['label']}); success rate {tp['success_rate']:.0%}",
+        f"Task               {task['input_tokens']:,.0f} input + {task['output_tokens']:,.0f} output tokens; "
+        f"{task['tasks_per_month']:,.0f} tasks/month, peak/average {task['peak_to_average']:g}",
+        f"Self-hosted        {sh['offer']} at {money(sh['hourly'])}/h ({sh['price_source']}, as of {sh['as_of']}), "
+        f"utilization {sh['utilization']:.0%}",
+        f"                   {money(sh['per_1m_output_tokens'])} per 1M output tokens"
+        + (f" (95% CI {money(sh['per_1m_output_tokens_ci95'][0])}-{money(sh['per_1m_output_tokens_ci95'][1])})"
+           if sh.get("per_1m_output_tokens_ci95") else "")
+        + f", {money(sh['per_1m_total_tokens'])} per 1M total tokens",
+        f"                   {money(sh['per_task'])} per task, {money(sh['per_successful_task'])} per successful task;"
+        f" {sh['instances']} instance(s), {money(sh['monthly'])}/month",
+        "                   per task by utilization: "
+        + ", ".join(f"{k} {money(v)}" for k, v in sh["per_task_by_utilization"].items()),
+        "",
+    ]  # fmt: skip
+    if not report["apis"]:
+        lines.append("No API offers in the catalog to compare with (add api_offers to models.yaml).")
+    for api in report["apis"]:
+        lines.append(f"{api['offer']:<30} {money(api['per_task'])} per task, {money(api['monthly'])}/month "
+                     f"({api['price_source']}, as of {api['as_of']})")  # fmt: skip
+        by_price = " / ".join(volume(api["break_even_by_price"][k]).split(" (")[0] for k in ("-50%", "+50%"))
+        lines.append(f"{'':<30} break-even {volume(api['break_even_tasks_per_month'])}; at API prices -50%/+50%: "
+                     f"{by_price}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def cmd_models(args) -> int:
     catalog, path = load_catalog(args.catalog)
     print(f"catalog {path}")
@@ -428,7 +517,13 @@ def cmd_models(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "summarize": cmd_summarize, "models": cmd_models, "calibrate": cmd_calibrate}
+COMMANDS = {
+    "run": cmd_run,
+    "summarize": cmd_summarize,
+    "models": cmd_models,
+    "calibrate": cmd_calibrate,
+    "cost": cmd_cost,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

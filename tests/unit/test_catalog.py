@@ -69,3 +69,23 @@ def test_digest_mismatch_is_refused(tmp_path):
     entry = catalog.models["tiny"]
     with pytest.raises(UsageError, match="corrupt or the catalog is out of date"):
         verified_digest("tiny", entry, tmp_path / "tiny.gguf", path)
+
+
+def test_undated_or_unsourced_price_is_a_catalog_error(tmp_path):
+    undated = (
+        GOOD
+        + "api_offers:\n  x:\n    provider: P\n    model: m\n    input_per_1m: 1\n    output_per_1m: 2\n    source: s\n"
+    )
+    with pytest.raises(UsageError, match="entry 'x', field 'as_of': Field required"):
+        load_catalog(write(tmp_path, undated))
+    both = GOOD + ("hardware_offers:\n  h:\n    rented: {per_hour: 1}\n    owned: {purchase: 1, amortization_years: 1,"
+                   " power_w: 1, electricity_per_kwh: 1}\n    source: s\n    as_of: '2026'\n")  # fmt: skip
+    with pytest.raises(UsageError, match="entry 'h', field '\\(the entry itself\\)': give exactly one of"):
+        load_catalog(write(tmp_path, both))
+
+
+def test_repository_catalog_prices_are_sourced_and_dated():
+    catalog, _ = load_catalog(None)
+    assert catalog.api_offers and catalog.hardware_offers
+    for offer in [*catalog.api_offers.values(), *catalog.hardware_offers.values()]:
+        assert offer.source and offer.as_of

@@ -1,0 +1,194 @@
+"""Prices and measured throughput -> cost per token, per task and per successful task; self-hosting
+against API offers by monthly volume, with the break-even point.
+
+Self-hosting costs by the hour whether busy or not. At a measured throughput T (tokens/s or
+requests/s) and a utilization u (the share of paid hours doing that work):
+
+    hourly cost, rented = the offer's price per hour
+    hourly cost, owned  = purchase / (years * 8760) + power_kW * $/kWh + hosting per month / 730
+    $ per 1M tokens     = hourly / (T_tokens * 3600 * u) * 1e6
+    $ per task          = hourly / (T_requests * 3600 * u)
+    $ per successful task = $ per task / success rate
+
+Monthly (730 h), for V tasks a month with peak-to-average ratio p and target utilization u:
+
+    instances = ceil(V / seconds_per_month * p / (T_requests * u))      (a step function of V)
+    self-hosted monthly = instances * hourly * 730
+    API monthly = V * API $ per task                                      (linear in V)
+
+The break-even volume is the smallest V at which the API costs at least as much as self-hosting.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+HOURS_PER_MONTH = 730.0
+SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
+HOURS_PER_YEAR = 8760.0
+
+
+class CostError(ValueError):
+    """An input that makes a cost meaningless (no throughput, utilization out of range)."""
+
+
+@dataclass(frozen=True)
+class TaskProfile:
+    input_tokens: float
+    output_tokens: float
+    tasks_per_month: float = 0.0
+    peak_to_average: float = 1.0
+    utilization: float = 0.5  # target share of paid hours doing this work
+    # the full monthly cost of an API workflow; every term defaults to zero
+    reasoning_tokens: float = 0.0  # billed as output
+    tool_calls_per_task: float = 0.0  # extra model calls per task, each the size of the task
+    cached_input_share: float = 0.0  # share of input tokens billed at the cached price
+    batch_share: float = 0.0  # share of tasks sent through the batch API
+    retry_rate: float = 0.0  # failed or invalid outputs that are retried
+    escalation_rate: float = 0.0  # share of tasks escalated to a person ...
+    human_review_cost: float = 0.0  # ... at this cost each
+
+
+def hourly_rented(per_hour: float) -> float:
+    return per_hour
+
+
+def hourly_owned(purchase: float, amortization_years: float, power_w: float, electricity_per_kwh: float,
+                 hosting_per_month: float = 0.0) -> float:  # fmt: skip
+    return (
+        purchase / (amortization_years * HOURS_PER_YEAR)
+        + power_w / 1000 * electricity_per_kwh
+        + hosting_per_month / HOURS_PER_MONTH
+    )
+
+
+def _check_utilization(utilization: float) -> None:
+    if not 0 < utilization <= 1:
+        raise CostError(f"utilization must be in (0, 1], got {utilization}")
+
+
+def per_million_tokens(hourly: float, tokens_per_s: float | None, utilization: float) -> float:
+    _check_utilization(utilization)
+    if not tokens_per_s or tokens_per_s <= 0:
+        raise CostError("no throughput was measured, so no cost per token can be given")
+    return hourly / (tokens_per_s * 3600 * utilization) * 1e6
+
+
+def per_task(hourly: float, requests_per_s: float | None, utilization: float, success_rate: float = 1.0) -> float:
+    _check_utilization(utilization)
+    if not requests_per_s or requests_per_s <= 0:
+        raise CostError("no request throughput was measured, so no cost per task can be given")
+    if not 0 < success_rate <= 1:
+        raise CostError(f"success rate must be in (0, 1], got {success_rate}: no task succeeded")
+    return hourly / (requests_per_s * 3600 * utilization) / success_rate
+
+
+def api_per_task(offer: dict[str, Any], task: TaskProfile) -> float:
+    """The full cost of one task through an API: tokens, reasoning, tool loops, caching and batch
+    discounts, retries and human escalation."""
+    calls = 1 + task.tool_calls_per_task
+    cached_price = offer.get("cached_input_per_1m")
+    cached_price = offer["input_per_1m"] if cached_price is None else cached_price
+    input_cost = task.input_tokens * ((1 - task.cached_input_share) * offer["input_per_1m"]
+                                      + task.cached_input_share * cached_price) / 1e6  # fmt: skip
+    output_cost = (task.output_tokens + task.reasoning_tokens) * offer["output_per_1m"] / 1e6
+    model_cost = calls * (input_cost + output_cost)
+    model_cost *= 1 - task.batch_share * (offer.get("batch_discount") or 0.0)
+    return model_cost * (1 + task.retry_rate) + task.escalation_rate * task.human_review_cost
+
+
+def instances_needed(tasks_per_month: float, peak_to_average: float, requests_per_s: float,
+                     utilization: float) -> int:  # fmt: skip
+    _check_utilization(utilization)
+    if tasks_per_month <= 0:
+        return 0
+    peak_rate = tasks_per_month / SECONDS_PER_MONTH * peak_to_average
+    return math.ceil(peak_rate / (requests_per_s * utilization) - 1e-12)
+
+
+def self_hosted_monthly(tasks_per_month: float, task: TaskProfile, hourly: float, requests_per_s: float) -> float:
+    instances = max(1, instances_needed(tasks_per_month, task.peak_to_average, requests_per_s, task.utilization))
+    return instances * hourly * HOURS_PER_MONTH
+
+
+def break_even(task: TaskProfile, hourly: float, requests_per_s: float, api_task_cost: float) -> float | None:
+    """The smallest monthly volume at which the API costs at least as much as self-hosting.
+
+    With one instance costing M a month and serving up to C tasks a month, the API (c per task)
+    reaches M at V = M / c; that is the break-even if one instance can serve it (V <= C). If not, the
+    API is cheaper per task than even a fully used instance, at every volume: None. (Past V, each new
+    instance makes self-hosting briefly dearer again; the monthly curve shows those steps.)
+    """
+    if api_task_cost <= 0:
+        return None
+    monthly_per_instance = hourly * HOURS_PER_MONTH
+    capacity = requests_per_s * task.utilization * SECONDS_PER_MONTH / task.peak_to_average
+    volume = monthly_per_instance / api_task_cost
+    return volume if volume <= capacity else None
+
+
+def priced_throughput(summary: dict[str, Any]) -> dict[str, Any]:
+    """The throughput to price: the max SLO-compliant stage when SLOs were set, else the fastest stage."""
+    stages = [s for s in summary.get("stages") or [] if s.get("request_throughput_per_s")]
+    if not stages:
+        raise CostError("the run measured no throughput (no successful requests), so nothing can be priced")
+    best = (summary.get("slo") or {}).get("max_slo_compliant")
+    if best:
+        stage, basis = next(s for s in stages if s["stage"] == best["stage"]), "max SLO-compliant throughput"
+    else:
+        stage, basis = max(stages, key=lambda s: s["request_throughput_per_s"]), "highest measured throughput"
+    req = stage["requests"]
+    finished = req["successful"] + req["failed"]
+    return {
+        "basis": basis, "stage": stage["stage"], "label": stage.get("label"),
+        "requests_per_s": stage["request_throughput_per_s"],
+        "output_tokens_per_s": stage["output_throughput_tokens_per_s"],
+        "total_tokens_per_s": stage["total_token_throughput_tokens_per_s"],
+        "output_tokens_per_s_ci95": (stage.get("ci95") or {}).get("output_throughput_tokens_per_s"),
+        "input_tokens_mean": (stage.get("prompt_tokens") or {}).get("mean") or 0.0,
+        "output_tokens_mean": (stage.get("output_tokens") or {}).get("mean") or 0.0,
+        "success_rate": req["successful"] / finished if finished else 0.0,
+    }  # fmt: skip
+
+
+def offer_hourly(offer) -> float:
+    if offer.rented is not None:
+        return hourly_rented(offer.rented.per_hour)
+    o = offer.owned
+    return hourly_owned(o.purchase, o.amortization_years, o.power_w, o.electricity_per_kwh, o.hosting_per_month)
+
+
+def cost_report(summary: dict[str, Any], offer_name: str, offer, api_offers: dict[str, Any],
+                task: TaskProfile) -> dict[str, Any]:  # fmt: skip
+    """Self-hosted cost at the run's throughput, against each API offer, with break-even and sensitivity."""
+    tp = priced_throughput(summary)
+    hourly = offer_hourly(offer)
+    u, rps = task.utilization, tp["requests_per_s"]
+    self_hosted = {
+        "offer": offer_name, "hourly": hourly, "utilization": u, "price_source": offer.source, "as_of": offer.as_of,
+        "per_1m_output_tokens": per_million_tokens(hourly, tp["output_tokens_per_s"], u),
+        "per_1m_total_tokens": per_million_tokens(hourly, tp["total_tokens_per_s"], u),
+        "per_task": per_task(hourly, rps, u),
+        "per_successful_task": per_task(hourly, rps, u, tp["success_rate"]) if tp["success_rate"] else None,
+        "monthly": self_hosted_monthly(task.tasks_per_month, task, hourly, rps),
+        "instances": max(1, instances_needed(task.tasks_per_month, task.peak_to_average, rps, u)),
+        "per_task_by_utilization": {f"{v:.0%}": per_task(hourly, rps, v) for v in (0.1, 0.3, 0.5, 0.7, 0.9)},
+    }  # fmt: skip
+    ci = tp["output_tokens_per_s_ci95"]
+    if ci and ci[0] > 0:  # slower throughput, dearer tokens: the interval flips
+        self_hosted["per_1m_output_tokens_ci95"] = [per_million_tokens(hourly, ci[1], u),
+                                                   per_million_tokens(hourly, ci[0], u)]  # fmt: skip
+    apis = []
+    for name, api in api_offers.items():
+        prices = api.model_dump()
+        api_task = api_per_task(prices, task)
+        apis.append({
+            "offer": name, "provider": api.provider, "model": api.model, "price_source": api.source,
+            "as_of": api.as_of, "per_task": api_task, "monthly": api_task * task.tasks_per_month,
+            "break_even_tasks_per_month": break_even(task, hourly, rps, api_task),
+            "break_even_by_price": {f"{k:+.0%}": break_even(task, hourly, rps, api_task * (1 + k))
+                                    for k in (-0.5, 0.0, 0.5)},
+        })  # fmt: skip
+    return {"throughput": tp, "task": task.__dict__, "self_hosted": self_hosted, "apis": apis}
