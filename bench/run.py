@@ -310,7 +310,8 @@ def cmd_run(args) -> int:
     exit_code = EXIT_OK
     try:
         install_signal_handlers()
-        say(f"starting {args.engine} ({driver.record().get('launcher', '')}) ...")
+        launcher = getattr(driver, "launcher", None) or driver.record().get("launcher") or args.engine
+        say(f"starting {args.engine} ({launcher}) ...")
         endpoint = driver.start(run_dir.path)
         manifest["engine"] = driver.record()
         run_dir.write_manifest(manifest)
