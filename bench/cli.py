@@ -461,7 +461,7 @@ def cmd_cost(args) -> int:
             output_tokens=args.output_tokens if args.output_tokens is not None else measured["output_tokens_mean"],
             tasks_per_month=args.tasks_per_month, peak_to_average=args.peak_to_average, utilization=args.utilization,
         )  # fmt: skip
-        report = cost_report(summary, args.hardware_offer, catalog.hardware_offers[args.hardware_offer], apis, task)
+        report = cost_report(measured, args.hardware_offer, catalog.hardware_offers[args.hardware_offer], apis, task)
     except CostError as exc:
         raise UsageError(f"{args.run_dir}: {exc}") from None
     write_json_atomic(run_dir.file("cost.json"), report)

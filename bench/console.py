@@ -87,6 +87,10 @@ def _fmt(value: Any, width: int = 9) -> str:
     return f"{value:>{width}.2f}" if abs(value) < 1e6 else f"{value:>{width}.3g}"
 
 
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value / 2**20:,.0f} MiB"
+
+
 def _rate(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:,.2f} {unit}"
 
@@ -182,9 +186,8 @@ def summary_table(
         lines.append(f"Warning      the client used {tel['client_cpu_percent_mean']:.0f} % of a core: it may be the "
                      "bottleneck, not the engine (see `bench calibrate` for its limits)")  # fmt: skip
     if tel.get("samples"):
-        rss = tel.get("engine_peak_rss_bytes")
         lines.append(
-            f"Processes    engine peak RSS {'-' if rss is None else f'{rss / 2**20:,.0f} MiB'}, "
+            f"Processes    engine peak RSS {_mib(tel.get('engine_peak_rss_bytes'))}, "
             f"engine CPU {_fmt(tel.get('engine_cpu_percent_mean'), 0)} %, "
             f"client CPU {_fmt(tel.get('client_cpu_percent_mean'), 0)} % "
             f"(mean of {tel['samples']} samples; 100 % = one core)"
@@ -248,8 +251,7 @@ def stage_table(summary: dict[str, Any], heading: str, run_dir: str) -> str:
         )  # fmt: skip
     tel = summary.get("telemetry") or {}
     if tel.get("samples"):
-        rss = tel.get("engine_peak_rss_bytes")
-        lines.append(f"Processes    engine peak RSS {'-' if rss is None else f'{rss / 2**20:,.0f} MiB'}, client CPU "
+        lines.append(f"Processes    engine peak RSS {_mib(tel.get('engine_peak_rss_bytes'))}, client CPU "
                      f"{_fmt(tel.get('client_cpu_percent_mean'), 0)} % (100 % = one core)")  # fmt: skip
     lines.append(
         f"Run dir      {run_dir}  (times in ms; queue = client queue in open loop; MBU = decode "

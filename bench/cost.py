@@ -160,10 +160,10 @@ def offer_hourly(offer) -> float:
     return hourly_owned(o.purchase, o.amortization_years, o.power_w, o.electricity_per_kwh, o.hosting_per_month)
 
 
-def cost_report(summary: dict[str, Any], offer_name: str, offer, api_offers: dict[str, Any],
+def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str, Any],
                 task: TaskProfile) -> dict[str, Any]:  # fmt: skip
-    """Self-hosted cost at the run's throughput, against each API offer, with break-even and sensitivity."""
-    tp = priced_throughput(summary)
+    """Self-hosted cost at the priced throughput (see priced_throughput), against each API offer, with
+    break-even and sensitivity."""
     hourly = offer_hourly(offer)
     u, rps = task.utilization, tp["requests_per_s"]
     self_hosted = {

@@ -170,6 +170,12 @@ def _calibration_figures(path) -> dict[str, Any]:
                 for lv in shape["levels"]]} for shape in report["shapes"]]}  # fmt: skip
 
 
+def _datasheet_limits(name: str, entry) -> HardwareLimits:
+    """A `hardware:` entry of the catalog in the roofline's units."""
+    flops = entry.peak_tflops * 1e12 if entry.peak_tflops else None
+    return HardwareLimits(name, entry.memory_bandwidth_gb_s * 1e9, flops, f"{entry.source} (as of {entry.as_of})")
+
+
 def _efficiency_inputs(args, catalog, catalog_path, model_path, hardware: dict[str, Any]) -> dict[str, Any]:
     """The model's shape and the hardware's limits that the roofline compares a run against."""
     inputs: dict[str, Any] = {"model_shape": None, "hardware_limits": None, "notes": []}
@@ -184,20 +190,14 @@ def _efficiency_inputs(args, catalog, catalog_path, model_path, hardware: dict[s
         if args.hardware not in catalog.hardware:
             known = ", ".join(sorted(catalog.hardware)) or "none"
             raise UsageError(f"--hardware {args.hardware!r} is not in {catalog_path} (hardware: {known})")
-        entry = catalog.hardware[args.hardware]
-        limits = HardwareLimits(args.hardware, entry.memory_bandwidth_gb_s * 1e9,
-                                entry.peak_tflops * 1e12 if entry.peak_tflops else None,
-                                f"{entry.source} (as of {entry.as_of})")  # fmt: skip
+        limits = _datasheet_limits(args.hardware, catalog.hardware[args.hardware])
     elif args.gpu_layers > 0 and hardware["gpus"]:
         name = hardware["gpus"][0]["name"] or ""
         matches = [(k, e) for k, e in catalog.hardware.items() if any(m.lower() in name.lower() for m in e.match)]
         if not matches:
             inputs["notes"].append(f"GPU {name!r} is not in {catalog_path} hardware; add it (or pass --hardware)")
             return inputs
-        key, entry = matches[0]
-        limits = HardwareLimits(key, entry.memory_bandwidth_gb_s * 1e9,
-                                entry.peak_tflops * 1e12 if entry.peak_tflops else None,
-                                f"{entry.source} (as of {entry.as_of})")  # fmt: skip
+        limits = _datasheet_limits(*matches[0])
     else:
         limits = cpu_limits(args.threads, hardware["cpu_model"])
         inputs["notes"].append("CPU run: bandwidth measured now; no peak FLOP/s, so no prefill utilization")
@@ -271,9 +271,8 @@ def cmd_run(args) -> int:
     say(f"measuring what the hardware allows ({gpu_note}) ...")
     efficiency_inputs = _efficiency_inputs(args, catalog, catalog_path, model_path, hardware)
 
-    model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model.rstrip("/").rsplit("/", 1)[-1])[
-        :48
-    ]  # served names can be paths
+    # served model names can be paths: keep the last part, in characters safe for a folder name
+    model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model.rstrip("/").rsplit("/", 1)[-1])[:48]
     run_id = args.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{args.engine}-{model_tag}-{secrets.token_hex(2)}"
     run_dir = RunDirectory.create(args.results_dir, run_id)
     anchor_perf, anchor_unix = perf_ns(), time.time_ns()
