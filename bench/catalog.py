@@ -15,6 +15,7 @@ from bench.errors import UsageError
 
 CATALOG_ENV = "BENCH_CATALOG"
 REPO_CATALOG = Path(__file__).resolve().parent.parent / "models.yaml"
+PRICE_FILE = "prices.yaml"  # beside the catalog; models.yaml's own api_offers override it
 
 
 class _Strict(BaseModel):
@@ -110,6 +111,12 @@ class ApiOffer(_Strict):
     as_of: str
 
 
+class PriceFile(_Strict):
+    """prices.yaml beside the catalog: API offers written by `bench prices import`."""
+
+    api_offers: dict[str, ApiOffer] = Field(default_factory=dict)
+
+
 class Catalog(_Strict):
     models: dict[str, ModelEntry]
     hardware: dict[str, HardwareEntry] = Field(default_factory=dict)
@@ -138,22 +145,39 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     return f"{path}: {where}: {message}{more}"
 
 
-def load_catalog(path: Path | None = None) -> tuple[Catalog, Path]:
-    path = Path(path) if path else default_catalog_path()
+def _read_yaml(path: Path):
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"catalog {path} not found; pass --catalog PATH or set {CATALOG_ENV}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise UsageError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+
+
+def imported_api_offers(catalog_path: Path) -> dict[str, ApiOffer]:
+    path = catalog_path.parent / PRICE_FILE
+    if not path.exists():
+        return {}
+    raw = _read_yaml(path)
+    try:
+        return PriceFile.model_validate(raw if raw is not None else {}).api_offers
+    except ValidationError as exc:
+        raise UsageError(_format_error(path, exc)) from None
+
+
+def load_catalog(path: Path | None = None) -> tuple[Catalog, Path]:
+    path = Path(path) if path else default_catalog_path()
+    raw = _read_yaml(path)
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: expected a mapping with a top-level `models:` key")
     try:
-        return Catalog.model_validate(raw), path
+        catalog = Catalog.model_validate(raw)
     except ValidationError as exc:
         raise UsageError(_format_error(path, exc)) from None
+    catalog.api_offers = {**imported_api_offers(path), **catalog.api_offers}
+    return catalog, path
 
 
 def get_model(catalog: Catalog, catalog_path: Path, name: str) -> ModelEntry:

@@ -1,0 +1,100 @@
+"""`bench prices import`: LiteLLM's price map to api_offers, merged under hand-entered prices."""
+
+import datetime
+import json
+
+import pytest
+
+from bench.catalog import load_catalog
+from bench.errors import UsageError
+from bench.prices import import_prices, offer_name
+
+PRICE_MAP = {
+    "sample_spec": {"mode": "one of: chat, embedding", "input_cost_per_token": 0.0},
+    "gpt-4o-mini": {
+        "litellm_provider": "openai", "mode": "chat", "max_input_tokens": 128000,
+        "input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07,
+        "cache_read_input_token_cost": 7.5e-08, "output_cost_per_token_batches": 3e-07,
+    },
+    "gpt-4o": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2.5e-06,
+               "output_cost_per_token": 1e-05},
+    "text-embedding-3-small": {"litellm_provider": "openai", "mode": "embedding", "input_cost_per_token": 2e-08,
+                               "output_cost_per_token": 0.0},
+    "gemini/gemini-2.5-flash": {"litellm_provider": "gemini", "mode": "chat", "input_cost_per_token": 3e-07,
+                                "output_cost_per_token": 2.5e-06},
+}  # fmt: skip
+
+CATALOG = """
+models:
+  tiny: {format: gguf, api: completions, source: {path: tiny.gguf}}
+api_offers:
+  openai-gpt-4o:
+    provider: OpenAI
+    model: gpt-4o
+    input_per_1m: 2.0
+    output_per_1m: 8.0
+    source: our negotiated contract
+    as_of: "2026-10"
+"""
+
+
+@pytest.fixture
+def price_map(tmp_path):
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(PRICE_MAP))
+    return path
+
+
+def test_offers_are_converted_to_dollars_per_million_with_source_and_date(tmp_path, price_map):
+    out = tmp_path / "prices.yaml"
+    offers = import_prices(["gpt-4o*", "gemini/*"], out, price_map, today=datetime.date(2026, 11, 24))
+    assert sorted(offers) == ["gemini-2.5-flash", "openai-gpt-4o", "openai-gpt-4o-mini"]  # no embedding model
+    mini = offers["openai-gpt-4o-mini"]
+    assert (mini["input_per_1m"], mini["output_per_1m"], mini["cached_input_per_1m"]) == (0.15, 0.6, 0.075)
+    assert mini["batch_discount"] == 0.5 and mini["context_window"] == 128000
+    assert mini["as_of"] == "2026-11-24" and "prices.json" in mini["source"]
+    assert "cached_input_per_1m" not in offers["openai-gpt-4o"]
+
+
+def test_hand_entered_prices_override_imported_ones(tmp_path, price_map):
+    catalog_path = tmp_path / "models.yaml"
+    catalog_path.write_text(CATALOG)
+    import_prices(["gpt-4o", "gpt-4o-mini"], tmp_path / "prices.yaml", price_map)
+    catalog, _ = load_catalog(catalog_path)
+    assert catalog.api_offers["openai-gpt-4o"].source == "our negotiated contract"  # models.yaml wins
+    assert catalog.api_offers["openai-gpt-4o"].output_per_1m == 8.0
+    assert catalog.api_offers["openai-gpt-4o-mini"].output_per_1m == 0.6  # imported
+
+
+def test_a_second_import_keeps_the_first(tmp_path, price_map):
+    out = tmp_path / "prices.yaml"
+    import_prices(["gpt-4o-mini"], out, price_map)
+    import_prices(["gemini/*"], out, price_map)
+    (tmp_path / "models.yaml").write_text(CATALOG)
+    catalog, _ = load_catalog(tmp_path / "models.yaml")
+    assert {"openai-gpt-4o-mini", "gemini-2.5-flash"} <= set(catalog.api_offers)
+
+
+def test_no_match_and_bad_files_are_clear_errors(tmp_path, price_map):
+    with pytest.raises(UsageError, match="matches 'claude-\\*'"):
+        import_prices(["claude-*"], tmp_path / "prices.yaml", price_map)
+    assert not (tmp_path / "prices.yaml").exists()
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    with pytest.raises(UsageError, match="broken.json: not valid JSON"):
+        import_prices(["x"], tmp_path / "prices.yaml", broken)
+
+
+def test_an_undated_imported_price_is_named_with_its_file(tmp_path):
+    (tmp_path / "models.yaml").write_text(CATALOG)
+    (tmp_path / "prices.yaml").write_text(
+        "api_offers:\n  x: {provider: p, model: m, input_per_1m: 1, output_per_1m: 2, source: s}\n"
+    )
+    with pytest.raises(UsageError, match=r"prices.yaml: entry 'x', field 'as_of': Field required"):
+        load_catalog(tmp_path / "models.yaml")
+
+
+def test_offer_names_do_not_repeat_the_provider():
+    assert offer_name("openai", "gpt-4o-mini") == "openai-gpt-4o-mini"
+    assert offer_name("gemini", "gemini/gemini-2.5-flash") == "gemini-2.5-flash"
+    assert offer_name("bedrock", "anthropic.claude-3-haiku:0") == "bedrock-anthropic.claude-3-haiku-0"
