@@ -399,19 +399,109 @@ def build_parser() -> argparse.ArgumentParser:
     )
     cost.add_argument("run_dir", type=Path, help="a run directory written by `bench run`")
     cost.add_argument("--hardware-offer", required=True, metavar="NAME", help="a hardware_offers entry of models.yaml")
-    cost.add_argument(
-        "--api-offer", action="append", default=[], metavar="NAME", help="api_offers entries to compare (default: all)"
+    _add_pricing_args(cost)
+
+    report = sub.add_parser(
+        "report",
+        help="write the self-host-versus-API cost report (Markdown and self-contained HTML with plots)",
+        description="Build report.md, report.html (self-contained: plots embedded, nothing fetched), plots/*.png "
+        "and report.json from one or more run directories: latency against throughput by stage, self-hosted cost "
+        "per 1M tokens and per (successful) task at a stated utilization, monthly cost against each API offer with "
+        "the break-even volume, and telemetry over time. Every price is printed with its source and date. "
+        "Example: bench report results/RUN --hardware-offer cpu-2-core-vm",
     )
-    cost.add_argument("--catalog", type=Path, help="models.yaml to read prices from")
-    cost.add_argument("--tasks-per-month", type=float, default=1_000_000, help="monthly volume (default 1,000,000)")
-    cost.add_argument("--utilization", type=float, default=0.5, help="share of paid hours doing the work (default 0.5)")
-    cost.add_argument("--peak-to-average", type=float, default=1.0, help="traffic peak over its mean (default 1)")
-    cost.add_argument("--input-tokens", type=float, help="tokens in per task (default: the run's mean)")
-    cost.add_argument("--output-tokens", type=float, help="tokens out per task (default: the run's mean)")
+    report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN", help="run directories written by `bench run`")
+    report.add_argument(
+        "--hardware-offer",
+        required=True,
+        action="append",
+        metavar="NAME",
+        help="hardware_offers entry the runs ran on: once for all runs, or once per run in order",
+    )
+    report.add_argument("--out", type=Path, help="report folder (default: RUN/report for one run, else "
+                        "results/report-<time>)")  # fmt: skip
+    _add_pricing_args(report)
+
+    prices = sub.add_parser(
+        "prices",
+        help="import API prices from LiteLLM's bundled price map",
+        description="Work with API prices. `bench prices import PATTERN...` reads the model price map that the "
+        "litellm package ships (install it with `pip install --no-deps litellm`; no service is called), converts "
+        "the chat and completion models whose names match the patterns into api_offers, and merges them into "
+        "prices.yaml beside the catalog. The catalog loads that file; an api_offers entry of the same name in "
+        "models.yaml overrides an imported one. Example: bench prices import gpt-4.1-mini 'claude-haiku-4-5*'",
+    )
+    prices_sub = prices.add_subparsers(dest="prices_command", metavar="ACTION", required=True)
+    prices_import = prices_sub.add_parser("import", help="import offers matching shell-style patterns")
+    prices_import.add_argument("patterns", nargs="+", metavar="PATTERN", help="LiteLLM model names or globs")
+    prices_import.add_argument("--from", dest="from_file", type=Path, metavar="FILE",
+                               help="a LiteLLM-format JSON price map to read instead of the installed one")  # fmt: skip
+    prices_import.add_argument("--catalog", type=Path, help="the catalog whose prices.yaml to update")
+    prices_import.add_argument("--out", type=Path, help="where to write (default: prices.yaml beside the catalog)")
 
     models = sub.add_parser("models", help="list the models in the catalog")
     models.add_argument("--catalog", type=Path, help="models.yaml to read")
     return parser
+
+
+def _add_pricing_args(parser) -> None:
+    """Prices and the task profile, shared by `bench cost` and `bench report`."""
+    parser.add_argument(
+        "--api-offer", action="append", default=[], metavar="NAME", help="api_offers entries to compare (default: all)"
+    )
+    parser.add_argument("--catalog", type=Path, help="models.yaml to read prices from (and prices.yaml beside it)")
+    task = parser.add_argument_group("task profile", "what one task is and how many there are; token counts default "
+                                     "to the (first) run's measured means")  # fmt: skip
+    task.add_argument("--tasks-per-month", type=float, default=1_000_000, help="monthly volume (default 1,000,000)")
+    task.add_argument("--utilization", type=float, default=0.5, help="share of paid hours doing the work (default 0.5)")
+    task.add_argument("--peak-to-average", type=float, default=1.0, help="traffic peak over its mean (default 1)")
+    task.add_argument("--input-tokens", type=float, help="tokens in per task (default: the run's mean)")
+    task.add_argument("--output-tokens", type=float, help="tokens out per task (default: the run's mean)")
+    flow = parser.add_argument_group("API workflow terms", "the full monthly cost of a workflow; each defaults to 0")
+    flow.add_argument("--reasoning-tokens", type=float, default=0.0, help="reasoning tokens per call, billed as output")
+    flow.add_argument("--tool-calls", type=float, default=0.0, help="extra model calls per task (tool loops)")
+    flow.add_argument("--cached-input-share", type=float, default=0.0, help="share of input billed at the cached price")
+    flow.add_argument("--batch-share", type=float, default=0.0, help="share of tasks sent at the batch discount")
+    flow.add_argument("--retry-rate", type=float, default=0.0, help="share of tasks retried (failed or invalid output)")
+    flow.add_argument("--escalation-rate", type=float, default=0.0, help="share of tasks escalated to a person")
+    flow.add_argument("--human-review-cost", type=float, default=0.0, help="$ per escalated task")
+    parser.add_argument(
+        "--electricity-per-kwh", type=float, help="tariff for the energy cost of rented hardware (owned offers: theirs)"
+    )
+
+
+def _task_profile(args):
+    from bench.cost import TaskProfile
+
+    for flag in ("utilization", "cached_input_share", "batch_share", "retry_rate", "escalation_rate"):
+        value = getattr(args, flag)
+        low_ok = flag != "utilization" and value == 0
+        if not (0 < value <= 1 or low_ok):
+            raise UsageError(f"--{flag.replace('_', '-')} {value:g}: give a fraction between 0 and 1 (0.5 = 50%)")
+    for flag in ("tasks_per_month", "peak_to_average", "reasoning_tokens", "tool_calls", "human_review_cost"):
+        if getattr(args, flag) < 0 or (flag == "peak_to_average" and args.peak_to_average < 1):
+            raise UsageError(f"--{flag.replace('_', '-')} {getattr(args, flag):g}: must be "
+                             + ("at least 1" if flag == "peak_to_average" else "0 or more"))  # fmt: skip
+    return TaskProfile(
+        input_tokens=args.input_tokens, output_tokens=args.output_tokens, tasks_per_month=args.tasks_per_month,
+        peak_to_average=args.peak_to_average, utilization=args.utilization, reasoning_tokens=args.reasoning_tokens,
+        tool_calls_per_task=args.tool_calls, cached_input_share=args.cached_input_share, batch_share=args.batch_share,
+        retry_rate=args.retry_rate, escalation_rate=args.escalation_rate, human_review_cost=args.human_review_cost,
+    )  # fmt: skip
+
+
+def _pricing_catalog(args, hardware_offers: list[str]):
+    """The catalog, the checked hardware offer names and the API offers to compare."""
+    catalog, catalog_path = load_catalog(args.catalog)
+    for name in hardware_offers:
+        if name not in catalog.hardware_offers:
+            known = ", ".join(sorted(catalog.hardware_offers)) or "none"
+            raise UsageError(f"--hardware-offer {name!r} is not in {catalog_path} (offers: {known})")
+    unknown = [name for name in args.api_offer if name not in catalog.api_offers]
+    if unknown:
+        raise UsageError(f"--api-offer {unknown[0]!r} is not in {catalog_path} or its prices.yaml (offers: "
+                         f"{', '.join(sorted(catalog.api_offers)) or 'none'})")  # fmt: skip
+    return catalog, args.api_offer or sorted(catalog.api_offers)
 
 
 # -- other verbs ---------------------------------------------------------------------------------
@@ -440,28 +530,18 @@ def cmd_summarize(args) -> int:
 
 
 def cmd_cost(args) -> int:
-    from bench.cost import CostError, TaskProfile, cost_report, priced_throughput
+    from bench.cost import CostError, cost_report, priced_throughput, with_measured_tokens
     from bench.results import write_json_atomic
 
-    catalog, catalog_path = load_catalog(args.catalog)
-    if args.hardware_offer not in catalog.hardware_offers:
-        known = ", ".join(sorted(catalog.hardware_offers)) or "none"
-        raise UsageError(f"--hardware-offer {args.hardware_offer!r} is not in {catalog_path} (offers: {known})")
-    unknown = [name for name in args.api_offer if name not in catalog.api_offers]
-    if unknown:
-        raise UsageError(f"--api-offer {unknown[0]!r} is not in {catalog_path} (offers: "
-                         f"{', '.join(sorted(catalog.api_offers)) or 'none'})")  # fmt: skip
-    apis = {n: catalog.api_offers[n] for n in (args.api_offer or sorted(catalog.api_offers))}
+    task = _task_profile(args)
+    catalog, api_names = _pricing_catalog(args, [args.hardware_offer])
     run_dir = RunDirectory(args.run_dir)
     summary = run_dir.summary()
     try:
         measured = priced_throughput(summary)
-        task = TaskProfile(
-            input_tokens=args.input_tokens if args.input_tokens is not None else measured["input_tokens_mean"],
-            output_tokens=args.output_tokens if args.output_tokens is not None else measured["output_tokens_mean"],
-            tasks_per_month=args.tasks_per_month, peak_to_average=args.peak_to_average, utilization=args.utilization,
-        )  # fmt: skip
-        report = cost_report(measured, args.hardware_offer, catalog.hardware_offers[args.hardware_offer], apis, task)
+        report = cost_report(measured, args.hardware_offer, catalog.hardware_offers[args.hardware_offer],
+                             {n: catalog.api_offers[n] for n in api_names}, with_measured_tokens(task, measured),
+                             args.electricity_per_kwh)  # fmt: skip
     except CostError as exc:
         raise UsageError(f"{args.run_dir}: {exc}") from None
     write_json_atomic(run_dir.file("cost.json"), report)
@@ -469,11 +549,33 @@ def cmd_cost(args) -> int:
     return EXIT_OK
 
 
-def format_cost(report) -> str:
-    tp, sh, task = report["throughput"], report["self_hosted"], report["task"]
+def cmd_report(args) -> int:
+    import time
 
-    def money(v):
-        return "-" if v is None else f"${v:,.2f}" if v >= 1 else f"${v:.4g}"  # sub-cent costs keep 4 digits
+    from bench.report import build_report, write_report
+
+    task = _task_profile(args)
+    catalog, api_names = _pricing_catalog(args, args.hardware_offer)
+    out = args.out
+    if out is None:
+        out = (
+            args.run_dirs[0] / "report"
+            if len(args.run_dirs) == 1
+            else Path("results") / time.strftime("report-%Y%m%d-%H%M%S")
+        )
+    data = build_report(args.run_dirs, args.hardware_offer, catalog, api_names, task, args.electricity_per_kwh)
+    say(f"drawing the plots and writing the report of {len(args.run_dirs)} run(s) to {out}")
+    paths = write_report(data, out)
+    for warning in data["warnings"]:
+        say(f"warning: {warning}")
+    print(f"report  {paths['markdown']}\nhtml    {paths['html']}  (self-contained)\nplots   {out / 'plots'}")
+    return EXIT_OK
+
+
+def format_cost(report) -> str:
+    from bench.console import money
+
+    tp, sh, task = report["throughput"], report["self_hosted"], report["task"]
 
     def volume(v):
         return (
@@ -508,6 +610,21 @@ def format_cost(report) -> str:
     return "\n".join(lines)
 
 
+def cmd_prices(args) -> int:
+    from bench.catalog import PRICE_FILE, default_catalog_path
+    from bench.prices import import_prices
+
+    catalog_path = args.catalog or default_catalog_path()
+    out = args.out or catalog_path.parent / PRICE_FILE
+    offers = import_prices(args.patterns, out, args.from_file)
+    load_catalog(catalog_path)  # the merged catalog must still load
+    for name, offer in sorted(offers.items()):
+        print(f"{name:40} ${offer['input_per_1m']:g} in / ${offer['output_per_1m']:g} out per 1M tokens "
+              f"({offer['source']}, as of {offer['as_of']})")  # fmt: skip
+    say(f"{len(offers)} offer(s) written to {out}; models.yaml entries of the same name override them")
+    return EXIT_OK
+
+
 def cmd_models(args) -> int:
     catalog, path = load_catalog(args.catalog)
     print(f"catalog {path}")
@@ -523,6 +640,8 @@ COMMANDS = {
     "models": cmd_models,
     "calibrate": cmd_calibrate,
     "cost": cmd_cost,
+    "prices": cmd_prices,
+    "report": cmd_report,
 }
 
 

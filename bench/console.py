@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 from typing import Any, TextIO
@@ -85,6 +86,20 @@ def _fmt(value: Any, width: int = 9) -> str:
     if isinstance(value, int):
         return f"{value:>{width}d}"
     return f"{value:>{width}.2f}" if abs(value) < 1e6 else f"{value:>{width}.3g}"
+
+
+def money(value: float | None) -> str:
+    """Dollars: cents above $1, else three significant digits written out ($0.0000113, not 1.13e-05)."""
+    if value is None:
+        return "-"
+    if value == 0 or abs(value) >= 1:
+        return f"${value:,.2f}"
+    decimals = 2 - math.floor(math.log10(abs(value)))
+    return f"${value:.{decimals}f}"
+
+
+def tasks_per_month(value: float | None) -> str:
+    return "never" if value is None else f"{value:,.0f}"
 
 
 def _mib(value: float | None) -> str:

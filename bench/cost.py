@@ -22,7 +22,7 @@ The break-even volume is the smallest V at which the API costs at least as much 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 HOURS_PER_MONTH = 730.0
@@ -36,8 +36,8 @@ class CostError(ValueError):
 
 @dataclass(frozen=True)
 class TaskProfile:
-    input_tokens: float
-    output_tokens: float
+    input_tokens: float | None  # None: measured, filled from a run by with_measured_tokens
+    output_tokens: float | None
     tasks_per_month: float = 0.0
     peak_to_average: float = 1.0
     utilization: float = 0.5  # target share of paid hours doing this work
@@ -49,6 +49,15 @@ class TaskProfile:
     retry_rate: float = 0.0  # failed or invalid outputs that are retried
     escalation_rate: float = 0.0  # share of tasks escalated to a person ...
     human_review_cost: float = 0.0  # ... at this cost each
+
+
+def with_measured_tokens(task: TaskProfile, tp: dict[str, Any]) -> TaskProfile:
+    """The task with the run's mean input and output tokens wherever the task leaves them unset."""
+    return replace(
+        task,
+        input_tokens=tp["input_tokens_mean"] if task.input_tokens is None else task.input_tokens,
+        output_tokens=tp["output_tokens_mean"] if task.output_tokens is None else task.output_tokens,
+    )
 
 
 def hourly_rented(per_hour: float) -> float:
@@ -97,6 +106,11 @@ def api_per_task(offer: dict[str, Any], task: TaskProfile) -> float:
     model_cost = calls * (input_cost + output_cost)
     model_cost *= 1 - task.batch_share * (offer.get("batch_discount") or 0.0)
     return model_cost * (1 + task.retry_rate) + task.escalation_rate * task.human_review_cost
+
+
+def energy_per_million_tokens(joules_per_token: float, per_kwh: float) -> float:
+    """Electricity for 1M tokens at a measured energy per token (1 kWh = 3.6e6 J)."""
+    return joules_per_token * 1e6 / 3.6e6 * per_kwh
 
 
 def instances_needed(tasks_per_month: float, peak_to_average: float, requests_per_s: float,
@@ -150,6 +164,7 @@ def priced_throughput(summary: dict[str, Any]) -> dict[str, Any]:
         "input_tokens_mean": (stage.get("prompt_tokens") or {}).get("mean") or 0.0,
         "output_tokens_mean": (stage.get("output_tokens") or {}).get("mean") or 0.0,
         "success_rate": req["successful"] / finished if finished else 0.0,
+        "gpu_energy_j_per_output_token": (stage.get("telemetry") or {}).get("gpu_energy_j_per_output_token"),
     }  # fmt: skip
 
 
@@ -160,10 +175,10 @@ def offer_hourly(offer) -> float:
     return hourly_owned(o.purchase, o.amortization_years, o.power_w, o.electricity_per_kwh, o.hosting_per_month)
 
 
-def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str, Any],
-                task: TaskProfile) -> dict[str, Any]:  # fmt: skip
+def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str, Any], task: TaskProfile,
+                electricity_per_kwh: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Self-hosted cost at the priced throughput (see priced_throughput), against each API offer, with
-    break-even and sensitivity."""
+    break-even and sensitivity. Energy is priced at the owned offer's tariff, else at `electricity_per_kwh`."""
     hourly = offer_hourly(offer)
     u, rps = task.utilization, tp["requests_per_s"]
     self_hosted = {
@@ -176,6 +191,13 @@ def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str
         "instances": max(1, instances_needed(task.tasks_per_month, task.peak_to_average, rps, u)),
         "per_task_by_utilization": {f"{v:.0%}": per_task(hourly, rps, v) for v in (0.1, 0.3, 0.5, 0.7, 0.9)},
     }  # fmt: skip
+    per_kwh = offer.owned.electricity_per_kwh if offer.owned is not None else electricity_per_kwh
+    joules = tp.get("gpu_energy_j_per_output_token")
+    self_hosted["electricity_per_kwh"] = per_kwh
+    self_hosted["energy_j_per_output_token"] = joules
+    self_hosted["energy_per_1m_output_tokens"] = (
+        energy_per_million_tokens(joules, per_kwh) if joules is not None and per_kwh is not None else None
+    )
     ci = tp["output_tokens_per_s_ci95"]
     if ci and ci[0] > 0:  # slower throughput, dearer tokens: the interval flips
         self_hosted["per_1m_output_tokens_ci95"] = [per_million_tokens(hourly, ci[1], u),
@@ -192,3 +214,8 @@ def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str
                                     for k in (-0.5, 0.0, 0.5)},
         })  # fmt: skip
     return {"throughput": tp, "task": task.__dict__, "self_hosted": self_hosted, "apis": apis}
+
+
+def monthly_curve(task: TaskProfile, hourly: float, requests_per_s: float, volumes: list[float]) -> list[float]:
+    """Self-hosted monthly cost at each volume: the instance count steps up with the peak rate."""
+    return [self_hosted_monthly(v, task, hourly, requests_per_s) for v in volumes]

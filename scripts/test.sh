@@ -11,6 +11,14 @@ extras="llamacpp,test"
 [ "${BENCH_SKIP_LLAMA_CPP_PYTHON:-0}" = 1 ] || extras="$extras,llamacpp-python"
 echo "== installing selfhost-bench[$extras]" >&2
 bash scripts/setup.sh "$extras"
+# litellm only for the price map file it bundles (`bench prices import`); its own dependencies are not needed
+.venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "litellm>=1.50"
+# headless Chromium renders the HTML report in a test; skipped with a note where apt-get cannot install it
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "== chromium (apt-get, for the report rendering test)" >&2
+  { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
+    || echo "warning: chromium could not be installed; the report rendering test will skip" >&2
+fi
 if [ "${BENCH_SKIP_LLAMA_SERVER:-0}" != 1 ] && [ -z "${BENCH_LLAMA_SERVER:-}" ]; then
   echo "== llama-server (built once, then cached)" >&2
   BENCH_LLAMA_SERVER="$(bash scripts/build_llama_server.sh)"

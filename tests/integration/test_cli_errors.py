@@ -64,3 +64,24 @@ def test_busy_port_given_explicitly(tmp_path):
         port = holder.getsockname()[1]
         done = run_bench(*RUN, "--port", str(port), results=tmp_path / "r")
     assert_usage_error(done, f"--port {port}", "already in use", results=tmp_path / "r")
+
+
+def test_report_and_cost_input_errors_are_one_line(tmp_path):
+    missing = tmp_path / "no-such-run"
+    done = run_bench("report", str(missing), "--hardware-offer", "cpu-2-core-vm", results=tmp_path)
+    assert_usage_error(done, "no-such-run", "is this a run directory")
+    offers = ["--hardware-offer", "cpu-2-core-vm", "--hardware-offer", "l4-on-demand"] * 2
+    done = run_bench("report", str(missing), str(missing), *offers[:6], results=tmp_path)
+    assert_usage_error(done, "once per run (2), not 3 times")
+    done = run_bench(
+        "cost", str(missing), "--hardware-offer", "cpu-2-core-vm", "--utilization", "1.5", results=tmp_path
+    )
+    assert_usage_error(done, "--utilization 1.5", "between 0 and 1")
+    assert not (tmp_path / "report").exists()
+
+
+def test_undated_price_names_the_entry_and_field(tmp_path):
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text("models: {}\nhardware_offers:\n  box: {rented: {per_hour: 1.0}, source: a quote}\n")
+    done = run_bench("cost", str(tmp_path), "--hardware-offer", "box", "--catalog", str(catalog), results=tmp_path)
+    assert_usage_error(done, str(catalog), "entry 'box', field 'as_of'")

@@ -7,12 +7,15 @@ from bench.cost import (
     TaskProfile,
     api_per_task,
     break_even,
+    energy_per_million_tokens,
     hourly_owned,
     hourly_rented,
     instances_needed,
+    monthly_curve,
     per_million_tokens,
     per_task,
     self_hosted_monthly,
+    with_measured_tokens,
 )
 
 API = {"input_per_1m": 1.0, "output_per_1m": 4.0, "cached_input_per_1m": 0.5, "batch_discount": 0.5}
@@ -69,3 +72,22 @@ def test_edge_cases_are_clear():
         per_task(2.0, 1.0, 0.0)
     with pytest.raises(CostError, match="no task succeeded"):
         per_task(2.0, 1.0, 0.5, success_rate=0.0)
+
+
+def test_energy_cost_per_million_tokens():
+    # 0.36 J/token: 1M tokens = 360,000 J = 0.1 kWh, at $0.20/kWh = $0.02
+    assert energy_per_million_tokens(0.36, 0.20) == pytest.approx(0.02)
+
+
+def test_monthly_curve_steps_with_volume():
+    # 1 req/s at 50 % utilization serves 1,314,000 tasks a month per instance at $1/h ($730 a month)
+    task = TaskProfile(100, 10, utilization=0.5)
+    curve = monthly_curve(task, 1.0, 1.0, [0, 1_000_000, 1_314_000, 1_314_001, 3_000_000])
+    assert curve == pytest.approx([730, 730, 730, 1460, 2190])
+
+
+def test_measured_tokens_fill_only_what_the_task_leaves_unset():
+    measured = {"input_tokens_mean": 120.0, "output_tokens_mean": 30.0}
+    assert with_measured_tokens(TaskProfile(None, None), measured).input_tokens == 120.0
+    filled = with_measured_tokens(TaskProfile(500, None), measured)
+    assert (filled.input_tokens, filled.output_tokens) == (500, 30.0)

@@ -1,0 +1,116 @@
+"""`bench report` on a real CPU run: its numbers are the cost formulas applied to the run's summary.json,
+its HTML is self-contained, and a real headless Chromium renders its plots."""
+
+import base64
+import io
+import json
+import math
+import re
+import shutil
+import subprocess
+
+import pytest
+from PIL import Image
+
+from bench.catalog import load_catalog
+from bench.console import money
+from bench.cost import HOURS_PER_MONTH, SECONDS_PER_MONTH, TaskProfile, api_per_task, break_even
+
+from .conftest import RUN_GEMMA, needs_xllamacpp, only_run_dir, run_bench
+
+pytestmark = [pytest.mark.integration, needs_xllamacpp]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+HOURLY = 0.05  # models.yaml: cpu-2-core-vm rents at $0.05 an hour
+UTILIZATION, VOLUME = 0.4, 300_000
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    done = run_bench(*RUN_GEMMA, "--concurrency", "1,2", "--requests", "6", "--input-tokens", "32",
+                     "--output-tokens", "16", "--slo", "ttft=10s", results=results)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(results)
+    out = results / "report"
+    built = run_bench("report", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--utilization", str(UTILIZATION),
+                      "--tasks-per-month", str(VOLUME), "--out", str(out), results=results)  # fmt: skip
+    assert built.returncode == 0, built.stderr
+    return run_dir, out
+
+
+def test_report_numbers_follow_the_formulas_on_summary_json(report):
+    run_dir, out = report
+    summary = json.loads((run_dir / "summary.json").read_text())
+    data = json.loads((out / "report.json").read_text())
+    priced_stage = summary["stages"][summary["slo"]["max_slo_compliant"]["stage"]]
+    rps, out_tps = priced_stage["request_throughput_per_s"], priced_stage["output_throughput_tokens_per_s"]
+    total_tps = priced_stage["total_token_throughput_tokens_per_s"]
+    (run,) = data["runs"]
+    sh = run["cost"]["self_hosted"]
+    assert run["priced"]["stage"] == priced_stage["stage"]
+    assert sh["per_1m_output_tokens"] == pytest.approx(HOURLY / (out_tps * 3600 * UTILIZATION) * 1e6)
+    assert sh["per_1m_total_tokens"] == pytest.approx(HOURLY / (total_tps * 3600 * UTILIZATION) * 1e6)
+    assert sh["per_task"] == pytest.approx(HOURLY / (rps * 3600 * UTILIZATION))
+    ok = priced_stage["requests"]["successful"] / (
+        priced_stage["requests"]["successful"] + priced_stage["requests"]["failed"]
+    )
+    assert sh["per_successful_task"] == pytest.approx(sh["per_task"] / ok)
+    instances = math.ceil(VOLUME / SECONDS_PER_MONTH / (rps * UTILIZATION))
+    assert sh["instances"] == max(1, instances) and sh["monthly"] == pytest.approx(sh["instances"] * HOURLY * 730)
+
+    task = TaskProfile(priced_stage["prompt_tokens"]["mean"], priced_stage["output_tokens"]["mean"], VOLUME,
+                       utilization=UTILIZATION)  # fmt: skip
+    catalog, _ = load_catalog(None)
+    assert {a["offer"] for a in run["cost"]["apis"]} == set(catalog.api_offers)
+    for api in run["cost"]["apis"]:
+        expected = api_per_task(catalog.api_offers[api["offer"]].model_dump(), task)
+        assert api["per_task"] == pytest.approx(expected) and api["monthly"] == pytest.approx(expected * VOLUME)
+        assert api["break_even_tasks_per_month"] == break_even(task, HOURLY, rps, expected)
+    # the monthly curve is the step function at every plotted volume
+    for v, monthly in zip(data["volumes"], run["monthly_curve"], strict=True):
+        steps = max(1, math.ceil(v / SECONDS_PER_MONTH / (rps * UTILIZATION) - 1e-12))
+        assert monthly == pytest.approx(steps * HOURLY * HOURS_PER_MONTH)
+
+    text = (out / "report.md").read_text()
+    for figure in (money(sh["per_task"]), money(sh["per_1m_output_tokens"]), f"{rps:.3f}", "concurrency 2"):
+        assert figure in text
+    for name, offer in [*catalog.api_offers.items(), ("cpu-2-core-vm", catalog.hardware_offers["cpu-2-core-vm"])]:
+        assert re.search(rf"\| {re.escape(name)} \|.*\| {re.escape(offer.source)} \| {re.escape(offer.as_of)} \|", text)
+
+
+def test_html_is_self_contained_with_four_valid_plots(report):
+    _, out = report
+    page = (out / "report.html").read_text()
+    assert not re.search(r"(src|href)=['\"]?(https?:|//)", page) and "<script" not in page
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert len(images) == 4
+    for encoded, name in zip(images, ("latency_throughput", "cost_per_1m_tokens", "monthly_cost", "telemetry"),
+                             strict=True):  # fmt: skip
+        png = base64.b64decode(encoded)
+        assert png == (out / "plots" / f"{name}.png").read_bytes()
+        width, height = Image.open(io.BytesIO(png)).size
+        assert width > 600 and height > 200
+
+
+@pytest.mark.skipif(not CHROMIUM, reason="no chromium: apt-get install chromium (scripts/test.sh does this as root)")
+def test_headless_chromium_renders_the_plots(report, tmp_path):
+    _, out = report
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
+         "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
+         "--window-size=1280,5000", (out / "report.html").as_uri()],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    pixels = Image.open(shot).convert("RGB")
+    colors = pixels.getcolors(maxcolors=1 << 24)
+
+    def near(target, tolerance=40):
+        return sum(n for n, c in colors if all(abs(a - b) <= tolerance for a, b in zip(c, target, strict=True)))
+
+    # the page's own text and tables are grey on white; these saturated colours come only from the plots:
+    # the self-hosted bar (matplotlib tab:blue) and the API bars (tab:orange) of the cost chart
+    assert near((31, 119, 180)) > 2000, "no plot lines or bars were drawn"
+    assert near((255, 127, 14)) > 2000, "the API cost bars were not drawn"
+    assert near((255, 255, 255)) < 0.95 * pixels.width * pixels.height  # not a blank page

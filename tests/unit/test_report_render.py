@@ -1,0 +1,37 @@
+"""The report's two renderings of one block list: Markdown and self-contained HTML."""
+
+import base64
+import re
+
+from bench.console import money
+from bench.report.render import Figure, Heading, Paragraph, Table, html_page, markdown
+
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
+)
+BLOCKS = [
+    Heading(1, "Report"),
+    Paragraph("cost <b>& more</b>"),
+    Table(["offer", "price"], [["a|b", "$1"], ["<script>", "$2"]]),
+    Figure("plot.png", "A plot"),
+]
+
+
+def test_markdown_escapes_table_pipes_and_links_figures():
+    text = markdown(BLOCKS)
+    assert "# Report" in text and "| a\\|b | $1 |" in text and "![A plot](plots/plot.png)" in text
+    assert text.count("|---|---|") == 1
+
+
+def test_html_escapes_text_and_embeds_figures():
+    page = html_page(BLOCKS, {"plot.png": PNG}, "Report")
+    assert "<script>" not in page and "&lt;script&gt;" in page and "&lt;b&gt;&amp; more" in page
+    (src,) = re.findall(r"src='data:image/png;base64,([^']+)'", page)
+    assert base64.b64decode(src) == PNG
+    assert not re.search(r"(src|href)=['\"]?https?:", page)  # self-contained: nothing to fetch
+
+
+def test_money_keeps_three_significant_digits_below_a_dollar():
+    assert (money(None), money(0), money(1234.5), money(0.7069), money(0.00001131)) == (
+        "-", "$0.00", "$1,234.50", "$0.707", "$0.0000113",
+    )  # fmt: skip
