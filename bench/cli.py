@@ -460,9 +460,17 @@ def _add_pricing_args(parser) -> None:
     flow = parser.add_argument_group("API workflow terms", "the full monthly cost of a workflow; each defaults to 0")
     flow.add_argument("--reasoning-tokens", type=float, default=0.0, help="reasoning tokens per call, billed as output")
     flow.add_argument("--tool-calls", type=float, default=0.0, help="extra model calls per task (tool loops)")
-    flow.add_argument("--cached-input-share", type=float, default=0.0, help="share of input billed at the cached price")
+    flow.add_argument(
+        "--cached-input-share", type=float, help="share of input billed cached (default: the run's prefix-cache hits)"
+    )
     flow.add_argument("--batch-share", type=float, default=0.0, help="share of tasks sent at the batch discount")
-    flow.add_argument("--retry-rate", type=float, default=0.0, help="share of tasks retried (failed or invalid output)")
+    flow.add_argument(
+        "--retry-rate",
+        type=float,
+        default=0.0,
+        help="extra API calls per task for failed or invalid outputs (the API model's own rate; the run's "
+        "failures already count in $ per successful task)",
+    )
     flow.add_argument("--escalation-rate", type=float, default=0.0, help="share of tasks escalated to a person")
     flow.add_argument("--human-review-cost", type=float, default=0.0, help="$ per escalated task")
     parser.add_argument(
@@ -475,6 +483,8 @@ def _task_profile(args):
 
     for flag in ("utilization", "cached_input_share", "batch_share", "retry_rate", "escalation_rate"):
         value = getattr(args, flag)
+        if value is None:  # measured from the run
+            continue
         low_ok = flag != "utilization" and value == 0
         if not (0 < value <= 1 or low_ok):
             raise UsageError(f"--{flag.replace('_', '-')} {value:g}: give a fraction between 0 and 1 (0.5 = 50%)")

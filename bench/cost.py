@@ -44,7 +44,7 @@ class TaskProfile:
     # the full monthly cost of an API workflow; every term defaults to zero
     reasoning_tokens: float = 0.0  # billed as output
     tool_calls_per_task: float = 0.0  # extra model calls per task, each the size of the task
-    cached_input_share: float = 0.0  # share of input tokens billed at the cached price
+    cached_input_share: float | None = 0.0  # share of input billed at the cached price; None: the run's prefix cache
     batch_share: float = 0.0  # share of tasks sent through the batch API
     retry_rate: float = 0.0  # failed or invalid outputs that are retried
     escalation_rate: float = 0.0  # share of tasks escalated to a person ...
@@ -52,11 +52,14 @@ class TaskProfile:
 
 
 def with_measured_tokens(task: TaskProfile, tp: dict[str, Any]) -> TaskProfile:
-    """The task with the run's mean input and output tokens wherever the task leaves them unset."""
+    """The task with the run's figures wherever the task leaves them unset: mean input and output tokens,
+    and the share of input the engine served from its prefix cache (what an API would bill as cached)."""
+    cached = task.cached_input_share
     return replace(
         task,
         input_tokens=tp["input_tokens_mean"] if task.input_tokens is None else task.input_tokens,
         output_tokens=tp["output_tokens_mean"] if task.output_tokens is None else task.output_tokens,
+        cached_input_share=(tp.get("prefix_cache_hit_rate") or 0.0) if cached is None else cached,
     )
 
 
@@ -165,6 +168,7 @@ def priced_throughput(summary: dict[str, Any]) -> dict[str, Any]:
         "output_tokens_mean": (stage.get("output_tokens") or {}).get("mean") or 0.0,
         "success_rate": req["successful"] / finished if finished else 0.0,
         "gpu_energy_j_per_output_token": (stage.get("telemetry") or {}).get("gpu_energy_j_per_output_token"),
+        "prefix_cache_hit_rate": stage.get("prefix_cache_hit_rate"),
     }  # fmt: skip
 
 

@@ -29,7 +29,9 @@ def test_cost_of_a_real_run_follows_the_formulas(tmp_path):
     assert sh["per_1m_output_tokens"] == pytest.approx(hourly / (tps * 3600 * 0.4) * 1e6)
     assert sh["per_task"] == pytest.approx(hourly / (rps * 3600 * 0.4))
     assert sh["per_successful_task"] == pytest.approx(sh["per_task"])  # every request succeeded
-    task = TaskProfile(stage["prompt_tokens"]["mean"], stage["output_tokens"]["mean"], 200_000, utilization=0.4)
+    cached = stage["prefix_cache_hit_rate"] or 0.0  # the run's prefix-cache hits are billed as cached input
+    task = TaskProfile(stage["prompt_tokens"]["mean"], stage["output_tokens"]["mean"], 200_000, utilization=0.4,
+                       cached_input_share=cached)  # fmt: skip
     catalog, _ = load_catalog(None)
     for api in report["apis"]:
         offer = catalog.api_offers[api["offer"]].model_dump()

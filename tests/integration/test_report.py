@@ -58,8 +58,10 @@ def test_report_numbers_follow_the_formulas_on_summary_json(report):
     instances = math.ceil(VOLUME / SECONDS_PER_MONTH / (rps * UTILIZATION))
     assert sh["instances"] == max(1, instances) and sh["monthly"] == pytest.approx(sh["instances"] * HOURLY * 730)
 
-    task = TaskProfile(priced_stage["prompt_tokens"]["mean"], priced_stage["output_tokens"]["mean"], VOLUME,
-                       utilization=UTILIZATION)  # fmt: skip
+    task = TaskProfile(
+        priced_stage["prompt_tokens"]["mean"], priced_stage["output_tokens"]["mean"], VOLUME,
+        utilization=UTILIZATION, cached_input_share=priced_stage["prefix_cache_hit_rate"] or 0.0,
+    )  # fmt: skip
     catalog, _ = load_catalog(None)
     assert {a["offer"] for a in run["cost"]["apis"]} == set(catalog.api_offers)
     for api in run["cost"]["apis"]:

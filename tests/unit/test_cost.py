@@ -87,7 +87,9 @@ def test_monthly_curve_steps_with_volume():
 
 
 def test_measured_tokens_fill_only_what_the_task_leaves_unset():
-    measured = {"input_tokens_mean": 120.0, "output_tokens_mean": 30.0}
+    measured = {"input_tokens_mean": 120.0, "output_tokens_mean": 30.0, "prefix_cache_hit_rate": 0.25}
     assert with_measured_tokens(TaskProfile(None, None), measured).input_tokens == 120.0
+    assert with_measured_tokens(TaskProfile(1, 1, cached_input_share=None), measured).cached_input_share == 0.25
+    assert with_measured_tokens(TaskProfile(1, 1, cached_input_share=0.0), measured).cached_input_share == 0.0
     filled = with_measured_tokens(TaskProfile(500, None), measured)
     assert (filled.input_tokens, filled.output_tokens) == (500, 30.0)
