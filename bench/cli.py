@@ -9,7 +9,7 @@ from pathlib import Path
 from bench import __version__
 from bench.calibrate import cmd_calibrate
 from bench.catalog import load_catalog
-from bench.console import say, stage_table, summary_table
+from bench.console import quality_lines, say, stage_table, summary_table
 from bench.engines.llamacpp import LAUNCHERS, default_threads
 from bench.errors import BenchError, UsageError
 from bench.load.schedules import ARRIVALS
@@ -70,11 +70,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser(
         "run",
-        help="launch an engine with a model, drive load at it, write results/<run_id>/",
+        aliases=["eval"],
+        help="launch an engine with a model, drive load at it, write results/<run_id>/ (eval: a golden set)",
         description="Launch an engine with a catalog model on loopback, wait until it answers, run the load plan "
         "(closed-loop streams, open-loop arrival rates, or a sweep; one or more stages), and write the run "
         "directory: manifest.json, requests.jsonl, telemetry.jsonl, summary.json, engine.log. "
-        "Example: bench run --engine llamacpp --model gemma3-270m --concurrency 4 --requests 64",
+        "Example: bench run --engine llamacpp --model gemma3-270m --concurrency 4 --requests 64. "
+        "`bench eval --golden FILE` (or `bench run --golden FILE`) runs a golden set instead and scores each case.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=EXIT_CODES_HELP,
     )
@@ -224,6 +226,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JSONL",
         help="prompts from a file instead of synthetic ones: "
         'one {"prompt": ...} or {"messages": [...]} per line, optional "max_tokens"',
+    )
+    work.add_argument(
+        "--golden",
+        type=Path,
+        metavar="JSONL",
+        help="run a golden set (cases with checks; see bench/quality.py) once, with temperature 0 and the "
+        "model free to stop; each case's verdict goes to eval.json, the success rate with its Wilson interval "
+        "to summary.json. `bench eval --golden FILE ...` is the same",
     )
     work.add_argument("--seed", type=int, default=0, help="seed for prompts, arrivals and sampling (default 0)")
     work.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0)")
@@ -528,6 +538,8 @@ def cmd_summarize(args) -> int:
         print(summary_table(stages[0], heading, str(run_dir.path), recomputed["telemetry"]))
     else:
         print(stage_table(recomputed, heading, str(run_dir.path)))
+    if recomputed.get("quality"):
+        print(quality_lines(recomputed["quality"], str(run_dir.file("eval.json"))))
     if on_disk is None:
         say("summary.json: missing" + (", written" if args.write else "; --write to create it"))
     elif on_disk == recomputed:
@@ -646,6 +658,7 @@ def cmd_models(args) -> int:
 
 COMMANDS = {
     "run": cmd_run,
+    "eval": cmd_run,
     "summarize": cmd_summarize,
     "models": cmd_models,
     "calibrate": cmd_calibrate,

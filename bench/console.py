@@ -102,6 +102,26 @@ def tasks_per_month(value: float | None) -> str:
     return "never" if value is None else f"{value:,.0f}"
 
 
+def quality_lines(quality: dict[str, Any], eval_path: str) -> str:
+    """The golden-set verdict: success rate with its Wilson interval, by tag, and the failed cases."""
+    rate, ci = quality["success_rate"], quality["ci95"]
+    if rate is None:
+        return f"Quality      no case was run ({eval_path})"
+    lines = [f"Quality      {quality['passed']}/{quality['cases']} cases passed: success rate {rate:.0%} "
+             f"(95% Wilson interval {ci[0]:.0%}-{ci[1]:.0%})"]  # fmt: skip
+    if quality["not_run"]:
+        lines.append(f"             not run: {len(quality['not_run'])} case(s) (the run stopped early)")
+    tags = ", ".join(f"{tag} {t['passed']}/{t['cases']}" for tag, t in quality["by_tag"].items())
+    if tags:
+        lines.append(f"             by tag: {tags}")
+    failed = [f["id"] for f in quality["failures"]]
+    if failed:
+        shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
+        lines.append(f"             failed: {shown}")
+    lines.append(f"             each case's output and check verdicts: {eval_path}")
+    return "\n".join(lines)
+
+
 def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value / 2**20:,.0f} MiB"
 

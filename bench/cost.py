@@ -158,6 +158,11 @@ def priced_throughput(summary: dict[str, Any]) -> dict[str, Any]:
         stage, basis = max(stages, key=lambda s: s["request_throughput_per_s"]), "highest measured throughput"
     req = stage["requests"]
     finished = req["successful"] + req["failed"]
+    quality = summary.get("quality") or {}
+    if quality.get("success_rate") is not None:  # a golden run: success means every check passed
+        success_rate, success_basis = quality["success_rate"], "golden-set cases passed"
+    else:
+        success_rate, success_basis = req["successful"] / finished if finished else 0.0, "requests that succeeded"
     return {
         "basis": basis, "stage": stage["stage"], "label": stage.get("label"),
         "requests_per_s": stage["request_throughput_per_s"],
@@ -166,7 +171,9 @@ def priced_throughput(summary: dict[str, Any]) -> dict[str, Any]:
         "output_tokens_per_s_ci95": (stage.get("ci95") or {}).get("output_throughput_tokens_per_s"),
         "input_tokens_mean": (stage.get("prompt_tokens") or {}).get("mean") or 0.0,
         "output_tokens_mean": (stage.get("output_tokens") or {}).get("mean") or 0.0,
-        "success_rate": req["successful"] / finished if finished else 0.0,
+        "success_rate": success_rate,
+        "success_basis": success_basis,
+        "success_rate_ci95": quality.get("ci95"),
         "gpu_energy_j_per_output_token": (stage.get("telemetry") or {}).get("gpu_energy_j_per_output_token"),
         "prefix_cache_hit_rate": stage.get("prefix_cache_hit_rate"),
     }  # fmt: skip
@@ -202,6 +209,11 @@ def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str
     self_hosted["energy_per_1m_output_tokens"] = (
         energy_per_million_tokens(joules, per_kwh) if joules is not None and per_kwh is not None else None
     )
+    quality_ci = tp.get("success_rate_ci95")
+    if quality_ci and self_hosted["per_successful_task"] is not None:  # a lower success rate, a dearer success
+        low, high = quality_ci
+        self_hosted["per_successful_task_ci95"] = [self_hosted["per_task"] / high,
+                                                   self_hosted["per_task"] / low if low > 0 else None]  # fmt: skip
     ci = tp["output_tokens_per_s_ci95"]
     if ci and ci[0] > 0:  # slower throughput, dearer tokens: the interval flips
         self_hosted["per_1m_output_tokens_ci95"] = [per_million_tokens(hourly, ci[1], u),

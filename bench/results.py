@@ -19,6 +19,7 @@ MANIFEST, REQUESTS, TELEMETRY, SUMMARY, ENGINE_LOG, ENGINE_METRICS = (
     "engine.log",
     "engine-metrics.jsonl",  # the engine's /metrics at each stage's start and end
 )
+GOLDEN_COPY, EVAL = "golden.jsonl", "eval.json"  # a golden run's cases, and each case's verdict
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 
 
@@ -128,4 +129,19 @@ class RunDirectory:
         from bench.metrics import summarize_run
 
         spec = spec if spec is not None else self.manifest().get("spec")
-        return summarize_run(self.requests(), self.telemetry(), spec, self.engine_metrics())
+        summary = summarize_run(self.requests(), self.telemetry(), spec, self.engine_metrics())
+        evaluation = self.evaluation(spec)
+        if evaluation is not None:
+            summary["quality"] = evaluation["summary"]
+        return summary
+
+    def evaluation(self, spec: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A golden run's verdicts, from requests.jsonl and the run's copy of the golden set; else None."""
+        from bench.quality import evaluate, load_golden
+
+        spec = spec if spec is not None else self.manifest().get("spec")
+        if ((spec or {}).get("workload") or {}).get("kind") != "golden":
+            return None
+        evaluation = evaluate(self.requests(), load_golden(self.file(GOLDEN_COPY)))
+        evaluation["summary"]["golden"] = {k: spec["workload"][k] for k in ("path", "sha256", "cases")}
+        return evaluation

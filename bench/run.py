@@ -7,6 +7,7 @@ import datetime as dt
 import math
 import re
 import secrets
+import shutil
 import signal
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import Any
 from bench.catalog import get_model, load_catalog, resolve_model_path, verified_digest
 from bench.clients.http import HttpClient, perf_ns
 from bench.clients.openai import StreamingClient
-from bench.console import Progress, say, stage_table, summary_table
+from bench.console import Progress, quality_lines, say, stage_table, summary_table
 from bench.engines.base import Endpoint, EngineDriver
 from bench.engines.endpoint import EndpointDriver
 from bench.engines.llamacpp import LlamaCppDriver, LlamaCppSettings
@@ -31,7 +32,17 @@ from bench.load.schedules import OpenLoop
 from bench.metrics import slo_report, summarize_requests
 from bench.modelshape import read_shape
 from bench.plan import SWEEP_STOP_ERROR_RATE, LoadPlan, build_plan
-from bench.results import ENGINE_METRICS, REQUESTS, TELEMETRY, JsonlAppender, RunDirectory, read_json
+from bench.results import (
+    ENGINE_METRICS,
+    EVAL,
+    GOLDEN_COPY,
+    REQUESTS,
+    TELEMETRY,
+    JsonlAppender,
+    RunDirectory,
+    read_json,
+    write_json_atomic,
+)
 from bench.roofline import HardwareLimits, cpu_limits
 from bench.telemetry.nvml import open_nvml
 from bench.telemetry.process import TelemetrySampler
@@ -228,6 +239,28 @@ def sweep_rates(plan: LoadPlan, synchronous: dict[str, Any], throughput: dict[st
     return [low + (high - low) * (k + 1) / (plan.sweep_rates + 1) for k in range(plan.sweep_rates)]
 
 
+def _prepare_golden(args) -> tuple[str, list[dict[str, Any]]] | None:
+    """--golden: the set's digest and its cases as prompt rows; one pass, no warmup, fixed decoding, and
+    the model free to stop (a check reads what it chose to say)."""
+    if args.command == "eval" and not args.golden:
+        raise UsageError("bench eval needs --golden FILE (a JSONL golden set; see bench/quality.py)")
+    if not args.golden:
+        return None
+    if args.prompts:
+        raise UsageError("--golden and --prompts both give the prompts; use one")
+    from bench.quality import golden_digest, load_golden
+
+    cases = load_golden(args.golden)
+    if args.temperature != 0:
+        raise UsageError(f"--golden runs with fixed decoding; leave out --temperature {args.temperature:g}")
+    args.requests = args.requests or len(cases)
+    args.warmup = args.warmup or "0"
+    args.no_ignore_eos = True
+    rows = [{"id": c.id, "max_tokens": c.max_tokens, **({"prompt": c.prompt} if c.prompt is not None
+                                                         else {"messages": c.messages})} for c in cases]  # fmt: skip
+    return golden_digest(args.golden), rows
+
+
 def cmd_run(args) -> int:
     # Everything that can be wrong with the input is checked before anything starts or is written.
     if args.endpoint:
@@ -238,6 +271,7 @@ def cmd_run(args) -> int:
         raise UsageError("give --engine (one of: " + ", ".join(ENGINES) + ") or --endpoint URL")
     elif args.engine not in ENGINES:
         raise UsageError(f"--engine {args.engine!r} is not known; choose one of: {', '.join(ENGINES)}")
+    golden = _prepare_golden(args)
     plan = build_plan(args)
     prompts.Length.parse(args.input_tokens, "--input-tokens")
     output_length = prompts.Length.parse(args.output_tokens_spec, "--output-tokens")
@@ -248,7 +282,7 @@ def cmd_run(args) -> int:
     attach = args.engine == "endpoint"
     # attach mode: --model is the served model's name; the catalog describes it if it knows it
     entry = catalog.models.get(args.model) if attach else get_model(catalog, catalog_path, args.model)
-    rows = prompts.load_prompt_file(args.prompts) if args.prompts else None
+    rows = golden[1] if golden else prompts.load_prompt_file(args.prompts) if args.prompts else None
     if rows and output_length.kind != "fixed":
         raise UsageError('--prompts: give --output-tokens as one number (or "max_tokens" per line in the file)')
     api = args.api or (entry.api if entry else "chat")
@@ -279,7 +313,9 @@ def cmd_run(args) -> int:
     spec = {
         "engine": args.engine, "model": args.model, "api": api,
         "plan": "sweep" if plan.sweep_rates else "stages", "sweep_rates": plan.sweep_rates,
-        "workload": {"kind": "file", "path": str(args.prompts), "output_tokens": args.output_tokens_spec} if rows
+        "workload": {"kind": "golden", "path": str(args.golden), "sha256": golden[0], "cases": len(rows),
+                     "copy": GOLDEN_COPY, "output_tokens": args.output_tokens_spec} if golden
+        else {"kind": "file", "path": str(args.prompts), "output_tokens": args.output_tokens_spec} if rows
         else {"kind": "synthetic", "input_tokens": args.input_tokens, "output_tokens": args.output_tokens_spec,
               "prefix_count": args.prefix_count, "prefix_tokens": args.prefix_tokens, "turns": args.turns},
         "ignore_eos": not args.no_ignore_eos, "busy_poll": args.busy_poll, "seed": args.seed,
@@ -301,6 +337,8 @@ def cmd_run(args) -> int:
         "calibration": _calibration_figures(args.calibration) if args.calibration else None,
     }  # fmt: skip
     run_dir.write_manifest(manifest)
+    if golden:
+        shutil.copyfile(args.golden, run_dir.file(GOLDEN_COPY))  # the run keeps the cases it was scored on
 
     requests_out = JsonlAppender(run_dir.file(REQUESTS))
     telemetry_out = JsonlAppender(run_dir.file(TELEMETRY))
@@ -345,6 +383,8 @@ def cmd_run(args) -> int:
         telemetry_out.close()
         summary = run_dir.recompute_summary(spec)
         run_dir.write_summary(summary)
+        if golden:
+            write_json_atomic(run_dir.file(EVAL), run_dir.evaluation(spec))
         manifest["engine"] = driver.record()
         manifest["ended_at"] = _now_iso()
         manifest["status"] = "complete" if stop_reason is None and exit_code == EXIT_OK else "incomplete"
@@ -446,6 +486,7 @@ def print_result(summary, manifest, run_dir, launcher: str, stop_reason: str | N
         return
     workload = spec["workload"]
     shape = (f"prompts from {workload['path']}" if workload["kind"] == "file"
+             else f"golden set {workload['path']} ({workload['cases']} cases)" if workload["kind"] == "golden"
              else f"{workload['input_tokens']} input / {workload['output_tokens']} output tokens")  # fmt: skip
     heading = (f"Run {run_dir.path.name}: {manifest['status']}{'' if stop_reason is None else f' ({stop_reason})'}\n"
                f"  {spec['engine']} via {launcher}, model {spec['model']}, {spec['api']} API, {shape}")  # fmt: skip
@@ -458,3 +499,5 @@ def print_result(summary, manifest, run_dir, launcher: str, stop_reason: str | N
         print(stage_table(summary, heading, str(run_dir.path)))
     if spec.get("plan_stopped_early"):
         print(f"Plan         stopped early: {spec['plan_stopped_early']}")
+    if summary.get("quality"):
+        print(quality_lines(summary["quality"], str(run_dir.file(EVAL))))

@@ -217,4 +217,5 @@ def file_items(rows: list[dict[str, Any]], output_tokens: int) -> Iterator[WorkI
         for row in rows:
             prompt = row["prompt"] if "prompt" in row else row["messages"]
             max_tokens = row.get("max_tokens") or row.get("output_tokens") or output_tokens
-            yield WorkItem([PreparedRequest(prompt, max_tokens)])
+            case_id = row.get("id")
+            yield WorkItem([PreparedRequest(prompt, max_tokens)], case_id=None if case_id is None else str(case_id))

@@ -55,6 +55,7 @@ class WorkItem:
 
     turns: list[PreparedRequest]
     conversation: int | None = None
+    case_id: str | None = None  # a prompt file's or golden set's id, kept in the record
 
 
 @dataclass
@@ -162,6 +163,8 @@ class LoadRunner:
                 extra["t_intended_ns"] = (t_intended_ns if turn_index == 0 else perf_ns()) - self.client.anchor_ns
             if item.conversation is not None:
                 extra.update(conversation=item.conversation, turn=turn_index)
+            if item.case_id is not None:
+                extra["case_id"] = item.case_id
             started = perf_ns()
 
             unfinished = partial(self._unfinished, request, request_id, worker, started, extra)  # (status, error)
