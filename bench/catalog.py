@@ -111,6 +111,41 @@ class ApiOffer(_Strict):
     as_of: str
 
 
+class LeaderboardFigure(_Strict):
+    """A public figure for shortlisting (not a measurement of your task), with where and when it was read."""
+
+    metric: str = Field(description="e.g. quality index, output tokens/s, blended $/1M tokens")
+    value: float
+    unit: str = ""
+    source: str
+    as_of: str
+
+
+class Candidate(_Strict):
+    """A model considered for a task: a catalog model to self-host, or an API offer, and its constraints."""
+
+    model: str | None = Field(default=None, description="a models: entry (self-hosted), matched to runs by name")
+    api_offer: str | None = Field(default=None, description="an api_offers entry (hosted API)")
+    served_name: str | None = Field(default=None, description="the model name runs against an endpoint used")
+    access: Literal["self-hosted", "hosted", "api"]
+    openness: Literal["open-weight", "open-source", "closed"]
+    license: str
+    commercial_use: bool | None = None
+    fine_tuning: bool | None = None
+    context_window: int | None = Field(default=None, gt=0)
+    data_residency: str | None = Field(default=None, description="where prompts and outputs are processed")
+    retention: str | None = Field(default=None, description="how long the provider keeps them")
+    deprecation: str | None = Field(default=None, description="announced end-of-life date, if any")
+    leaderboard: list[LeaderboardFigure] = Field(default_factory=list)
+    notes: str = ""
+    source: str = Field(description="where the license, access and data facts above were read")
+    as_of: str
+
+    def model_post_init(self, _context) -> None:
+        if self.model is None and self.api_offer is None:
+            raise ValueError("give `model` (self-hosted) or `api_offer` (API), or both")
+
+
 class PriceFile(_Strict):
     """prices.yaml beside the catalog: API offers written by `bench prices import`."""
 
@@ -122,6 +157,12 @@ class Catalog(_Strict):
     hardware: dict[str, HardwareEntry] = Field(default_factory=dict)
     hardware_offers: dict[str, HardwareOffer] = Field(default_factory=dict)
     api_offers: dict[str, ApiOffer] = Field(default_factory=dict)
+    candidates: dict[str, Candidate] = Field(default_factory=dict)
+
+    def model_post_init(self, _context) -> None:
+        for name, c in self.candidates.items():
+            if c.model is not None and c.model not in self.models:
+                raise ValueError(f"candidates.{name}.model {c.model!r} is not in models:")
 
 
 def default_catalog_path() -> Path:
@@ -137,7 +178,7 @@ def _format_error(path: Path, exc: ValidationError) -> str:
     first = errors[0]
     loc = [str(part) for part in first["loc"]]
     where = ".".join(loc)
-    if len(loc) >= 2 and loc[0] in ("models", "hardware", "hardware_offers", "api_offers"):
+    if len(loc) >= 2 and loc[0] in ("models", "hardware", "hardware_offers", "api_offers", "candidates"):
         field = ".".join(loc[2:]) or "(the entry itself)"
         where = f"entry '{loc[1]}', field '{field}'"
     more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
@@ -177,6 +218,10 @@ def load_catalog(path: Path | None = None) -> tuple[Catalog, Path]:
     except ValidationError as exc:
         raise UsageError(_format_error(path, exc)) from None
     catalog.api_offers = {**imported_api_offers(path), **catalog.api_offers}
+    for name, candidate in catalog.candidates.items():  # checked after the import: offers may live in prices.yaml
+        if candidate.api_offer is not None and candidate.api_offer not in catalog.api_offers:
+            raise UsageError(f"{path}: entry '{name}', field 'api_offer': {candidate.api_offer!r} is not in api_offers "
+                             "(nor in prices.yaml)")  # fmt: skip
     return catalog, path
 
 

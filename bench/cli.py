@@ -432,6 +432,35 @@ def build_parser() -> argparse.ArgumentParser:
                         "results/report-<time>)")  # fmt: skip
     _add_pricing_args(report)
 
+    for verb, summary, extra in (
+        ("compare", "write the comparison table of the catalog's candidates, from measured runs and catalog facts",
+         "Writes compare.md and compare.json."),
+        ("mdr", "write a model decision record (Markdown) from measured runs and catalog facts",
+         "Sections: decision and context, candidates, evaluation, rationale, default and fallback, risks, review "
+         "triggers. The default is the cheapest candidate per successful task among those that meet "
+         "--min-success-rate on the golden set, unless --choose names one."),
+    ):  # fmt: skip
+        p = sub.add_parser(
+            verb,
+            help=summary,
+            description=f"{summary[0].upper()}{summary[1:]}. Candidates come from models.yaml `candidates:`; runs "
+            "are matched to them by model name (a golden run from `bench eval` gives task fit; a load run gives "
+            "latency and throughput). Every cell says whether it was measured or read from the catalog. " + extra,
+        )
+        p.add_argument("run_dirs", type=Path, nargs="*", metavar="RUN", help="run directories to draw figures from")
+        p.add_argument("--candidate", action="append", default=[], metavar="NAME",
+                       help="catalog candidates to include (default: all)")  # fmt: skip
+        p.add_argument("--hardware-offer", metavar="NAME", help="hardware_offers entry that prices self-hosted runs")
+        p.add_argument("--min-success-rate", type=float, default=0.9,
+                       help="the golden-set success rate a candidate must reach (default 0.9)")  # fmt: skip
+        p.add_argument("--out", type=Path, help=f"output file (default: results/{verb}-<date>.md)")
+        if verb == "mdr":
+            p.add_argument("--title", default="model choice", help="what is being decided")
+            p.add_argument("--context", default="not given (--context TEXT: the task, its users and constraints)",
+                           help="the task, its users and constraints, in a sentence or two")  # fmt: skip
+            p.add_argument("--choose", metavar="NAME", help="the default model, chosen by hand (the record says so)")
+        _add_pricing_args(p, api_offers=False)
+
     prices = sub.add_parser(
         "prices",
         help="import API prices from LiteLLM's bundled price map",
@@ -454,11 +483,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_pricing_args(parser) -> None:
-    """Prices and the task profile, shared by `bench cost` and `bench report`."""
-    parser.add_argument(
-        "--api-offer", action="append", default=[], metavar="NAME", help="api_offers entries to compare (default: all)"
-    )
+def _add_pricing_args(parser, api_offers: bool = True) -> None:
+    """Prices and the task profile, shared by `bench cost`, `report`, `compare` and `mdr`."""
+    if api_offers:
+        parser.add_argument(
+            "--api-offer", action="append", default=[], metavar="NAME", help="api_offers to compare (default: all)"
+        )
     parser.add_argument("--catalog", type=Path, help="models.yaml to read prices from (and prices.yaml beside it)")
     task = parser.add_argument_group("task profile", "what one task is and how many there are; token counts default "
                                      "to the (first) run's measured means")  # fmt: skip
@@ -647,6 +677,35 @@ def cmd_prices(args) -> int:
     return EXIT_OK
 
 
+def cmd_decision(args) -> int:
+    """bench compare and bench mdr."""
+    import datetime
+
+    from bench.decision import assess, comparison_blocks, mdr_blocks, write_markdown
+    from bench.results import write_json_atomic
+
+    if not 0 < args.min_success_rate <= 1:
+        raise UsageError(f"--min-success-rate {args.min_success_rate:g}: give a fraction between 0 and 1")
+    task = _task_profile(args)
+    catalog, _ = load_catalog(args.catalog)
+    names = args.candidate or sorted(catalog.candidates)
+    if not names:
+        raise UsageError("the catalog has no candidates: add a `candidates:` section to models.yaml")
+    assessment = assess(catalog, args.run_dirs, names, args.hardware_offer, task, args.min_success_rate)
+    if args.command == "compare":
+        blocks = comparison_blocks(assessment)
+    else:
+        blocks = mdr_blocks(assessment, args.title, args.context, args.choose)
+    out = args.out or Path("results") / f"{args.command}-{datetime.date.today():%Y%m%d}.md"
+    write_markdown(blocks, out)
+    write_json_atomic(out.with_suffix(".json"), assessment)
+    from bench.report.render import markdown
+
+    print(markdown(blocks))
+    say(f"written: {out} (and {out.with_suffix('.json').name}, the figures behind it)")
+    return EXIT_OK
+
+
 def cmd_models(args) -> int:
     catalog, path = load_catalog(args.catalog)
     print(f"catalog {path}")
@@ -665,6 +724,8 @@ COMMANDS = {
     "cost": cmd_cost,
     "prices": cmd_prices,
     "report": cmd_report,
+    "compare": cmd_decision,
+    "mdr": cmd_decision,
 }
 
 

@@ -33,7 +33,7 @@ needs_llama_cpp_python = pytest.mark.skipif(
 
 
 def bench(*args: str, results: Path) -> list[str]:
-    where = ["--results-dir", str(results)] if args[0] == "run" else []
+    where = ["--results-dir", str(results)] if args[0] in ("run", "eval") else []
     return [sys.executable, "-m", "bench", *args, *where]
 
 

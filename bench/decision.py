@@ -1,0 +1,527 @@
+"""`bench compare` and `bench mdr`: candidates from the catalog, measured runs matched to them, the
+comparison table, and the model decision record.
+
+Every figure comes from a run (marked `measured: run <id>`) or from the catalog (marked `catalog:
+<source>, <date>`); a judgement derived from catalog facts by a fixed rule says so. Nothing is typed in
+as prose by hand except the MDR's title and context.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+from typing import Any
+
+from bench.catalog import Candidate, Catalog
+from bench.console import money, tasks_per_month
+from bench.cost import (
+    CostError,
+    TaskProfile,
+    api_per_task,
+    break_even,
+    offer_hourly,
+    per_task,
+    priced_throughput,
+    with_measured_tokens,
+)
+from bench.errors import UsageError
+from bench.report.render import Heading, Paragraph, Table, markdown
+from bench.results import RunDirectory
+
+COLUMNS = (
+    "task fit",
+    "expected quality",
+    "latency risk",
+    "cost risk",
+    "privacy risk",
+    "operational burden",
+    "migration difficulty",
+)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0%}"
+
+
+def _catalog_mark(c: Candidate) -> str:
+    return f"(catalog: {c.source}, {c.as_of})"
+
+
+def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
+    runs = []
+    for path in run_dirs:
+        run_dir = RunDirectory(path)
+        manifest, summary = run_dir.manifest(), run_dir.summary()
+        runs.append(
+            {
+                "path": path,
+                "run_id": manifest.get("run_id"),
+                "model": (manifest.get("model") or {}).get("name"),
+                "engine": (manifest.get("engine") or {}),
+                "status": manifest.get("status"),
+                "golden": (manifest.get("spec") or {}).get("workload", {}).get("kind") == "golden",
+                "slo": summary.get("slo"),
+                "summary": summary,
+            }
+        )
+    return runs
+
+
+def _runs_for(name: str, c: Candidate, runs: list[dict[str, Any]]) -> tuple[dict | None, dict | None]:
+    """The candidate's golden run and its load run (a non-golden run if there is one, else the golden run)."""
+    names = {n for n in (c.model, c.served_name, name) if n}
+    mine = [r for r in runs if r["model"] in names]
+    golden = next((r for r in mine if r["golden"]), None)
+    load = next((r for r in mine if not r["golden"]), golden)
+    return golden, load
+
+
+def assess(
+    catalog: Catalog,
+    run_dirs: list[Path],
+    names: list[str],
+    hardware_offer: str | None,
+    task: TaskProfile,
+    min_success_rate: float,
+) -> dict[str, Any]:
+    """Each candidate's measured and catalog figures, priced for the task."""
+    unknown = [n for n in names if n not in catalog.candidates]
+    if unknown:
+        raise UsageError(
+            f"--candidate {unknown[0]!r} is not in the catalog's candidates: "
+            f"{', '.join(sorted(catalog.candidates)) or 'none'}"
+        )
+    if hardware_offer is not None and hardware_offer not in catalog.hardware_offers:
+        raise UsageError(
+            f"--hardware-offer {hardware_offer!r} is not in the catalog "
+            f"(offers: {', '.join(sorted(catalog.hardware_offers))})"
+        )
+    runs = _load_runs(run_dirs)
+    matched = {r["run_id"] for n in names for pair in [_runs_for(n, catalog.candidates[n], runs)] for r in pair if r}
+    unmatched = [r["run_id"] for r in runs if r["run_id"] not in matched]
+    if unmatched:
+        raise UsageError(
+            f"run {unmatched[0]} matches no candidate (its model is not a candidate's `model` or "
+            "`served_name`); add a candidate for it to models.yaml"
+        )
+    first_golden = next((r for r in runs if r["golden"]), runs[0] if runs else None)
+    if first_golden is not None:
+        task = with_measured_tokens(task, priced_throughput(first_golden["summary"]))
+    if task.input_tokens is None or task.output_tokens is None:
+        raise UsageError("no run to measure the task from: give --input-tokens and --output-tokens")
+    out = []
+    for name in names:
+        c = catalog.candidates[name]
+        golden, load = _runs_for(name, c, runs)
+        entry: dict[str, Any] = {
+            "name": name,
+            "candidate": c.model_dump(),
+            "golden_run": golden and golden["run_id"],
+            "load_run": load and load["run_id"],
+        }
+        if golden:
+            q = golden["summary"]["quality"]
+            entry["quality"] = {k: q[k] for k in ("passed", "cases", "success_rate", "ci95")}
+            entry["quality"]["golden"] = q.get("golden")
+            entry["meets_bar"] = q["success_rate"] is not None and q["success_rate"] >= min_success_rate
+        if load:
+            try:
+                tp = priced_throughput(load["summary"])
+            except CostError as exc:
+                raise UsageError(f"run {load['run_id']}: {exc}") from None
+            stage = load["summary"]["stages"][tp["stage"]]
+            entry["latency"] = {
+                "stage": tp["label"],
+                "ttft_p99_ms": (stage.get("ttft_ms") or {}).get("p99"),
+                "e2e_p99_ms": (stage.get("e2e_ms") or {}).get("p99"),
+                "tpot_p50_ms": (stage.get("tpot_ms") or {}).get("p50"),
+                "slo": load["slo"],
+                "compliant": bool((load["slo"] or {}).get("max_slo_compliant")),
+            }
+            entry["throughput"] = {
+                "requests_per_s": tp["requests_per_s"],
+                "output_tokens_per_s": tp["output_tokens_per_s"],
+            }
+            entry["operations"] = {
+                "load_time_s": load["engine"].get("load_time_s"),
+                "engine_peak_rss_bytes": stage.get("telemetry", {}).get("engine_peak_rss_bytes"),
+            }
+        if c.access == "self-hosted" and load and hardware_offer:
+            offer = catalog.hardware_offers[hardware_offer]
+            hourly, rps = offer_hourly(offer), entry["throughput"]["requests_per_s"]
+            entry["cost"] = {
+                "basis": f"measured throughput on {hardware_offer} ({money(hourly)}/h, {offer.source}, "
+                f"{offer.as_of}) at {task.utilization:.0%} utilization",
+                "per_task": per_task(hourly, rps, task.utilization),
+                "hourly": hourly,
+                "rps": rps,
+                "linear": False,
+            }
+        elif c.api_offer:
+            offer = catalog.api_offers[c.api_offer]
+            entry["cost"] = {
+                "basis": f"catalog price {offer.source}, {offer.as_of}",
+                "linear": True,
+                "per_task": api_per_task(offer.model_dump(), task),
+            }
+        if entry.get("cost") and entry.get("quality") and entry["quality"]["success_rate"]:
+            entry["cost"]["per_successful_task"] = entry["cost"]["per_task"] / entry["quality"]["success_rate"]
+        out.append(entry)
+    return {
+        "task": task.__dict__,
+        "min_success_rate": min_success_rate,
+        "hardware_offer": hardware_offer,
+        "candidates": out,
+        "runs": [r["run_id"] for r in runs],
+    }
+
+
+# -- the comparison table ------------------------------------------------------------------------
+def cells(e: dict[str, Any], bar: float) -> list[str]:
+    c = Candidate.model_validate(e["candidate"])
+    mark = _catalog_mark(c)
+    q = e.get("quality")
+    if q and q["success_rate"] is not None:
+        low, high = q["ci95"]
+        verdict = "meets" if low >= bar else "below" if high < bar else "uncertain against"
+        fit = (
+            f"{q['passed']}/{q['cases']} golden cases passed, {_percent(q['success_rate'])} "
+            f"(95% CI {_percent(low)}-{_percent(high)}); {verdict} the {_percent(bar)} bar "
+            f"(measured: run {e['golden_run']})"
+        )
+    else:
+        fit = "not measured: run `bench eval --golden ...` on it"
+    figures = "; ".join(f"{f.metric} {f.value:g}{f.unit} ({f.source}, {f.as_of})" for f in c.leaderboard)
+    quality = f"{figures} (catalog, public figure)" if figures else "no public figure in the catalog"
+    lat = e.get("latency")
+    if lat:
+        slo = lat["slo"]
+        judged = ("meets its SLO" if lat["compliant"] else "misses its SLO") if slo else "no SLO was set"
+        latency = (
+            f"TTFT p99 {lat['ttft_p99_ms']:,.0f} ms, E2E p99 {lat['e2e_p99_ms']:,.0f} ms at {lat['stage']}; "
+            f"{judged} (measured: run {e['load_run']})"
+        )
+    else:
+        latency = "not measured: no run against it"
+    cost = e.get("cost")
+    if cost:
+        per_success = cost.get("per_successful_task")
+        shape = "linear in volume" if cost["linear"] else "steps of one instance"
+        cost_text = (
+            f"{money(cost['per_task'])}/task, {money(per_success) if per_success else 'not measured'}"
+            f"/successful task; {shape} ({cost['basis']})"
+        )
+    else:
+        cost_text = "not priced: no hardware offer or API price"
+    if c.access == "self-hosted":
+        privacy = f"low by rule (self-hosted): {c.data_residency or 'data stays on your machines'} {mark}"
+    else:
+        privacy = (
+            f"medium by rule ({c.access}): {c.data_residency or 'residency not stated'}; retention: "
+            f"{c.retention or 'not stated'} {mark}"
+        )
+    ops = e.get("operations")
+    if c.access == "self-hosted":
+        measured = ""
+        if ops:
+            rss = ops.get("engine_peak_rss_bytes")
+            measured = (
+                (
+                    f"; engine ready in {ops['load_time_s']:.1f} s, peak RSS {rss / 2**20:,.0f} MiB "
+                    f"(measured: run {e['load_run']})"
+                )
+                if ops.get("load_time_s") and rss
+                else ""
+            )
+        burden = f"high by rule: you run the engine, upgrades and on-call{measured}"
+    else:
+        burden = f"low by rule: the provider operates it {mark}"
+    if c.openness != "closed":
+        migration = f"low by rule: {c.openness} model ({c.license}), served over an OpenAI-compatible API {mark}"
+    else:
+        migration = (
+            f"medium by rule: closed weights ({c.license}); moving means re-running the golden set on the "
+            f"replacement {mark}"
+        )
+    if c.deprecation:
+        migration += f"; deprecation announced for {c.deprecation}"
+    return [fit, quality, latency, cost_text, privacy, burden, migration]
+
+
+def comparison_blocks(assessment: dict[str, Any]) -> list:
+    task, bar = assessment["task"], assessment["min_success_rate"]
+    rows = [[e["name"], *cells(e, bar)] for e in assessment["candidates"]]
+    return [
+        Heading(2, "Comparison"),
+        Paragraph(
+            f"Task: {task['input_tokens']:,.0f} input + {task['output_tokens']:,.0f} output tokens, "
+            f"{task['tasks_per_month']:,.0f} tasks/month, success bar {_percent(bar)}. Each cell says where it "
+            "came from: measured (a run), catalog (models.yaml, with its source and date), or a fixed rule "
+            "applied to catalog facts."
+        ),
+        Table(["candidate", *COLUMNS], rows),
+    ]
+
+
+# -- the model decision record -------------------------------------------------------------------
+def decide(assessment: dict[str, Any], chosen: str | None, today: datetime.date | None = None
+           ) -> tuple[dict | None, dict | None, str]:  # fmt: skip
+    """(default, fallback, how): the cheapest candidate per successful task among those that meet the bar,
+    or the one given by --choose; the fallback is the next such candidate, else the cheapest API."""
+    today = today or datetime.date.today()  # a candidate past its deprecation date is never picked
+    entries = [e for e in assessment["candidates"] if not _retired(e, today) or e["name"] == chosen]
+    eligible = sorted(
+        (e for e in entries if e.get("meets_bar") and (e.get("cost") or {}).get("per_successful_task")),
+        key=lambda e: e["cost"]["per_successful_task"],
+    )
+    if chosen:
+        default = next((e for e in entries if e["name"] == chosen), None)
+        if default is None:
+            raise UsageError(
+                f"--choose {chosen!r} is not among the candidates: {', '.join(e['name'] for e in entries)}"
+            )
+        how = "chosen by hand (--choose); the measured ranking is in the evaluation above"
+    elif eligible:
+        default, how = eligible[0], "the lowest measured cost per successful task among candidates that meet the bar"
+    else:
+        default, how = None, "no candidate met the bar on the golden set, so none is chosen"
+    rest = [e for e in eligible if e is not default]
+    apis = sorted(
+        (e for e in entries if e is not default and (e.get("cost") or {}).get("linear")),
+        key=lambda e: e["cost"]["per_task"],
+    )
+    fallback = rest[0] if rest else apis[0] if apis else None
+    return default, fallback, how
+
+
+def mdr_blocks(
+    assessment: dict[str, Any], title: str, context: str, chosen: str | None, today: datetime.date | None = None
+) -> list:
+    bar, entries = assessment["min_success_rate"], assessment["candidates"]
+    default, fallback, how = decide(assessment, chosen, today)
+    date = (today or datetime.date.today()).isoformat()
+    out: list = [Heading(1, f"Model decision record: {title}")]
+    out.append(
+        Paragraph(
+            f"Date: {date}. Runs: {', '.join(assessment['runs']) or 'none'}. Figures marked "
+            "'measured' come from those runs; 'catalog' from models.yaml; '(not measured)' marks every "
+            "claim no run supports."
+        )
+    )
+
+    out.append(Heading(2, "Decision and context"))
+    decision = f"Default: {default['name']}" if default else "Default: none"
+    out.append(Paragraph(f"{decision} ({how}). Fallback: {fallback['name'] if fallback else 'none'}."))
+    out.append(Paragraph(f"Context: {context}"))
+
+    out.append(Heading(2, "Candidates"))
+    out.append(
+        Table(
+            ["candidate", "access", "openness", "license", "commercial use", "fine-tuning", "context window", "source"],
+            [
+                [
+                    e["name"],
+                    c["access"],
+                    c["openness"],
+                    c["license"],
+                    _yes_no(c["commercial_use"]),
+                    _yes_no(c["fine_tuning"]),
+                    f"{c['context_window']:,}" if c["context_window"] else "-",
+                    f"catalog: {c['source']}, {c['as_of']}",
+                ]
+                for e in entries
+                for c in [e["candidate"]]
+            ],
+        )
+    )
+
+    out.append(Heading(2, "Evaluation"))
+    goldens = {e["quality"]["golden"]["path"]: e["quality"]["golden"] for e in entries if e.get("quality")}
+    if goldens:
+        for g in goldens.values():
+            out.append(
+                Paragraph(
+                    f"Golden set {g['path']}: {g['cases']} cases (sha256 {g['sha256'][:12]}), fixed "
+                    "decoding (temperature 0, seed 0); a case passes when every check passes. Metrics: "
+                    "success rate with a 95% Wilson interval, p99 latency at the priced stage, cost per "
+                    "successful task = cost per task / success rate."
+                )
+            )
+    else:
+        out.append(Paragraph("No golden-set run: task fit is not measured for any candidate."))
+    out.append(
+        Table(
+            [
+                "candidate",
+                "success rate (95% CI)",
+                "TTFT p99 ms",
+                "E2E p99 ms",
+                "req/s",
+                "$/task",
+                "$/successful task",
+                "from",
+            ],
+            [_evaluation_row(e) for e in entries],
+        )
+    )
+    out += comparison_blocks(assessment)
+
+    out.append(Heading(2, "Rationale"))
+    for e in entries:
+        out.append(Paragraph(_rationale(e, bar)))
+
+    out.append(Heading(2, "Default and fallback"))
+    out.append(Paragraph(f"Default: {default['name'] if default else 'none'}; {how}."))
+    if fallback:
+        measured = "measured on the golden set" if fallback.get("quality") else "not measured on the golden set"
+        out.append(
+            Paragraph(
+                f"Fallback: {fallback['name']} ({measured}; {money(fallback['cost']['per_task'])}/task, "
+                f"{fallback['cost']['basis']})."
+            )
+        )
+    else:
+        out.append(Paragraph("Fallback: none available among the candidates."))
+
+    out.append(Heading(2, "Risks"))
+    risks = []
+    for e in entries:
+        q = e.get("quality")
+        if q and q["ci95"] and q["ci95"][1] - q["ci95"][0] > 0.2:
+            risks.append(
+                f"{e['name']}: the success rate's interval is {_percent(q['ci95'][1] - q['ci95'][0])} wide "
+                f"({q['cases']} cases); add cases to narrow it."
+            )
+        if not q:
+            risks.append(f"{e['name']}: task fit not measured; its quality is a public figure at best.")
+        if not e.get("latency"):
+            risks.append(f"{e['name']}: latency not measured.")
+        if e["candidate"]["access"] != "self-hosted":
+            risks.append(
+                f"{e['name']}: prompts leave your machines; retention: "
+                f"{e['candidate']['retention'] or 'not stated'} (catalog)."
+            )
+    out.append(Table(["risk"], [[r] for r in risks] or [["none found in the measured data"]]))
+
+    out.append(Heading(2, "Review triggers"))
+    out.append(Table(["trigger", "threshold"], _triggers(assessment, default)))
+    return out
+
+
+def _yes_no(value: bool | None) -> str:
+    return "not stated" if value is None else "yes" if value else "no"
+
+
+def _evaluation_row(e: dict[str, Any]) -> list[str]:
+    q, lat, cost, tp = e.get("quality"), e.get("latency"), e.get("cost") or {}, e.get("throughput")
+    rate = (
+        f"{_percent(q['success_rate'])} ({_percent(q['ci95'][0])}-{_percent(q['ci95'][1])})"
+        if q and q["ci95"]
+        else "not measured"
+    )
+    sources = [f"run {r}" for r in dict.fromkeys((e["golden_run"], e["load_run"])) if r]
+    return [
+        e["name"],
+        rate,
+        f"{lat['ttft_p99_ms']:,.0f}" if lat else "not measured",
+        f"{lat['e2e_p99_ms']:,.0f}" if lat else "not measured",
+        f"{tp['requests_per_s']:.3f}" if tp else "not measured",
+        money(cost.get("per_task")),
+        money(cost.get("per_successful_task")) if cost.get("per_successful_task") else "not measured",
+        ", ".join(sources + (["catalog price"] if cost.get("linear") else [])) or "catalog",
+    ]
+
+
+def _rationale(e: dict[str, Any], bar: float) -> str:
+    parts = [f"{e['name']}:"]
+    q = e.get("quality")
+    if q and q["success_rate"] is not None:
+        parts.append(
+            f"passed {q['passed']} of {q['cases']} golden cases ({_percent(q['success_rate'])}, 95% CI "
+            f"{_percent(q['ci95'][0])}-{_percent(q['ci95'][1])}), "
+            f"{'at or above' if q['success_rate'] >= bar else 'below'} the {_percent(bar)} bar (measured)."
+        )
+    else:
+        parts.append("task fit not measured.")
+    cost = e.get("cost")
+    if cost and cost.get("per_successful_task"):
+        parts.append(
+            f"Costs {money(cost['per_successful_task'])} per successful task (measured quality, {cost['basis']})."
+        )
+    elif cost:
+        parts.append(f"Costs {money(cost['per_task'])} per task at {cost['basis']}; per successful task not measured.")
+    return " ".join(parts)
+
+
+def _break_even_text(volume: float | None, now: float) -> str:
+    if volume is None:
+        return (f"no break-even: the API costs less per task than a fully used instance (now {now:,.0f} tasks/month);"
+                " re-decide if either price or the measured throughput changes")  # fmt: skip
+    return (f"break-even at {volume:,.0f} tasks/month (now {now:,.0f}); re-decide when volume crosses it "
+            "(measured throughput x catalog prices)")  # fmt: skip
+
+
+def _retired(e: dict[str, Any], today: datetime.date) -> bool:
+    deprecation = e["candidate"].get("deprecation")
+    try:
+        return deprecation is not None and datetime.date.fromisoformat(deprecation[:10]) <= today
+    except ValueError:
+        return False
+
+
+def _triggers(assessment: dict[str, Any], default: dict | None) -> list[list[str]]:
+    task, entries = assessment["task"], assessment["candidates"]
+    rows = []
+    self_hosted = next((e for e in entries if (e.get("cost") or {}).get("linear") is False), None)
+    apis = [e for e in entries if (e.get("cost") or {}).get("linear")]
+    profile = TaskProfile(**task)
+    for api in apis:
+        if not self_hosted:
+            break
+        sh = self_hosted["cost"]
+        points = {
+            k: break_even(profile, sh["hourly"], sh["rps"], api["cost"]["per_task"] * (1 + k)) for k in (-0.5, 0.0, 0.5)
+        }
+        rows.append(
+            [
+                f"volume: {self_hosted['name']} against {api['name']}",
+                _break_even_text(points[0.0], task["tasks_per_month"]),
+            ]
+        )
+        rows.append(
+            [
+                f"price change: {api['name']}",
+                f"a ±50% API price moves break-even to {tasks_per_month(points[-0.5])} / "
+                f"{tasks_per_month(points[0.5])} tasks/month; re-decide on any price change of 20% or more",
+            ]
+        )
+    for e in entries:
+        dep = e["candidate"].get("deprecation")
+        rows.append(
+            [
+                f"deprecation: {e['name']}",
+                f"announced for {dep} (catalog)"
+                if dep
+                else f"none in the catalog (as of {e['candidate']['as_of']}); check the provider's notices",
+            ]
+        )
+    if default and default.get("quality"):
+        q = default["quality"]
+        rows.append(
+            [
+                "quality drift",
+                f"re-run `bench eval --golden {q['golden']['path']}` on every model or engine "
+                f"upgrade and monthly; re-decide if the success rate falls below {_percent(q['ci95'][0])} "
+                f"(today's lower 95% bound)",
+            ]
+        )
+    else:
+        rows.append(["quality drift", "no default measured: measure the candidates on a golden set first"])
+    return rows
+
+
+def write_markdown(blocks: list, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(markdown(blocks), encoding="utf-8")
+    tmp.replace(path)
