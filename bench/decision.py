@@ -342,9 +342,9 @@ def mdr_blocks(
             out.append(
                 Paragraph(
                     f"Golden set {g['path']}: {g['cases']} cases (sha256 {g['sha256'][:12]}), fixed "
-                    "decoding (temperature 0, seed 0); a case passes when every check passes. Metrics: "
-                    "success rate with a 95% Wilson interval, p99 latency at the priced stage, cost per "
-                    "successful task = cost per task / success rate."
+                    f"decoding (temperature {g.get('temperature')}, seed {g.get('seed')}); a case passes when every "
+                    "check passes. Metrics: success rate with a 95% Wilson interval, p99 latency at the priced "
+                    "stage, cost per successful task = cost per task / success rate."
                 )
             )
     else:

@@ -143,5 +143,7 @@ class RunDirectory:
         if ((spec or {}).get("workload") or {}).get("kind") != "golden":
             return None
         evaluation = evaluate(self.requests(), load_golden(self.file(GOLDEN_COPY)))
-        evaluation["summary"]["golden"] = {k: spec["workload"][k] for k in ("path", "sha256", "cases")}
+        golden = {k: spec["workload"][k] for k in ("path", "sha256", "cases")}
+        golden.update(temperature=spec.get("temperature"), seed=spec.get("seed"))
+        evaluation["summary"]["golden"] = golden
         return evaluation

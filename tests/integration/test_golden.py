@@ -45,6 +45,8 @@ def test_checks_discriminate_on_a_real_model(golden_run):
     assert "Quality      5/9 cases passed: success rate 56% (95% Wilson interval 27%-81%)" in stdout
     records = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
     assert sorted(r["case_id"] for r in records) == sorted(MUST_PASS | MUST_FAIL)  # one pass, no warmup
+    again = run_bench("summarize", str(run_dir), results=run_dir)  # verdicts are recomputed from the raw files
+    assert "summary.json: matches the recomputation" in again.stderr and "5/9 cases passed" in again.stdout
 
 
 def test_cost_per_successful_task_divides_by_the_golden_success_rate(golden_run, tmp_path):
