@@ -210,15 +210,15 @@ def run_check(check, output: str) -> tuple[bool, str]:
     raise AssertionError(f"unknown check {check!r}")
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float] | None:
-    """The Wilson score interval for a binomial proportion; None for n = 0."""
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> list[float] | None:
+    """The Wilson score interval [low, high] for a binomial proportion (a list, as JSON keeps it); None for n = 0."""
     if n == 0:
         return None
     p = successes / n
     denominator = 1 + z * z / n
     center = (p + z * z / (2 * n)) / denominator
     half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return max(0.0, center - half), min(1.0, center + half)
+    return [max(0.0, center - half), min(1.0, center + half)]
 
 
 def _rate(passed: int, n: int) -> dict[str, Any]:

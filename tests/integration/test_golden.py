@@ -37,9 +37,9 @@ def test_checks_discriminate_on_a_real_model(golden_run):
     assert ticket["checks"][0]["type"] == "json" and ticket["checks"][0]["detail"].startswith("not JSON")
     quality = json.loads((run_dir / "summary.json").read_text())["quality"]
     assert (quality["passed"], quality["cases"]) == (5, 9)
-    assert quality["ci95"] == pytest.approx(list(wilson_interval(5, 9)))
+    assert quality["ci95"] == pytest.approx(wilson_interval(5, 9))
     assert quality["by_tag"]["real"] == {"cases": 5, "passed": 5, "success_rate": 1.0,
-                                         "ci95": pytest.approx(list(wilson_interval(5, 5)))}  # fmt: skip
+                                         "ci95": pytest.approx(wilson_interval(5, 5))}  # fmt: skip
     assert sorted(f["id"] for f in quality["failures"]) == sorted(MUST_FAIL)
     assert (run_dir / "golden.jsonl").read_bytes() == GOLDEN.read_bytes()  # the run keeps what it was scored on
     assert "Quality      5/9 cases passed: success rate 56% (95% Wilson interval 27%-81%)" in stdout
