@@ -28,6 +28,7 @@ from typing import Any
 HOURS_PER_MONTH = 730.0
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 HOURS_PER_YEAR = 8760.0
+UTILIZATION_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # the sensitivity range
 
 
 class CostError(ValueError):
@@ -200,7 +201,9 @@ def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str
         "per_successful_task": per_task(hourly, rps, u, tp["success_rate"]) if tp["success_rate"] else None,
         "monthly": self_hosted_monthly(task.tasks_per_month, task, hourly, rps),
         "instances": max(1, instances_needed(task.tasks_per_month, task.peak_to_average, rps, u)),
-        "per_task_by_utilization": {f"{v:.0%}": per_task(hourly, rps, v) for v in (0.1, 0.3, 0.5, 0.7, 0.9)},
+        "per_task_by_utilization": {f"{v:.0%}": per_task(hourly, rps, v) for v in UTILIZATION_LEVELS},
+        # $/successful task is $/task with every failure retried: (1 - s) / s extra attempts per task
+        "retry_rate": (1 - tp["success_rate"]) / tp["success_rate"] if tp["success_rate"] else None,
     }  # fmt: skip
     per_kwh = offer.owned.electricity_per_kwh if offer.owned is not None else electricity_per_kwh
     joules = tp.get("gpu_energy_j_per_output_token")
@@ -228,8 +231,26 @@ def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str
             "break_even_tasks_per_month": break_even(task, hourly, rps, api_task),
             "break_even_by_price": {f"{k:+.0%}": break_even(task, hourly, rps, api_task * (1 + k))
                                     for k in (-0.5, 0.0, 0.5)},
+            "break_even_by_utilization": {f"{v:.0%}": break_even(replace(task, utilization=v), hourly, rps, api_task)
+                                          for v in UTILIZATION_LEVELS},
         })  # fmt: skip
     return {"throughput": tp, "task": task.__dict__, "self_hosted": self_hosted, "apis": apis}
+
+
+def stage_costs(summary: dict[str, Any], hourly: float, utilization: float) -> list[dict[str, Any]]:
+    """Per stage of a run: $ per 1M output and total tokens and $ per task at its measured throughput."""
+    rows = []
+    for stage in summary.get("stages") or []:
+        rps, out_tps = stage.get("request_throughput_per_s"), stage.get("output_throughput_tokens_per_s")
+        measured = bool(rps and out_tps)
+        rows.append({
+            "stage": stage["stage"], "label": stage.get("label"), "requests_per_s": rps,
+            "per_1m_output_tokens": per_million_tokens(hourly, out_tps, utilization) if measured else None,
+            "per_1m_total_tokens": per_million_tokens(hourly, stage["total_token_throughput_tokens_per_s"], utilization)
+            if measured else None,
+            "per_task": per_task(hourly, rps, utilization) if measured else None,
+        })  # fmt: skip
+    return rows
 
 
 def monthly_curve(task: TaskProfile, hourly: float, requests_per_s: float, volumes: list[float]) -> list[float]:

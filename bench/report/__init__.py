@@ -19,6 +19,7 @@ from bench.cost import (
     monthly_curve,
     offer_hourly,
     priced_throughput,
+    stage_costs,
     with_measured_tokens,
 )
 from bench.errors import UsageError
@@ -164,6 +165,7 @@ def build_report(
     for run in runs:
         hourly, rps = run["cost"]["self_hosted"]["hourly"], run["priced"]["requests_per_s"]
         run["monthly_curve"] = monthly_curve(task, hourly, rps, volumes)
+        run["stage_costs"] = stage_costs(run["summary"], hourly, task.utilization)
     return {
         "task": task.__dict__,
         "task_measured_from": measured_from,
@@ -332,10 +334,22 @@ def blocks(data: dict[str, Any]) -> list:
     out.append(
         Paragraph(
             "$/1M tokens = hourly price / (tokens per second x 3600 x utilization) x 1e6; $/task uses requests per "
-            "second the same way; $/successful task = $/task / success rate. The 95% interval comes from the bootstrap "
-            "interval of the priced stage's output throughput."
+            "second the same way; $/successful task = $/task / success rate, the cost with every failed request or "
+            "failed check retried: "
+            + "; ".join(f"{r['run_id']} {_retry_text(r)}" for r in runs)
+            + ". The 95% interval comes from the bootstrap interval of the priced stage's output throughput."
         )
     )
+    out.append(
+        Table(
+            ["run", "stage", "req/s", "$/1M output tok", "$/1M total tok", "$/task"],
+            [
+                [r["run_id"], s["label"], _rate(s["requests_per_s"]), money(s["per_1m_output_tokens"]),
+                 money(s["per_1m_total_tokens"]), money(s["per_task"])]
+                for r in runs for s in r["stage_costs"]
+            ],
+        )
+    )  # fmt: skip
     levels = list(runs[0]["cost"]["self_hosted"]["per_task_by_utilization"])
     out.append(
         Table(
@@ -371,6 +385,8 @@ def blocks(data: dict[str, Any]) -> list:
                         "break-even tasks/month",
                         "break-even at API price -50%",
                         "at +50%",
+                        "break-even at 10% utilization",
+                        "at 90%",
                     ],
                     [
                         [
@@ -380,6 +396,8 @@ def blocks(data: dict[str, Any]) -> list:
                             tasks_per_month(a["break_even_tasks_per_month"]),
                             tasks_per_month(a["break_even_by_price"]["-50%"]),
                             tasks_per_month(a["break_even_by_price"]["+50%"]),
+                            tasks_per_month(a["break_even_by_utilization"]["10%"]),
+                            tasks_per_month(a["break_even_by_utilization"]["90%"]),
                         ]
                         for a in r["cost"]["apis"]
                     ],
@@ -447,6 +465,14 @@ def _engine_text(engine: dict[str, Any]) -> str:
     if isinstance(version, dict):
         version = version.get("version") or (version.get("build_info") or {}).get("commit")
     return f"{name}{launcher}" + (f" {version}" if version and version != "unknown" else "")
+
+
+def _retry_text(run: dict[str, Any]) -> str:
+    p, retry = run["priced"], run["cost"]["self_hosted"]["retry_rate"]
+    basis = p.get("success_basis", "requests that succeeded")
+    if retry is None:
+        return "had no success to price"
+    return f"{retry:.2f} retries per task (success rate {p['success_rate']:.1%}, {basis}, measured)"
 
 
 def _gpus_text(gpus: int) -> str:

@@ -10,13 +10,14 @@ import shutil
 import subprocess
 
 import pytest
+import yaml
 from PIL import Image
 
 from bench.catalog import load_catalog
 from bench.console import money
 from bench.cost import HOURS_PER_MONTH, SECONDS_PER_MONTH, TaskProfile, api_per_task, break_even
 
-from .conftest import RUN_GEMMA, needs_xllamacpp, only_run_dir, run_bench
+from .conftest import REPO, RUN_GEMMA, needs_xllamacpp, only_run_dir, run_bench
 
 pytestmark = [pytest.mark.integration, needs_xllamacpp]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -116,3 +117,25 @@ def test_headless_chromium_renders_the_plots(report, tmp_path):
     assert near((31, 119, 180)) > 2000, "no plot lines or bars were drawn"
     assert near((255, 127, 14)) > 2000, "the API cost bars were not drawn"
     assert near((255, 255, 255)) < 0.95 * pixels.width * pixels.height  # not a blank page
+
+
+def test_every_stage_is_priced_and_no_api_offers_is_stated(report, tmp_path):
+    run_dir, _ = report
+    raw = yaml.safe_load((REPO / "models.yaml").read_text())
+    del raw["api_offers"], raw["candidates"]  # candidates name API offers; no prices.yaml sits beside this copy
+    catalog = tmp_path / "models.yaml"
+    catalog.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "report"
+    done = run_bench("report", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--catalog", str(catalog),
+                     "--out", str(out), results=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "No API offers to compare with" in (out / "report.md").read_text()
+    (run,) = json.loads((out / "report.json").read_text())["runs"]
+    assert run["cost"]["apis"] == []
+    stages = json.loads((run_dir / "summary.json").read_text())["stages"]
+    assert len(run["stage_costs"]) == len(stages) == 2
+    for priced, stage in zip(run["stage_costs"], stages, strict=True):
+        u = 0.5  # the default utilization
+        assert priced["per_task"] == pytest.approx(HOURLY / (stage["request_throughput_per_s"] * 3600 * u))
+        tps = stage["output_throughput_tokens_per_s"]
+        assert priced["per_1m_output_tokens"] == pytest.approx(HOURLY / (tps * 3600 * u) * 1e6)
