@@ -97,8 +97,16 @@ class _Connection(asyncio.Protocol):
         self._t_headers = 0
         self.bytes_received = 0
         assert self.transport is not None
+        # The server may close a kept-alive connection between its hand-out and this write (the loop ran
+        # in between); that is a connection error the caller retries, not a client defect.
+        if self.closed or self.transport.is_closing():
+            raise ConnectionError("the server closed the kept-alive connection before the request was sent")
         self._t_send = perf_ns()
-        self.transport.write(raw_request)
+        try:
+            self.transport.write(raw_request)
+        except RuntimeError as exc:  # uvloop: "unable to perform operation on <TCPTransport closed=True>"
+            self.closed = True
+            raise ConnectionError(f"the connection closed as the request was written: {exc}") from None
         return await self._future
 
     def usable(self) -> bool:

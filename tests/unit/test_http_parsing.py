@@ -128,3 +128,23 @@ def test_ndjson_lines_are_events_whatever_the_split():
     for cut in (None, 1, 5):
         response, _ = run_response(head + chunked(body[:20], body[20:]), cut_every=cut)
         assert [p for _, p in response.events] == body.strip().split(b"\n")
+
+
+class ClosedUnderfootTransport(RecordingTransport):
+    """uvloop's transport after the peer closed it but before connection_lost ran: write raises."""
+
+    def write(self, data):
+        raise RuntimeError("unable to perform operation on <TCPTransport closed=True reading=False>")
+
+
+@pytest.mark.parametrize("transport", [ClosedUnderfootTransport, RecordingTransport])
+def test_a_connection_closed_before_the_write_is_a_retryable_connection_error(transport):
+    async def go():
+        conn = _Connection()
+        conn.connection_made(transport())
+        if transport is RecordingTransport:
+            conn.eof_received()  # the server's FIN arrived first
+        await conn.request(b"POST / HTTP/1.1\r\n\r\n")
+
+    with pytest.raises(ConnectionError, match="before the request was sent|as the request was written"):
+        asyncio.run(go())
