@@ -236,6 +236,12 @@ def blocks(data: dict[str, Any]) -> list:
     )
     for warning in data["warnings"]:
         out.append(Paragraph(f"Warning: {warning}."))
+    unscored = [r["run_id"] for r in runs if r["priced"].get("success_basis") != "golden-set cases passed"]
+    if unscored:
+        out.append(Paragraph(
+            f"Quality not measured for {', '.join(unscored)}: success there means the request completed, not that "
+            "the answer was right, so these costs compare machines, not models. Run a golden set (`bench eval "
+            "--golden FILE`) to price successful tasks."))  # fmt: skip
 
     out.append(Heading(2, "Runs"))
     out.append(
