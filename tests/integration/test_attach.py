@@ -80,3 +80,18 @@ def test_unset_or_absent_key_is_bad_input_and_writes_nothing(keyed_server, tmp_p
     no_key = subprocess.run(bench(*base, results=tmp_path / "c"), cwd=REPO, capture_output=True, text=True, timeout=60)
     assert no_key.returncode == 2 and "answered 401" in no_key.stderr and "Traceback" not in no_key.stderr
     assert not (tmp_path / "b").exists() and not (tmp_path / "c").exists()
+
+
+def test_golden_set_through_an_endpoint_gives_the_same_verdicts(keyed_server, tmp_path):
+    from .test_golden import GOLDEN, MUST_PASS
+
+    url, model = keyed_server
+    argv = bench("eval", "--endpoint", url, "--model", model, "--api", "completions", "--api-key-env",
+                 "BENCH_TEST_KEY", "--golden", str(GOLDEN), "--concurrency", "1", results=tmp_path)  # fmt: skip
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "BENCH_TEST_KEY": KEY})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(tmp_path)
+    cases = json.loads((run_dir / "eval.json").read_text())["cases"]
+    assert {c["id"] for c in cases if c["passed"]} == MUST_PASS  # the same model, served another way
+    assert KEY not in (run_dir / "eval.json").read_text()

@@ -139,3 +139,16 @@ def test_every_stage_is_priced_and_no_api_offers_is_stated(report, tmp_path):
         assert priced["per_task"] == pytest.approx(HOURLY / (stage["request_throughput_per_s"] * 3600 * u))
         tps = stage["output_throughput_tokens_per_s"]
         assert priced["per_1m_output_tokens"] == pytest.approx(HOURLY / (tps * 3600 * u) * 1e6)
+
+
+def test_several_runs_each_on_its_own_hardware_offer(report, tmp_path):
+    run_dir, _ = report
+    out = tmp_path / "two"
+    done = run_bench("report", str(run_dir), str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--hardware-offer",
+                     "l4-on-demand", "--out", str(out), results=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cpu, l4 = json.loads((out / "report.json").read_text())["runs"]
+    assert (cpu["hardware_offer"], l4["hardware_offer"]) == ("cpu-2-core-vm", "l4-on-demand")
+    # the same throughput priced at $0.80/h against $0.05/h
+    assert l4["cost"]["self_hosted"]["per_task"] == pytest.approx(16 * cpu["cost"]["self_hosted"]["per_task"])
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 4
