@@ -85,3 +85,17 @@ def test_undated_price_names_the_entry_and_field(tmp_path):
     catalog.write_text("models: {}\nhardware_offers:\n  box: {rented: {per_hour: 1.0}, source: a quote}\n")
     done = run_bench("cost", str(tmp_path), "--hardware-offer", "box", "--catalog", str(catalog), results=tmp_path)
     assert_usage_error(done, str(catalog), "entry 'box', field 'as_of'")
+
+
+def test_golden_input_errors_start_nothing(tmp_path):
+    results = tmp_path / "r"
+    done = run_bench("eval", *RUN_GEMMA[1:], results=results)
+    assert_usage_error(done, "bench eval needs --golden FILE", results=results)
+    bad = tmp_path / "set.jsonl"
+    bad.write_text('{"id": "a", "prompt": "p", "checks": [{"type": "number"}]}\n')
+    done = run_bench("eval", *RUN_GEMMA[1:], "--golden", str(bad), results=results)
+    assert_usage_error(done, f"{bad}, line 1 (case 'a'): field 'checks.0.number.value'", results=results)
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id": "a", "prompt": "p", "checks": [{"type": "exact", "value": "x"}]}\n')
+    done = run_bench("eval", *RUN_GEMMA[1:], "--golden", str(good), "--temperature", "0.7", results=results)
+    assert_usage_error(done, "--golden runs with fixed decoding", results=results)
