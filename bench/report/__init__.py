@@ -299,6 +299,20 @@ def blocks(data: dict[str, Any]) -> list:
     )
     out.append(Figure("latency_throughput.png", "Latency against throughput: one point per stage."))
 
+    scored = [r for r in runs if r["summary"].get("quality")]
+    if scored:
+        out.append(Heading(2, "Quality on the golden set"))
+        rows = []
+        for r in scored:
+            q = r["summary"]["quality"]
+            by_tag = ", ".join(f"{t} {v['passed']}/{v['cases']}" for t, v in q["by_tag"].items())
+            rows.append([r["run_id"], q["golden"]["path"], f"{q['passed']}/{q['cases']}",
+                         f"{q['success_rate']:.1%} ({q['ci95'][0]:.1%}-{q['ci95'][1]:.1%})" if q["ci95"] else "-",
+                         by_tag or "-", ", ".join(f["id"] for f in q["failures"][:10])
+                         + (f" and {len(q['failures']) - 10} more" if len(q["failures"]) > 10 else "")])  # fmt: skip
+        out.append(Table(["run", "golden set", "passed", "success rate (95% Wilson)", "by tag", "failed cases"], rows))
+        out.append(Paragraph("Each case's output and check verdicts are in the run's eval.json."))
+
     out.append(Heading(2, "Self-hosted cost"))
     rows = []
     for r in runs:

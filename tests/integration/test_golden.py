@@ -59,6 +59,12 @@ def test_cost_per_successful_task_divides_by_the_golden_success_rate(golden_run,
     assert sh["per_successful_task"] == pytest.approx(sh["per_task"] / (5 / 9))
     low, high = wilson_interval(5, 9)
     assert sh["per_successful_task_ci95"] == pytest.approx([sh["per_task"] / high, sh["per_task"] / low])
+    report = run_bench("report", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--out", str(tmp_path / "r"),
+                       results=tmp_path)  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "## Quality on the golden set" in text and "| 5/9 | 55.6% (26.7%-81.1%) |" in text
+    assert "Quality not measured" not in text  # success here means a passed case
 
 
 def test_mdr_and_comparison_from_the_golden_run(golden_run, tmp_path):
