@@ -26,7 +26,7 @@ from bench.cost import (
 )
 from bench.errors import UsageError
 from bench.report.render import Heading, Paragraph, Table, markdown
-from bench.results import RunDirectory
+from bench.results import RunDirectory, write_atomic
 
 COLUMNS = (
     "task fit",
@@ -522,6 +522,4 @@ def _triggers(assessment: dict[str, Any], default: dict | None) -> list[list[str
 
 def write_markdown(blocks: list, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(markdown(blocks), encoding="utf-8")
-    tmp.replace(path)
+    write_atomic(path, markdown(blocks))

@@ -20,6 +20,7 @@ from typing import Any
 import yaml
 
 from bench.errors import UsageError
+from bench.results import write_atomic
 
 LITELLM_PRICE_FILE = "litellm/model_prices_and_context_window_backup.json"
 PRICED_MODES = ("chat", "completion", "responses")
@@ -122,7 +123,5 @@ def import_prices(patterns: list[str], out: Path, from_file: Path | None = None,
         "# API offers imported by `bench prices import` from LiteLLM's price map (no service was called).\n"
         "# Loaded with the catalog beside it; an api_offers entry of the same name in models.yaml overrides one here.\n"
     )
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(header + yaml.safe_dump({"api_offers": existing}, sort_keys=True), encoding="utf-8")
-    tmp.replace(out)
+    write_atomic(out, header + yaml.safe_dump({"api_offers": existing}, sort_keys=True))
     return offers

@@ -8,6 +8,8 @@ import html
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.results import write_atomic
+
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1200px; margin: 2em auto; padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; font-size: 0.85em; }
@@ -88,18 +90,12 @@ def html_page(blocks: list, figures: dict[str, bytes], title: str) -> str:
     return "\n".join(parts)
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)
-
-
 def write_documents(blocks: list, figures: dict[str, bytes], out_dir: Path, title: str) -> dict[str, Path]:
     plot_dir = out_dir / "plots"
     plot_dir.mkdir(parents=True, exist_ok=True)
     for name, png in figures.items():
-        _write_atomic(plot_dir / name, png)
+        write_atomic(plot_dir / name, png)
     paths = {"markdown": out_dir / "report.md", "html": out_dir / "report.html"}
-    _write_atomic(paths["markdown"], markdown(blocks).encode("utf-8"))
-    _write_atomic(paths["html"], html_page(blocks, figures, title).encode("utf-8"))
+    write_atomic(paths["markdown"], markdown(blocks))
+    write_atomic(paths["html"], html_page(blocks, figures, title))
     return paths
