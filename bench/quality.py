@@ -29,10 +29,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import jsonschema
-import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import UsageError
+from bench.results import read_input_jsonl
 
 KNOWN_TAGS = ("real", "edge", "adversarial", "prompt-injection", "regression", "malformed-input")
 Z_95 = 1.959963984540054
@@ -121,22 +121,12 @@ class GoldenCase(BaseModel):
         return self
 
 
-def load_golden(path: Path) -> list[GoldenCase]:
-    """The cases of a golden set; a bad line is reported with the file, line, case and field."""
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"--golden {path}: file not found") from None
+def load_golden(path: Path, name: str | None = None) -> list[GoldenCase]:
+    """The cases of a golden set; a bad line is reported with the file (as `name`), line, case and field."""
+    name = name or str(path)
     cases: list[GoldenCase] = []
     seen: dict[str, int] = {}
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"{path}, line {number}"
-        try:
-            raw = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise UsageError(f"{where}: not valid JSON ({exc})") from None
+    for number, where, raw in read_input_jsonl(path, name):
         try:
             case = GoldenCase.model_validate(raw)
         except ValidationError as exc:
@@ -150,7 +140,7 @@ def load_golden(path: Path) -> list[GoldenCase]:
         seen[case.id] = number
         cases.append(case)
     if not cases:
-        raise UsageError(f"--golden {path}: no cases in the file")
+        raise UsageError(f"{name}: no cases in the file")
     return cases
 
 

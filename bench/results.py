@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,23 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
                 continue
             raise UsageError(f"{path}: line {number} is not valid JSON; the file is damaged") from None
     return rows
+
+
+def read_input_jsonl(path: Path, name: str) -> Iterator[tuple[int, str, Any]]:
+    """A JSONL file a person wrote (prompts, golden sets): (line number, "NAME, line N" for messages,
+    parsed value) per non-blank line. Unlike read_jsonl, every line must parse; `name` names the file."""
+    try:
+        lines = path.read_bytes().splitlines()
+    except FileNotFoundError:
+        raise UsageError(f"{name}: file not found") from None
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        where = f"{name}, line {number}"
+        try:
+            yield number, where, orjson.loads(line)
+        except orjson.JSONDecodeError as exc:
+            raise UsageError(f"{where}: not valid JSON ({exc})") from None
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -250,7 +250,7 @@ def _prepare_golden(args) -> tuple[str, list[dict[str, Any]]] | None:
         raise UsageError("--golden and --prompts both give the prompts; use one")
     from bench.quality import golden_digest, load_golden
 
-    cases = load_golden(args.golden)
+    cases = load_golden(args.golden, f"--golden {args.golden}")
     if args.temperature != 0:
         raise UsageError(f"--golden runs with fixed decoding; leave out --temperature {args.temperature:g}")
     args.requests = args.requests or len(cases)

@@ -17,11 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from bench.clients.openai import PreparedRequest
 from bench.errors import UsageError
 from bench.load.runner import WorkItem
+from bench.results import read_input_jsonl
 
 # Common English words: one or two tokens each for most tokenizers, so lengths are easy to fit.
 VOCABULARY = """
@@ -183,19 +182,8 @@ def synthetic_items(
 def load_prompt_file(path: Path) -> list[dict[str, Any]]:
     """JSONL, one object per line: {"prompt": str} or {"messages": [...]}, optional "max_tokens"
     (or "output_tokens", the expected output length)."""
-    try:
-        lines = path.read_bytes().splitlines()
-    except FileNotFoundError:
-        raise UsageError(f"--prompts {path}: file not found") from None
     rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        where = f"--prompts {path}, line {number}"
-        try:
-            row = orjson.loads(line)
-        except orjson.JSONDecodeError as exc:
-            raise UsageError(f"{where}: not valid JSON ({exc})") from None
+    for _, where, row in read_input_jsonl(path, f"--prompts {path}"):
         if not isinstance(row, dict):
             raise UsageError(f"{where}: expected a JSON object")
         has_prompt, has_messages = isinstance(row.get("prompt"), str), isinstance(row.get("messages"), list)
