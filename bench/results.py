@@ -151,23 +151,27 @@ class RunDirectory:
 
     def recompute_summary(self, spec: dict[str, Any] | None = None) -> dict[str, Any]:
         """The summary from the raw files alone (and the manifest's spec: stages, SLOs, efficiency inputs)."""
+        return self.recompute(spec)[0]
+
+    def recompute(self, spec: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """The summary and, for a golden run, each case's verdict (eval.json), from one read of the raw files."""
         from bench.metrics import summarize_run
 
         spec = spec if spec is not None else self.manifest().get("spec")
-        summary = summarize_run(self.requests(), self.telemetry(), spec, self.engine_metrics())
-        evaluation = self.evaluation(spec)
+        records = self.requests()
+        summary = summarize_run(records, self.telemetry(), spec, self.engine_metrics())
+        evaluation = self._evaluation(records, spec)
         if evaluation is not None:
             summary["quality"] = evaluation["summary"]
-        return summary
+        return summary, evaluation
 
-    def evaluation(self, spec: dict[str, Any] | None = None) -> dict[str, Any] | None:
-        """A golden run's verdicts, from requests.jsonl and the run's copy of the golden set; else None."""
+    def _evaluation(self, records: list[dict[str, Any]], spec: dict[str, Any] | None) -> dict[str, Any] | None:
+        """A golden run's verdicts, from its records and the run's copy of the golden set; else None."""
         from bench.quality import evaluate, load_golden
 
-        spec = spec if spec is not None else self.manifest().get("spec")
         if ((spec or {}).get("workload") or {}).get("kind") != "golden":
             return None
-        evaluation = evaluate(self.requests(), load_golden(self.file(GOLDEN_COPY)))
+        evaluation = evaluate(records, load_golden(self.file(GOLDEN_COPY)))
         golden = {k: spec["workload"][k] for k in ("path", "sha256", "cases")}
         golden.update(temperature=spec.get("temperature"), seed=spec.get("seed"))
         evaluation["summary"]["golden"] = golden

@@ -381,10 +381,10 @@ def cmd_run(args) -> int:
         driver.stop()
         requests_out.close()
         telemetry_out.close()
-        summary = run_dir.recompute_summary(spec)
+        summary, evaluation = run_dir.recompute(spec)
         run_dir.write_summary(summary)
-        if golden:
-            write_json_atomic(run_dir.file(EVAL), run_dir.evaluation(spec))
+        if evaluation is not None:
+            write_json_atomic(run_dir.file(EVAL), evaluation)
         manifest["engine"] = driver.record()
         manifest["ended_at"] = _now_iso()
         manifest["status"] = "complete" if stop_reason is None and exit_code == EXIT_OK else "incomplete"
