@@ -97,7 +97,8 @@ def assess(
             f"(offers: {', '.join(sorted(catalog.hardware_offers))})"
         )
     runs = _load_runs(run_dirs)
-    matched = {r["run_id"] for n in names for pair in [_runs_for(n, catalog.candidates[n], runs)] for r in pair if r}
+    paired = {n: _runs_for(n, catalog.candidates[n], runs) for n in names}  # (golden run, load run)
+    matched = {r["run_id"] for pair in paired.values() for r in pair if r}
     unmatched = [r["run_id"] for r in runs if r["run_id"] not in matched]
     if unmatched:
         raise UsageError(
@@ -112,7 +113,7 @@ def assess(
     out = []
     for name in names:
         c = catalog.candidates[name]
-        golden, load = _runs_for(name, c, runs)
+        golden, load = paired[name]
         entry: dict[str, Any] = {
             "name": name,
             "candidate": c.model_dump(),

@@ -203,7 +203,6 @@ def figures(data: dict[str, Any]) -> dict[str, bytes]:
         ),
         key=lambda b: b["value"],
     )
-    first_curve = runs[0]["monthly_curve"]
     apis = []
     for api in first["apis"]:
         line = [api["per_task"] * v for v in data["volumes"]]
@@ -211,7 +210,6 @@ def figures(data: dict[str, Any]) -> dict[str, bytes]:
         points = [{"volume": be, "monthly": api["per_task"] * be}] if be else []
         apis.append({"label": api["offer"], "monthly": line, "break_even": points})
     self_hosted = [{"label": f"{r['run_id']} on {r['hardware_offer']}", "monthly": r["monthly_curve"]} for r in runs]
-    assert len(first_curve) == len(data["volumes"])
     return {
         "latency_throughput.png": plots.latency_throughput(runs),
         "cost_per_1m_tokens.png": plots.cost_per_million(bars),
