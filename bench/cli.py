@@ -681,8 +681,9 @@ def cmd_decision(args) -> int:
     """bench compare and bench mdr."""
     import datetime
 
-    from bench.decision import assess, comparison_blocks, mdr_blocks, write_markdown
-    from bench.results import write_json_atomic
+    from bench.decision import assess, comparison_blocks, mdr_blocks
+    from bench.report.render import markdown
+    from bench.results import write_atomic, write_json_atomic
 
     if not 0 < args.min_success_rate <= 1:
         raise UsageError(f"--min-success-rate {args.min_success_rate:g}: give a fraction between 0 and 1")
@@ -697,11 +698,11 @@ def cmd_decision(args) -> int:
     else:
         blocks = mdr_blocks(assessment, args.title, args.context, args.choose)
     out = args.out or Path("results") / f"{args.command}-{datetime.date.today():%Y%m%d}.md"
-    write_markdown(blocks, out)
+    text = markdown(blocks)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, text)
     write_json_atomic(out.with_suffix(".json"), assessment)
-    from bench.report.render import markdown
-
-    print(markdown(blocks))
+    print(text)
     say(f"written: {out} (and {out.with_suffix('.json').name}, the figures behind it)")
     return EXIT_OK
 

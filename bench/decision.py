@@ -25,8 +25,8 @@ from bench.cost import (
     with_measured_tokens,
 )
 from bench.errors import UsageError
-from bench.report.render import Heading, Paragraph, Table, markdown
-from bench.results import RunDirectory, write_atomic
+from bench.report.render import Heading, Paragraph, Table
+from bench.results import RunDirectory
 
 COLUMNS = (
     "task fit",
@@ -519,8 +519,3 @@ def _triggers(assessment: dict[str, Any], default: dict | None) -> list[list[str
     else:
         rows.append(["quality drift", "no default measured: measure the candidates on a golden set first"])
     return rows
-
-
-def write_markdown(blocks: list, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, markdown(blocks))
