@@ -191,6 +191,12 @@ def _read_yaml(path: Path):
         return yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"catalog {path} not found; pass --catalog PATH or set {CATALOG_ENV}") from None
+    except IsADirectoryError:
+        raise UsageError(f"catalog {path} is a folder; pass the models.yaml file inside it") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    except PermissionError:
+        raise UsageError(f"catalog {path} cannot be read (permission denied)") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
@@ -220,8 +226,10 @@ def load_catalog(path: Path | None = None) -> tuple[Catalog, Path]:
     catalog.api_offers = {**imported_api_offers(path), **catalog.api_offers}
     for name, candidate in catalog.candidates.items():  # checked after the import: offers may live in prices.yaml
         if candidate.api_offer is not None and candidate.api_offer not in catalog.api_offers:
-            raise UsageError(f"{path}: entry '{name}', field 'api_offer': {candidate.api_offer!r} is not in api_offers "
-                             "(nor in prices.yaml)")  # fmt: skip
+            raise UsageError(
+                f"{path}: entry '{name}', field 'api_offer': {candidate.api_offer!r} is not in api_offers "
+                "(nor in prices.yaml)"
+            )
     return catalog, path
 
 

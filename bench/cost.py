@@ -25,6 +25,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from bench.summary import RunSummary
+
 HOURS_PER_MONTH = 730.0
 SECONDS_PER_MONTH = HOURS_PER_MONTH * 3600
 HOURS_PER_YEAR = 8760.0
@@ -68,8 +70,13 @@ def hourly_rented(per_hour: float) -> float:
     return per_hour
 
 
-def hourly_owned(purchase: float, amortization_years: float, power_w: float, electricity_per_kwh: float,
-                 hosting_per_month: float = 0.0) -> float:  # fmt: skip
+def hourly_owned(
+    purchase: float,
+    amortization_years: float,
+    power_w: float,
+    electricity_per_kwh: float,
+    hosting_per_month: float = 0.0,
+) -> float:
     return (
         purchase / (amortization_years * HOURS_PER_YEAR)
         + power_w / 1000 * electricity_per_kwh
@@ -104,8 +111,11 @@ def api_per_task(offer: dict[str, Any], task: TaskProfile) -> float:
     calls = 1 + task.tool_calls_per_task
     cached_price = offer.get("cached_input_per_1m")
     cached_price = offer["input_per_1m"] if cached_price is None else cached_price
-    input_cost = task.input_tokens * ((1 - task.cached_input_share) * offer["input_per_1m"]
-                                      + task.cached_input_share * cached_price) / 1e6  # fmt: skip
+    input_cost = (
+        task.input_tokens
+        * ((1 - task.cached_input_share) * offer["input_per_1m"] + task.cached_input_share * cached_price)
+        / 1e6
+    )
     output_cost = (task.output_tokens + task.reasoning_tokens) * offer["output_per_1m"] / 1e6
     model_cost = calls * (input_cost + output_cost)
     model_cost *= 1 - task.batch_share * (offer.get("batch_discount") or 0.0)
@@ -117,8 +127,7 @@ def energy_per_million_tokens(joules_per_token: float, per_kwh: float) -> float:
     return joules_per_token * 1e6 / 3.6e6 * per_kwh
 
 
-def instances_needed(tasks_per_month: float, peak_to_average: float, requests_per_s: float,
-                     utilization: float) -> int:  # fmt: skip
+def instances_needed(tasks_per_month: float, peak_to_average: float, requests_per_s: float, utilization: float) -> int:
     _check_utilization(utilization)
     if tasks_per_month <= 0:
         return 0
@@ -147,37 +156,41 @@ def break_even(task: TaskProfile, hourly: float, requests_per_s: float, api_task
     return volume if volume <= capacity else None
 
 
-def priced_throughput(summary: dict[str, Any]) -> dict[str, Any]:
+def priced_throughput(summary: RunSummary) -> dict[str, Any]:
     """The throughput to price: the max SLO-compliant stage when SLOs were set, else the fastest stage."""
-    stages = [s for s in summary.get("stages") or [] if s.get("request_throughput_per_s")]
+    stages = [s for s in summary.stages if s.request_throughput_per_s]
     if not stages:
         raise CostError("the run measured no throughput (no successful requests), so nothing can be priced")
-    best = (summary.get("slo") or {}).get("max_slo_compliant")
+    best = summary.slo.max_slo_compliant if summary.slo else None
     if best:
-        stage, basis = next(s for s in stages if s["stage"] == best["stage"]), "max SLO-compliant throughput"
+        stage, basis = next(s for s in stages if s.stage == best.stage), "max SLO-compliant throughput"
     else:
-        stage, basis = max(stages, key=lambda s: s["request_throughput_per_s"]), "highest measured throughput"
-    req = stage["requests"]
-    finished = req["successful"] + req["failed"]
-    quality = summary.get("quality") or {}
-    if quality.get("success_rate") is not None:  # a golden run: success means every check passed
-        success_rate, success_basis = quality["success_rate"], "golden-set cases passed"
+        stage, basis = max(stages, key=lambda s: s.request_throughput_per_s), "highest measured throughput"
+    finished = stage.requests.finished
+    quality = summary.quality
+    if quality is not None and quality.success_rate is not None:  # a golden run: success means every check passed
+        success_rate, success_basis = quality.success_rate, "golden-set cases passed"
     else:
-        success_rate, success_basis = req["successful"] / finished if finished else 0.0, "requests that succeeded"
+        success_rate, success_basis = (
+            stage.requests.successful / finished if finished else 0.0,
+            "requests that succeeded",
+        )
     return {
-        "basis": basis, "stage": stage["stage"], "label": stage.get("label"),
-        "requests_per_s": stage["request_throughput_per_s"],
-        "output_tokens_per_s": stage["output_throughput_tokens_per_s"],
-        "total_tokens_per_s": stage["total_token_throughput_tokens_per_s"],
-        "output_tokens_per_s_ci95": (stage.get("ci95") or {}).get("output_throughput_tokens_per_s"),
-        "input_tokens_mean": (stage.get("prompt_tokens") or {}).get("mean") or 0.0,
-        "output_tokens_mean": (stage.get("output_tokens") or {}).get("mean") or 0.0,
+        "basis": basis,
+        "stage": stage.stage,
+        "label": stage.label,
+        "requests_per_s": stage.request_throughput_per_s,
+        "output_tokens_per_s": stage.output_throughput_tokens_per_s,
+        "total_tokens_per_s": stage.total_token_throughput_tokens_per_s,
+        "output_tokens_per_s_ci95": stage.ci95.output_throughput_tokens_per_s,
+        "input_tokens_mean": stage.prompt_tokens.mean or 0.0,
+        "output_tokens_mean": stage.output_tokens.mean or 0.0,
         "success_rate": success_rate,
         "success_basis": success_basis,
-        "success_rate_ci95": quality.get("ci95"),
-        "gpu_energy_j_per_output_token": (stage.get("telemetry") or {}).get("gpu_energy_j_per_output_token"),
-        "prefix_cache_hit_rate": stage.get("prefix_cache_hit_rate"),
-    }  # fmt: skip
+        "success_rate_ci95": quality.ci95 if quality else None,
+        "gpu_energy_j_per_output_token": stage.telemetry.gpu_energy_j_per_output_token,
+        "prefix_cache_hit_rate": stage.prefix_cache_hit_rate,
+    }
 
 
 def offer_hourly(offer) -> float:
@@ -187,14 +200,24 @@ def offer_hourly(offer) -> float:
     return hourly_owned(o.purchase, o.amortization_years, o.power_w, o.electricity_per_kwh, o.hosting_per_month)
 
 
-def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str, Any], task: TaskProfile,
-                electricity_per_kwh: float | None = None) -> dict[str, Any]:  # fmt: skip
+def cost_report(
+    tp: dict[str, Any],
+    offer_name: str,
+    offer,
+    api_offers: dict[str, Any],
+    task: TaskProfile,
+    electricity_per_kwh: float | None = None,
+) -> dict[str, Any]:
     """Self-hosted cost at the priced throughput (see priced_throughput), against each API offer, with
     break-even and sensitivity. Energy is priced at the owned offer's tariff, else at `electricity_per_kwh`."""
     hourly = offer_hourly(offer)
     u, rps = task.utilization, tp["requests_per_s"]
     self_hosted = {
-        "offer": offer_name, "hourly": hourly, "utilization": u, "price_source": offer.source, "as_of": offer.as_of,
+        "offer": offer_name,
+        "hourly": hourly,
+        "utilization": u,
+        "price_source": offer.source,
+        "as_of": offer.as_of,
         "per_1m_output_tokens": per_million_tokens(hourly, tp["output_tokens_per_s"], u),
         "per_1m_total_tokens": per_million_tokens(hourly, tp["total_tokens_per_s"], u),
         "per_task": per_task(hourly, rps, u),
@@ -204,7 +227,7 @@ def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str
         "per_task_by_utilization": {f"{v:.0%}": per_task(hourly, rps, v) for v in UTILIZATION_LEVELS},
         # $/successful task is $/task with every failure retried: (1 - s) / s extra attempts per task
         "retry_rate": (1 - tp["success_rate"]) / tp["success_rate"] if tp["success_rate"] else None,
-    }  # fmt: skip
+    }
     per_kwh = offer.owned.electricity_per_kwh if offer.owned is not None else electricity_per_kwh
     joules = tp.get("gpu_energy_j_per_output_token")
     self_hosted["electricity_per_kwh"] = per_kwh
@@ -215,41 +238,62 @@ def cost_report(tp: dict[str, Any], offer_name: str, offer, api_offers: dict[str
     quality_ci = tp.get("success_rate_ci95")
     if quality_ci and self_hosted["per_successful_task"] is not None:  # a lower success rate, a dearer success
         low, high = quality_ci
-        self_hosted["per_successful_task_ci95"] = [self_hosted["per_task"] / high,
-                                                   self_hosted["per_task"] / low if low > 0 else None]  # fmt: skip
+        self_hosted["per_successful_task_ci95"] = [
+            self_hosted["per_task"] / high,
+            self_hosted["per_task"] / low if low > 0 else None,
+        ]
     ci = tp["output_tokens_per_s_ci95"]
     if ci and ci[0] > 0:  # slower throughput, dearer tokens: the interval flips
-        self_hosted["per_1m_output_tokens_ci95"] = [per_million_tokens(hourly, ci[1], u),
-                                                   per_million_tokens(hourly, ci[0], u)]  # fmt: skip
+        self_hosted["per_1m_output_tokens_ci95"] = [
+            per_million_tokens(hourly, ci[1], u),
+            per_million_tokens(hourly, ci[0], u),
+        ]
     apis = []
     for name, api in api_offers.items():
         prices = api.model_dump()
         api_task = api_per_task(prices, task)
-        apis.append({
-            "offer": name, "provider": api.provider, "model": api.model, "price_source": api.source,
-            "as_of": api.as_of, "per_task": api_task, "monthly": api_task * task.tasks_per_month,
-            "break_even_tasks_per_month": break_even(task, hourly, rps, api_task),
-            "break_even_by_price": {f"{k:+.0%}": break_even(task, hourly, rps, api_task * (1 + k))
-                                    for k in (-0.5, 0.0, 0.5)},
-            "break_even_by_utilization": {f"{v:.0%}": break_even(replace(task, utilization=v), hourly, rps, api_task)
-                                          for v in UTILIZATION_LEVELS},
-        })  # fmt: skip
+        apis.append(
+            {
+                "offer": name,
+                "provider": api.provider,
+                "model": api.model,
+                "price_source": api.source,
+                "as_of": api.as_of,
+                "per_task": api_task,
+                "monthly": api_task * task.tasks_per_month,
+                "break_even_tasks_per_month": break_even(task, hourly, rps, api_task),
+                "break_even_by_price": {
+                    f"{k:+.0%}": break_even(task, hourly, rps, api_task * (1 + k)) for k in (-0.5, 0.0, 0.5)
+                },
+                "break_even_by_utilization": {
+                    f"{v:.0%}": break_even(replace(task, utilization=v), hourly, rps, api_task)
+                    for v in UTILIZATION_LEVELS
+                },
+            }
+        )
     return {"throughput": tp, "task": task.__dict__, "self_hosted": self_hosted, "apis": apis}
 
 
-def stage_costs(summary: dict[str, Any], hourly: float, utilization: float) -> list[dict[str, Any]]:
+def stage_costs(summary: RunSummary, hourly: float, utilization: float) -> list[dict[str, Any]]:
     """Per stage of a run: $ per 1M output and total tokens and $ per task at its measured throughput."""
     rows = []
-    for stage in summary.get("stages") or []:
-        rps, out_tps = stage.get("request_throughput_per_s"), stage.get("output_throughput_tokens_per_s")
+    for stage in summary.stages:
+        rps, out_tps = stage.request_throughput_per_s, stage.output_throughput_tokens_per_s
         measured = bool(rps and out_tps)
-        rows.append({
-            "stage": stage["stage"], "label": stage.get("label"), "requests_per_s": rps,
-            "per_1m_output_tokens": per_million_tokens(hourly, out_tps, utilization) if measured else None,
-            "per_1m_total_tokens": per_million_tokens(hourly, stage["total_token_throughput_tokens_per_s"], utilization)
-            if measured else None,
-            "per_task": per_task(hourly, rps, utilization) if measured else None,
-        })  # fmt: skip
+        rows.append(
+            {
+                "stage": stage.stage,
+                "label": stage.label,
+                "requests_per_s": rps,
+                "per_1m_output_tokens": per_million_tokens(hourly, out_tps, utilization) if measured else None,
+                "per_1m_total_tokens": per_million_tokens(
+                    hourly, stage.total_token_throughput_tokens_per_s, utilization
+                )
+                if measured
+                else None,
+                "per_task": per_task(hourly, rps, utilization) if measured else None,
+            }
+        )
     return rows
 
 

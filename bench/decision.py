@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 from bench.catalog import Candidate, Catalog
-from bench.console import money, tasks_per_month
 from bench.cost import (
     CostError,
     TaskProfile,
@@ -25,6 +24,7 @@ from bench.cost import (
     with_measured_tokens,
 )
 from bench.errors import UsageError
+from bench.format import money, tasks_per_month
 from bench.report.render import Heading, Paragraph, Table
 from bench.results import RunDirectory
 
@@ -55,12 +55,12 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
         runs.append(
             {
                 "path": path,
-                "run_id": manifest.get("run_id"),
-                "model": (manifest.get("model") or {}).get("name"),
-                "engine": (manifest.get("engine") or {}),
-                "status": manifest.get("status"),
-                "golden": (manifest.get("spec") or {}).get("workload", {}).get("kind") == "golden",
-                "slo": summary.get("slo"),
+                "run_id": manifest.run_id,
+                "model": manifest.model.name if manifest.model else None,
+                "engine": manifest.engine,
+                "status": manifest.status,
+                "golden": manifest.workload is not None and manifest.workload.kind == "golden",
+                "slo": summary.slo,
                 "summary": summary,
             }
         )
@@ -121,31 +121,37 @@ def assess(
             "load_run": load and load["run_id"],
         }
         if golden:
-            q = golden["summary"]["quality"]
-            entry["quality"] = {k: q[k] for k in ("passed", "cases", "success_rate", "ci95")}
-            entry["quality"]["golden"] = q.get("golden")
-            entry["meets_bar"] = q["success_rate"] is not None and q["success_rate"] >= min_success_rate
+            q = golden["summary"].quality
+            entry["quality"] = {
+                "passed": q.passed,
+                "cases": q.cases,
+                "success_rate": q.success_rate,
+                "ci95": q.ci95,
+                "golden": q.golden,
+            }
+            entry["meets_bar"] = q.success_rate is not None and q.success_rate >= min_success_rate
         if load:
             try:
                 tp = priced_throughput(load["summary"])
             except CostError as exc:
                 raise UsageError(f"run {load['run_id']}: {exc}") from None
-            stage = load["summary"]["stages"][tp["stage"]]
+            stage = load["summary"].stage(tp["stage"])
+            slo = load["slo"]
             entry["latency"] = {
                 "stage": tp["label"],
-                "ttft_p99_ms": (stage.get("ttft_ms") or {}).get("p99"),
-                "e2e_p99_ms": (stage.get("e2e_ms") or {}).get("p99"),
-                "tpot_p50_ms": (stage.get("tpot_ms") or {}).get("p50"),
-                "slo": load["slo"],
-                "compliant": bool((load["slo"] or {}).get("max_slo_compliant")),
+                "ttft_p99_ms": stage.ttft_ms.p99,
+                "e2e_p99_ms": stage.e2e_ms.p99,
+                "tpot_p50_ms": stage.tpot_ms.p50,
+                "slo": slo.model_dump() if slo else None,
+                "compliant": bool(slo and slo.max_slo_compliant),
             }
             entry["throughput"] = {
                 "requests_per_s": tp["requests_per_s"],
                 "output_tokens_per_s": tp["output_tokens_per_s"],
             }
             entry["operations"] = {
-                "load_time_s": load["engine"].get("load_time_s"),
-                "engine_peak_rss_bytes": stage.get("telemetry", {}).get("engine_peak_rss_bytes"),
+                "load_time_s": load["engine"].load_time_s if load["engine"] else None,
+                "engine_peak_rss_bytes": stage.telemetry.engine_peak_rss_bytes,
             }
         if c.access == "self-hosted" and load and hardware_offer:
             offer = catalog.hardware_offers[hardware_offer]
@@ -265,8 +271,9 @@ def comparison_blocks(assessment: dict[str, Any]) -> list:
 
 
 # -- the model decision record -------------------------------------------------------------------
-def decide(assessment: dict[str, Any], chosen: str | None, today: datetime.date | None = None
-           ) -> tuple[dict | None, dict | None, str]:  # fmt: skip
+def decide(
+    assessment: dict[str, Any], chosen: str | None, today: datetime.date | None = None
+) -> tuple[dict | None, dict | None, str]:
     """(default, fallback, how): the cheapest candidate per successful task among those that meet the bar,
     or the one given by --choose; the fallback is the next such candidate, else the cheapest API."""
     today = today or datetime.date.today()  # a candidate past its deprecation date is never picked
@@ -456,10 +463,14 @@ def _rationale(e: dict[str, Any], bar: float) -> str:
 
 def _break_even_text(volume: float | None, now: float) -> str:
     if volume is None:
-        return (f"no break-even: the API costs less per task than a fully used instance (now {now:,.0f} tasks/month);"
-                " re-decide if either price or the measured throughput changes")  # fmt: skip
-    return (f"break-even at {volume:,.0f} tasks/month (now {now:,.0f}); re-decide when volume crosses it "
-            "(measured throughput x catalog prices)")  # fmt: skip
+        return (
+            f"no break-even: the API costs less per task than a fully used instance (now {now:,.0f} tasks/month);"
+            " re-decide if either price or the measured throughput changes"
+        )
+    return (
+        f"break-even at {volume:,.0f} tasks/month (now {now:,.0f}); re-decide when volume crosses it "
+        "(measured throughput x catalog prices)"
+    )
 
 
 def _retired(e: dict[str, Any], today: datetime.date) -> bool:

@@ -92,13 +92,16 @@ def select_offers(price_map: dict[str, Any], patterns: list[str], source: str, a
                 offers.setdefault(offer_name(offer["provider"], key), offer)
                 matched = True
         if not matched:
-            raise UsageError(f"no priced chat or completion model in the price map matches {pattern!r}; "
-                             "try a pattern such as 'gpt-4o*' or 'claude-*haiku*'")  # fmt: skip
+            raise UsageError(
+                f"no priced chat or completion model in the price map matches {pattern!r}; "
+                "try a pattern such as 'gpt-4o*' or 'claude-*haiku*'"
+            )
     return offers
 
 
-def import_prices(patterns: list[str], out: Path, from_file: Path | None = None,
-                  today: datetime.date | None = None) -> dict[str, dict]:  # fmt: skip
+def import_prices(
+    patterns: list[str], out: Path, from_file: Path | None = None, today: datetime.date | None = None
+) -> dict[str, dict]:
     """Read the price map, select offers, and merge them into `out` (earlier imports are kept)."""
     if from_file is not None:
         path, source = from_file, f"LiteLLM-format price map {from_file.name}"

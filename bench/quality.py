@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,10 +31,12 @@ import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import UsageError
+from bench.metrics.stats import wilson_interval
+from bench.records import RequestRecord
 from bench.results import read_input_jsonl
+from bench.summary import CaseFailure, CheckCount, Quality, Rate
 
 KNOWN_TAGS = ("real", "edge", "adversarial", "prompt-injection", "regression", "malformed-input")
-Z_95 = 1.959963984540054
 
 
 class _Check(BaseModel):
@@ -63,7 +64,7 @@ class Regex(_Check):
     def _compiles(self):
         try:
             re.compile(self.pattern)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999} overflows, not re.error
             raise ValueError(f"pattern {self.pattern!r} is not a valid regular expression: {exc}") from None
         return self
 
@@ -181,8 +182,10 @@ def run_check(check, output: str) -> tuple[bool, str]:
         except json.JSONDecodeError as exc:
             return False, f"not JSON: {exc.msg} at character {exc.pos}"
         if check.schema_ is not None:
-            errors = sorted(jsonschema.validators.validator_for(check.schema_)(check.schema_).iter_errors(document),
-                            key=lambda e: list(e.path))  # fmt: skip
+            errors = sorted(
+                jsonschema.validators.validator_for(check.schema_)(check.schema_).iter_errors(document),
+                key=lambda e: list(e.path),
+            )
             if errors:
                 at = "/".join(str(p) for p in errors[0].path) or "(root)"
                 return False, f"schema: at {at}: {errors[0].message}"
@@ -200,57 +203,70 @@ def run_check(check, output: str) -> tuple[bool, str]:
     raise AssertionError(f"unknown check {check!r}")
 
 
-def wilson_interval(successes: int, n: int, z: float = Z_95) -> list[float] | None:
-    """The Wilson score interval [low, high] for a binomial proportion (a list, as JSON keeps it); None for n = 0."""
-    if n == 0:
-        return None
-    p = successes / n
-    denominator = 1 + z * z / n
-    center = (p + z * z / (2 * n)) / denominator
-    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return [max(0.0, center - half), min(1.0, center + half)]
+def _rate(passed: int, n: int) -> Rate:
+    return Rate(cases=n, passed=passed, success_rate=passed / n if n else None, ci95=wilson_interval(passed, n))
 
 
-def _rate(passed: int, n: int) -> dict[str, Any]:
-    return {"cases": n, "passed": passed, "success_rate": passed / n if n else None, "ci95": wilson_interval(passed, n)}
-
-
-def evaluate(records: list[dict[str, Any]], cases: list[GoldenCase]) -> dict[str, Any]:
-    """Each case's verdict on the run's measured records, and the aggregates: success rate with its
-    Wilson interval, by tag and by check type, and the failures. A case with no record was not run
-    (an interrupted run) and is listed, not counted."""
-    by_id: dict[str, dict[str, Any]] = {}
+def evaluate(records: list[RequestRecord], cases: list[GoldenCase]) -> tuple[Quality, list[dict[str, Any]]]:
+    """Each case's verdict on the run's measured records (eval.json's `cases`), and the aggregates:
+    success rate with its Wilson interval, by tag and by check type, and the failures. A case with no
+    record was not run (an interrupted run) and is listed, not counted."""
+    by_id: dict[str, RequestRecord] = {}
     for record in records:
-        if record.get("case_id") is not None and record.get("phase", "measured") == "measured":
-            by_id.setdefault(record["case_id"], record)  # the first answer to a case is its verdict
+        if record.case_id is not None and record.measured:
+            by_id.setdefault(record.case_id, record)  # the first answer to a case is its verdict
     verdicts = []
     for case in cases:
         record = by_id.get(case.id)
         if record is None:
             continue
-        output = record.get("output_text") or ""
-        if record.get("status") != "ok":
-            checks = [{"type": "request", "passed": False, "detail": f"{record.get('status')}: {record.get('error')}"}]
+        output = record.output_text or ""
+        if not record.ok:
+            checks = [{"type": "request", "passed": False, "detail": f"{record.status}: {record.error}"}]
         else:
-            checks = [dict(zip(("type", "passed", "detail"), (c.type, *run_check(c, output)), strict=True))
-                      for c in case.checks]  # fmt: skip
-        verdicts.append({"id": case.id, "tags": case.tags, "passed": all(c["passed"] for c in checks),
-                         "checks": checks, "output": output, "reference": case.reference,
-                         "request_id": record.get("request_id")})  # fmt: skip
+            checks = [
+                dict(zip(("type", "passed", "detail"), (c.type, *run_check(c, output)), strict=True))
+                for c in case.checks
+            ]
+        verdicts.append(
+            {
+                "id": case.id,
+                "tags": case.tags,
+                "passed": all(c["passed"] for c in checks),
+                "checks": checks,
+                "output": output,
+                "reference": case.reference,
+                "request_id": record.request_id,
+            }
+        )
     passed = sum(v["passed"] for v in verdicts)
     tags = sorted({t for v in verdicts for t in v["tags"]})
     check_types = sorted({c["type"] for v in verdicts for c in v["checks"]})
-    summary = {
-        **_rate(passed, len(verdicts)),
-        "cases_in_set": len(cases),
-        "not_run": [c.id for c in cases if c.id not in by_id],
-        "by_tag": {t: _rate(sum(v["passed"] for v in verdicts if t in v["tags"]),
-                            sum(1 for v in verdicts if t in v["tags"])) for t in tags},
-        "by_check": {t: {"checks": sum(1 for v in verdicts for c in v["checks"] if c["type"] == t),
-                         "passed": sum(1 for v in verdicts for c in v["checks"] if c["type"] == t and c["passed"])}
-                     for t in check_types},
-        "failures": [{"id": v["id"], "tags": v["tags"], "output": v["output"][:200],
-                      "failed": [f"{c['type']}: {c['detail']}" for c in v["checks"] if not c["passed"]]}
-                     for v in verdicts if not v["passed"]],
-    }  # fmt: skip
-    return {"summary": summary, "cases": verdicts}
+    overall = _rate(passed, len(verdicts))
+    quality = Quality(
+        **overall.model_dump(),
+        cases_in_set=len(cases),
+        not_run=[c.id for c in cases if c.id not in by_id],
+        by_tag={
+            t: _rate(sum(v["passed"] for v in verdicts if t in v["tags"]), sum(1 for v in verdicts if t in v["tags"]))
+            for t in tags
+        },
+        by_check={
+            t: CheckCount(
+                checks=sum(1 for v in verdicts for c in v["checks"] if c["type"] == t),
+                passed=sum(1 for v in verdicts for c in v["checks"] if c["type"] == t and c["passed"]),
+            )
+            for t in check_types
+        },
+        failures=[
+            CaseFailure(
+                id=v["id"],
+                tags=v["tags"],
+                output=v["output"][:200],
+                failed=[f"{c['type']}: {c['detail']}" for c in v["checks"] if not c["passed"]],
+            )
+            for v in verdicts
+            if not v["passed"]
+        ],
+    )
+    return quality, verdicts

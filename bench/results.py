@@ -1,4 +1,8 @@
-"""The run directory: atomic writes, records appended as they complete, loading runs back."""
+"""The run directory on disk: atomic writes, records appended as they complete, reading them back.
+
+File I/O only: what the files mean is in bench.records and bench.summary; what is derived from them,
+in bench.analysis.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,8 @@ from typing import Any
 import orjson
 
 from bench.errors import UsageError
+from bench.records import Manifest, RequestRecord, TelemetrySample
+from bench.summary import RunSummary
 
 MANIFEST, REQUESTS, TELEMETRY, SUMMARY, ENGINE_LOG, ENGINE_METRICS = (
     "manifest.json",
@@ -20,7 +26,7 @@ MANIFEST, REQUESTS, TELEMETRY, SUMMARY, ENGINE_LOG, ENGINE_METRICS = (
     "engine.log",
     "engine-metrics.jsonl",  # the engine's /metrics at each stage's start and end
 )
-GOLDEN_COPY, EVAL = "golden.jsonl", "eval.json"  # a golden run's cases, and each case's verdict
+GOLDEN_COPY, EVAL, ERROR_FILE = "golden.jsonl", "eval.json", "error.txt"
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 
 
@@ -47,50 +53,57 @@ def write_atomic(path: Path, data: bytes | str) -> None:
 
 
 class JsonlAppender:
-    """Appends one JSON object per line and flushes it, so a crash loses nothing already written."""
+    """Appends one JSON object (a dict or a record dataclass) per line and flushes it, so a crash loses
+    nothing already written."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._handle = path.open("ab")
         self.count = 0
 
-    def append(self, row: dict[str, Any]) -> None:
+    def append(self, row: Any) -> None:
         self._handle.write(orjson.dumps(row) + b"\n")
         self._handle.flush()
         self.count += 1
 
     def close(self) -> None:
         if not self._handle.closed:
-            self._handle.flush()
-            os.fsync(self._handle.fileno())
-            self._handle.close()
+            try:
+                self._handle.flush()
+                os.fsync(self._handle.fileno())
+            finally:
+                self._handle.close()
+
+
+def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
+    """Rows of a JSONL file, one at a time; a torn last line (a crash mid-write) is skipped, any other bad
+    line is an error."""
+    if not path.exists():
+        return
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield orjson.loads(line)
+            except orjson.JSONDecodeError:
+                if line.endswith(b"\n"):  # only the last line can lack its newline: an interrupted write
+                    raise UsageError(f"{path}: line {number} is not valid JSON; the file is damaged") from None
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a torn last line (a crash mid-write) is skipped, any other bad line is an error."""
-    if not path.exists():
-        return []
-    lines = path.read_bytes().split(b"\n")
-    rows = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(orjson.loads(line))
-        except orjson.JSONDecodeError:
-            if number == len(lines):  # the final line with no newline: an interrupted write
-                continue
-            raise UsageError(f"{path}: line {number} is not valid JSON; the file is damaged") from None
-    return rows
+    return list(iter_jsonl(path))
 
 
 def read_input_jsonl(path: Path, name: str) -> Iterator[tuple[int, str, Any]]:
     """A JSONL file a person wrote (prompts, golden sets): (line number, "NAME, line N" for messages,
-    parsed value) per non-blank line. Unlike read_jsonl, every line must parse; `name` names the file."""
+    parsed value) per non-blank line. Unlike iter_jsonl, every line must parse; `name` names the file."""
     try:
         lines = path.read_bytes().splitlines()
     except FileNotFoundError:
         raise UsageError(f"{name}: file not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"{name}: is a folder, not a file") from None
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -103,18 +116,23 @@ def read_input_jsonl(path: Path, name: str) -> Iterator[tuple[int, str, Any]]:
 
 def read_json(path: Path) -> dict[str, Any]:
     try:
-        return orjson.loads(path.read_bytes())
+        data = orjson.loads(path.read_bytes())
     except FileNotFoundError:
         raise UsageError(f"{path} not found: is this a run directory written by `bench run`?") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path} is a folder, not a JSON file") from None
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a JSON object")
+    return data
 
 
 class RunDirectory:
     """results/<run_id>/ and the files in it."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
+        self.path = Path(path)
 
     @classmethod
     def create(cls, root: Path, run_id: str) -> RunDirectory:
@@ -128,51 +146,36 @@ class RunDirectory:
     def file(self, name: str) -> Path:
         return self.path / name
 
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json_atomic(self.file(MANIFEST), manifest)
+    def exists(self) -> bool:
+        return self.file(MANIFEST).exists()
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
-        write_json_atomic(self.file(SUMMARY), summary)
+    def write_manifest(self, manifest: Manifest) -> None:
+        write_json_atomic(self.file(MANIFEST), manifest.to_json())
 
-    def manifest(self) -> dict[str, Any]:
-        return read_json(self.file(MANIFEST))
+    def write_summary(self, summary: RunSummary) -> None:
+        write_json_atomic(self.file(SUMMARY), summary.to_json())
 
-    def summary(self) -> dict[str, Any]:
-        return read_json(self.file(SUMMARY))
+    def manifest(self) -> Manifest:
+        return Manifest.load(read_json(self.file(MANIFEST)))
 
-    def requests(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.file(REQUESTS))
+    def summary(self) -> RunSummary:
+        return RunSummary.load(read_json(self.file(SUMMARY)))
 
-    def telemetry(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.file(TELEMETRY))
+    def has_summary(self) -> bool:
+        return self.file(SUMMARY).exists()
+
+    def request_rows(self) -> Iterator[dict[str, Any]]:
+        """requests.jsonl as rows, streamed (large runs need not fit in memory as records)."""
+        return iter_jsonl(self.file(REQUESTS))
+
+    def requests(self) -> list[RequestRecord]:
+        return [RequestRecord.from_row(row) for row in self.request_rows()]
+
+    def telemetry(self) -> list[TelemetrySample]:
+        return [TelemetrySample.from_row(row) for row in iter_jsonl(self.file(TELEMETRY))]
 
     def engine_metrics(self) -> list[dict[str, Any]]:
         return read_jsonl(self.file(ENGINE_METRICS))
 
-    def recompute_summary(self, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The summary from the raw files alone (and the manifest's spec: stages, SLOs, efficiency inputs)."""
-        return self.recompute(spec)[0]
-
-    def recompute(self, spec: dict[str, Any] | None = None) -> tuple[dict[str, Any], dict[str, Any] | None]:
-        """The summary and, for a golden run, each case's verdict (eval.json), from one read of the raw files."""
-        from bench.metrics import summarize_run
-
-        spec = spec if spec is not None else self.manifest().get("spec")
-        records = self.requests()
-        summary = summarize_run(records, self.telemetry(), spec, self.engine_metrics())
-        evaluation = self._evaluation(records, spec)
-        if evaluation is not None:
-            summary["quality"] = evaluation["summary"]
-        return summary, evaluation
-
-    def _evaluation(self, records: list[dict[str, Any]], spec: dict[str, Any] | None) -> dict[str, Any] | None:
-        """A golden run's verdicts, from its records and the run's copy of the golden set; else None."""
-        from bench.quality import evaluate, load_golden
-
-        if ((spec or {}).get("workload") or {}).get("kind") != "golden":
-            return None
-        evaluation = evaluate(records, load_golden(self.file(GOLDEN_COPY)))
-        golden = {k: spec["workload"][k] for k in ("path", "sha256", "cases")}
-        golden.update(temperature=spec.get("temperature"), seed=spec.get("seed"))
-        evaluation["summary"]["golden"] = golden
-        return evaluation
+    def evaluation(self) -> dict[str, Any] | None:
+        return read_json(self.file(EVAL)) if self.file(EVAL).exists() else None

@@ -10,9 +10,10 @@ Prefill is bound by compute, about 2 FLOPs per parameter per token:
     prefill tokens/s <= peak FLOP/s / (2 * parameters)
 
 Measured / bound is the model bandwidth utilization (MBU) for decode and the FLOP utilization
-(MFU) for prefill. A low figure flags a misconfigured engine (too few threads, no GPU offload,
-a slow kernel path). Sliding-window layers are counted as full attention (the KV term is an upper
-bound), and KV elements are taken as f16 (llama.cpp's and vLLM's default).
+(MFU) for prefill; bench.metrics.efficiency measures a stage against these bounds. A low figure
+flags a misconfigured engine (too few threads, no GPU offload, a slow kernel path). Sliding-window
+layers are counted as full attention (the KV term is an upper bound), and KV elements are taken as
+f16 (llama.cpp's and vLLM's default).
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ import threading
 import time
 from dataclasses import asdict, dataclass
 from typing import Any
-
-from bench.metrics import NS_PER_MS, request_latencies
 
 KV_ELEMENT_BYTES = 2.0
 
@@ -83,44 +82,3 @@ def cpu_limits(threads: int, cpu_model: str) -> HardwareLimits:
         peak_flops=None,
         source=f"measured: {threads}-thread 128 MiB copy, read+write bytes, best of 5, at run start",
     )
-
-
-def _mean_concurrent_decoders(ok: list[dict[str, Any]]) -> float:
-    """Mean number of requests between their first and last token, over the span where any was."""
-    spans = [(r["output_times_ns"][0], r["output_times_ns"][-1]) for r in ok if len(r["output_times_ns"]) >= 2]
-    if not spans:
-        return 1.0
-    window = max(e for _, e in spans) - min(s for s, _ in spans)
-    return max(1.0, sum(e - s for s, e in spans) / window) if window > 0 else 1.0
-
-
-def efficiency(records: list[dict[str, Any]], shape: dict[str, Any], limits: dict[str, Any]) -> dict[str, Any]:
-    """Decode MBU and prefill MFU of one stage's measured requests."""
-    ok = [r for r in records if r.get("phase") == "measured" and r.get("status") == "ok" and r.get("output_times_ns")]
-    if not ok:
-        return {}
-    tpots = [t for r in ok if (t := request_latencies(r)["tpot_ms"])]
-    prompt = [r["prompt_tokens"] for r in ok if r.get("prompt_tokens")]
-    output = [r["output_tokens"] for r in ok if r.get("output_tokens")]
-    context = (sum(prompt) / len(prompt) if prompt else 0) + (sum(output) / len(output) / 2 if output else 0)
-    streams = _mean_concurrent_decoders(ok)
-    out: dict[str, Any] = {"hardware": limits["name"], "context_tokens_mean": context, "decode_streams_mean": streams}
-    if tpots:
-        measured = 1000.0 / (sum(tpots) / len(tpots))
-        bound = decode_bound(shape, limits, context, streams)
-        out.update(decode_tokens_per_s_per_stream=measured, decode_bound_tokens_per_s_per_stream=bound,
-                   decode_bandwidth_utilization=measured / bound)  # fmt: skip
-    # prefill speed: the engine's own measurement where it reports one (llama.cpp), else prompt / TTFT
-    speeds = [t["prompt_per_second"] for r in ok if (t := r.get("server_timings")) and t.get("prompt_per_second")]
-    source = "server timings"
-    if not speeds:
-        source = "prompt tokens / TTFT"
-        speeds = [r["prompt_tokens"] / ((r["output_times_ns"][0] - r["t_send_ns"]) / NS_PER_MS / 1000)
-                  for r in ok if r.get("prompt_tokens")]  # fmt: skip
-    bound = prefill_bound(shape, limits)
-    if speeds:
-        out["prefill_tokens_per_s"] = sum(speeds) / len(speeds)
-        out["prefill_source"] = source
-    if speeds and bound:
-        out.update(prefill_bound_tokens_per_s=bound, prefill_flops_utilization=out["prefill_tokens_per_s"] / bound)
-    return out

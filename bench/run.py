@@ -1,39 +1,69 @@
-"""`bench run`: validate, launch the engine, run the plan's stages, write the run directory, stop cleanly."""
+"""Running a spec: `execute(spec)` checks it, starts the engine, runs the plan's stages, writes the run
+directory, stops the engine, and returns what happened. The command line, a spec file and Python all
+come here (bench.cli only builds the spec and prints).
+
+The flow, in order: prepare (every check; nothing started or written) -> create the run directory and
+its manifest (`incomplete` from the first write) -> engine up -> samplers -> stages -> engine down ->
+summary -> status from evidence.
+
+Status from positive evidence: `complete` only when every stage ended by its own bounds (or the plan's
+own stop rule), the engine lived to the end (read from its reaped process) and nothing escaped;
+`failed` when no measured request succeeded; otherwise `incomplete` with the reason.
+
+Exit codes: 0 complete; 1 an internal error (its traceback in the run directory's error.txt) or a disk
+that filled; 2 bad input, nothing started; 3 the engine failed to start or died; 4 the run ended but
+measured nothing, or more requests failed than allowed; 130 interrupted.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import errno
 import math
 import re
 import secrets
 import shutil
 import signal
 import sys
+import tempfile
 import time
-from collections import deque
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from bench.catalog import get_model, load_catalog, resolve_model_path, verified_digest
+from bench.analysis import analyse
+from bench.catalog import Catalog, ModelEntry, get_model, load_catalog, resolve_model_path, verified_digest
+from bench.clients.dialects import dialect
 from bench.clients.http import HttpClient, perf_ns
-from bench.clients.openai import StreamingClient
-from bench.console import Progress, quality_lines, say, stage_table, summary_table
-from bench.engines.base import Endpoint, EngineDriver
-from bench.engines.endpoint import EndpointDriver
-from bench.engines.llamacpp import LlamaCppDriver, LlamaCppSettings
-from bench.engines.ollama import OllamaDriver, OllamaSettings
+from bench.clients.streaming import StreamingClient
+from bench.console import RunDisplay
+from bench.engines.base import CHARS_PER_TOKEN, EngineDriver, LaunchContext
 from bench.engines.prometheus import fetch, parse
-from bench.engines.vllm import VllmDriver, VllmSettings
-from bench.errors import EngineError, UsageError
+from bench.engines.registry import make_driver
+from bench.errors import BenchError, EngineError, UsageError
 from bench.hardware import inventory, software
-from bench.load import prompts
-from bench.load.runner import LoadRunner, Stage, WorkItem, keep_loop_hot, run_event_loop
-from bench.load.schedules import OpenLoop
-from bench.metrics import slo_report, summarize_requests
+from bench.load.plan import LoadPlan, Stage, build_plan
+from bench.load.runner import LoadRunner, keep_loop_hot, run_event_loop
+from bench.load.workload import WorkSource, load_prompt_file
+from bench.metrics.requests import slo_report, summarize_requests, table_of
 from bench.modelshape import read_shape
-from bench.plan import SWEEP_STOP_ERROR_RATE, LoadPlan, build_plan
+from bench.quality import golden_digest, load_golden
+from bench.records import (
+    ClockRecord,
+    EngineRecord,
+    HardwareRecord,
+    Manifest,
+    ModelRecord,
+    RequestRecord,
+    SloTargets,
+    StageOutcome,
+    WorkloadRecord,
+)
 from bench.results import (
     ENGINE_METRICS,
+    ERROR_FILE,
     EVAL,
     GOLDEN_COPY,
     REQUESTS,
@@ -41,15 +71,28 @@ from bench.results import (
     JsonlAppender,
     RunDirectory,
     read_json,
+    write_atomic,
     write_json_atomic,
 )
 from bench.roofline import HardwareLimits, cpu_limits
+from bench.spec import RunSpec
+from bench.summary import RunSummary, StageSummary
 from bench.telemetry.nvml import open_nvml
 from bench.telemetry.process import TelemetrySampler
 
-ENGINES = ("llamacpp", "vllm", "ollama")
-EXIT_OK, EXIT_ENGINE, EXIT_INTERRUPTED = 0, 3, 130  # bad input exits 2 (UsageError.exit_code)
+EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_ENGINE, EXIT_NOT_MEASURED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_CODES = {
+    EXIT_OK: "the run completed: every stage ended by its bounds and the engine lived to the end",
+    EXIT_INTERNAL: "an internal error (its traceback is in the run directory's error.txt) or a full disk",
+    EXIT_USAGE: "bad input (a flag, file, catalog entry, model file or busy port); nothing was started",
+    EXIT_ENGINE: "the engine failed to start or died during the run (what was measured is kept)",
+    EXIT_NOT_MEASURED: "the run ended but no measured request succeeded, or more failed than allowed",
+    EXIT_INTERRUPTED: "interrupted by Ctrl-C or SIGTERM (what was measured is kept)",
+}
 CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND = 4  # a guess for sizing time-based phases; more are made if needed
+CHAT_TEMPLATE_TOKENS = 64  # room for a chat template's own tokens around a prompt
+# the default request timeout: REQUEST_TIMEOUT_FACTOR x a slow machine's time for the longest request
+SLOW_PREFILL_TOKENS_PER_S, SLOW_DECODE_TOKENS_PER_S, REQUEST_TIMEOUT_FACTOR, REQUEST_TIMEOUT_FLOOR_S = 500, 5, 10, 30
 
 
 class Interrupted(BaseException):
@@ -60,7 +103,7 @@ def _raise_interrupted(signum: int, _frame) -> None:
     raise Interrupted(f"interrupted by {signal.Signals(signum).name}")
 
 
-def install_signal_handlers() -> None:
+def _install_signal_handlers() -> None:
     signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
 
@@ -71,114 +114,113 @@ def _ignore_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-class WorkSource:
-    """Prompts for the stages: made between stages, so no tokenizer call competes with measured requests."""
-
-    def __init__(self, args, endpoint: Endpoint, rows: list[dict] | None) -> None:
-        self.rows = prompts.file_items(rows, args.output_tokens) if rows else None
-        self.ready: deque[WorkItem] = deque()
-        self.made_during_stage = 0
-        self.next_index = 0
-        if rows:
-            return
-        if endpoint.count_tokens is None:
-            raise UsageError("this endpoint exposes no tokenizer, so synthetic prompts cannot be sized; use --prompts")
-        self.workload = prompts.SyntheticWorkload(
-            prompts.Length.parse(args.input_tokens, "--input-tokens"),
-            prompts.Length.parse(args.output_tokens_spec, "--output-tokens"),
-            args.seed, args.prefix_count, args.prefix_tokens, args.turns,
-        )  # fmt: skip
-        self.fitter = prompts.TokenFitter(lambda text: endpoint.count_tokens(text, True),
-                                          lambda text: endpoint.count_tokens(text, False))  # fmt: skip
-        self.prefixes = prompts.shared_prefixes(self.workload, self.fitter)
-
-    def prepare(self, requests: int) -> None:
-        self.made_during_stage = 0
-        if self.rows is not None:
-            return
-        count = max(0, requests - len(self.ready))  # work items: requests, or conversations with --turns
-        self.ready.extend(prompts.synthetic_items(self.workload, count, self.fitter, self.next_index, self.prefixes))
-        self.next_index += count
-
-    def __iter__(self):
-        return self
-
-    def __next__(self) -> WorkItem:
-        if self.rows is not None:
-            return next(self.rows)
-        if self.ready:
-            return self.ready.popleft()
-        self.made_during_stage += 1  # more than planned: made now, from word costs, with no tokenizer call
-        (item,) = prompts.synthetic_items(self.workload, 1, self.fitter, self.next_index, self.prefixes, False)
-        self.next_index += 1
-        return item
-
-
-def requests_needed(stage: Stage) -> int:
-    per_second = (stage.schedule.rate if isinstance(stage.schedule, OpenLoop)
-                  else stage.schedule.concurrency * CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND)  # fmt: skip
-    seconds = stage.warmup_s + stage.cooldown_s
-    return stage.warmup_requests + stage.requests + stage.cooldown_requests + math.ceil(per_second * seconds)
-
-
-def make_driver(args, entry, model_path, api: str, plan: LoadPlan) -> EngineDriver:
-    if entry.engines and args.engine not in entry.engines:
-        raise UsageError(f"--model {args.model} lists engines {entry.engines} in the catalog, not {args.engine}")
-    if args.engine == "vllm":
-        if entry.format != "hf":
-            raise UsageError(f"--engine vllm serves Hugging Face folders; model {args.model} has format {entry.format}")
-        extra_env = dict(item.partition("=")[::2] for item in args.engine_env)
-        settings = VllmSettings(
-            model_path=model_path, python=args.engine_python or VllmSettings.python, dtype=args.dtype,
-            max_model_len=args.max_model_len, gpu_memory_utilization=args.gpu_memory_utilization,
-            tensor_parallel_size=args.tensor_parallel_size, quantization=args.quantization,
-            max_num_seqs=args.max_num_seqs, prefix_caching=args.prefix_caching, enforce_eager=args.enforce_eager,
-            seed=args.seed, cpu_kv_cache_gib=args.cpu_kv_cache_gib, extra_args=args.engine_arg, extra_env=extra_env,
-            host=args.host, port=args.port, ready_timeout_s=args.ready_timeout,
-        )  # fmt: skip
-        return VllmDriver(settings, api)
-    if entry.format != "gguf":
-        raise UsageError(f"--engine {args.engine} serves GGUF files; model {args.model} has format {entry.format}")
-    if args.engine == "ollama":
-        settings = OllamaSettings(
-            binary=args.ollama_binary, model_path=None if args.ollama_tag else model_path, tag=args.ollama_tag,
-            num_ctx=args.ctx_size, num_gpu=args.gpu_layers or None, num_thread=args.threads,
-            num_parallel=args.parallel or plan.max_streams, keep_alive=args.keep_alive,
-            openai_compatible=args.ollama_openai, host=args.host, port=args.port, ready_timeout_s=args.ready_timeout,
-        )  # fmt: skip
-        return OllamaDriver(settings, api)
-    tokens = 0 if args.prompts else prompts.Length.parse(args.input_tokens, "--input-tokens").upper() * args.turns
-    tokens += prompts.Length.parse(args.output_tokens_spec, "--output-tokens").upper() * args.turns
-    settings = LlamaCppSettings(
-        model_path=model_path, launcher=args.launcher, server_binary=args.llama_server,
-        python=args.engine_python or sys.executable,
-        ctx_size=args.ctx_size, threads=args.threads, batch_threads=args.batch_threads,
-        parallel=args.parallel or plan.max_streams, gpu_layers=args.gpu_layers, extra_args=args.engine_arg,
-        host=args.host, port=args.port, ready_timeout_s=args.ready_timeout, tokens_per_request=tokens,
-    )  # fmt: skip
-    driver = LlamaCppDriver(settings, api)
-    if driver.serializes_requests and plan.max_streams > 1:
-        raise UsageError(
-            f"the {driver.launcher} server handles one request at a time, so {plan.max_streams} streams would "
-            "measure queueing, not concurrency; use --concurrency 1 (and --max-concurrency 1 with --rate) "
-            "or --launcher xllamacpp"
-        )
-    return driver
-
-
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
 
-def _calibration_figures(path) -> dict[str, Any]:
+@dataclass
+class RunResult:
+    run_dir: RunDirectory
+    manifest: Manifest
+    summary: RunSummary
+    exit_code: int
+    message: str | None = None  # one line on what went wrong, for the person who ran it
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir.path
+
+
+# -- prepare: every check, before anything starts ------------------------------------------------
+@dataclass
+class Prepared:
+    spec: RunSpec
+    catalog: Catalog
+    catalog_path: Path
+    entry: ModelEntry | None
+    model_path: Path | None
+    api: str
+    plan: LoadPlan
+    rows: list[dict[str, Any]] | None  # prompt rows (a prompt file's, or a golden set's cases)
+    workload: WorkloadRecord
+    driver: EngineDriver
+    request_timeout_s: float
+    request_timeout_basis: str
+    run_id: str
+    calibration: dict[str, Any] | None
+    digest: dict[str, Any] | None = None
+    hardware: HardwareRecord = field(default_factory=HardwareRecord)
+    gpus: Any = None
+    efficiency_inputs: dict[str, Any] = field(default_factory=dict)
+
+
+def _golden_rows(path: Path) -> tuple[list[dict[str, Any]], WorkloadRecord]:
+    cases = load_golden(path, f"--golden {path}")
+    rows = [
+        {
+            "id": c.id,
+            "max_tokens": c.max_tokens,
+            **({"prompt": c.prompt} if c.prompt is not None else {"messages": c.messages}),
+        }
+        for c in cases
+    ]
+    return rows, WorkloadRecord(
+        kind="golden", path=str(path), sha256=golden_digest(path), cases=len(cases), copy=GOLDEN_COPY
+    )
+
+
+def _longest_request_tokens(spec: RunSpec, rows: list[dict[str, Any]] | None, chat: bool) -> int:
+    """Input + output tokens of the longest request, by the workload (a prompt file's length is estimated
+    from its characters, generously; a chat template adds its own tokens)."""
+    w = spec.workload
+    if rows is None:
+        return (w.input_tokens.upper() + w.output_tokens.upper()) * w.turns
+    default_output = int(w.output_tokens.a)
+    longest = 0
+    for row in rows:
+        text = row["prompt"] if "prompt" in row else "".join(str(m.get("content", "")) for m in row["messages"])
+        prompt = math.ceil(len(text) / CHARS_PER_TOKEN * 1.5) + (CHAT_TEMPLATE_TOKENS if chat else 0)
+        longest = max(longest, prompt + (row.get("max_tokens") or row.get("output_tokens") or default_output))
+    return longest
+
+
+def _check_results_dir(root: Path) -> None:
+    """The results folder is, or can be made, a folder that takes files; else a UsageError saying why.
+    Nothing is created here: the folder nearest to it that exists is tried with a temporary file."""
+    existing = root
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"--results-dir {root}: {existing} is a file, not a folder; choose another path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".bench-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(f"--results-dir {root}: cannot write in {existing} ({exc.strerror or exc}); choose a "
+                         "writable folder") from None
+
+
+def _calibration_figures(path: Path) -> dict[str, Any]:
     """The client-error figures of a `bench calibrate` report, to sit beside the run they qualify."""
     report = read_json(path)
     if not isinstance(report.get("shapes"), list):
         raise UsageError(f"--calibration {path}: not a calibration.json written by `bench calibrate`")
-    return {"file": str(path), "created_at": report.get("created_at"),
-            "shapes": [{k: v for k, v in shape.items() if k != "levels"} | {"levels": [
-                {k: lv[k] for k in ("streams", "ttft_error_ms", "tpot_error_ms", "output_tokens_per_s")}
-                for lv in shape["levels"]]} for shape in report["shapes"]]}  # fmt: skip
+    return {
+        "file": str(path),
+        "created_at": report.get("created_at"),
+        "busy_poll": report.get("busy_poll"),
+        "hardware": (report.get("hardware") or {}).get("cpu_model"),
+        "shapes": [
+            {k: v for k, v in shape.items() if k != "levels"}
+            | {
+                "levels": [
+                    {k: lv.get(k) for k in ("streams", "ttft_error_ms", "tpot_error_ms", "output_tokens_per_s")}
+                    for lv in shape["levels"]
+                ]
+            }
+            for shape in report["shapes"]
+        ],
+    }
 
 
 def _datasheet_limits(name: str, entry) -> HardwareLimits:
@@ -187,317 +229,451 @@ def _datasheet_limits(name: str, entry) -> HardwareLimits:
     return HardwareLimits(name, entry.memory_bandwidth_gb_s * 1e9, flops, f"{entry.source} (as of {entry.as_of})")
 
 
-def _efficiency_inputs(args, catalog, catalog_path, model_path, hardware: dict[str, Any]) -> dict[str, Any]:
+def _efficiency_inputs(spec: RunSpec, p: Prepared) -> dict[str, Any]:
     """The model's shape and the hardware's limits that the roofline compares a run against."""
     inputs: dict[str, Any] = {"model_shape": None, "hardware_limits": None, "notes": []}
-    if model_path is None:
+    if p.model_path is None:
         inputs["notes"].append("attach mode: the model's weights and hardware are not local; no efficiency figures")
         return inputs
-    try:
-        inputs["model_shape"] = read_shape(model_path).describe()
-    except (OSError, ValueError, KeyError, UsageError) as exc:
-        inputs["notes"].append(f"model shape unreadable ({exc}); no efficiency figures")
-    if args.hardware:
-        if args.hardware not in catalog.hardware:
-            known = ", ".join(sorted(catalog.hardware)) or "none"
-            raise UsageError(f"--hardware {args.hardware!r} is not in {catalog_path} (hardware: {known})")
-        limits = _datasheet_limits(args.hardware, catalog.hardware[args.hardware])
-    elif args.gpu_layers > 0 and hardware["gpus"]:
-        name = hardware["gpus"][0]["name"] or ""
-        matches = [(k, e) for k, e in catalog.hardware.items() if any(m.lower() in name.lower() for m in e.match)]
+    inputs["model_shape"] = read_shape(p.model_path).describe()  # checked in prepare: readable here
+    gpu_layers = getattr(spec.engine, "gpu_layers", 0)
+    if spec.hardware:
+        limits = _datasheet_limits(spec.hardware, p.catalog.hardware[spec.hardware])
+    elif gpu_layers > 0 and p.hardware.gpus:
+        name = p.hardware.gpus[0].get("name") or ""
+        matches = [(k, e) for k, e in p.catalog.hardware.items() if any(m.lower() in name.lower() for m in e.match)]
         if not matches:
-            inputs["notes"].append(f"GPU {name!r} is not in {catalog_path} hardware; add it (or pass --hardware)")
+            inputs["notes"].append(f"GPU {name!r} is not in {p.catalog_path} hardware; add it (or pass --hardware)")
             return inputs
         limits = _datasheet_limits(*matches[0])
     else:
-        limits = cpu_limits(args.threads, hardware["cpu_model"])
+        threads = getattr(getattr(p.driver, "settings", None), "threads", None) or p.hardware.cpu_cores_physical or 1
+        limits = cpu_limits(threads, p.hardware.cpu_model or "CPU")
         inputs["notes"].append("CPU run: bandwidth measured now; no peak FLOP/s, so no prefill utilization")
     inputs["hardware_limits"] = limits.describe()
     return inputs
 
 
-def plan_stop_reason(plan: LoadPlan, stage_summary: dict[str, Any], stop: str | None) -> str | None:
-    """Why a multi-stage plan should not go on after this stage, if it should not."""
-    if stop:
-        return f"stage {stage_summary['stage']} stopped early ({stop})"
-    req = stage_summary["requests"]
-    finished = req["successful"] + req["failed"]
-    if finished and req["failed"] / finished > SWEEP_STOP_ERROR_RATE:
-        return f"stage {stage_summary['stage']} failed {req['failed']} of {finished} requests"
-    slo = stage_summary.get("slo")
-    if slo and slo["fraction_meeting_all"] is not None and slo["fraction_meeting_all"] < plan.stop_slo_fraction:
-        return (f"stage {stage_summary['stage']}: only {slo['fraction_meeting_all']:.0%} of requests met every SLO "
-                f"(--stop-slo-fraction {plan.stop_slo_fraction:g})")  # fmt: skip
-    return None
+def default_request_timeout(longest_tokens: int, spec: RunSpec) -> tuple[float, str]:
+    """A generous multiple of the time the longest request takes on a slow machine, with a floor."""
+    w = spec.workload
+    output = w.output_tokens.upper() * w.turns if spec.workload.kind == "synthetic" else longest_tokens
+    prompt = max(0, longest_tokens - output)
+    expected = prompt / SLOW_PREFILL_TOKENS_PER_S + output / SLOW_DECODE_TOKENS_PER_S
+    timeout = max(REQUEST_TIMEOUT_FLOOR_S, math.ceil(REQUEST_TIMEOUT_FACTOR * expected))
+    return float(timeout), (
+        f"{REQUEST_TIMEOUT_FACTOR} x the {expected:.0f} s a {prompt}+{output}-token request "
+        f"takes at {SLOW_PREFILL_TOKENS_PER_S} prompt and {SLOW_DECODE_TOKENS_PER_S} output "
+        f"tok/s, at least {REQUEST_TIMEOUT_FLOOR_S} s"
+    )
 
 
-def sweep_rates(plan: LoadPlan, synchronous: dict[str, Any], throughput: dict[str, Any]) -> list[float]:
-    low, high = synchronous["request_throughput_per_s"], throughput["request_throughput_per_s"]
-    if not low or not high:
-        return []
-    low, high = min(low, high), max(low, high)
-    return [low + (high - low) * (k + 1) / (plan.sweep_rates + 1) for k in range(plan.sweep_rates)]
-
-
-def _prepare_golden(args) -> tuple[str, list[dict[str, Any]]] | None:
-    """--golden: the set's digest and its cases as prompt rows; one pass, no warmup, fixed decoding, and
-    the model free to stop (a check reads what it chose to say)."""
-    if args.command == "eval" and not args.golden:
-        raise UsageError("bench eval needs --golden FILE (a JSONL golden set; see bench/quality.py)")
-    if not args.golden:
-        return None
-    if args.prompts:
-        raise UsageError("--golden and --prompts both give the prompts; use one")
-    from bench.quality import golden_digest, load_golden
-
-    cases = load_golden(args.golden, f"--golden {args.golden}")
-    if args.temperature != 0:
-        raise UsageError(f"--golden runs with fixed decoding; leave out --temperature {args.temperature:g}")
-    args.requests = args.requests or len(cases)
-    args.warmup = args.warmup or "0"
-    args.no_ignore_eos = True
-    rows = [{"id": c.id, "max_tokens": c.max_tokens, **({"prompt": c.prompt} if c.prompt is not None
-                                                         else {"messages": c.messages})} for c in cases]  # fmt: skip
-    return golden_digest(args.golden), rows
-
-
-def cmd_run(args) -> int:
-    # Everything that can be wrong with the input is checked before anything starts or is written.
-    if args.endpoint:
-        if args.engine not in (None, "endpoint"):
-            raise UsageError("--endpoint measures a running server; leave out --engine (or give --engine endpoint)")
-        args.engine = "endpoint"
-    elif args.engine is None:
-        raise UsageError("give --engine (one of: " + ", ".join(ENGINES) + ") or --endpoint URL")
-    elif args.engine not in ENGINES:
-        raise UsageError(f"--engine {args.engine!r} is not known; choose one of: {', '.join(ENGINES)}")
-    golden = _prepare_golden(args)
-    plan = build_plan(args)
-    prompts.Length.parse(args.input_tokens, "--input-tokens")
-    output_length = prompts.Length.parse(args.output_tokens_spec, "--output-tokens")
-    args.output_tokens = int(output_length.a)  # the default max_tokens for prompt files
-    if (args.prefix_count > 0) != (args.prefix_tokens > 0):
-        raise UsageError("--prefix-count and --prefix-tokens go together (N prefixes of P tokens)")
-    catalog, catalog_path = load_catalog(args.catalog)
-    attach = args.engine == "endpoint"
-    # attach mode: --model is the served model's name; the catalog describes it if it knows it
-    entry = catalog.models.get(args.model) if attach else get_model(catalog, catalog_path, args.model)
-    rows = golden[1] if golden else prompts.load_prompt_file(args.prompts) if args.prompts else None
-    if rows and output_length.kind != "fixed":
-        raise UsageError('--prompts: give --output-tokens as one number (or "max_tokens" per line in the file)')
-    api = args.api or (entry.api if entry else "chat")
+def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
+    """Everything that can be wrong with the input, checked before anything starts or is written."""
+    catalog, catalog_path = load_catalog(spec.catalog)
+    attached = spec.attached
+    # attach mode: the model is the served model's name; the catalog describes it if it knows it
+    entry = catalog.models.get(spec.model) if attached else get_model(catalog, catalog_path, spec.model)
+    workload = spec.workload
+    rows: list[dict[str, Any]] | None = None
+    if workload.golden is not None:
+        rows, record = _golden_rows(workload.golden)
+    elif workload.prompts is not None:
+        rows = load_prompt_file(workload.prompts)
+        record = WorkloadRecord(kind="file", path=str(workload.prompts), output_tokens=str(workload.output_tokens))
+    else:
+        record = WorkloadRecord(
+            kind="synthetic",
+            input_tokens=str(workload.input_tokens),
+            output_tokens=str(workload.output_tokens),
+            prefix_count=workload.prefix_count,
+            prefix_tokens=workload.prefix_tokens,
+            turns=workload.turns,
+        )
+    api = spec.api or (entry.api if entry else "chat")
     if rows and api == "completions" and any("messages" in row for row in rows):
         raise UsageError(
-            f"--prompts {args.prompts}: chat messages need --api chat; model {args.model} uses completions"
+            f"{'--golden' if workload.golden else '--prompts'} {workload.golden or workload.prompts}: "
+            f"chat messages need --api chat; model {spec.model} uses completions"
         )
-    if attach:
-        model_path = digest = None
-        driver: EngineDriver = EndpointDriver(args.endpoint, args.model, api, args.api_key_env, args.ready_timeout)
-        driver.preflight()
-    else:
-        model_path = resolve_model_path(args.model, entry, catalog_path)
-        driver = make_driver(args, entry, model_path, api, plan)
-        say(f"model {args.model}: {model_path} (checking sha256 ...)")
-        digest = verified_digest(args.model, entry, model_path, catalog_path)
-
-    gpus, gpu_note = open_nvml()
-    hardware = {**inventory(), "gpus": gpus.inventory() if gpus else [], "gpu_note": gpu_note}
-    say(f"measuring what the hardware allows ({gpu_note}) ...")
-    efficiency_inputs = _efficiency_inputs(args, catalog, catalog_path, model_path, hardware)
-
+    plan = build_plan(spec.load, workload, len(rows) if workload.golden else None)
+    longest = _longest_request_tokens(spec, rows, api in ("chat", "ollama-chat"))
+    model_path = None if attached else resolve_model_path(spec.model, entry, catalog_path)
+    if model_path is not None:
+        context = read_shape(model_path).context_length  # also checks the file is a whole model (GGUF, HF folder)
+        window = (entry.context_window if entry else None) or context
+        if window and longest > window:
+            raise UsageError(
+                f"a request needs up to {longest:,} tokens (prompt + output), more than model "
+                f"{spec.model}'s {window:,}-token context; lower --output-tokens or --input-tokens"
+            )
+    if spec.hardware and spec.hardware not in catalog.hardware:
+        known = ", ".join(sorted(catalog.hardware)) or "none"
+        raise UsageError(f"--hardware {spec.hardware!r} is not in {catalog_path} (hardware: {known})")
+    if spec.api is not None and spec.api.startswith("ollama") and spec.engine.kind not in ("ollama", "endpoint"):
+        raise UsageError(f"--api {spec.api} is Ollama's own API; --engine {spec.engine.kind} serves OpenAI's")
+    _check_results_dir(spec.output.results_dir)
+    calibration = _calibration_figures(spec.calibration) if spec.calibration else None
+    launch = LaunchContext(spec.model, entry, model_path, api, plan.max_streams, longest, spec.seed)
+    driver = make_driver(spec.engine, launch)
+    timeout, basis = (
+        (spec.load.request_timeout_s, "--request-timeout")
+        if spec.load.request_timeout_s
+        else default_request_timeout(longest, spec)
+    )
     # served model names can be paths: keep the last part, in characters safe for a folder name
-    model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", args.model.rstrip("/").rsplit("/", 1)[-1])[:48]
-    run_id = args.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{args.engine}-{model_tag}-{secrets.token_hex(2)}"
-    run_dir = RunDirectory.create(args.results_dir, run_id)
-    anchor_perf, anchor_unix = perf_ns(), time.time_ns()
-    spec = {
-        "engine": args.engine, "model": args.model, "api": api,
-        "plan": "sweep" if plan.sweep_rates else "stages", "sweep_rates": plan.sweep_rates,
-        "workload": {"kind": "golden", "path": str(args.golden), "sha256": golden[0], "cases": len(rows),
-                     "copy": GOLDEN_COPY, "output_tokens": args.output_tokens_spec} if golden
-        else {"kind": "file", "path": str(args.prompts), "output_tokens": args.output_tokens_spec} if rows
-        else {"kind": "synthetic", "input_tokens": args.input_tokens, "output_tokens": args.output_tokens_spec,
-              "prefix_count": args.prefix_count, "prefix_tokens": args.prefix_tokens, "turns": args.turns},
-        "ignore_eos": not args.no_ignore_eos, "busy_poll": args.busy_poll, "seed": args.seed,
-        "temperature": args.temperature, "request_timeout_s": args.request_timeout,
-        "slo": {"thresholds_ms": plan.slo_ms, "percentile": plan.slo_percentile} if plan.slo_ms else None,
-        "efficiency_inputs": efficiency_inputs,
-        "stages": [],  # each stage as it starts; a sweep's rates are decided during the run
-    }  # fmt: skip
-    manifest: dict[str, Any] = {
-        "schema_version": 1, "run_id": run_dir.path.name, "status": "incomplete",
-        "incomplete_reason": "the run did not finish (still running, or the rig itself was killed)",
-        "started_at": _now_iso(), "ended_at": None, "command": sys.argv, "spec": spec,
-        "model": {"name": args.model, "catalog": str(catalog_path), "entry": entry.model_dump() if entry else None,
-                  "file": digest},
-        "engine": driver.record(),
-        "clock": {"anchor_perf_counter_ns": anchor_perf, "anchor_unix_ns": anchor_unix,
-                  "note": "record times are perf_counter_ns minus the anchor; add anchor_unix_ns for wall time"},
-        "hardware": hardware, "software": software(),
-        "calibration": _calibration_figures(args.calibration) if args.calibration else None,
-    }  # fmt: skip
-    run_dir.write_manifest(manifest)
-    if golden:
-        shutil.copyfile(args.golden, run_dir.file(GOLDEN_COPY))  # the run keeps the cases it was scored on
+    model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.model.rstrip("/").rsplit("/", 1)[-1])[:48]
+    kind = spec.engine.kind
+    run_id = spec.output.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{kind}-{model_tag}-{secrets.token_hex(2)}"
+    if (spec.output.results_dir / run_id).exists():
+        raise UsageError(f"run directory {spec.output.results_dir / run_id} already exists; choose another --run-id")
+    prepared = Prepared(
+        spec,
+        catalog,
+        catalog_path,
+        entry,
+        model_path,
+        api,
+        plan,
+        rows,
+        record,
+        driver,
+        timeout,
+        basis,
+        run_id,
+        calibration,
+    )
+    if model_path is not None:
+        checking = " (checking sha256 ...)" if entry and entry.sha256 else ""
+        display.note(f"model {spec.model}: {model_path}{checking}")
+        prepared.digest = verified_digest(spec.model, entry, model_path, catalog_path)
+    gpus, gpu_note = open_nvml()
+    prepared.gpus = gpus
+    prepared.hardware = HardwareRecord(**inventory(), gpus=gpus.inventory() if gpus else [], gpu_note=gpu_note)
+    display.note(f"measuring what the hardware allows ({gpu_note}) ...")
+    prepared.efficiency_inputs = _efficiency_inputs(spec, prepared)
+    return prepared
 
-    requests_out = JsonlAppender(run_dir.file(REQUESTS))
-    telemetry_out = JsonlAppender(run_dir.file(TELEMETRY))
-    sampler: TelemetrySampler | None = None
-    stop_reason: str | None = None
-    exit_code = EXIT_OK
-    try:
-        install_signal_handlers()
-        launcher = getattr(driver, "launcher", None) or driver.record().get("launcher") or args.engine
-        say(f"starting {args.engine} ({launcher}) ...")
-        endpoint = driver.start(run_dir.path)
-        manifest["engine"] = driver.record()
-        run_dir.write_manifest(manifest)
-        say(f"engine ready in {manifest['engine'].get('load_time_s', 0):.1f} s at {endpoint.base_url}")
-        work = WorkSource(args, endpoint, rows)
-        sampling: dict[str, Any] = {"temperature": args.temperature, "seed": args.seed}
-        if endpoint.supports_ignore_eos and not args.no_ignore_eos:
-            sampling["ignore_eos"] = True
-        process = driver.process
-        sampler = TelemetrySampler(telemetry_out, anchor_perf, process.tree_pids if process else list,
-                                   args.telemetry_interval, gpus, driver.sample_gauges)  # fmt: skip
-        sampler.start()
-        stop_reason = run_event_loop(
-            lambda: _drive(
-                args, plan, endpoint, api, sampling, anchor_perf, driver, work, requests_out, manifest, run_dir
-            )  # fmt: skip
+
+# -- the run ------------------------------------------------------------------------------------
+def requests_needed(stage: Stage) -> int:
+    per_second = (
+        stage.schedule.rate
+        if stage.open_loop
+        else stage.schedule.concurrency  # type: ignore[union-attr]
+        * CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND
+    )
+    seconds = stage.warmup_s + stage.cooldown_s
+    return stage.warmup_requests + stage.requests + stage.cooldown_requests + math.ceil(per_second * seconds)
+
+
+class DiskFull(Exception):
+    """Writing a result failed for lack of space (or quota)."""
+
+
+class Run:
+    """One run of a prepared spec: owns its directory, manifest, engine and samplers until it ends."""
+
+    def __init__(self, prepared: Prepared, display: RunDisplay, command: list[str]) -> None:
+        self.p, self.display = prepared, display
+        spec = prepared.spec
+        self.run_dir = RunDirectory.create(spec.output.results_dir, prepared.run_id)
+        self.anchor_perf, anchor_unix = perf_ns(), time.time_ns()
+        load = spec.load
+        self.manifest = Manifest(
+            run_id=self.run_dir.path.name,
+            started_at=_now_iso(),
+            command=command,
+            spec=spec,
+            api=prepared.api,
+            engine_kind=spec.engine.kind,
+            workload=prepared.workload,
+            slo=SloTargets(thresholds_ms=dict(load.slo), percentile=load.slo_percentile) if load.slo else None,
+            seed=spec.seed,
+            temperature=spec.workload.temperature,
+            ignore_eos=spec.workload.asks_ignore_eos,
+            busy_poll=spec.client.busy_poll,
+            request_timeout_s=prepared.request_timeout_s,
+            sweep_rates=prepared.plan.sweep_rates,
+            efficiency_inputs=prepared.efficiency_inputs,
+            model=ModelRecord(
+                name=spec.model,
+                catalog=str(prepared.catalog_path),
+                entry=prepared.entry.model_dump() if prepared.entry else None,
+                file=prepared.digest,
+            ),
+            engine=EngineRecord(**prepared.driver.record()),
+            clock=ClockRecord(anchor_perf_counter_ns=self.anchor_perf, anchor_unix_ns=anchor_unix),
+            hardware=prepared.hardware,
+            software=software(),
+            calibration=prepared.calibration,
         )
-        install_signal_handlers()  # asyncio restored the defaults when the loop closed
-    except Interrupted as exc:
-        stop_reason = str(exc)
-    except EngineError as exc:
-        stop_reason = str(exc).splitlines()[0]
-        exit_code = EXIT_ENGINE
-        say(f"error: {exc}")
-    finally:
-        _ignore_signals()
-        if sampler is not None:
-            sampler.stop()
-        engine_failure = driver.failure()
-        driver.stop()
-        requests_out.close()
-        telemetry_out.close()
-        summary, evaluation = run_dir.recompute(spec)
-        run_dir.write_summary(summary)
-        if evaluation is not None:
-            write_json_atomic(run_dir.file(EVAL), evaluation)
-        manifest["engine"] = driver.record()
-        manifest["ended_at"] = _now_iso()
-        manifest["status"] = "complete" if stop_reason is None and exit_code == EXIT_OK else "incomplete"
-        manifest["incomplete_reason"] = stop_reason if manifest["status"] == "incomplete" else None
-        run_dir.write_manifest(manifest)
+        self.write_manifest()
+        if spec.workload.golden is not None:
+            shutil.copyfile(spec.workload.golden, self.run_dir.file(GOLDEN_COPY))  # the cases it was scored on
+        self.requests_out = JsonlAppender(self.run_dir.file(REQUESTS))
+        self.telemetry_out = JsonlAppender(self.run_dir.file(TELEMETRY))
+        self.sampler: TelemetrySampler | None = None
+        self.stop_reason: str | None = None  # why the run as a whole ended early
+        self.exit_code = EXIT_OK
+        self.message: str | None = None
+        self.stage_summaries: list[StageSummary] = []
 
-    if stop_reason is not None and exit_code == EXIT_OK:
-        exit_code = EXIT_ENGINE if engine_failure else EXIT_INTERRUPTED
-    print_result(summary, manifest, run_dir, driver.record().get("launcher", args.engine), stop_reason)
-    if exit_code == EXIT_ENGINE and engine_failure:
-        process = driver.process
-        kept = summary["requests"]
-        say(f"error: run incomplete: {engine_failure}; kept {kept['successful'] + kept['failed']} finished "
-            f"requests in {run_dir.file(REQUESTS)}; engine log {run_dir.file('engine.log')}, last lines:\n"
-            f"{process.log_tail() if process else ''}")  # fmt: skip
-    elif exit_code == EXIT_INTERRUPTED:
-        say(f"run incomplete: {stop_reason}; finished requests are kept in {run_dir.file(REQUESTS)}")
-    return exit_code
-
-
-async def _drive(args, plan, endpoint, api, sampling, anchor_perf, driver, work, requests_out, manifest, run_dir):
-    """Run the plan's stages in one event loop; return why the run stopped, or None."""
-    stage_records: list[dict[str, Any]] = []
-    progress = Progress()
-
-    def sink(record: dict[str, Any]) -> None:
-        requests_out.append(record)
-        stage_records.append(record)
-        progress.add(record)
-
-    engine_metrics = JsonlAppender(run_dir.file(ENGINE_METRICS)) if driver.metrics_url else None
-
-    def scrape(stage: int, when: str) -> None:
-        """The engine's counters at a stage boundary, when no measured request is in flight."""
-        if engine_metrics is None:
-            return
+    def write_manifest(self) -> None:
         try:
-            samples = parse(fetch(driver.metrics_url))
-        except (OSError, ValueError) as exc:
-            say(f"note: could not read the engine's /metrics ({exc}); server-side figures will be missing")
+            self.run_dir.write_manifest(self.manifest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(str(exc)) from exc
+            raise
+
+    def go(self) -> RunResult:
+        driver = self.p.driver
+        try:
+            _install_signal_handlers()
+            launcher = getattr(driver, "launcher", None) or driver.record().get("launcher") or self.p.spec.engine.kind
+            self.display.note(f"starting {self.p.spec.engine.kind} ({launcher}) ...")
+            if self.p.gpus is not None:
+                self.p.gpus.mark_engine_start()
+            endpoint = driver.start(self.run_dir.path)
+            self.manifest.engine = EngineRecord(**driver.record())
+            self.write_manifest()
+            self.display.note(
+                f"engine ready in {self.manifest.engine.load_time_s or 0:.1f} s at {endpoint.base_url}; "
+                f"request timeout {self.p.request_timeout_s:g} s ({self.p.request_timeout_basis})"
+            )
+            work = WorkSource(self.p.spec.workload, self.p.spec.seed, endpoint.count_tokens, self.p.rows)
+            process = driver.process
+            self.sampler = TelemetrySampler(
+                self.telemetry_out,
+                self.anchor_perf,
+                process.tree_pids if process else list,
+                self.p.spec.telemetry.interval_s,
+                self.p.gpus,
+                driver.sample_gauges,
+            )
+            self.sampler.start()
+            self.stop_reason = run_event_loop(lambda: self._drive(endpoint, work))
+            _install_signal_handlers()  # asyncio restored the defaults when the loop closed
+            if self.stop_reason is not None:  # the load stopped the run: the engine died, or a signal came
+                self.exit_code = EXIT_ENGINE if driver.failure() else EXIT_INTERRUPTED
+            if self.sampler.write_error is not None:
+                raise DiskFull(str(self.sampler.write_error))
+        except Interrupted as exc:
+            self.stop_reason, self.exit_code = str(exc), EXIT_INTERRUPTED
+        except EngineError as exc:
+            self.stop_reason, self.exit_code = str(exc).splitlines()[0], EXIT_ENGINE
+            self.message = str(exc)
+        except DiskFull as exc:
+            self.stop_reason, self.exit_code = f"the disk is full ({exc})", EXIT_INTERNAL
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                self._internal_error(exc)
+            else:
+                self.stop_reason, self.exit_code = f"the disk is full ({exc})", EXIT_INTERNAL
+        except BenchError as exc:  # e.g. a prompt the engine's tokenizer could not fit
+            self.stop_reason, self.exit_code, self.message = str(exc), exc.exit_code, str(exc)
+        except Exception as exc:  # a defect: kept on disk, said in one line
+            self._internal_error(exc)
+        finally:
+            _ignore_signals()
+            summary = self._finish()
+        return RunResult(self.run_dir, self.manifest, summary, self.exit_code, self.message)
+
+    def _internal_error(self, exc: BaseException) -> None:
+        self.exit_code = EXIT_INTERNAL
+        self.stop_reason = f"internal error: {type(exc).__name__}: {exc}"
+        try:
+            write_atomic(self.run_dir.file(ERROR_FILE), "".join(traceback.format_exception(exc)))
+            self.manifest.error_file = ERROR_FILE
+            self.message = (
+                f"internal error ({type(exc).__name__}: {exc}); the traceback is in {self.run_dir.file(ERROR_FILE)}"
+            )
+        except OSError:
+            self.message = f"internal error ({type(exc).__name__}: {exc})"
+
+    def _finish(self) -> RunSummary:
+        """Stop everything, then write the summary and the status the evidence supports."""
+        driver = self.p.driver
+        if self.sampler is not None:
+            self.sampler.stop()
+        failure_before_stop = driver.failure()
+        driver.stop()
+        death = failure_before_stop or driver.death()
+        for out in (self.requests_out, self.telemetry_out):
+            try:
+                out.close()
+            except OSError:
+                pass
+        summary = RunSummary()
+        try:
+            analysis = analyse(self.run_dir, self.manifest)
+            summary = analysis.summary
+            self.run_dir.write_summary(summary)
+            if analysis.evaluation is not None:
+                write_json_atomic(self.run_dir.file(EVAL), analysis.evaluation)
+        except OSError as exc:
+            self.stop_reason = self.stop_reason or f"the summary could not be written ({exc})"
+            self.exit_code = self.exit_code or EXIT_INTERNAL
+        try:
+            self.manifest.engine = EngineRecord(**driver.record())
+        except Exception:  # noqa: BLE001 - a record that cannot be read must not cost the manifest
+            pass
+        self._decide_status(summary, death)
+        self.manifest.ended_at = _now_iso()
+        try:
+            self.run_dir.write_manifest(self.manifest)
+        except OSError as exc:
+            self.message = (self.message or "") + f" (the final manifest could not be written: {exc})"
+        return summary
+
+    def _decide_status(self, summary: RunSummary, death: str | None) -> None:
+        m = self.manifest
+        if death and self.exit_code in (EXIT_OK, EXIT_NOT_MEASURED):
+            self.exit_code = EXIT_ENGINE
+            self.stop_reason = self.stop_reason or death
+        stage_stops = [
+            f"stage {s.index} stopped early: {s.outcome.stop_reason}"
+            for s in m.stages
+            if s.outcome is not None and s.outcome.stop_reason
+        ]
+        planned = self.p.plan.total_stages
+        plan_error = m.plan_stopped_early if m.plan_stopped_early and "failed" in m.plan_stopped_early else None
+        unfinished = len([s for s in m.stages if s.outcome is not None]) < len(m.stages)
+        reasons = [r for r in (self.stop_reason, death, *stage_stops, plan_error) if r]
+        if unfinished and not reasons:
+            reasons.append("a stage did not finish")
+        if not m.stages and not reasons:
+            reasons.append(f"no stage ran of the {planned} planned")
+        measured_ok = summary.requests.successful
+        if self.exit_code == EXIT_OK and (stage_stops or plan_error):
+            self.exit_code = EXIT_NOT_MEASURED  # more requests failed than --max-errors/--max-error-rate allow
+        if measured_ok == 0 and self.exit_code == EXIT_OK:
+            self.exit_code = EXIT_NOT_MEASURED
+            reasons.append(f"no measured request succeeded ({summary.requests.failed} failed)")
+        m.exit_code = self.exit_code
+        if not reasons and self.exit_code == EXIT_OK:
+            m.status, m.incomplete_reason = "complete", None
             return
-        engine_metrics.append({"stage": stage, "when": when, "t_ns": perf_ns() - anchor_perf, "samples": samples})
+        m.status = "failed" if measured_ok == 0 else "incomplete"
+        m.incomplete_reason = "; ".join(dict.fromkeys(reasons)) or "the run did not finish"
 
-    client = StreamingClient(HttpClient(endpoint.base_url, endpoint.headers), endpoint.api, endpoint.model, sampling,
-                          args.request_timeout, anchor_perf, endpoint.count_tokens, driver.secrets)  # fmt: skip
-    runner = LoadRunner(client, work, sink, driver.failure)
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted by SIGINT")
-    loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "interrupted by SIGTERM")
-    ticker = asyncio.create_task(progress.ticker())
-    hot = asyncio.create_task(keep_loop_hot()) if args.busy_poll else None
-    stages = list(plan.stages)
-    summaries: list[dict[str, Any]] = []
+    # -- the stages, in one event loop ----------------------------------------------------------
+    async def _drive(self, endpoint, work: WorkSource) -> str | None:
+        """Run the plan's stages; return why the run stopped, or None."""
+        spec, driver, display = self.p.spec, self.p.driver, self.display
+        stage_records: list[RequestRecord] = []
+        write_failed: list[OSError] = []
+
+        def sink(record: RequestRecord) -> None:
+            try:
+                self.requests_out.append(record)
+            except OSError as exc:  # a full disk: stop the run; what is on disk stays
+                if not write_failed:
+                    write_failed.append(exc)
+                    runner.request_stop(f"requests.jsonl could not be written ({exc.strerror or exc})")
+            stage_records.append(record)
+            display.record(record)
+
+        engine_metrics = JsonlAppender(self.run_dir.file(ENGINE_METRICS)) if driver.metrics_url else None
+
+        def scrape(stage: int, when: str) -> None:
+            """The engine's counters at a stage boundary, when no measured request is in flight."""
+            if engine_metrics is None:
+                return
+            try:
+                samples = parse(fetch(driver.metrics_url))
+            except (OSError, ValueError) as exc:
+                display.note(f"note: could not read the engine's /metrics ({exc}); server-side figures will be missing")
+                return
+            engine_metrics.append(
+                {"stage": stage, "when": when, "t_ns": perf_ns() - self.anchor_perf, "samples": samples}
+            )
+
+        sampling: dict[str, Any] = {"temperature": spec.workload.temperature, "seed": spec.seed}
+        if endpoint.supports_ignore_eos and spec.workload.asks_ignore_eos:
+            sampling["ignore_eos"] = True
+        client = StreamingClient(
+            HttpClient(endpoint.base_url, endpoint.headers),
+            dialect(endpoint.api),
+            endpoint.model,
+            sampling,
+            self.p.request_timeout_s,
+            self.anchor_perf,
+            endpoint.count_tokens,
+            driver.secrets,
+        )
+        runner = LoadRunner(client, work, sink, driver.failure)
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted by SIGINT")
+        loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "interrupted by SIGTERM")
+        ticker = asyncio.create_task(self._tick())
+        hot = asyncio.create_task(keep_loop_hot()) if spec.client.busy_poll else None
+        plan = self.p.plan
+        stages = list(plan.stages)
+        try:
+            index = 0
+            while index < len(stages) and runner.stop_reason is None:
+                stage = stages[index]
+                work.prepare(requests_needed(stage))
+                record = stage.record()
+                self.manifest.stages.append(record)
+                self.write_manifest()
+                stage_records.clear()
+                display.stage_started(stage, plan.total_stages)
+                scrape(stage.index, "start")
+                outcome = await runner.run_stage(stage, spec.seed)
+                scrape(stage.index, "end")
+                display.stage_ended()
+                record.outcome = StageOutcome(
+                    stop_reason=outcome.stop_reason, sent=outcome.sent, prompts_made_during_stage=work.made_during_stage
+                )
+                self.write_manifest()
+                table = table_of(stage_records)
+                summary = StageSummary(stage=stage.index, **dict(summarize_requests(table)))
+                if plan.spec and plan.spec.slo:
+                    summary.slo = slo_report(table, plan.spec.slo, plan.spec.slo_percentile)
+                self.stage_summaries.append(summary)
+                if runner.stop_reason is None and index + 1 < plan.total_stages:
+                    if reason := plan.stop_reason(summary, outcome.stop_reason):
+                        self.manifest.plan_stopped_early = reason
+                        display.note(f"plan stopped early: {reason}")
+                        break
+                added = plan.next_stages(self.stage_summaries)
+                if plan.sweep_rates and index == 1 and not added:
+                    self.manifest.plan_stopped_early = "no throughput measured in the first two stages"
+                stages += added
+                index += 1
+        finally:
+            for task in (ticker, hot):
+                if task:
+                    task.cancel()
+            await asyncio.gather(*(t for t in (ticker, hot) if t), return_exceptions=True)
+            await client.http.close()
+            if engine_metrics is not None:
+                engine_metrics.close()
+        if write_failed:
+            raise DiskFull(str(write_failed[0]))
+        return runner.stop_reason
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self.display.interval_s)
+            self.display.tick()
+
+
+def execute(spec: RunSpec, display: RunDisplay | None = None, command: list[str] | None = None) -> RunResult:
+    """Run a spec end to end and return the run directory with its manifest and summary.
+
+    Bad input raises UsageError before anything starts or is written; everything after that ends in a
+    RunResult whose exit_code and manifest status say how the run ended."""
+    display = display or RunDisplay()
+    prepared = prepare(spec, display)
     try:
-        index = 0
-        while index < len(stages) and runner.stop_reason is None:
-            stage = stages[index]
-            work.prepare(requests_needed(stage))
-            description = stage.describe()
-            manifest["spec"]["stages"].append(description)
-            run_dir.write_manifest(manifest)
-            stage_records.clear()
-            progress.start_stage(stage, len(stages) if not plan.sweep_rates else 2 + plan.sweep_rates)
-            scrape(stage.index, "start")
-            outcome = await runner.run_stage(stage, args.seed)
-            scrape(stage.index, "end")
-            description["outcome"] = {"stop_reason": outcome.stop_reason, "sent": outcome.sent,
-                                      "prompts_made_during_stage": work.made_during_stage}  # fmt: skip
-            run_dir.write_manifest(manifest)
-            summary = {"stage": stage.index, **summarize_requests(stage_records)}
-            if plan.slo_ms:
-                summary["slo"] = slo_report(stage_records, plan.slo_ms, plan.slo_percentile)
-            summaries.append(summary)
-            if runner.stop_reason is None and index + 1 < max(len(stages), 2 + plan.sweep_rates):
-                if reason := plan_stop_reason(plan, summary, outcome.stop_reason):
-                    manifest["spec"]["plan_stopped_early"] = reason
-                    say(f"plan stopped early: {reason}")
-                    break
-            if plan.sweep_rates and index == 1:
-                rates = sweep_rates(plan, summaries[0], summaries[1])
-                stages += [plan.rate_stage(2 + k, rate) for k, rate in enumerate(rates)]
-                if not rates:
-                    manifest["spec"]["plan_stopped_early"] = "no throughput measured in the first two stages"
-            index += 1
+        run = Run(prepared, display, command if command is not None else sys.argv)
+    except OSError as exc:
+        raise UsageError(f"--results-dir {spec.output.results_dir}: cannot write the run directory ({exc})") from None
+    try:
+        return run.go()
     finally:
-        for task in (ticker, hot):
-            if task:
-                task.cancel()
-        await asyncio.gather(*(t for t in (ticker, hot) if t), return_exceptions=True)
-        await client.http.close()
-        if engine_metrics is not None:
-            engine_metrics.close()
-    return runner.stop_reason
-
-
-def print_result(summary, manifest, run_dir, launcher: str, stop_reason: str | None) -> None:
-    spec = manifest["spec"]
-    if not summary["requests"]["measured"] and not summary["requests"]["warmup"]:
-        return
-    workload = spec["workload"]
-    shape = (f"prompts from {workload['path']}" if workload["kind"] == "file"
-             else f"golden set {workload['path']} ({workload['cases']} cases)" if workload["kind"] == "golden"
-             else f"{workload['input_tokens']} input / {workload['output_tokens']} output tokens")  # fmt: skip
-    heading = (f"Run {run_dir.path.name}: {manifest['status']}{'' if stop_reason is None else f' ({stop_reason})'}\n"
-               f"  {spec['engine']} via {launcher}, model {spec['model']}, {spec['api']} API, {shape}")  # fmt: skip
-    stages = summary["stages"]
-    if len(stages) == 1:
-        stage = spec["stages"][0]["label"] if spec["stages"] else ""
-        print(summary_table(stages[0], f"{heading}, {stage}", str(run_dir.path), stages[0]["telemetry"],
-                            busy_poll=spec.get("busy_poll", False)))  # fmt: skip
-    else:
-        print(stage_table(summary, heading, str(run_dir.path)))
-    if spec.get("plan_stopped_early"):
-        print(f"Plan         stopped early: {spec['plan_stopped_early']}")
-    if summary.get("quality"):
-        print(quality_lines(summary["quality"], str(run_dir.file(EVAL))))
+        display.close()

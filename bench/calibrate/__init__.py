@@ -19,7 +19,6 @@ count up to it. With --busy-poll the client's event loop never sleeps, which rem
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -28,15 +27,19 @@ from typing import Any
 
 import psutil
 
+from bench.clients.base import PreparedRequest
 from bench.clients.http import HttpClient, perf_ns
-from bench.clients.openai import PreparedRequest, StreamingClient
+from bench.clients.openai import COMPLETIONS
+from bench.clients.streaming import StreamingClient
 from bench.engines.base import free_port, http_json, wait_until_ready
 from bench.engines.process import ManagedProcess
-from bench.hardware import inventory, software
-from bench.load.runner import LoadRunner, Stage, WorkItem, keep_loop_hot, run_event_loop
+from bench.load.plan import Stage
+from bench.load.runner import LoadRunner, keep_loop_hot, run_event_loop
 from bench.load.schedules import ClosedLoop
-from bench.metrics import describe, summarize_requests
-from bench.results import RunDirectory, write_json_atomic
+from bench.load.workload import WorkItem
+from bench.metrics.requests import summarize_requests, table_of
+from bench.metrics.stats import describe
+from bench.records import RequestRecord
 
 SERVER_SCRIPT = Path(__file__).with_name("server.py")
 WITHIN_MS = 1.0  # the error budget that defines the client's sustained capacity
@@ -58,19 +61,19 @@ SHAPES = {
 }
 
 
-def request_errors(record: dict[str, Any], anchor_ns: int) -> dict[str, float] | None:
+def request_errors(record: RequestRecord, anchor_ns: int) -> dict[str, float] | None:
     """TTFT and TPOT error (ms) of one record against the server's truth, or None if it cannot be judged."""
-    truth = record.get("server_timings") or {}
-    times = record.get("output_times_ns") or []
-    if record.get("status") != "ok" or not times or "t_first_write_ns" not in truth:
+    truth = record.server_timings or {}
+    times = record.output_times_ns
+    if record.status != "ok" or not times or "t_first_write_ns" not in truth:
         return None
     t_1, t_k = times[0] + anchor_ns, times[-1] + anchor_ns
     out = {
         "ttft_error_ms": (t_1 - truth["t_first_write_ns"]) / 1e6,
-        "request_leg_ms": (truth["t_received_ns"] - (record["t_send_ns"] + anchor_ns)) / 1e6,
+        "request_leg_ms": (truth["t_received_ns"] - (record.t_send_ns + anchor_ns)) / 1e6,
     }
     n = truth["tokens"]
-    if n >= 2 and record.get("output_tokens") == n:
+    if n >= 2 and record.output_tokens == n:
         measured = (t_k - t_1) / (n - 1)
         true = (truth["t_last_write_ns"] - truth["t_first_write_ns"]) / (n - 1)
         out["tpot_error_ms"] = (measured - true) / 1e6
@@ -79,14 +82,16 @@ def request_errors(record: dict[str, Any], anchor_ns: int) -> dict[str, float] |
 
 def _stats(values: list[float]) -> dict[str, float | int | None]:
     stats = describe(values)
-    return {k: stats[k] for k in ("n", "mean", "p50", "p99", "max")}
+    return {k: stats.at(k) if k != "n" else stats.n for k in ("n", "mean", "p50", "p99", "max")}
 
 
-async def _drive(base_url: str, shape: Shape, streams: int, requests: int, busy_poll: bool) -> tuple[list[dict], int]:
+async def _drive(
+    base_url: str, shape: Shape, streams: int, requests: int, busy_poll: bool
+) -> tuple[list[RequestRecord], int]:
     hot = asyncio.create_task(keep_loop_hot()) if busy_poll else None
     anchor = perf_ns()
-    client = StreamingClient(HttpClient(base_url), "completions", "calibration", {}, 300.0, anchor)
-    records: list[dict[str, Any]] = []
+    client = StreamingClient(HttpClient(base_url), COMPLETIONS, "calibration", {}, 300.0, anchor)
+    records: list[RequestRecord] = []
     work = (WorkItem([PreparedRequest("calibrate", shape.tokens)]) for _ in range(requests + streams))
     runner = LoadRunner(client, work, records.append)
     stage = Stage(0, f"c{streams}", ClosedLoop(streams), requests=requests, warmup_requests=streams)
@@ -108,18 +113,18 @@ def run_level(
     wall = time.monotonic() - started
     client_cpu = (sum(me.cpu_times()[:2]) - cpu_me) / wall * 100
     server_cpu = (sum(server.cpu_times()[:2]) - cpu_server) / wall * 100
-    measured = [r for r in records if r["phase"] == "measured"]
+    measured = [r for r in records if r.measured]
     errors = [e for r in measured if (e := request_errors(r, anchor))]
-    summary = summarize_requests(records)
+    summary = summarize_requests(table_of(records))
     return {
         "streams": streams,
         "requests": len(measured),
-        "failed": summary["requests"]["failed"],
+        "failed": summary.requests.failed,
         "judged": len(errors),
         "ttft_error_ms": _stats([e["ttft_error_ms"] for e in errors]),
         "tpot_error_ms": _stats([e["tpot_error_ms"] for e in errors if "tpot_error_ms" in e]),
         "request_leg_ms": _stats([e["request_leg_ms"] for e in errors]),
-        "output_tokens_per_s": summary["output_throughput_tokens_per_s"],
+        "output_tokens_per_s": summary.output_throughput_tokens_per_s,
         "client_cpu_percent": client_cpu,
         "server_cpu_percent": server_cpu,
     }
@@ -131,8 +136,16 @@ def calibrate(
     report: dict[str, Any] = {"busy_poll": busy_poll, "shapes": []}
     for shape in shapes:
         port = free_port("127.0.0.1")
-        argv = [sys.executable, str(SERVER_SCRIPT), "--port", str(port), "--ttft-ms", str(shape.ttft_ms),
-                "--gap-ms", str(shape.gap_ms)]  # fmt: skip
+        argv = [
+            sys.executable,
+            str(SERVER_SCRIPT),
+            "--port",
+            str(port),
+            "--ttft-ms",
+            str(shape.ttft_ms),
+            "--gap-ms",
+            str(shape.gap_ms),
+        ]
         server = ManagedProcess(argv, log_dir / f"server-{shape.name}.log")
         server.start()
         levels = []
@@ -156,13 +169,15 @@ def calibrate(
             if p99 is None or p99 > WITHIN_MS:
                 break
             best = level
-        report["shapes"].append({
-            **asdict(shape),
-            "levels": levels,
-            f"max_streams_p99_ttft_error_within_{WITHIN_MS:g}ms": best["streams"] if best else None,
-            "output_tokens_per_s_at_that_level": best["output_tokens_per_s"] if best else None,
-            "max_output_tokens_per_s": max((lv["output_tokens_per_s"] or 0 for lv in levels), default=None),
-        })  # fmt: skip
+        report["shapes"].append(
+            {
+                **asdict(shape),
+                "levels": levels,
+                f"max_streams_p99_ttft_error_within_{WITHIN_MS:g}ms": best["streams"] if best else None,
+                "output_tokens_per_s_at_that_level": best["output_tokens_per_s"] if best else None,
+                "max_output_tokens_per_s": max((lv["output_tokens_per_s"] or 0 for lv in levels), default=None),
+            }
+        )
     return report
 
 
@@ -178,29 +193,3 @@ def format_level(shape: Shape, level: dict[str, Any]) -> str:
         f"{level['output_tokens_per_s'] or 0:>9,.0f} tok/s | CPU client {level['client_cpu_percent']:.0f}% "
         f"server {level['server_cpu_percent']:.0f}%"
     )
-
-
-def cmd_calibrate(args) -> int:
-    from bench.console import say
-
-    shapes = [SHAPES[name] for name in args.shape]
-    if args.streams:
-        shapes = [Shape(s.name, s.ttft_ms, s.gap_ms, s.tokens, tuple(args.streams)) for s in shapes]
-    run_id = args.run_id or f"calibration-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}"
-    run_dir = RunDirectory.create(args.results_dir, run_id)
-    say("calibrating the load generator against a loopback server with known timing (shares this machine's cores)")
-    mode = "busy-polling (one core kept busy)" if args.busy_poll else "idle-waiting"
-    say(f"client event loop: {mode}")
-    report = calibrate(shapes, args.requests_per_stream, run_dir.path, args.busy_poll, progress=say)
-    report.update(created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), hardware=inventory(),
-                  software=software())  # fmt: skip
-    path = run_dir.file("calibration.json")
-    write_json_atomic(path, report)
-    for shape in report["shapes"]:
-        best = shape[f"max_streams_p99_ttft_error_within_{WITHIN_MS:g}ms"]
-        print(f"{shape['name']}: TTFT {shape['ttft_ms']:g} ms, gap {shape['gap_ms']:g} ms, {shape['tokens']} tokens; "
-              f"p99 TTFT error within {WITHIN_MS:g} ms up to {best or 'no tested'} streams"
-              + (f" ({shape['output_tokens_per_s_at_that_level']:,.0f} tok/s)" if best else "")
-              + f"; most delivered {shape['max_output_tokens_per_s']:,.0f} tok/s")  # fmt: skip
-    print(f"Calibration written to {path} (attach it to runs with `bench run --calibration {path}`)")
-    return 0

@@ -140,11 +140,18 @@ class Connection(asyncio.Protocol):
         self.scheduler.add(Stream(self, tokens, now, self.scheduler.gap_ns))
 
     def finish(self, stream: Stream) -> None:
-        truth = {"t_received_ns": stream.t_received, "t_first_write_ns": stream.t_first,
-                 "t_last_write_ns": stream.t_last, "tokens": stream.written}  # fmt: skip
-        final = {"choices": [{"text": "", "index": 0, "finish_reason": "length"}], "object": "text_completion",
-                 "usage": {"prompt_tokens": 1, "completion_tokens": stream.written, "total_tokens": stream.written + 1},
-                 "timings": truth}  # fmt: skip
+        truth = {
+            "t_received_ns": stream.t_received,
+            "t_first_write_ns": stream.t_first,
+            "t_last_write_ns": stream.t_last,
+            "tokens": stream.written,
+        }
+        final = {
+            "choices": [{"text": "", "index": 0, "finish_reason": "length"}],
+            "object": "text_completion",
+            "usage": {"prompt_tokens": 1, "completion_tokens": stream.written, "total_tokens": stream.written + 1},
+            "timings": truth,
+        }
         self.transport.write(chunk(b"data: " + json.dumps(final).encode() + b"\n\n") + END)
 
 

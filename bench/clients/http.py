@@ -23,8 +23,18 @@ class HttpProtocolError(Exception):
     """The server sent bytes that are not valid HTTP/1.1."""
 
 
-class RequestTimeout(Exception):
+class PartialResponse(Exception):
+    """A response that did not reach its end; `partial` holds what had arrived (None before the headers)."""
+
+    partial: Response | None = None
+
+
+class RequestTimeout(PartialResponse):
     """The whole request took longer than its timeout."""
+
+
+class StreamCut(PartialResponse, ConnectionError):
+    """The server closed the connection mid-response."""
 
 
 @dataclass(slots=True)
@@ -79,7 +89,9 @@ class _Connection(asyncio.Protocol):
         if self._state == _BODY_EOF:
             self._finish(perf_ns())
         elif self._state not in (_IDLE, _DONE):
-            self._fail(ConnectionError(f"server closed the connection mid-response{f' ({exc})' if exc else ''}"))
+            cut = StreamCut(f"server closed the connection mid-response{f' ({exc})' if exc else ''}")
+            cut.partial = self.partial(perf_ns())
+            self._fail(cut)
 
     # -- request ---------------------------------------------------------------------------------
     async def request(self, raw_request: bytes) -> Response:
@@ -244,6 +256,14 @@ class _Connection(asyncio.Protocol):
                 )
             )
 
+    def partial(self, now: int) -> Response | None:
+        """What has arrived of the response in progress, or None before its headers."""
+        if self._state in (_IDLE, _HEADERS, _DONE) or not self._status:
+            return None
+        return Response(
+            self._status, self._headers, self._t_send, self._t_headers, now, list(self._events), bytes(self._body)
+        )
+
     def _fail(self, exc: Exception) -> None:
         self._state = _DONE
         self.reusable = False
@@ -306,13 +326,17 @@ class HttpClient:
             try:
                 conn, connect_ns = await asyncio.wait_for(self._acquire(), remaining_s)
             except TimeoutError:
-                raise RequestTimeout(f"no connection within {timeout_s:g} s") from None
+                raise RequestTimeout(
+                    f"the request timeout ({timeout_s:g} s) ended it before a connection opened"
+                ) from None
             ok = False
             try:
                 response = await asyncio.wait_for(conn.request(raw), max(0.0, (deadline - perf_ns()) / 1e9))
                 ok = True
             except TimeoutError:
-                raise RequestTimeout(f"no complete response within {timeout_s:g} s") from None
+                timeout = RequestTimeout(f"the request timeout ({timeout_s:g} s) ended it before the response did")
+                timeout.partial = conn.partial(perf_ns())
+                raise timeout from None
             except ConnectionError:
                 if attempt == 1 and connect_ns is None and conn.bytes_received == 0:
                     continue

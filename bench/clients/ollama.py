@@ -1,9 +1,10 @@
-"""Ollama's native wire dialect: /api/generate and /api/chat, streamed as NDJSON.
+"""Ollama's native wire dialects: /api/generate and /api/chat, streamed as NDJSON.
 
-Each line is a JSON object; output rides in `response` (generate) or `message.content` (chat).
-The final object has `done: true` and Ollama's own accounting, all durations in ns:
-load_duration, prompt_eval_count, prompt_eval_duration, eval_count, eval_duration, total_duration.
-eval_count and prompt_eval_count are the token counts (recorded as the server's usage).
+Each line is a JSON object; output rides in `response` (generate) or `message.content` (chat;
+`thinking` for reasoning models). The final object has `done: true` and Ollama's own accounting,
+all durations in ns: load_duration, prompt_eval_count, prompt_eval_duration, eval_count,
+eval_duration, total_duration. eval_count and prompt_eval_count are the token counts (recorded as
+the server's usage). Documented in Ollama's docs/api.md (v0.12).
 """
 
 from __future__ import annotations
@@ -12,58 +13,86 @@ from typing import Any
 
 import orjson
 
-TIMING_FIELDS = ("total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count",
-                 "eval_duration")  # fmt: skip
+from bench.clients.base import PreparedRequest, StreamReading
+
+TIMING_FIELDS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
 
 
-def encode(api: str, model: str, prompt, max_tokens: int, sampling: dict[str, Any]) -> bytes:
-    options = {"num_predict": max_tokens, **(sampling.get("ollama_options") or {})}
-    for key in ("temperature", "seed"):
-        if key in sampling:
-            options[key] = sampling[key]
-    body: dict[str, Any] = {"model": model, "stream": True, "options": options}
-    if "keep_alive" in sampling:
-        body["keep_alive"] = sampling["keep_alive"]
-    if api == "ollama-chat":
-        body["messages"] = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-    else:
-        if isinstance(prompt, list):
-            raise ValueError("chat messages need --api ollama-chat")
-        body["prompt"] = prompt
-    return orjson.dumps(body)
+class OllamaDialect:
+    accept = "application/x-ndjson"
+
+    def __init__(self, name: str, path: str, chat: bool) -> None:
+        self.name, self.path, self.chat = name, path, chat
+
+    def encode(self, model: str, request: PreparedRequest, sampling: dict[str, Any]) -> bytes:
+        options = {"num_predict": request.max_tokens, **(sampling.get("ollama_options") or {})}
+        for key in ("temperature", "seed"):
+            if key in sampling:
+                options[key] = sampling[key]
+        body: dict[str, Any] = {"model": model, "stream": True, "options": options}
+        if "keep_alive" in sampling:
+            body["keep_alive"] = sampling["keep_alive"]
+        prompt = request.prompt
+        if self.chat:
+            body["messages"] = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+        else:
+            if isinstance(prompt, list):
+                raise ValueError("chat messages need --api ollama-chat")
+            body["prompt"] = prompt
+        return orjson.dumps(body)
+
+    def output_fields(self) -> str:
+        return "message.content" if self.chat else "response"
+
+    def read(self, events: list[tuple[int, bytes]]) -> StreamReading:
+        times: list[int] = []
+        pieces: list[str] = []
+        usage = timings = finish = error = None
+        done = False
+        for arrived_ns, line in events:
+            try:
+                chunk = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                error = f"malformed stream line: {line[:80]!r}"
+                break
+            if not isinstance(chunk, dict):
+                error = f"malformed stream line: {line[:80]!r}"
+                break
+            if chunk.get("error"):
+                error = f"server error in stream: {chunk['error']}"
+                break
+            message = chunk.get("message") or {}
+            carried = (chunk.get("response") or "") if not self.chat else ""
+            carried += (message.get("thinking") or "") + (message.get("content") or "") + (chunk.get("thinking") or "")
+            if carried:
+                times.append(arrived_ns)
+                pieces.append(carried)
+            if chunk.get("done"):
+                done = True
+                finish = chunk.get("done_reason") or "stop"
+                timings = {k: chunk[k] for k in TIMING_FIELDS if k in chunk}
+                if "eval_count" in chunk:
+                    usage = {"completion_tokens": chunk["eval_count"], "prompt_tokens": chunk.get("prompt_eval_count")}
+        if error is None and not done:
+            error = "stream ended before the final done object"
+        return StreamReading(
+            times,
+            "".join(pieces),
+            usage,
+            finish,
+            timings,
+            error,
+            error is None and done,
+            events[0][1] if events else None,
+        )
 
 
-def read(api: str, events: list[tuple[int, bytes]]):
-    from bench.clients.openai import StreamReading
-
-    times: list[int] = []
-    pieces: list[str] = []
-    usage = timings = finish = error = None
-    done = False
-    for arrived_ns, line in events:
-        try:
-            chunk = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            error = f"malformed stream line: {line[:80]!r}"
-            break
-        if not isinstance(chunk, dict):
-            error = f"malformed stream line: {line[:80]!r}"
-            break
-        if chunk.get("error"):
-            error = f"server error in stream: {chunk['error']}"
-            break
-        message = chunk.get("message") or {}
-        carried = (chunk.get("response") or "") if api != "ollama-chat" else ""
-        carried += (message.get("thinking") or "") + (message.get("content") or "") + (chunk.get("thinking") or "")
-        if carried:
-            times.append(arrived_ns)
-            pieces.append(carried)
-        if chunk.get("done"):
-            done = True
-            finish = chunk.get("done_reason") or "stop"
-            timings = {k: chunk[k] for k in TIMING_FIELDS if k in chunk}
-            if "eval_count" in chunk:
-                usage = {"completion_tokens": chunk["eval_count"], "prompt_tokens": chunk.get("prompt_eval_count")}
-    if error is None and not done:
-        error = "stream ended before the final done object"
-    return StreamReading(times, "".join(pieces), usage, finish, timings, error)
+GENERATE = OllamaDialect("ollama-generate", "/api/generate", chat=False)
+CHAT = OllamaDialect("ollama-chat", "/api/chat", chat=True)

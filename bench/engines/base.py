@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import socket
 import time
 import urllib.error
@@ -14,8 +15,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.catalog import ModelEntry
 from bench.engines.process import ManagedProcess
+from bench.engines.prometheus import fetch, gauges_only
 from bench.errors import EngineError, UsageError
+
+
+@dataclass(frozen=True)
+class LaunchContext:
+    """What a driver needs besides its own settings: the model, the API, and what the load plan asks of it."""
+
+    model: str  # the catalog name (attach mode: the served model's name)
+    entry: ModelEntry | None
+    model_path: Path | None
+    api: str
+    max_streams: int  # the most requests the plan has in flight: the default number of slots
+    tokens_per_request: int  # input + output of the longest request, to size the context (0: unknown)
+    seed: int = 0
 
 
 @dataclass
@@ -36,7 +52,14 @@ class EngineDriver(ABC):
     """Starts, checks, describes and stops one engine. Knows nothing of load or metrics."""
 
     name: str
+    formats: tuple[str, ...] = ()  # the catalog model formats it serves (attach mode: any)
     secrets: list[str] = []  # strings that must never reach a record, log or report (API keys)
+
+    @classmethod
+    @abstractmethod
+    def from_spec(cls, engine: Any, context: LaunchContext) -> EngineDriver:
+        """The driver for a run spec's engine section; every check of its settings happens here, before
+        anything starts (bad input never leaves a process behind)."""
 
     @abstractmethod
     def start(self, run_dir: Path) -> Endpoint:
@@ -60,12 +83,10 @@ class EngineDriver(ABC):
         """The engine's Prometheus endpoint, when it has one."""
         return None
 
-    def sample_gauges(self) -> dict[str, float] | None:
+    def sample_gauges(self) -> dict[str, float | None] | None:
         """The engine's own gauges for the telemetry series (KV-cache use, queue, loaded model size)."""
         if not self.metrics_url:
             return None
-        from bench.engines.prometheus import fetch, gauges_only
-
         return gauges_only(fetch(self.metrics_url, timeout_s=2.0))
 
     def failure(self) -> str | None:
@@ -74,6 +95,19 @@ class EngineDriver(ABC):
         if proc is None or proc.exit_code() is None:
             return None
         return f"engine process {proc.pid} exited with code {proc.exit_code()}"
+
+    def death(self) -> str | None:
+        """After stop(): why the engine did not live to the end of the run, or None. Read from the reaped
+        process: it had exited by itself before the rig stopped it, or someone else killed it."""
+        proc = self.process
+        if proc is None or proc.popen is None or proc.popen.returncode is None:
+            return None
+        code = proc.popen.returncode
+        if proc.exited_before_stop:
+            return f"engine process {proc.pid} exited with code {code} before the run ended"
+        if code == -signal.SIGKILL and not proc.escalated:
+            return f"engine process {proc.pid} was killed (SIGKILL) by something other than the rig"
+        return None
 
 
 CHARS_PER_TOKEN = 4  # the usual rule of thumb, for servers that expose no tokenizer

@@ -14,8 +14,17 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.engines.base import CHARS_PER_TOKEN, Endpoint, EngineDriver, estimate_tokens, http_json, wait_until_ready
+from bench.engines.base import (
+    CHARS_PER_TOKEN,
+    Endpoint,
+    EngineDriver,
+    LaunchContext,
+    estimate_tokens,
+    http_json,
+    wait_until_ready,
+)
 from bench.errors import UsageError
+from bench.spec import EndpointEngine
 
 
 def public_url(url: str) -> str:
@@ -27,6 +36,12 @@ def public_url(url: str) -> str:
 
 class EndpointDriver(EngineDriver):
     name = "endpoint"
+
+    @classmethod
+    def from_spec(cls, engine: EndpointEngine, context: LaunchContext) -> EndpointDriver:
+        driver = cls(engine.url, context.model, context.api, engine.api_key_env, engine.ready_timeout_s)
+        driver.preflight()
+        return driver
 
     def __init__(self, url: str, model: str, api: str, api_key_env: str | None, ready_timeout_s: float) -> None:
         parts = urlsplit(url)
@@ -69,8 +84,15 @@ class EndpointDriver(EngineDriver):
         wait_until_ready(None, self._probe, self.ready_timeout_s, f"endpoint {public_url(self.base_url)}")
         self._record["ready_after_s"] = time.monotonic() - started
         count_tokens = self._tokenizer()
-        return Endpoint(self.base_url, self.model, self.api, None, supports_ignore_eos=False,
-                        count_tokens=count_tokens, headers=self.headers)  # fmt: skip
+        return Endpoint(
+            self.base_url,
+            self.model,
+            self.api,
+            None,
+            supports_ignore_eos=False,
+            count_tokens=count_tokens,
+            headers=self.headers,
+        )
 
     def _probe(self) -> str | None:
         ollama = self.api.startswith("ollama")
@@ -99,7 +121,7 @@ class EndpointDriver(EngineDriver):
                 (
                     "/tokenize",
                     lambda text, special: {"model": self.model, "prompt": text, "add_special_tokens": special},
-                ),  # vLLM  # fmt: skip
+                ),  # vLLM
             ]
         )
         for path, body in probes:
@@ -108,12 +130,17 @@ class EndpointDriver(EngineDriver):
                 self._record["tokenizer"] = f"server {path}"
 
                 def count(text: str, add_special: bool = False, path=path, body=body) -> int:
-                    return len(http_json("POST", f"{self.base_url}{path}", body(text, add_special),
-                                         headers=self.headers)[1]["tokens"])  # fmt: skip
+                    return len(
+                        http_json("POST", f"{self.base_url}{path}", body(text, add_special), headers=self.headers)[1][
+                            "tokens"
+                        ]
+                    )
 
                 return count
-        self._record["tokenizer"] = (f"none at the endpoint: prompt lengths are estimated at {CHARS_PER_TOKEN} "
-                                     "characters per token; token counts come from the server's usage")  # fmt: skip
+        self._record["tokenizer"] = (
+            f"none at the endpoint: prompt lengths are estimated at {CHARS_PER_TOKEN} "
+            "characters per token; token counts come from the server's usage"
+        )
         return estimate_tokens
 
     def record(self) -> dict[str, Any]:

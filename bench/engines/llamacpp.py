@@ -21,6 +21,7 @@ import psutil
 
 from bench.engines.base import (
     Endpoint,
+    LaunchContext,
     LaunchedEngine,
     ensure_port_free,
     free_port,
@@ -29,10 +30,23 @@ from bench.engines.base import (
 )
 from bench.engines.process import ManagedProcess
 from bench.errors import EngineError, UsageError
+from bench.spec import LlamaCppEngine
 
 LAUNCHERS = ("auto", "xllamacpp", "llama-server", "llama-cpp-python")
 XLLAMACPP_SCRIPT = Path(__file__).with_name("xllamacpp_server.py")
 CTX_MARGIN_TOKENS = 64
+# One setting, three spellings: (xllamacpp_server.py, llama-server, llama-cpp-python); None: no such flag
+# (llama-cpp-python serves one request at a time, so it has no parallel slots).
+FLAG_SPELLINGS: dict[str, tuple[str | None, str | None, str | None]] = {
+    "model": ("--model", "-m", "--model"),
+    "host": ("--host", "--host", "--host"),
+    "port": ("--port", "--port", "--port"),
+    "ctx_size": ("--ctx-size", "-c", "--n_ctx"),
+    "parallel": ("--parallel", "-np", None),
+    "threads": ("--threads", "-t", "--n_threads"),
+    "batch_threads": ("--batch-threads", "-tb", "--n_threads_batch"),
+    "gpu_layers": ("--gpu-layers", "-ngl", "--n_gpu_layers"),
+}
 
 
 def default_threads() -> int:
@@ -80,6 +94,34 @@ def _python_has(python: str, distribution: str) -> str | None:
 
 class LlamaCppDriver(LaunchedEngine):
     name = "llamacpp"
+    formats = ("gguf",)
+
+    @classmethod
+    def from_spec(cls, engine: LlamaCppEngine, context: LaunchContext) -> LlamaCppDriver:
+        settings = LlamaCppSettings(
+            model_path=context.model_path,
+            launcher=engine.launcher,
+            server_binary=engine.server_binary,
+            python=engine.python or sys.executable,
+            ctx_size=engine.ctx_size,
+            threads=engine.threads or default_threads(),
+            batch_threads=engine.batch_threads,
+            parallel=engine.parallel or context.max_streams,
+            gpu_layers=engine.gpu_layers,
+            extra_args=list(engine.extra_args),
+            host=engine.host,
+            port=engine.port,
+            ready_timeout_s=engine.ready_timeout_s,
+            tokens_per_request=context.tokens_per_request,
+        )
+        driver = cls(settings, context.api)
+        if driver.serializes_requests and context.max_streams > 1:
+            raise UsageError(
+                f"the {driver.launcher} server handles one request at a time, so {context.max_streams} streams "
+                "would measure queueing, not concurrency; use --concurrency 1 (and --max-concurrency 1 with "
+                "--rate) or --launcher xllamacpp"
+            )
+        return driver
 
     def __init__(self, settings: LlamaCppSettings, api: str) -> None:
         self.settings = settings
@@ -143,78 +185,35 @@ class LlamaCppDriver(LaunchedEngine):
     # -- launching -------------------------------------------------------------------------------
     def _argv(self, port: int) -> list[str]:
         s = self.settings
-        common = {"model": str(s.model_path), "host": s.host, "port": str(port)}
+        values = {
+            "model": str(s.model_path),
+            "host": s.host,
+            "port": port,
+            "ctx_size": s.ctx_size,
+            "parallel": s.parallel,
+            "threads": s.threads,
+            "batch_threads": s.batch_threads,
+            "gpu_layers": s.gpu_layers,
+        }
+        column = LAUNCHERS.index(self.launcher) - 1
+        head = {
+            "xllamacpp": [s.python, str(XLLAMACPP_SCRIPT)],
+            "llama-server": [s.server_binary],
+            "llama-cpp-python": [s.python, "-m", "llama_cpp.server"],
+        }[self.launcher]
+        argv = list(head)
+        for setting, spellings in FLAG_SPELLINGS.items():
+            if spellings[column] is not None:
+                argv += [spellings[column], str(values[setting])]
         if self.launcher == "xllamacpp":
-            argv = [
-                s.python,
-                str(XLLAMACPP_SCRIPT),
-                "--model",
-                common["model"],
-                "--host",
-                s.host,
-                "--port",
-                common["port"],
-                "--ctx-size",
-                str(s.ctx_size),
-                "--parallel",
-                str(s.parallel),
-                "--threads",
-                str(s.threads),
-                "--batch-threads",
-                str(s.batch_threads),
-                "--gpu-layers",
-                str(s.gpu_layers),
-                "--info-file",
-                str((self.run_dir / "engine-info.json").resolve()),
-            ]
+            argv += ["--info-file", str((self.run_dir / "engine-info.json").resolve())]
             for arg in s.extra_args:
                 argv += ["--set", arg]
             return argv
         if self.launcher == "llama-server":
-            return [
-                s.server_binary,
-                "-m",
-                common["model"],
-                "--host",
-                s.host,
-                "--port",
-                common["port"],
-                "-c",
-                str(s.ctx_size),
-                "-np",
-                str(s.parallel),
-                "-t",
-                str(s.threads),
-                "-tb",
-                str(s.batch_threads),
-                "-ngl",
-                str(s.gpu_layers),
-                "--metrics",
-                *s.extra_args,
-            ]
-        # llama-cpp-python: without --interrupt_requests False a new request cuts off a running stream
-        return [
-            s.python,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            common["model"],
-            "--host",
-            s.host,
-            "--port",
-            common["port"],
-            "--n_ctx",
-            str(s.ctx_size),
-            "--n_threads",
-            str(s.threads),
-            "--n_threads_batch",
-            str(s.batch_threads),
-            "--n_gpu_layers",
-            str(s.gpu_layers),
-            "--interrupt_requests",
-            "False",
-            *s.extra_args,
-        ]
+            return [*argv, "--metrics", *s.extra_args]
+        # without --interrupt_requests False a new request cuts off a running stream
+        return [*argv, "--interrupt_requests", "False", *s.extra_args]
 
     def start(self, run_dir: Path) -> Endpoint:
         s = self.settings

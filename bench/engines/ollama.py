@@ -22,6 +22,7 @@ from typing import Any
 from bench.engines.base import (
     CHARS_PER_TOKEN,
     Endpoint,
+    LaunchContext,
     LaunchedEngine,
     ensure_port_free,
     estimate_tokens,
@@ -31,6 +32,7 @@ from bench.engines.base import (
 )
 from bench.engines.process import ManagedProcess
 from bench.errors import EngineError, UsageError
+from bench.spec import OllamaEngine
 
 DEFAULT_MODELS_DIR = Path.home() / ".cache" / "selfhost-bench" / "ollama-models"
 
@@ -89,17 +91,41 @@ def unload(base_url: str, model: str) -> None:
 
 class OllamaDriver(LaunchedEngine):
     name = "ollama"
+    formats = ("gguf",)
+
+    @classmethod
+    def from_spec(cls, engine: OllamaEngine, context: LaunchContext) -> OllamaDriver:
+        settings = OllamaSettings(
+            binary=engine.binary,
+            model_path=None if engine.tag else context.model_path,
+            tag=engine.tag,
+            num_ctx=engine.ctx_size,
+            num_gpu=engine.gpu_layers or None,
+            num_thread=engine.threads,
+            num_parallel=engine.parallel or context.max_streams,
+            keep_alive=engine.keep_alive,
+            openai_compatible=engine.openai_compatible,
+            host=engine.host,
+            port=engine.port,
+            ready_timeout_s=engine.ready_timeout_s,
+        )
+        return cls(settings, context.api)
 
     def __init__(self, settings: OllamaSettings, api: str) -> None:
         self.settings = settings
         self.model = model_name(settings)
-        self.api = ("chat" if api == "chat" else "completions") if settings.openai_compatible else (
-            "ollama-chat" if api == "chat" else "ollama-generate")  # fmt: skip
+        self.api = (
+            ("chat" if api == "chat" else "completions")
+            if settings.openai_compatible
+            else ("ollama-chat" if api == "chat" else "ollama-generate")
+        )
         binary = shutil.which(settings.binary)
         if binary is None:
-            raise UsageError(f"`{settings.binary}` is not on PATH: install Ollama (https://ollama.com/download) or "
-                             "pass --ollama-binary PATH; to measure a running Ollama, use --endpoint URL "
-                             "--api ollama-generate")  # fmt: skip
+            raise UsageError(
+                f"`{settings.binary}` is not on PATH: install Ollama (https://ollama.com/download) or "
+                "pass --ollama-binary PATH; to measure a running Ollama, use --endpoint URL "
+                "--api ollama-generate"
+            )
         settings.binary = binary
         if settings.model_path is None and not settings.tag:
             raise UsageError("--engine ollama needs a GGUF model from the catalog or --ollama-tag NAME")
@@ -111,8 +137,13 @@ class OllamaDriver(LaunchedEngine):
 
     def _env(self) -> dict[str, str]:
         s = self.settings
-        return {**os.environ, "OLLAMA_HOST": f"{s.host}:{s.port}", "OLLAMA_MODELS": str(s.models_dir),
-                "OLLAMA_NUM_PARALLEL": str(s.num_parallel), "OLLAMA_KEEP_ALIVE": s.keep_alive}  # fmt: skip
+        return {
+            **os.environ,
+            "OLLAMA_HOST": f"{s.host}:{s.port}",
+            "OLLAMA_MODELS": str(s.models_dir),
+            "OLLAMA_NUM_PARALLEL": str(s.num_parallel),
+            "OLLAMA_KEEP_ALIVE": s.keep_alive,
+        }
 
     def start(self, run_dir: Path) -> Endpoint:
         s = self.settings
@@ -126,13 +157,21 @@ class OllamaDriver(LaunchedEngine):
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()}
         env = {k: v for k, v in self._env().items() if k.startswith("OLLAMA_")}
         self._record.update(argv=argv, base_url=base_url, pid=self._process.pid, env=env, settings=settings)
-        wait_until_ready(self._process, lambda: None if version(base_url) else "no /api/version yet",
-                         s.ready_timeout_s, "ollama serve")  # fmt: skip
+        wait_until_ready(
+            self._process,
+            lambda: None if version(base_url) else "no /api/version yet",
+            s.ready_timeout_s,
+            "ollama serve",
+        )
         self._record["version"] = version(base_url)
         if s.model_path is not None:
             self._import(run_dir)
-        load = http_json("POST", f"{base_url}/api/generate", {"model": self.model, "prompt": "", "keep_alive":
-                         s.keep_alive}, timeout_s=s.ready_timeout_s)  # fmt: skip
+        load = http_json(
+            "POST",
+            f"{base_url}/api/generate",
+            {"model": self.model, "prompt": "", "keep_alive": s.keep_alive},
+            timeout_s=s.ready_timeout_s,
+        )
         if load[0] != 200:
             raise EngineError(f"ollama could not load {self.model}: {str(load[1])[:300]}")
         self._record["load_time_s"] = time.monotonic() - started

@@ -32,6 +32,8 @@ class ManagedProcess:
         self.env = env
         self.popen: subprocess.Popen | None = None
         self._descendants: set[int] = set()
+        self.exited_before_stop: bool | None = None  # known once stop() ran: it had ended by itself
+        self.escalated = False  # stop() had to SIGKILL it after the grace period
 
     def start(self) -> None:
         log = self.log_path.open("ab")
@@ -81,11 +83,14 @@ class ManagedProcess:
         if not self.popen:
             return None
         self.tree_pids()
+        if self.exited_before_stop is None:
+            self.exited_before_stop = self.popen.poll() is not None
         if self.popen.poll() is None:
             _signal_group(self.popen.pid, signal.SIGTERM)
             try:
                 self.popen.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
+                self.escalated = True
                 _signal_group(self.popen.pid, signal.SIGKILL)
                 self.popen.wait(timeout=grace_s)
         _signal_group(self.popen.pid, signal.SIGKILL)  # children that outlived the leader

@@ -18,9 +18,18 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench.engines.base import Endpoint, LaunchedEngine, ensure_port_free, free_port, http_json, wait_until_ready
+from bench.engines.base import (
+    Endpoint,
+    LaunchContext,
+    LaunchedEngine,
+    ensure_port_free,
+    free_port,
+    http_json,
+    wait_until_ready,
+)
 from bench.engines.process import ManagedProcess
 from bench.errors import EngineError, UsageError
+from bench.spec import VllmEngine
 
 # vLLM's interpreter: $BENCH_VLLM_PYTHON (as in Dockerfile.gpu), else the repository's .venv-vllm
 DEFAULT_PYTHON = Path(
@@ -53,6 +62,30 @@ class VllmSettings:
 class VllmDriver(LaunchedEngine):
     stop_grace_s = 20.0
     name = "vllm"
+    formats = ("hf",)
+
+    @classmethod
+    def from_spec(cls, engine: VllmEngine, context: LaunchContext) -> VllmDriver:
+        settings = VllmSettings(
+            model_path=context.model_path,
+            python=engine.python or str(DEFAULT_PYTHON),
+            dtype=engine.dtype,
+            max_model_len=engine.max_model_len,
+            gpu_memory_utilization=engine.gpu_memory_utilization,
+            tensor_parallel_size=engine.tensor_parallel_size,
+            quantization=engine.quantization,
+            max_num_seqs=engine.max_num_seqs,
+            prefix_caching=engine.prefix_caching,
+            enforce_eager=engine.enforce_eager,
+            seed=context.seed,
+            cpu_kv_cache_gib=engine.cpu_kv_cache_gib,
+            extra_args=list(engine.extra_args),
+            extra_env=dict(engine.env),
+            host=engine.host,
+            port=engine.port,
+            ready_timeout_s=engine.ready_timeout_s,
+        )
+        return cls(settings, context.api)
 
     def __init__(self, settings: VllmSettings, api: str) -> None:
         self.settings, self.api = settings, api
@@ -61,8 +94,10 @@ class VllmDriver(LaunchedEngine):
         self._record["launcher"] = "vllm.entrypoints.openai.api_server"
         s = settings
         if not Path(s.python).exists():
-            raise UsageError(f"--engine-python {s.python}: not found; make vLLM's environment with "
-                             "`bash scripts/setup_vllm.sh` (or point --engine-python at one)")  # fmt: skip
+            raise UsageError(
+                f"--engine-python {s.python}: not found; make vLLM's environment with "
+                "`bash scripts/setup_vllm.sh` (or point --engine-python at one)"
+            )
         if not (s.model_path / "config.json").exists():
             raise UsageError(f"vLLM serves a Hugging Face model folder; {s.model_path} has no config.json")
         if s.port is not None:
@@ -70,8 +105,21 @@ class VllmDriver(LaunchedEngine):
 
     def _argv(self, port: int) -> list[str]:
         s = self.settings
-        argv = [s.python, "-m", "vllm.entrypoints.openai.api_server", "--model", str(s.model_path),
-                "--host", s.host, "--port", str(port), "--dtype", s.dtype, "--seed", str(s.seed)]  # fmt: skip
+        argv = [
+            s.python,
+            "-m",
+            "vllm.entrypoints.openai.api_server",
+            "--model",
+            str(s.model_path),
+            "--host",
+            s.host,
+            "--port",
+            str(port),
+            "--dtype",
+            s.dtype,
+            "--seed",
+            str(s.seed),
+        ]
         options = {
             "--max-model-len": s.max_model_len,
             "--gpu-memory-utilization": s.gpu_memory_utilization,

@@ -16,46 +16,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from functools import partial
+from dataclasses import dataclass, field
 from typing import Any
 
+from bench.clients.base import PreparedRequest
 from bench.clients.http import perf_ns
-from bench.clients.openai import PreparedRequest, StreamingClient
-from bench.load.schedules import ClosedLoop, OpenLoop, Schedule, interarrival_gaps
+from bench.clients.streaming import StreamingClient
+from bench.load.plan import Stage
+from bench.load.schedules import ClosedLoop, OpenLoop, interarrival_gaps
+from bench.load.workload import WorkItem
+from bench.records import RequestRecord
 
 ENGINE_CHECK_INTERVAL_S = 0.1
 ERROR_RATE_MIN_FINISHED = 10  # judge a stage's error rate only once this many requests ended
 NS = 1_000_000_000
-
-
-@dataclass
-class Stage:
-    index: int
-    name: str
-    schedule: Schedule
-    requests: int  # measured requests at most (every stage is bounded by count)
-    duration_s: float | None = None  # and/or by time
-    warmup_requests: int = 0
-    warmup_s: float = 0.0
-    cooldown_requests: int = 0
-    cooldown_s: float = 0.0
-    max_errors: int | None = None
-    max_error_rate: float | None = None  # a fraction, 0..1
-
-    def describe(self) -> dict[str, Any]:
-        kind = "closed-loop" if isinstance(self.schedule, ClosedLoop) else "open-loop"
-        out = {k: v for k, v in asdict(self).items() if k != "schedule"}
-        return {**out, "kind": kind, "schedule": asdict(self.schedule), "label": self.schedule.label()}
-
-
-@dataclass
-class WorkItem:
-    """One request, or a conversation whose turns go one after another, each holding the earlier turns."""
-
-    turns: list[PreparedRequest]
-    conversation: int | None = None
-    case_id: str | None = None  # a prompt file's or golden set's id, kept in the record
 
 
 @dataclass
@@ -95,9 +69,9 @@ class PhaseClock:
         return phase
 
 
-def follow_up(api: str, previous: PreparedRequest, output: str, turn: PreparedRequest) -> PreparedRequest:
+def follow_up(chat: bool, previous: PreparedRequest, output: str, turn: PreparedRequest) -> PreparedRequest:
     """The next turn of a conversation: the earlier prompt and answer, then the new user text."""
-    if api == "chat":
+    if chat:
         history = (
             previous.prompt if isinstance(previous.prompt, list) else [{"role": "user", "content": previous.prompt}]
         )
@@ -113,7 +87,7 @@ class LoadRunner:
         self,
         client: StreamingClient,
         work: Iterator[WorkItem],
-        sink: Callable[[dict[str, Any]], None],
+        sink: Callable[[RequestRecord], None],
         engine_failure: Callable[[], str | None] = lambda: None,
     ) -> None:
         self.client = client
@@ -155,42 +129,50 @@ class LoadRunner:
         output = ""
         conversation = len(item.turns) > 1
         for turn_index, turn in enumerate(item.turns):
-            request = turn if previous is None else follow_up(self.client.api, previous, output, turn)
+            request = turn if previous is None else follow_up(self.client.chat, previous, output, turn)
             request_id = self._next_id
             self._next_id += 1
-            extra = {"stage": stage.index, "phase": phase}
+            load = {"stage": stage.index, "phase": phase, "case_id": item.case_id}
             if t_intended_ns is not None:
-                extra["t_intended_ns"] = (t_intended_ns if turn_index == 0 else perf_ns()) - self.client.anchor_ns
+                load["t_intended_ns"] = (t_intended_ns if turn_index == 0 else perf_ns()) - self.client.anchor_ns
             if item.conversation is not None:
-                extra.update(conversation=item.conversation, turn=turn_index)
-            if item.case_id is not None:
-                extra["case_id"] = item.case_id
+                load.update(conversation=item.conversation, turn=turn_index)
             started = perf_ns()
-
-            unfinished = partial(self._unfinished, request, request_id, worker, started, extra)  # (status, error)
             try:
                 sent = await self.client.send(request, worker, request_id)
             except asyncio.CancelledError:
-                self.sink(unfinished("cancelled", f"cancelled in flight: {self.stop_reason or self._stage_stop}"))
+                reason = f"cancelled in flight: {self.stop_reason or self._stage_stop}"
+                self.sink(
+                    _placed(self.client.unfinished(request, request_id, worker, started, "cancelled", reason), load)
+                )
                 raise
             except Exception as exc:  # a client defect must cost one record, not a worker
-                self._finalize(stage, unfinished("error", f"client error: {type(exc).__name__}: {exc}"))
+                error = f"client error: {type(exc).__name__}: {exc}"
+                self._finalize(
+                    stage, _placed(self.client.unfinished(request, request_id, worker, started, "error", error), load)
+                )
                 return
             if sent.failed_early and (failure := self.engine_failure()):
                 self.request_stop(failure)  # a dead engine fails requests in microseconds
             if not conversation:
                 # Decoding waits its turn in the finalizer, so this worker sends its next request now
                 # and no burst of decoding delays the timestamps of other streams.
-                self._finishing.put_nowait((stage, sent, extra))
+                self._finishing.put_nowait((stage, sent, load))
                 return
-            record = await self.client.complete(sent)  # the next turn needs this answer now
-            record.update(extra)
+            record = _placed(await self._decode(sent), load)  # the next turn needs this answer now
             self._finalize(stage, record)
-            if record["status"] != "ok" or self._stopping():
+            if record.status != "ok" or self._stopping():
                 return
-            previous, output = request, record.get("output_text") or ""
+            previous, output = request, record.output_text or ""
 
-    def _finalize(self, stage: Stage, record: dict[str, Any]) -> None:
+    async def _decode(self, sent) -> RequestRecord:
+        try:
+            return await self.client.complete(sent)
+        except Exception as exc:  # a decoding defect costs this record's details, never the run
+            sent.record.status, sent.record.error = "error", f"client error: {type(exc).__name__}: {exc}"
+            return sent.record
+
+    def _finalize(self, stage: Stage, record: RequestRecord) -> None:
         self.sink(record)
         self._count(stage, record)
 
@@ -200,27 +182,13 @@ class LoadRunner:
             job = await self._finishing.get()
             if job is None:
                 return
-            stage, sent, extra = job
-            try:
-                record = await self.client.complete(sent)
-            except Exception as exc:  # a decoding defect costs this record's details, never the run
-                record = dict(sent.record, status="error", error=f"client error: {type(exc).__name__}: {exc}")
-            record.update(extra)
-            self._finalize(stage, record)
+            stage, sent, load = job
+            self._finalize(stage, _placed(await self._decode(sent), load))
             await asyncio.sleep(0)
 
-    def _unfinished(self, request, request_id, worker, started_ns, extra, status, error) -> dict[str, Any]:
-        anchor = self.client.anchor_ns
-        return {
-            "request_id": request_id, "worker": worker, **extra,
-            "max_tokens": request.max_tokens, "prompt_tokens_expected": request.prompt_tokens_expected,
-            "status": status, "error": error, "t_send_ns": started_ns - anchor, "t_end_ns": perf_ns() - anchor,
-            "output_times_ns": [], "output_tokens": None, "prompt_tokens": None, "tokens_source": None,
-        }  # fmt: skip
-
-    def _count(self, stage: Stage, record: dict[str, Any]) -> None:
+    def _count(self, stage: Stage, record: RequestRecord) -> None:
         self._finished += 1
-        if record["status"] == "error":
+        if record.status == "error":
             self._errors += 1
         if stage.max_errors is not None and self._errors > stage.max_errors:
             self._stop_stage(f"more than {stage.max_errors} errors")
@@ -332,6 +300,13 @@ class LoadRunner:
         if self.stop_reason is None and (failure := self.engine_failure()):
             self.stop_reason = failure
         return StageOutcome(stage.index, self._stage_stop, dict(clock.sent))
+
+
+def _placed(record: RequestRecord, load: dict[str, Any]) -> RequestRecord:
+    """The record with where the load generator put it: stage, phase, intended time, conversation, case."""
+    for name, value in load.items():
+        setattr(record, name, value)
+    return record
 
 
 def run_event_loop(coro_factory) -> Any:

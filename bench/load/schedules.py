@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Literal
 
-Arrival = Literal["constant", "poisson", "gamma"]
-ARRIVALS = ("constant", "poisson", "gamma")
+from bench.spec import Arrival
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 from typing import Any
 
-from bench.console import money, tasks_per_month
 from bench.cost import (
     CostError,
     TaskProfile,
@@ -23,6 +22,8 @@ from bench.cost import (
     with_measured_tokens,
 )
 from bench.errors import UsageError
+from bench.format import money, tasks_per_month
+from bench.records import TelemetrySample
 from bench.report import plots
 from bench.report.render import Figure, Heading, Paragraph, Table, write_documents
 from bench.results import RunDirectory, write_json_atomic
@@ -39,65 +40,63 @@ def _ms(stats: dict[str, Any] | None, key: str) -> str:
 def _run_view(run_dir: RunDirectory) -> dict[str, Any]:
     """What the report needs from one run directory: identity, stages, telemetry series."""
     manifest, summary = run_dir.manifest(), run_dir.summary()
-    engine = manifest.get("engine") or {}
-    label = (
-        f"{manifest.get('run_id')} ({engine.get('engine') or 'endpoint'}, {(manifest.get('model') or {}).get('name')})"
-    )
-    stages = []
-    for stage in summary.get("stages") or []:
-        stages.append(
-            {
-                "stage": stage["stage"],
-                "label": stage.get("label"),
-                "short": (stage.get("label") or "").split(" ")[-1],
-                "request_throughput_per_s": stage.get("request_throughput_per_s"),
-                "output_tokens_per_s": stage.get("output_throughput_tokens_per_s"),
-                "ttft_ms": stage.get("ttft_ms"),
-                "tpot_ms": stage.get("tpot_ms"),
-                "e2e_ms": stage.get("e2e_ms"),
-                "requests": stage.get("requests"),
-                "goodput": (stage.get("slo") or {}).get("goodput_requests_per_s"),
-            }
-        )
-    records = run_dir.requests()
+    engine = manifest.engine.model_dump() if manifest.engine else {}
+    model = manifest.model.model_dump() if manifest.model else {}
+    label = f"{manifest.run_id} ({engine.get('engine') or 'endpoint'}, {model.get('name')})"
+    stages = [
+        {
+            "stage": stage.stage,
+            "label": stage.label,
+            "short": (stage.label or "").split(" ")[-1],
+            "request_throughput_per_s": stage.request_throughput_per_s,
+            "output_tokens_per_s": stage.output_throughput_tokens_per_s,
+            "ttft_ms": stage.ttft_ms.model_dump(by_alias=True),
+            "tpot_ms": stage.tpot_ms.model_dump(by_alias=True),
+            "e2e_ms": stage.e2e_ms.model_dump(by_alias=True),
+            "requests": stage.requests.model_dump(),
+            "goodput": stage.slo.goodput_requests_per_s if stage.slo else None,
+            "telemetry": stage.telemetry.model_dump(),
+        }
+        for stage in summary.stages
+    ]
     starts: dict[int, int] = {}
-    for r in records:
+    for r in run_dir.request_rows():
         if r.get("t_send_ns") is not None:
-            starts[r.get("stage", 0)] = min(starts.get(r.get("stage", 0), r["t_send_ns"]), r["t_send_ns"])
+            stage = r.get("stage", 0)
+            starts[stage] = min(starts.get(stage, r["t_send_ns"]), r["t_send_ns"])
     return {
         "path": str(run_dir.path),
-        "run_id": manifest.get("run_id"),
+        "run_id": manifest.run_id,
         "label": label,
-        "status": manifest.get("status"),
-        "incomplete_reason": manifest.get("incomplete_reason"),
-        "started_at": manifest.get("started_at"),
+        "status": manifest.status,
+        "incomplete_reason": manifest.incomplete_reason,
+        "started_at": manifest.started_at,
         "engine": engine,
-        "model": manifest.get("model") or {},
-        "hardware": manifest.get("hardware") or {},
+        "model": model,
+        "hardware": manifest.hardware.model_dump(),
         "summary": summary,
+        "quality": summary.quality.model_dump() if summary.quality else None,
         "stages": stages,
         "telemetry": _telemetry_series(run_dir.telemetry()),
         "stage_starts_s": sorted(t / 1e9 for t in starts.values()),
     }
 
 
-def _telemetry_series(rows: list[dict[str, Any]]) -> dict[str, list]:
-    def gpu_sum(row, key, scale=1.0):
-        values = [g.get(key) for g in row.get("gpus") or [] if g.get(key) is not None]
+def _telemetry_series(rows: list[TelemetrySample]) -> dict[str, list]:
+    def gpu_sum(row: TelemetrySample, key: str, scale: float = 1.0):
+        values = [getattr(g, key) for g in row.gpus or [] if getattr(g, key) is not None]
         return sum(values) / scale if values else None
 
-    def gpu_mean(row, key):
-        values = [g.get(key) for g in row.get("gpus") or [] if g.get(key) is not None]
+    def gpu_mean(row: TelemetrySample, key: str):
+        values = [getattr(g, key) for g in row.gpus or [] if getattr(g, key) is not None]
         return sum(values) / len(values) if values else None
 
     return {
-        "t_s": [r["t_ns"] / 1e9 for r in rows],
-        "engine_cpu_percent": [r.get("engine_cpu_percent") for r in rows],
-        "client_cpu_percent": [r.get("client_cpu_percent") for r in rows],
-        "engine_rss_mib": [(r.get("engine_rss_bytes") or 0) / 2**20 or None for r in rows],
-        "gpu_util_percent": [gpu_mean(r, "utilization_percent") for r in rows]
-        if any("gpus" in r for r in rows)
-        else [],
+        "t_s": [r.t_ns / 1e9 for r in rows],
+        "engine_cpu_percent": [r.engine_cpu_percent for r in rows],
+        "client_cpu_percent": [r.client_cpu_percent for r in rows],
+        "engine_rss_mib": [(r.engine_rss_bytes or 0) / 2**20 or None for r in rows],
+        "gpu_util_percent": [gpu_mean(r, "utilization_percent") for r in rows] if any(r.gpus for r in rows) else [],
         "gpu_memory_mib": [gpu_sum(r, "memory_used_bytes", 2**20) for r in rows],
         "gpu_power_w": [gpu_sum(r, "power_w") for r in rows],
     }
@@ -236,10 +235,13 @@ def blocks(data: dict[str, Any]) -> list:
         out.append(Paragraph(f"Warning: {warning}."))
     unscored = [r["run_id"] for r in runs if r["priced"].get("success_basis") != "golden-set cases passed"]
     if unscored:
-        out.append(Paragraph(
-            f"Quality not measured for {', '.join(unscored)}: success there means the request completed, not that "
-            "the answer was right, so these costs compare machines, not models. Run a golden set (`bench eval "
-            "--golden FILE`) to price successful tasks."))  # fmt: skip
+        out.append(
+            Paragraph(
+                f"Quality not measured for {', '.join(unscored)}: success there means the request completed, not that "
+                "the answer was right, so these costs compare machines, not models. Run a golden set (`bench eval "
+                "--golden FILE`) to price successful tasks."
+            )
+        )
 
     out.append(Heading(2, "Runs"))
     out.append(
@@ -297,17 +299,24 @@ def blocks(data: dict[str, Any]) -> list:
     )
     out.append(Figure("latency_throughput.png", "Latency against throughput: one point per stage."))
 
-    scored = [r for r in runs if r["summary"].get("quality")]
+    scored = [r for r in runs if r["quality"]]
     if scored:
         out.append(Heading(2, "Quality on the golden set"))
         rows = []
         for r in scored:
-            q = r["summary"]["quality"]
+            q = r["quality"]
             by_tag = ", ".join(f"{t} {v['passed']}/{v['cases']}" for t, v in q["by_tag"].items())
-            rows.append([r["run_id"], q["golden"]["path"], f"{q['passed']}/{q['cases']}",
-                         f"{q['success_rate']:.1%} ({q['ci95'][0]:.1%}-{q['ci95'][1]:.1%})" if q["ci95"] else "-",
-                         by_tag or "-", ", ".join(f["id"] for f in q["failures"][:10])
-                         + (f" and {len(q['failures']) - 10} more" if len(q["failures"]) > 10 else "")])  # fmt: skip
+            rows.append(
+                [
+                    r["run_id"],
+                    q["golden"]["path"],
+                    f"{q['passed']}/{q['cases']}",
+                    f"{q['success_rate']:.1%} ({q['ci95'][0]:.1%}-{q['ci95'][1]:.1%})" if q["ci95"] else "-",
+                    by_tag or "-",
+                    ", ".join(f["id"] for f in q["failures"][:10])
+                    + (f" and {len(q['failures']) - 10} more" if len(q["failures"]) > 10 else ""),
+                ]
+            )
         out.append(Table(["run", "golden set", "passed", "success rate (95% Wilson)", "by tag", "failed cases"], rows))
         out.append(Paragraph("Each case's output and check verdicts are in the run's eval.json."))
 
@@ -362,12 +371,19 @@ def blocks(data: dict[str, Any]) -> list:
         Table(
             ["run", "stage", "req/s", "$/1M output tok", "$/1M total tok", "$/task"],
             [
-                [r["run_id"], s["label"], _rate(s["requests_per_s"]), money(s["per_1m_output_tokens"]),
-                 money(s["per_1m_total_tokens"]), money(s["per_task"])]
-                for r in runs for s in r["stage_costs"]
+                [
+                    r["run_id"],
+                    s["label"],
+                    _rate(s["requests_per_s"]),
+                    money(s["per_1m_output_tokens"]),
+                    money(s["per_1m_total_tokens"]),
+                    money(s["per_task"]),
+                ]
+                for r in runs
+                for s in r["stage_costs"]
             ],
         )
-    )  # fmt: skip
+    )
     levels = list(runs[0]["cost"]["self_hosted"]["per_task_by_utilization"])
     out.append(
         Table(
@@ -443,11 +459,7 @@ def blocks(data: dict[str, Any]) -> list:
                 "GPU util mean %",
                 "GPU energy J/output token",
             ],
-            [
-                [r["run_id"], s["label"], *_telemetry_cells(st.get("telemetry") or {})]
-                for r in runs
-                for s, st in zip(r["stages"], r["summary"]["stages"], strict=True)
-            ],
+            [[r["run_id"], s["label"], *_telemetry_cells(s["telemetry"])] for r in runs for s in r["stages"]],
         )
     )
     out.append(Figure("telemetry.png", "Telemetry over time."))

@@ -14,6 +14,7 @@ from collections.abc import Callable
 import psutil
 
 from bench.clients.http import perf_ns
+from bench.records import TelemetrySample
 from bench.results import JsonlAppender
 from bench.telemetry.nvml import Nvml
 
@@ -38,6 +39,7 @@ class TelemetrySampler:
         self._samples = 0
         self._client = psutil.Process()
         self._stop = threading.Event()
+        self.write_error: OSError | None = None
         self._thread = threading.Thread(target=self._loop, name="telemetry", daemon=True)
 
     def start(self) -> None:
@@ -79,21 +81,25 @@ class TelemetrySampler:
         if not write:
             return
         memory = psutil.virtual_memory()
-        row = {
-            "t_ns": started - self.anchor_ns,
-            "engine_processes": len(pids),
-            "engine_rss_bytes": rss if pids else None,
-            "engine_cpu_percent": cpu if pids else None,
-            "client_cpu_percent": self._client.cpu_percent(),
-            "system_cpu_percent": psutil.cpu_percent(),
-            "system_memory_used_bytes": memory.total - memory.available,
-        }
+        row = TelemetrySample(
+            t_ns=started - self.anchor_ns,
+            engine_processes=len(pids),
+            engine_rss_bytes=rss if pids else None,
+            engine_cpu_percent=cpu if pids else None,
+            client_cpu_percent=self._client.cpu_percent(),
+            system_cpu_percent=psutil.cpu_percent(),
+            system_memory_used_bytes=memory.total - memory.available,
+        )
         if self.gpus is not None:
-            row["gpus"] = self.gpus.sample(set(pids))
+            row.gpus = self.gpus.sample(set(pids))
         if self.gauges is not None:
             try:
-                row["engine_gauges"] = self.gauges()
+                row.engine_gauges = self.gauges()
             except (OSError, ValueError):
-                row["engine_gauges"] = None
-        row["sample_cost_us"] = (perf_ns() - started) / 1000
-        self.out.append(row)
+                row.engine_gauges = None
+        row.sample_cost_us = (perf_ns() - started) / 1000
+        try:
+            self.out.append(row)
+        except OSError as exc:  # a full disk: stop sampling, say so once; the run decides what to do
+            self.write_error = exc
+            self._stop.set()

@@ -44,8 +44,19 @@ class ReplayOllamaServer:
                 if self.path == "/api/tags":
                     return self._json({"models": [{"name": MODEL, "model": MODEL, "size": 291_553_000}]})
                 if self.path == "/api/ps":
-                    return self._json({"models": [{"name": MODEL, "model": MODEL, "size": 412_000_000,
-                                                   "size_vram": 0, "expires_at": "2025-10-14T09:10:00Z"}]})  # fmt: skip
+                    return self._json(
+                        {
+                            "models": [
+                                {
+                                    "name": MODEL,
+                                    "model": MODEL,
+                                    "size": 412_000_000,
+                                    "size_vram": 0,
+                                    "expires_at": "2025-10-14T09:10:00Z",
+                                }
+                            ]
+                        }
+                    )
                 return self._json({"error": "not found"}, 404)
 
             def do_POST(self) -> None:

@@ -26,11 +26,30 @@ def keyed_server(tmp_path_factory):
     port = free_port("127.0.0.1")
     info = tmp_path_factory.mktemp("server") / "info.json"
     proc = subprocess.Popen(
-        [sys.executable, XLLAMACPP_SCRIPT, "--model", model, "--port", str(port), "--ctx-size", "2048",
-         "--parallel", "2", "--threads", "1", "--batch-threads", "1", "--info-file", str(info),
-         "--set", f"api_keys={KEY}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            XLLAMACPP_SCRIPT,
+            "--model",
+            model,
+            "--port",
+            str(port),
+            "--ctx-size",
+            "2048",
+            "--parallel",
+            "2",
+            "--threads",
+            "1",
+            "--batch-threads",
+            "1",
+            "--info-file",
+            str(info),
+            "--set",
+            f"api_keys={KEY}",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -74,8 +93,11 @@ def test_unset_or_absent_key_is_bad_input_and_writes_nothing(keyed_server, tmp_p
     base = ["run", "--endpoint", url, "--model", model]
     unset = subprocess.run(
         bench(*base, "--api-key-env", "BENCH_UNSET_KEY", results=tmp_path / "b"),
-        cwd=REPO, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert unset.returncode == 2 and "BENCH_UNSET_KEY: the environment variable is not set" in unset.stderr
     no_key = subprocess.run(bench(*base, results=tmp_path / "c"), cwd=REPO, capture_output=True, text=True, timeout=60)
     assert no_key.returncode == 2 and "answered 401" in no_key.stderr and "Traceback" not in no_key.stderr
@@ -86,10 +108,25 @@ def test_golden_set_through_an_endpoint_gives_the_same_verdicts(keyed_server, tm
     from .test_golden import GOLDEN, MUST_PASS
 
     url, model = keyed_server
-    argv = bench("eval", "--endpoint", url, "--model", model, "--api", "completions", "--api-key-env",
-                 "BENCH_TEST_KEY", "--golden", str(GOLDEN), "--concurrency", "1", results=tmp_path)  # fmt: skip
-    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "BENCH_TEST_KEY": KEY})  # fmt: skip
+    argv = bench(
+        "eval",
+        "--endpoint",
+        url,
+        "--model",
+        model,
+        "--api",
+        "completions",
+        "--api-key-env",
+        "BENCH_TEST_KEY",
+        "--golden",
+        str(GOLDEN),
+        "--concurrency",
+        "1",
+        results=tmp_path,
+    )
+    done = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=120, env={**os.environ, "BENCH_TEST_KEY": KEY}
+    )
     assert done.returncode == 0, done.stderr
     run_dir = only_run_dir(tmp_path)
     cases = json.loads((run_dir / "eval.json").read_text())["cases"]

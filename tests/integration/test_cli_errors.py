@@ -47,9 +47,13 @@ def test_missing_model_file(tmp_path):
 @pytest.mark.parametrize(
     "flag, value, fragment",
     [
-        ("--concurrency", "0", "--concurrency '0': every value must be greater than 0"),
-        ("--output-tokens", "x", "--output-tokens 'x': give N, uniform:MIN:MAX or normal:MEAN:STD"),
-        ("--launcher", "ollama", "--launcher 'ollama': choose one of"),
+        ("--concurrency", "0", "--concurrency 0: Input should be greater than 0"),
+        ("--output-tokens", "x", "--output-tokens x: 'x': give N, uniform:MIN:MAX or normal:MEAN:STD"),
+        ("--launcher", "ollama", "argument --launcher: invalid choice: 'ollama'"),
+        ("--rate", "nan", "--rate nan: Input should be a finite number"),
+        ("--port", "70000", "--port 70000: Input should be less than or equal to 65535"),
+        ("--run-id", "../escaped-run", "a run id is a folder name"),
+        ("--output-tokens", "40000", "more than model gemma3-270m's 32,768-token context"),
     ],
 )
 def test_bad_flag_values(tmp_path, flag, value, fragment):
@@ -98,4 +102,4 @@ def test_golden_input_errors_start_nothing(tmp_path):
     good = tmp_path / "good.jsonl"
     good.write_text('{"id": "a", "prompt": "p", "checks": [{"type": "exact", "value": "x"}]}\n')
     done = run_bench("eval", *RUN_GEMMA[1:], "--golden", str(good), "--temperature", "0.7", results=results)
-    assert_usage_error(done, "--golden runs with fixed decoding", results=results)
+    assert_usage_error(done, "a golden set runs with fixed decoding; leave out --temperature 0.7", results=results)

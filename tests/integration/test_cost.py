@@ -13,12 +13,31 @@ pytestmark = [pytest.mark.integration, needs_xllamacpp]
 
 
 def test_cost_of_a_real_run_follows_the_formulas(tmp_path):
-    done = run_bench(*RUN_GEMMA, "--concurrency", "2", "--requests", "6", "--input-tokens", "32",
-                     "--output-tokens", "16", results=tmp_path)  # fmt: skip
+    done = run_bench(
+        *RUN_GEMMA,
+        "--concurrency",
+        "2",
+        "--requests",
+        "6",
+        "--input-tokens",
+        "32",
+        "--output-tokens",
+        "16",
+        results=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     run_dir = only_run_dir(tmp_path)
-    priced = run_bench("cost", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--utilization", "0.4",
-                       "--tasks-per-month", "200000", results=tmp_path)  # fmt: skip
+    priced = run_bench(
+        "cost",
+        str(run_dir),
+        "--hardware-offer",
+        "cpu-2-core-vm",
+        "--utilization",
+        "0.4",
+        "--tasks-per-month",
+        "200000",
+        results=tmp_path,
+    )
     assert priced.returncode == 0, priced.stderr
     report = json.loads((run_dir / "cost.json").read_text())
     stage = json.loads((run_dir / "summary.json").read_text())["stages"][0]
@@ -30,8 +49,13 @@ def test_cost_of_a_real_run_follows_the_formulas(tmp_path):
     assert sh["per_task"] == pytest.approx(hourly / (rps * 3600 * 0.4))
     assert sh["per_successful_task"] == pytest.approx(sh["per_task"])  # every request succeeded
     cached = stage["prefix_cache_hit_rate"] or 0.0  # the run's prefix-cache hits are billed as cached input
-    task = TaskProfile(stage["prompt_tokens"]["mean"], stage["output_tokens"]["mean"], 200_000, utilization=0.4,
-                       cached_input_share=cached)  # fmt: skip
+    task = TaskProfile(
+        stage["prompt_tokens"]["mean"],
+        stage["output_tokens"]["mean"],
+        200_000,
+        utilization=0.4,
+        cached_input_share=cached,
+    )
     catalog, _ = load_catalog(None)
     for api in report["apis"]:
         offer = catalog.api_offers[api["offer"]].model_dump()

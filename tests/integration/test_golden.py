@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from bench.quality import wilson_interval
+from bench.metrics.stats import wilson_interval
 
 from .conftest import REPO, RUN_GEMMA, needs_xllamacpp, only_run_dir, run_bench
 
@@ -38,8 +38,12 @@ def test_checks_discriminate_on_a_real_model(golden_run):
     quality = json.loads((run_dir / "summary.json").read_text())["quality"]
     assert (quality["passed"], quality["cases"]) == (5, 9)
     assert quality["ci95"] == pytest.approx(wilson_interval(5, 9))
-    assert quality["by_tag"]["real"] == {"cases": 5, "passed": 5, "success_rate": 1.0,
-                                         "ci95": pytest.approx(wilson_interval(5, 5))}  # fmt: skip
+    assert quality["by_tag"]["real"] == {
+        "cases": 5,
+        "passed": 5,
+        "success_rate": 1.0,
+        "ci95": pytest.approx(wilson_interval(5, 5)),
+    }
     assert sorted(f["id"] for f in quality["failures"]) == sorted(MUST_FAIL)
     assert (run_dir / "golden.jsonl").read_bytes() == GOLDEN.read_bytes()  # the run keeps what it was scored on
     assert "Quality      5/9 cases passed: success rate 56% (95% Wilson interval 27%-81%)" in stdout
@@ -59,8 +63,9 @@ def test_cost_per_successful_task_divides_by_the_golden_success_rate(golden_run,
     assert sh["per_successful_task"] == pytest.approx(sh["per_task"] / (5 / 9))
     low, high = wilson_interval(5, 9)
     assert sh["per_successful_task_ci95"] == pytest.approx([sh["per_task"] / high, sh["per_task"] / low])
-    report = run_bench("report", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--out", str(tmp_path / "r"),
-                       results=tmp_path)  # fmt: skip
+    report = run_bench(
+        "report", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--out", str(tmp_path / "r"), results=tmp_path
+    )
     assert report.returncode == 0, report.stderr
     text = (tmp_path / "r" / "report.md").read_text()
     assert "## Quality on the golden set" in text and "| 5/9 | 55.6% (26.7%-81.1%) |" in text
@@ -71,13 +76,30 @@ def test_mdr_and_comparison_from_the_golden_run(golden_run, tmp_path):
     run_dir, _ = golden_run
     common = [str(run_dir), "--hardware-offer", "cpu-2-core-vm"]
     out = ["--out", str(tmp_path / "mdr.md")]
-    done = run_bench("mdr", *common, "--min-success-rate", "0.5", "--title", "support triage",
-                     "--context", "Tickets in English.", *out, results=tmp_path)  # fmt: skip
+    done = run_bench(
+        "mdr",
+        *common,
+        "--min-success-rate",
+        "0.5",
+        "--title",
+        "support triage",
+        "--context",
+        "Tickets in English.",
+        *out,
+        results=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     mdr = (tmp_path / "mdr.md").read_text()
     assert mdr.strip() == done.stdout.strip()  # printed and written alike
-    for section in ("Decision and context", "Candidates", "Evaluation", "Rationale", "Default and fallback",
-                    "Risks", "Review triggers"):  # fmt: skip
+    for section in (
+        "Decision and context",
+        "Candidates",
+        "Evaluation",
+        "Rationale",
+        "Default and fallback",
+        "Risks",
+        "Review triggers",
+    ):
         assert f"\n## {section}\n" in mdr
     assert "Default: gemma3-270m (the lowest measured cost per successful task" in mdr
     assert "Fallback: openai-gpt-4o-mini." in mdr  # gemini-1.5-flash is past its deprecation date

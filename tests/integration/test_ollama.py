@@ -28,8 +28,24 @@ def replay():
 
 @pytest.mark.parametrize("api", ["ollama-generate", "ollama-chat"])
 def test_native_stream_is_read_with_ollamas_own_counts_and_timings(replay, tmp_path, api):
-    done = run_bench("run", "--endpoint", replay.url, "--api", api, "--model", MODEL, "--concurrency", "2",
-                     "--requests", "4", "--input-tokens", "16", "--output-tokens", "16", results=tmp_path)  # fmt: skip
+    done = run_bench(
+        "run",
+        "--endpoint",
+        replay.url,
+        "--api",
+        api,
+        "--model",
+        MODEL,
+        "--concurrency",
+        "2",
+        "--requests",
+        "4",
+        "--input-tokens",
+        "16",
+        "--output-tokens",
+        "16",
+        results=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     records = read_records(only_run_dir(tmp_path))
     assert len([r for r in records if r["phase"] == "measured"]) == 4
@@ -61,8 +77,7 @@ def test_modelfile_and_model_name(tmp_path):
 
 
 def test_missing_ollama_is_one_clear_line(tmp_path):
-    done = run_bench(*RUN_GEMMA[:2], "ollama", *RUN_GEMMA[3:], "--ollama-binary", "no-such-ollama",
-                     results=tmp_path)  # fmt: skip
+    done = run_bench(*RUN_GEMMA[:2], "ollama", *RUN_GEMMA[3:], "--ollama-binary", "no-such-ollama", results=tmp_path)
     assert done.returncode == 2 and "`no-such-ollama` is not on PATH" in done.stderr
     assert "Traceback" not in done.stderr and not any(Path(tmp_path).glob("*"))
 
@@ -75,8 +90,21 @@ this test runs for real"
 
 @pytest.mark.skipif(shutil.which("ollama") is None, reason=NO_OLLAMA)
 def test_real_ollama_serves_the_bundled_model(tmp_path):
-    done = run_bench(*RUN_GEMMA[:2], "ollama", *RUN_GEMMA[3:], "--concurrency", "2", "--requests", "4",
-                     "--input-tokens", "32", "--output-tokens", "16", results=tmp_path, timeout=600)  # fmt: skip
+    done = run_bench(
+        *RUN_GEMMA[:2],
+        "ollama",
+        *RUN_GEMMA[3:],
+        "--concurrency",
+        "2",
+        "--requests",
+        "4",
+        "--input-tokens",
+        "32",
+        "--output-tokens",
+        "16",
+        results=tmp_path,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr
     run_dir = only_run_dir(tmp_path)
     engine = json.loads((run_dir / "manifest.json").read_text())["engine"]

@@ -19,8 +19,15 @@ pytestmark = pytest.mark.skipif(
 
 def test_import_reads_the_bundled_file_and_hand_prices_win(tmp_path):
     shutil.copy(REPO / "models.yaml", tmp_path / "models.yaml")
-    done = run_bench("prices", "import", "gpt-4o-mini", "claude-haiku-4-5", "--catalog", str(tmp_path / "models.yaml"),
-                     results=tmp_path)  # fmt: skip
+    done = run_bench(
+        "prices",
+        "import",
+        "gpt-4o-mini",
+        "claude-haiku-4-5",
+        "--catalog",
+        str(tmp_path / "models.yaml"),
+        results=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     dist = importlib.metadata.distribution("litellm")
     price_map = json.loads(dist.locate_file(LITELLM_PRICE_FILE).read_text())

@@ -14,8 +14,8 @@ import yaml
 from PIL import Image
 
 from bench.catalog import load_catalog
-from bench.console import money
 from bench.cost import HOURS_PER_MONTH, SECONDS_PER_MONTH, TaskProfile, api_per_task, break_even
+from bench.format import money
 
 from .conftest import REPO, RUN_GEMMA, needs_xllamacpp, only_run_dir, run_bench
 
@@ -28,13 +28,36 @@ UTILIZATION, VOLUME = 0.4, 300_000
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    done = run_bench(*RUN_GEMMA, "--concurrency", "1,2", "--requests", "6", "--input-tokens", "32",
-                     "--output-tokens", "16", "--slo", "ttft=10s", results=results)  # fmt: skip
+    done = run_bench(
+        *RUN_GEMMA,
+        "--concurrency",
+        "1,2",
+        "--requests",
+        "6",
+        "--input-tokens",
+        "32",
+        "--output-tokens",
+        "16",
+        "--slo",
+        "ttft=10s",
+        results=results,
+    )
     assert done.returncode == 0, done.stderr
     run_dir = only_run_dir(results)
     out = results / "report"
-    built = run_bench("report", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--utilization", str(UTILIZATION),
-                      "--tasks-per-month", str(VOLUME), "--out", str(out), results=results)  # fmt: skip
+    built = run_bench(
+        "report",
+        str(run_dir),
+        "--hardware-offer",
+        "cpu-2-core-vm",
+        "--utilization",
+        str(UTILIZATION),
+        "--tasks-per-month",
+        str(VOLUME),
+        "--out",
+        str(out),
+        results=results,
+    )
     assert built.returncode == 0, built.stderr
     return run_dir, out
 
@@ -60,9 +83,12 @@ def test_report_numbers_follow_the_formulas_on_summary_json(report):
     assert sh["instances"] == max(1, instances) and sh["monthly"] == pytest.approx(sh["instances"] * HOURLY * 730)
 
     task = TaskProfile(
-        priced_stage["prompt_tokens"]["mean"], priced_stage["output_tokens"]["mean"], VOLUME,
-        utilization=UTILIZATION, cached_input_share=priced_stage["prefix_cache_hit_rate"] or 0.0,
-    )  # fmt: skip
+        priced_stage["prompt_tokens"]["mean"],
+        priced_stage["output_tokens"]["mean"],
+        VOLUME,
+        utilization=UTILIZATION,
+        cached_input_share=priced_stage["prefix_cache_hit_rate"] or 0.0,
+    )
     catalog, _ = load_catalog(None)
     assert {a["offer"] for a in run["cost"]["apis"]} == set(catalog.api_offers)
     for api in run["cost"]["apis"]:
@@ -87,8 +113,9 @@ def test_html_is_self_contained_with_four_valid_plots(report):
     assert not re.search(r"(src|href)=['\"]?(https?:|//)", page) and "<script" not in page
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(images) == 4
-    for encoded, name in zip(images, ("latency_throughput", "cost_per_1m_tokens", "monthly_cost", "telemetry"),
-                             strict=True):  # fmt: skip
+    for encoded, name in zip(
+        images, ("latency_throughput", "cost_per_1m_tokens", "monthly_cost", "telemetry"), strict=True
+    ):
         png = base64.b64decode(encoded)
         assert png == (out / "plots" / f"{name}.png").read_bytes()
         width, height = Image.open(io.BytesIO(png)).size
@@ -100,12 +127,26 @@ def test_headless_chromium_renders_the_plots(report, tmp_path):
     _, out = report
     shot = tmp_path / "shot.png"
     subprocess.run(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
-         "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}",
-         "--window-size=1280,5000", (out / "report.html").as_uri()],
-        check=True, capture_output=True, timeout=120,
-    )  # fmt: skip
+        [
+            CHROMIUM,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-default-apps",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--screenshot={shot}",
+            "--window-size=1280,5000",
+            (out / "report.html").as_uri(),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     pixels = Image.open(shot).convert("RGB")
     colors = pixels.getcolors(maxcolors=1 << 24)
 
@@ -126,8 +167,17 @@ def test_every_stage_is_priced_and_no_api_offers_is_stated(report, tmp_path):
     catalog = tmp_path / "models.yaml"
     catalog.write_text(yaml.safe_dump(raw))
     out = tmp_path / "report"
-    done = run_bench("report", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--catalog", str(catalog),
-                     "--out", str(out), results=tmp_path)  # fmt: skip
+    done = run_bench(
+        "report",
+        str(run_dir),
+        "--hardware-offer",
+        "cpu-2-core-vm",
+        "--catalog",
+        str(catalog),
+        "--out",
+        str(out),
+        results=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     assert "No API offers to compare with" in (out / "report.md").read_text()
     (run,) = json.loads((out / "report.json").read_text())["runs"]
@@ -144,8 +194,18 @@ def test_every_stage_is_priced_and_no_api_offers_is_stated(report, tmp_path):
 def test_several_runs_each_on_its_own_hardware_offer(report, tmp_path):
     run_dir, _ = report
     out = tmp_path / "two"
-    done = run_bench("report", str(run_dir), str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--hardware-offer",
-                     "l4-on-demand", "--out", str(out), results=tmp_path)  # fmt: skip
+    done = run_bench(
+        "report",
+        str(run_dir),
+        str(run_dir),
+        "--hardware-offer",
+        "cpu-2-core-vm",
+        "--hardware-offer",
+        "l4-on-demand",
+        "--out",
+        str(out),
+        results=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     cpu, l4 = json.loads((out / "report.json").read_text())["runs"]
     assert (cpu["hardware_offer"], l4["hardware_offer"]) == ("cpu-2-core-vm", "l4-on-demand")

@@ -25,9 +25,25 @@ pytestmark = [
 
 
 def test_vllm_serves_eight_streams_and_its_metrics_agree_with_the_client(tmp_path):
-    done = run_bench("run", "--engine", "vllm", "--model", "tiny-llama", "--concurrency", "8", "--requests", "24",
-                     "--input-tokens", "32", "--output-tokens", "16", "--max-model-len", "1024",
-                     results=tmp_path, timeout=400)  # fmt: skip
+    done = run_bench(
+        "run",
+        "--engine",
+        "vllm",
+        "--model",
+        "tiny-llama",
+        "--concurrency",
+        "8",
+        "--requests",
+        "24",
+        "--input-tokens",
+        "32",
+        "--output-tokens",
+        "16",
+        "--max-model-len",
+        "1024",
+        results=tmp_path,
+        timeout=400,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     manifest = json.loads((run_dir / "manifest.json").read_text())

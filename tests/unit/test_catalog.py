@@ -78,8 +78,10 @@ def test_undated_or_unsourced_price_is_a_catalog_error(tmp_path):
     )
     with pytest.raises(UsageError, match="entry 'x', field 'as_of': Field required"):
         load_catalog(write(tmp_path, undated))
-    both = GOOD + ("hardware_offers:\n  h:\n    rented: {per_hour: 1}\n    owned: {purchase: 1, amortization_years: 1,"
-                   " power_w: 1, electricity_per_kwh: 1}\n    source: s\n    as_of: '2026'\n")  # fmt: skip
+    both = GOOD + (
+        "hardware_offers:\n  h:\n    rented: {per_hour: 1}\n    owned: {purchase: 1, amortization_years: 1,"
+        " power_w: 1, electricity_per_kwh: 1}\n    source: s\n    as_of: '2026'\n"
+    )
     with pytest.raises(UsageError, match="entry 'h', field '\\(the entry itself\\)': give exactly one of"):
         load_catalog(write(tmp_path, both))
 

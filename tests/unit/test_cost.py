@@ -45,8 +45,17 @@ def test_multi_gpu_instances_are_a_step_function():
 
 
 def test_api_task_cost_with_every_term():
-    task = TaskProfile(1000, 500, reasoning_tokens=100, tool_calls_per_task=1, cached_input_share=0.5,
-                       batch_share=0.5, retry_rate=0.1, escalation_rate=0.01, human_review_cost=2.0)  # fmt: skip
+    task = TaskProfile(
+        1000,
+        500,
+        reasoning_tokens=100,
+        tool_calls_per_task=1,
+        cached_input_share=0.5,
+        batch_share=0.5,
+        retry_rate=0.1,
+        escalation_rate=0.01,
+        human_review_cost=2.0,
+    )
     # input 1000 * (0.5 * $1 + 0.5 * $0.5) / 1e6 = 0.00075; output (500 + 100) * $4 / 1e6 = 0.0024
     # two calls: 0.0063; half batched at half price: x0.75 = 0.004725; 10 % retried: 0.0051975
     # plus 1 % escalated at $2: + 0.02

@@ -24,16 +24,23 @@ TODAY = datetime.date(2026, 11, 24)
 
 
 def test_cheapest_per_successful_task_over_the_bar_wins():
-    cands = [entry("cheap-but-bad", 0.5, 0.001), entry("good", 0.9, 0.004), entry("better-value", 1.0, 0.0042),
-             entry("api", None, 0.002, linear=True)]  # fmt: skip
+    cands = [
+        entry("cheap-but-bad", 0.5, 0.001),
+        entry("good", 0.9, 0.004),
+        entry("better-value", 1.0, 0.0042),
+        entry("api", None, 0.002, linear=True),
+    ]
     default, fallback, how = decide({"candidates": cands}, None, TODAY)
     assert default["name"] == "better-value"  # 0.0042 / 1.0 < 0.004 / 0.9
     assert fallback["name"] == "good" and "lowest measured cost per successful task" in how
 
 
 def test_no_candidate_over_the_bar_falls_back_to_the_cheapest_live_api():
-    cands = [entry("small", 0.2, 0.001), entry("retired-api", None, 0.0001, linear=True, deprecation="2025-09-24"),
-             entry("api", None, 0.002, linear=True)]  # fmt: skip
+    cands = [
+        entry("small", 0.2, 0.001),
+        entry("retired-api", None, 0.0001, linear=True, deprecation="2025-09-24"),
+        entry("api", None, 0.002, linear=True),
+    ]
     default, fallback, how = decide({"candidates": cands}, None, TODAY)
     assert default is None and fallback["name"] == "api" and "no candidate met the bar" in how
 
@@ -47,8 +54,10 @@ def test_choose_names_the_default_and_says_so():
 
 def test_candidate_must_name_a_known_api_offer(tmp_path):
     path = tmp_path / "models.yaml"
-    path.write_text("models: {}\ncandidates:\n  x: {api_offer: nope, access: api, openness: closed, license: L, "
-                    "source: s, as_of: '2026'}\n")  # fmt: skip
+    path.write_text(
+        "models: {}\ncandidates:\n  x: {api_offer: nope, access: api, openness: closed, license: L, "
+        "source: s, as_of: '2026'}\n"
+    )
     with pytest.raises(UsageError, match="entry 'x', field 'api_offer': 'nope' is not in api_offers"):
         load_catalog(path)
     path.write_text("models: {}\ncandidates:\n  x: {access: api, openness: closed, license: L, source: s}\n")

@@ -12,17 +12,33 @@ from bench.prices import import_prices, offer_name
 PRICE_MAP = {
     "sample_spec": {"mode": "one of: chat, embedding", "input_cost_per_token": 0.0},
     "gpt-4o-mini": {
-        "litellm_provider": "openai", "mode": "chat", "max_input_tokens": 128000,
-        "input_cost_per_token": 1.5e-07, "output_cost_per_token": 6e-07,
-        "cache_read_input_token_cost": 7.5e-08, "output_cost_per_token_batches": 3e-07,
+        "litellm_provider": "openai",
+        "mode": "chat",
+        "max_input_tokens": 128000,
+        "input_cost_per_token": 1.5e-07,
+        "output_cost_per_token": 6e-07,
+        "cache_read_input_token_cost": 7.5e-08,
+        "output_cost_per_token_batches": 3e-07,
     },
-    "gpt-4o": {"litellm_provider": "openai", "mode": "chat", "input_cost_per_token": 2.5e-06,
-               "output_cost_per_token": 1e-05},
-    "text-embedding-3-small": {"litellm_provider": "openai", "mode": "embedding", "input_cost_per_token": 2e-08,
-                               "output_cost_per_token": 0.0},
-    "gemini/gemini-2.5-flash": {"litellm_provider": "gemini", "mode": "chat", "input_cost_per_token": 3e-07,
-                                "output_cost_per_token": 2.5e-06},
-}  # fmt: skip
+    "gpt-4o": {
+        "litellm_provider": "openai",
+        "mode": "chat",
+        "input_cost_per_token": 2.5e-06,
+        "output_cost_per_token": 1e-05,
+    },
+    "text-embedding-3-small": {
+        "litellm_provider": "openai",
+        "mode": "embedding",
+        "input_cost_per_token": 2e-08,
+        "output_cost_per_token": 0.0,
+    },
+    "gemini/gemini-2.5-flash": {
+        "litellm_provider": "gemini",
+        "mode": "chat",
+        "input_cost_per_token": 3e-07,
+        "output_cost_per_token": 2.5e-06,
+    },
+}
 
 CATALOG = """
 models:

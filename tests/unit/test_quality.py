@@ -3,7 +3,9 @@
 import pytest
 
 from bench.errors import UsageError
-from bench.quality import GoldenCase, evaluate, load_golden, run_check, wilson_interval
+from bench.metrics.stats import wilson_interval
+from bench.quality import GoldenCase, evaluate, load_golden, run_check
+from bench.records import RequestRecord
 
 
 def check(spec):
@@ -21,15 +23,24 @@ def check(spec):
         ({"type": "regex", "pattern": r"^\s*(billing|technical)\b"}, " billing issue", "a billing issue"),
         ({"type": "json"}, '{"a": 1}', "{'a': 1}"),
         ({"type": "json"}, '```json\n{"a": 1}\n```', "```\nnot json\n```"),
-        ({"type": "json", "schema": {"type": "object", "required": ["label"],
-                                     "properties": {"label": {"enum": ["billing", "account"]}}}},
-         '{"label": "billing"}', '{"label": "sales"}'),
+        (
+            {
+                "type": "json",
+                "schema": {
+                    "type": "object",
+                    "required": ["label"],
+                    "properties": {"label": {"enum": ["billing", "account"]}},
+                },
+            },
+            '{"label": "billing"}',
+            '{"label": "sales"}',
+        ),
         ({"type": "number", "value": 10063}, "It is 10,063.", "It is 10,064."),
         ({"type": "number", "value": 0.5, "tolerance": 0.01}, "p = 0.505", "p = 0.52"),
         ({"type": "max_length", "chars": 10}, "short", "much longer than ten"),
         ({"type": "max_length", "words": 3}, "one two three", "one two three four"),
     ],
-)  # fmt: skip
+)
 def test_each_check_passes_and_fails(spec, passing, failing):
     assert run_check(check(spec), passing)[0] is True
     assert run_check(check(spec), failing)[0] is False
@@ -47,19 +58,24 @@ def test_wilson_interval_matches_the_textbook_values():
 
 
 def test_evaluate_counts_failed_requests_as_failed_cases_and_lists_cases_not_run():
-    cases = [GoldenCase.model_validate({"id": i, "prompt": "p", "tags": tags, "checks": [{"type": "contains",
-                                        "value": "yes"}]}) for i, tags in (("a", ["real"]), ("b", ["edge"]),
-                                                                           ("c", ["real"]), ("d", []))]  # fmt: skip
-    records = [
-        {"case_id": "a", "status": "ok", "output_text": "yes", "phase": "measured"},
-        {"case_id": "b", "status": "ok", "output_text": "no", "phase": "measured"},
-        {"case_id": "c", "status": "error", "error": "HTTP 500", "output_text": "yes", "phase": "measured"},
+    cases = [
+        GoldenCase.model_validate(
+            {"id": i, "prompt": "p", "tags": tags, "checks": [{"type": "contains", "value": "yes"}]}
+        )
+        for i, tags in (("a", ["real"]), ("b", ["edge"]), ("c", ["real"]), ("d", []))
     ]
-    result = evaluate(records, cases)["summary"]
-    assert (result["passed"], result["cases"], result["not_run"]) == (1, 3, ["d"])
-    assert result["by_tag"]["real"]["passed"] == 1 and result["by_tag"]["real"]["cases"] == 2
-    assert [f["id"] for f in result["failures"]] == ["b", "c"]
-    assert result["failures"][1]["failed"] == ["request: error: HTTP 500"]
+    records = [
+        RequestRecord(request_id=0, case_id="a", status="ok", output_text="yes"),
+        RequestRecord(request_id=1, case_id="b", status="ok", output_text="no"),
+        RequestRecord(request_id=2, case_id="c", status="error", error="HTTP 500", output_text="yes"),
+        RequestRecord(request_id=3, case_id="d", phase="warmup", status="ok", output_text="yes"),
+    ]
+    result, verdicts = evaluate(records, cases)
+    assert (result.passed, result.cases, result.not_run) == (1, 3, ["d"])  # a warmup answer is no verdict
+    assert result.by_tag["real"].passed == 1 and result.by_tag["real"].cases == 2
+    assert [f.id for f in result.failures] == ["b", "c"]
+    assert result.failures[1].failed == ["request: error: HTTP 500"]
+    assert [v["id"] for v in verdicts] == ["a", "b", "c"]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 import base64
 import re
 
-from bench.console import money
+from bench.format import money
 from bench.report.render import Figure, Heading, Paragraph, Table, html_page, markdown
 
 PNG = base64.b64decode(
@@ -33,8 +33,12 @@ def test_html_escapes_text_and_embeds_figures():
 
 def test_money_keeps_three_significant_digits_below_a_dollar():
     assert (money(None), money(0), money(1234.5), money(0.7069), money(0.00001131)) == (
-        "-", "$0.00", "$1,234.50", "$0.707", "$0.0000113",
-    )  # fmt: skip
+        "-",
+        "$0.00",
+        "$1,234.50",
+        "$0.707",
+        "$0.0000113",
+    )
 
 
 def test_telemetry_plot_adds_gpu_panels_when_gpus_were_sampled():
@@ -45,14 +49,25 @@ def test_telemetry_plot_adds_gpu_panels_when_gpus_were_sampled():
     from bench.report import _telemetry_series
     from bench.report.plots import telemetry
 
-    rows = [{"t_ns": i * 10**9, "engine_cpu_percent": 50.0, "client_cpu_percent": 2.0, "engine_rss_bytes": 2**30,
-             "gpus": [{"index": 0, "utilization_percent": 90, "memory_used_bytes": 40 * 2**30, "power_w": 500.0},
-                      {"index": 1, "utilization_percent": 70, "memory_used_bytes": 30 * 2**30, "power_w": 400.0}]}
-            for i in range(5)]  # fmt: skip
-    series = _telemetry_series(rows)
+    rows = [
+        {
+            "t_ns": i * 10**9,
+            "engine_cpu_percent": 50.0,
+            "client_cpu_percent": 2.0,
+            "engine_rss_bytes": 2**30,
+            "gpus": [
+                {"index": 0, "utilization_percent": 90, "memory_used_bytes": 40 * 2**30, "power_w": 500.0},
+                {"index": 1, "utilization_percent": 70, "memory_used_bytes": 30 * 2**30, "power_w": 400.0},
+            ],
+        }
+        for i in range(5)
+    ]
+    from bench.records import TelemetrySample
+
+    series = _telemetry_series([TelemetrySample.from_row(r) for r in rows])
     assert series["gpu_util_percent"][0] == 80 and series["gpu_memory_mib"][0] == 70 * 1024
     assert series["gpu_power_w"][0] == 900.0
-    cpu_only = _telemetry_series([{k: v for k, v in r.items() if k != "gpus"} for r in rows])
+    cpu_only = _telemetry_series([TelemetrySample.from_row({k: v for k, v in r.items() if k != "gpus"}) for r in rows])
     run = {"label": "r", "stage_starts_s": [0.0]}
     with_gpu = Image.open(io.BytesIO(telemetry([{**run, "telemetry": series}])))
     without = Image.open(io.BytesIO(telemetry([{**run, "telemetry": cpu_only}])))

@@ -2,7 +2,16 @@
 
 import orjson
 
-from bench.clients.openai import PreparedRequest, encode_body, read_stream
+from bench.clients.base import PreparedRequest
+from bench.clients.dialects import DIALECTS
+
+
+def read_stream(api, events):
+    return DIALECTS[api].read(events)
+
+
+def encode_body(api, model, request, sampling):
+    return DIALECTS[api].encode(model, request, sampling)
 
 
 def ev(t, obj):
@@ -50,8 +59,16 @@ def test_chat_deltas_and_reasoning_count_as_output():
 
 def test_error_event_and_truncated_and_malformed_streams():
     assert "boom" in read_stream("completions", [ev(1, {"error": {"message": "boom"}})]).error
-    assert "without a finish reason" in read_stream("completions", [ev(1, completion("a"))]).error
+    cut = read_stream("completions", [ev(1, completion("a"))])
+    assert "without a finish reason" in cut.error and not cut.ended and cut.output_times_ns == [1]
     assert "malformed" in read_stream("completions", [ev(1, b"{not json")]).error
+
+
+def test_usage_of_a_stream_that_did_not_end_is_not_believed():
+    """Ollama's /v1 puts a zero-valued usage on every chunk: a cut stream must not count 0 tokens from it."""
+    zero = {"completion_tokens": 0, "prompt_tokens": 0}
+    events = [ev(1, completion("a", usage=zero)), ev(2, completion("b", usage=zero))]
+    assert read_stream("completions", events).usage is None
 
 
 def test_encode_body_asks_for_usage_and_wraps_text_for_chat():

@@ -4,7 +4,8 @@ from collections import namedtuple
 
 import pytest
 
-from bench.metrics import summarize_telemetry
+from bench.metrics.telemetry import summarize_telemetry
+from bench.records import TelemetrySample
 from bench.telemetry.nvml import Nvml, open_nvml, throttle_names
 
 Memory = namedtuple("Memory", "total used free")
@@ -91,30 +92,72 @@ def test_inventory_and_sample_read_every_field_and_survive_unsupported_calls():
     assert first["cuda_driver_version"] == "12.4" and first["nvlink_active_links"] == 4
     assert first["total_energy_counter"] is True and second["total_energy_counter"] is False
     gpu0, gpu1 = nvml.sample(engine_pids={111})
-    assert gpu0["engine_memory_bytes"] == 8 * 2**30  # only the engine's process, not pid 999
-    assert gpu0["power_w"] == 350 and gpu0["throttle_reasons"] == ["sw_power_cap"]
-    assert gpu0["energy_mj"] is not None and gpu1["energy_mj"] is None
+    assert gpu0.engine_memory_bytes == 8 * 2**30  # only the engine's process, not pid 999
+    assert gpu0.engine_memory_source == "per-process"
+    assert gpu0.power_w == 350 and gpu0.throttle_reasons == ["sw_power_cap"]
+    assert gpu0.energy_mj is not None and gpu1.energy_mj is None
+
+
+def test_in_a_container_the_engines_gpu_memory_is_the_rise_since_it_started():
+    """NVML reports host PIDs inside a container, so the engine's own pids are not among them."""
+    library = RecordedNvmlLibrary()
+    nvml = Nvml(library)
+    nvml.mark_engine_start()  # 10 GiB in use before the engine loads
+    library.nvmlDeviceGetMemoryInfo = lambda h: Memory(80 * 2**30, 34 * 2**30, 46 * 2**30)
+    gpu0, _ = nvml.sample(engine_pids={4242})
+    assert gpu0.engine_memory_bytes == 24 * 2**30 and gpu0.engine_memory_source == "device delta since engine start"
+
+
+def test_a_count_or_handle_error_leaves_the_gpu_out_instead_of_aborting():
+    library = RecordedNvmlLibrary()
+
+    def broken(i):
+        if i == 1:
+            raise library.NVMLError("Unknown Error")
+        return i
+
+    library.nvmlDeviceGetHandleByIndex = broken
+    nvml = Nvml(library)
+    assert nvml.handles == [0] and nvml.unopened == 1
+    library.nvmlDeviceGetCount = lambda: (_ for _ in ()).throw(library.NVMLError("Uninitialized"))
+    assert Nvml(library).handles == []
 
 
 def test_throttle_reason_bits():
     assert throttle_names(0x1 | 0x40) == ["gpu_idle", "hw_thermal_slowdown"]
 
 
+def samples_of(rows):
+    return [TelemetrySample.from_row(row) for row in rows]
+
+
 def test_energy_from_the_counter_or_from_integrated_power():
     s = 1_000_000_000
-    samples = [
-        {"t_ns": 0, "gpus": [{"index": 0, "energy_mj": 1_000_000, "power_w": 100.0, "memory_used_bytes": 4},
-                             {"index": 1, "energy_mj": None, "power_w": 100.0, "memory_used_bytes": 2}]},
-        {"t_ns": 2 * s, "gpus": [{"index": 0, "energy_mj": 1_600_000, "power_w": 500.0, "memory_used_bytes": 8},
-                                 {"index": 1, "energy_mj": None, "power_w": 300.0, "memory_used_bytes": 6}]},
-    ]  # fmt: skip
+    samples = samples_of(
+        [
+            {
+                "t_ns": 0,
+                "gpus": [
+                    {"index": 0, "energy_mj": 1_000_000, "power_w": 100.0, "memory_used_bytes": 4},
+                    {"index": 1, "energy_mj": None, "power_w": 100.0, "memory_used_bytes": 2},
+                ],
+            },
+            {
+                "t_ns": 2 * s,
+                "gpus": [
+                    {"index": 0, "energy_mj": 1_600_000, "power_w": 500.0, "memory_used_bytes": 8},
+                    {"index": 1, "energy_mj": None, "power_w": 300.0, "memory_used_bytes": 6},
+                ],
+            },
+        ]
+    )
     tel = summarize_telemetry(samples, output_tokens=100)
-    gpu0, gpu1 = tel["gpus"]
-    assert gpu0["energy_j"] == 600 and gpu0["energy_method"] == "energy counter"
-    assert gpu1["energy_j"] == pytest.approx(400)  # 2 s at a mean of (100 + 300) / 2 W
-    assert gpu1["energy_method"] == "power integrated over samples"
-    assert tel["gpu_energy_j"] == 1000 and tel["gpu_energy_j_per_output_token"] == 10
-    assert gpu0["memory_peak_bytes"] == 8 and gpu0["memory_steady_bytes"] == 6
+    gpu0, gpu1 = tel.gpus
+    assert gpu0.energy_j == 600 and gpu0.energy_method == "energy counter"
+    assert gpu1.energy_j == pytest.approx(400)  # 2 s at a mean of (100 + 300) / 2 W
+    assert gpu1.energy_method == "power integrated over samples"
+    assert tel.gpu_energy_j == 1000 and tel.gpu_energy_j_per_output_token == 10
+    assert gpu0.memory_peak_bytes == 8 and gpu0.memory_steady_bytes == 6
 
 
 def test_no_gpu_here_is_said_plainly():
@@ -125,9 +168,14 @@ def test_no_gpu_here_is_said_plainly():
 
 
 def test_engine_gauges_are_summarized():
-    samples = [{"t_ns": 0, "engine_gauges": {"vllm:kv_cache_usage_perc": 0.2, "vllm:num_requests_waiting": 0.0}},
-               {"t_ns": 1, "engine_gauges": {"vllm:kv_cache_usage_perc": 0.6, "vllm:num_requests_waiting": 3.0}},
-               {"t_ns": 2, "engine_gauges": None}]  # fmt: skip
-    gauges = summarize_telemetry(samples)["engine_gauges"]
-    assert gauges["vllm:kv_cache_usage_perc"] == {"max": 0.6, "mean": pytest.approx(0.4)}
-    assert gauges["vllm:num_requests_waiting"]["max"] == 3.0
+    samples = samples_of(
+        [
+            {"t_ns": 0, "engine_gauges": {"vllm:kv_cache_usage_perc": 0.2, "vllm:num_requests_waiting": 0.0}},
+            {"t_ns": 1, "engine_gauges": {"vllm:kv_cache_usage_perc": 0.6, "vllm:num_requests_waiting": 3.0}},
+            {"t_ns": 2, "engine_gauges": None},
+        ]
+    )
+    gauges = summarize_telemetry(samples).engine_gauges
+    assert gauges["vllm:kv_cache_usage_perc"].max == 0.6
+    assert gauges["vllm:kv_cache_usage_perc"].mean == pytest.approx(0.4)
+    assert gauges["vllm:num_requests_waiting"].max == 3.0

@@ -3,10 +3,10 @@
 import random
 
 import pytest
+from pydantic import ValidationError
 
 from bench.errors import UsageError
-from bench.load.prompts import (
-    Length,
+from bench.load.workload import (
     SyntheticWorkload,
     TokenFitter,
     file_items,
@@ -14,6 +14,7 @@ from bench.load.prompts import (
     shared_prefixes,
     synthetic_items,
 )
+from bench.spec import Length
 
 
 def words_tokenizer(text: str) -> int:
@@ -47,7 +48,7 @@ def test_fitting_falls_back_to_search_when_costs_do_not_add_up():
 
 @pytest.mark.parametrize("spec, low, high", [("16", 16, 16), ("uniform:4:9", 4, 9), ("normal:20:3", 1, 60)])
 def test_length_distributions(spec, low, high):
-    length = Length.parse(spec, "--input-tokens")
+    length = Length.model_validate(spec)
     samples = [length.sample(random.Random(i)) for i in range(500)]
     assert low <= min(samples) and max(samples) <= high and length.upper() >= max(samples)
     if spec.startswith("uniform"):
@@ -56,12 +57,12 @@ def test_length_distributions(spec, low, high):
 
 @pytest.mark.parametrize("spec", ["0", "uniform:9:4", "normal:10", "lognormal:1:2", "abc"])
 def test_bad_lengths(spec):
-    with pytest.raises(UsageError, match="--output-tokens"):
-        Length.parse(spec, "--output-tokens")
+    with pytest.raises(ValidationError, match="give N, uniform:MIN:MAX or normal:MEAN:STD|at least 1"):
+        Length.model_validate(spec)
 
 
 def test_items_are_seeded_distinct_and_sized():
-    w = SyntheticWorkload(Length.parse("uniform:10:20", "x"), Length.parse("8", "y"), seed=3)
+    w = SyntheticWorkload(Length.model_validate("uniform:10:20"), Length.model_validate("8"), seed=3)
     a, b = synthetic_items(w, 6, fitter()), synthetic_items(w, 6, fitter())
     assert [i.turns[0].prompt for i in a] == [i.turns[0].prompt for i in b]
     assert len({i.turns[0].prompt for i in a}) == 6
@@ -73,7 +74,7 @@ def test_items_are_seeded_distinct_and_sized():
 
 
 def test_shared_prefixes_are_reused_round_robin():
-    w = SyntheticWorkload(Length.parse("30", "x"), Length.parse("4", "y"), prefix_count=2, prefix_tokens=20)
+    w = SyntheticWorkload(Length.model_validate("30"), Length.model_validate("4"), prefix_count=2, prefix_tokens=20)
     items = synthetic_items(w, 4, fitter())
     first, second = shared_prefixes(w, fitter())
     assert words_tokenizer(first) == 20 and first != second
@@ -83,7 +84,7 @@ def test_shared_prefixes_are_reused_round_robin():
 
 
 def test_conversations_have_turns():
-    w = SyntheticWorkload(Length.parse("10", "x"), Length.parse("4", "y"), turns=3)
+    w = SyntheticWorkload(Length.model_validate("10"), Length.model_validate("4"), turns=3)
     (item,) = synthetic_items(w, 1, fitter())
     assert len(item.turns) == 3 and item.conversation == 0
 

@@ -1,26 +1,37 @@
-"""Workloads: synthetic prompts of chosen token lengths, or a JSONL file of prompts.
+"""Workloads: synthetic prompts of chosen token lengths, or a JSONL file of prompts (a golden set's too).
 
 Synthetic prompts are random words from a fixed vocabulary, drawn from generators seeded by
 (seed, item index), so the same seed gives the same prompts whatever else changes, and every
 prompt is distinct (no accidental prefix-cache hits) unless shared prefixes are asked for. Each is
 cut to its target length with the served model's own tokenizer.
 
-Lengths are distributions: `128` (fixed), `uniform:64:256` (inclusive), `normal:128:32` (mean,
-std; rounded, at least 1).
+Lengths are distributions (bench.spec.Length): `128` (fixed), `uniform:64:256` (inclusive),
+`normal:128:32` (mean, std; rounded, at least 1).
 """
 
 from __future__ import annotations
 
 import random
+from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.clients.openai import PreparedRequest
+from bench.clients.base import PreparedRequest
 from bench.errors import UsageError
-from bench.load.runner import WorkItem
 from bench.results import read_input_jsonl
+from bench.spec import Length, WorkloadSpec
+
+
+@dataclass
+class WorkItem:
+    """One request, or a conversation whose turns go one after another, each holding the earlier turns."""
+
+    turns: list[PreparedRequest]
+    conversation: int | None = None
+    case_id: str | None = None  # a prompt file's or golden set's id, kept in the record
+
 
 # Common English words: one or two tokens each for most tokenizers, so lengths are easy to fit.
 VOCABULARY = """
@@ -43,45 +54,6 @@ quickly slowly carefully brightly quietly always never often today tomorrow yest
 
 
 @dataclass(frozen=True)
-class Length:
-    """A token-length distribution."""
-
-    kind: str  # fixed | uniform | normal
-    a: float
-    b: float = 0.0
-
-    @classmethod
-    def parse(cls, text: str, flag: str) -> Length:
-        parts = str(text).split(":")
-        try:
-            if len(parts) == 1:
-                length = cls("fixed", int(parts[0]))
-            elif parts[0] in ("uniform", "normal") and len(parts) == 3:
-                length = cls(parts[0], float(parts[1]), float(parts[2]))
-            else:
-                raise ValueError
-        except ValueError:
-            raise UsageError(f"{flag} {text!r}: give N, uniform:MIN:MAX or normal:MEAN:STD") from None
-        if length.a < 1 or length.b < 0 or (length.kind == "uniform" and length.b < length.a):
-            raise UsageError(f"{flag} {text!r}: lengths must be at least 1, MIN <= MAX and STD >= 0")
-        return length
-
-    def sample(self, rng: random.Random) -> int:
-        if self.kind == "fixed":
-            return int(self.a)
-        if self.kind == "uniform":
-            return rng.randint(int(self.a), int(self.b))
-        return max(1, round(rng.gauss(self.a, self.b)))
-
-    def upper(self) -> int:
-        """A length no sample exceeds in practice (for sizing contexts)."""
-        return int(self.a if self.kind == "fixed" else self.b if self.kind == "uniform" else self.a + 4 * self.b)
-
-    def __str__(self) -> str:
-        return str(int(self.a)) if self.kind == "fixed" else f"{self.kind}:{self.a:g}:{self.b:g}"
-
-
-@dataclass(frozen=True)
 class SyntheticWorkload:
     input: Length
     output: Length
@@ -91,9 +63,15 @@ class SyntheticWorkload:
     turns: int = 1  # >1: conversations, each turn's prompt holding the earlier turns
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "synthetic", "input_tokens": str(self.input), "output_tokens": str(self.output),
-                "seed": self.seed, "prefix_count": self.prefix_count, "prefix_tokens": self.prefix_tokens,
-                "turns": self.turns}  # fmt: skip
+        return {
+            "kind": "synthetic",
+            "input_tokens": str(self.input),
+            "output_tokens": str(self.output),
+            "seed": self.seed,
+            "prefix_count": self.prefix_count,
+            "prefix_tokens": self.prefix_tokens,
+            "turns": self.turns,
+        }
 
 
 class TokenFitter:
@@ -207,3 +185,55 @@ def file_items(rows: list[dict[str, Any]], output_tokens: int) -> Iterator[WorkI
             max_tokens = row.get("max_tokens") or row.get("output_tokens") or output_tokens
             case_id = row.get("id")
             yield WorkItem([PreparedRequest(prompt, max_tokens)], case_id=None if case_id is None else str(case_id))
+
+
+class WorkSource:
+    """Work items for the stages, made between stages so no tokenizer call competes with measured requests."""
+
+    def __init__(
+        self,
+        workload: WorkloadSpec,
+        seed: int,
+        count_tokens: Callable[..., int] | None,
+        rows: list[dict[str, Any]] | None,
+    ) -> None:
+        self.rows = file_items(rows, int(workload.output_tokens.a)) if rows else None
+        self.ready: deque[WorkItem] = deque()
+        self.made_during_stage = 0
+        self.next_index = 0
+        if rows:
+            return
+        if count_tokens is None:
+            raise UsageError("this endpoint exposes no tokenizer, so synthetic prompts cannot be sized; use --prompts")
+        self.workload = SyntheticWorkload(
+            workload.input_tokens,
+            workload.output_tokens,
+            seed,
+            workload.prefix_count,
+            workload.prefix_tokens,
+            workload.turns,
+        )
+        self.fitter = TokenFitter(lambda text: count_tokens(text, True), lambda text: count_tokens(text, False))
+        self.prefixes = shared_prefixes(self.workload, self.fitter)
+
+    def prepare(self, items: int) -> None:
+        """Make `items` work items (requests, or conversations with turns) ahead of a stage."""
+        self.made_during_stage = 0
+        if self.rows is not None:
+            return
+        count = max(0, items - len(self.ready))
+        self.ready.extend(synthetic_items(self.workload, count, self.fitter, self.next_index, self.prefixes))
+        self.next_index += count
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> WorkItem:
+        if self.rows is not None:
+            return next(self.rows)
+        if self.ready:
+            return self.ready.popleft()
+        self.made_during_stage += 1  # more than planned: made now, from word costs, with no tokenizer call
+        (item,) = synthetic_items(self.workload, 1, self.fitter, self.next_index, self.prefixes, False)
+        self.next_index += 1
+        return item

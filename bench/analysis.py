@@ -1,0 +1,134 @@
+"""A run's derived figures: summary.json (and a golden run's eval.json) as a pure function of
+requests.jsonl, telemetry.jsonl, engine-metrics.jsonl and the manifest's stages, SLOs and efficiency
+inputs. `bench run` writes them with this at the end of a run; `bench summarize` recomputes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bench.metrics.efficiency import efficiency
+from bench.metrics.requests import (
+    RequestTable,
+    TableBuilder,
+    confidence_intervals,
+    max_slo_compliant,
+    measured_window,
+    slo_report,
+    summarize_requests,
+)
+from bench.metrics.server import deltas
+from bench.metrics.telemetry import summarize_telemetry
+from bench.quality import evaluate, load_golden
+from bench.records import Manifest, RequestRecord, TelemetrySample
+from bench.results import GOLDEN_COPY, RunDirectory
+from bench.summary import RunSlo, RunSummary, StageSummary
+
+
+@dataclass
+class Analysis:
+    summary: RunSummary
+    evaluation: dict[str, Any] | None  # eval.json: {"summary": quality, "cases": verdicts}, golden runs only
+
+
+def summarize_stage(
+    table: RequestTable,
+    index: int,
+    manifest: Manifest,
+    telemetry: list[TelemetrySample],
+    engine_metrics: list[dict[str, Any]] | None = None,
+) -> StageSummary:
+    """One stage's figures from its records alone (and the manifest's definition of it)."""
+    definition = next((s for s in manifest.stages if s.index == index), None)
+    stage = StageSummary(
+        stage=index,
+        name=definition.name if definition else None,
+        label=definition.label if definition else None,
+        **dict(summarize_requests(table)),
+        ci95=confidence_intervals(table),
+    )
+    stage.telemetry = summarize_telemetry(telemetry, stage.total_output_tokens, measured_window(table))
+    inputs = manifest.efficiency_inputs
+    if inputs.get("model_shape") and inputs.get("hardware_limits"):
+        stage.efficiency = efficiency(table, inputs["model_shape"], inputs["hardware_limits"])
+    if manifest.slo and manifest.slo.thresholds_ms:
+        stage.slo = slo_report(table, manifest.slo.thresholds_ms, manifest.slo.percentile)
+    snapshots = {row["when"]: row["samples"] for row in engine_metrics or () if row.get("stage") == index}
+    if "start" in snapshots and "end" in snapshots:
+        stage.server = deltas(snapshots["start"], snapshots["end"])
+    return stage
+
+
+def summarize_run(
+    table: RequestTable,
+    telemetry: list[TelemetrySample],
+    manifest: Manifest,
+    engine_metrics: list[dict[str, Any]] | None = None,
+) -> RunSummary:
+    indices = sorted(set(np.unique(table.stage).tolist()) | {s.index for s in manifest.stages})
+    stages = []
+    for index in indices:
+        mask = table.stage == index
+        stages.append(
+            summarize_stage(table if mask.all() else table.select(mask), index, manifest, telemetry, engine_metrics)
+        )
+    overall = summarize_requests(table)
+    summary = RunSummary(
+        **dict(overall), stages=stages, telemetry=summarize_telemetry(telemetry, overall.total_output_tokens)
+    )
+    if manifest.slo and manifest.slo.thresholds_ms:
+        summary.slo = RunSlo(
+            thresholds_ms=manifest.slo.thresholds_ms,
+            percentile=manifest.slo.percentile,
+            max_slo_compliant=max_slo_compliant(stages),
+        )
+    return summary
+
+
+def table_and_cases(rows: Iterable[Mapping[str, Any]], keep_cases: bool) -> tuple[RequestTable, list[RequestRecord]]:
+    """One pass over the records: the table the metrics use and, for a golden run, the answered cases."""
+    builder = TableBuilder()
+    cases = []
+    for row in rows:
+        builder.add_row(row)
+        if keep_cases and row.get("case_id") is not None:
+            cases.append(RequestRecord.from_row(row))
+    return builder.build(), cases
+
+
+def analyse(run_dir: RunDirectory, manifest: Manifest | None = None) -> Analysis:
+    """The summary and, for a golden run, each case's verdict, from one read of the raw files."""
+    manifest = manifest or run_dir.manifest()
+    golden = manifest.workload is not None and manifest.workload.kind == "golden"
+    table, answered = table_and_cases(run_dir.request_rows(), golden)
+    summary = summarize_run(table, run_dir.telemetry(), manifest, run_dir.engine_metrics())
+    if not golden:
+        return Analysis(summary, None)
+    quality, verdicts = evaluate(answered, load_golden(run_dir.file(GOLDEN_COPY)))
+    workload = manifest.workload
+    quality.golden = {
+        "path": workload.path,
+        "sha256": workload.sha256,
+        "cases": workload.cases,
+        "temperature": manifest.temperature,
+        "seed": manifest.seed,
+    }
+    summary.quality = quality
+    return Analysis(summary, {"summary": quality.model_dump(mode="json"), "cases": verdicts})
+
+
+def same_figures(a: Any, b: Any, rel: float = 1e-9) -> bool:
+    """Equal summaries, floats to `rel` (a recomputation may sum in another order than the one on disk)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same_figures(a[k], b[k], rel) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same_figures(x, y, rel) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) or isinstance(b, float):
+        if a is None or b is None or isinstance(a, bool) or isinstance(b, bool):
+            return a == b
+        return abs(a - b) <= rel * max(abs(a), abs(b)) or a == b
+    return a == b

@@ -1,0 +1,446 @@
+"""Request records -> latency, throughput and SLO figures. Every derived request figure comes from here.
+
+Definitions (DESIGN.md; they match vLLM's serving benchmark). Per request, with t_send the moment
+the request was written, t_1..t_k the arrival of each streamed chunk that carried output, t_end the
+end of the stream and n the output tokens:
+
+    TTFT   = t_1 - t_send
+    E2E    = t_end - t_send
+    TPOT   = (t_k - t_1) / (n - 1)          only for n >= 2
+    ITL    = every t_i - t_(i-1)            pooled over requests
+    output tokens/s of one request = n / (t_end - t_send)
+
+The measured window runs from the first t_send to the last t_end of the measured phase (warmup and
+cooldown excluded; failed and cancelled requests included):
+
+    output throughput  = sum(n of successful requests) / window
+    request throughput = successful requests / window
+
+Latency statistics use successful measured requests only (bench.metrics.stats says how percentiles
+and intervals are computed).
+
+Open loop: each request also has an intended send time t_intended from the schedule.
+client_queue = t_send - t_intended (time the client held it: a concurrency cap, or a late loop),
+and TTFT and E2E are also reported from t_intended, so queueing in the client is never hidden.
+
+SLOs (ttft, tpot, itl, e2e thresholds in ms): a measured request meets an SLO when it succeeded and
+its value is within the threshold (open loop: TTFT and E2E from t_intended; ITL: its worst gap; a
+one-token answer has no TPOT or ITL to miss). goodput = requests meeting every SLO / window. A stage
+is SLO-compliant when, for every SLO, the chosen percentile over its measured requests (cancelled ones
+excluded) is within the threshold, counting a failed request as infinitely slow. The max
+SLO-compliant throughput is the highest request throughput among compliant stages.
+
+Intervals: p50 and p99 of TTFT and TPOT over requests; output throughput from the mean of per-slice
+throughputs over THROUGHPUT_SLICES equal slices of the window, each chunk's tokens counted in the
+slice where it arrived (a request's n tokens spread evenly over its chunks).
+"""
+
+from __future__ import annotations
+
+from array import array
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import numpy as np
+
+from bench.metrics.stats import bootstrap_ci, bootstrap_percentile_ci, describe, mean_exact, percentiles
+from bench.records import RequestRecord
+from bench.summary import ErrorKind, Intervals, MaxSloCompliant, RequestCounts, RequestSummary, SloMetric, SloReport
+
+NS_PER_MS = 1_000_000
+NS_PER_S = 1_000_000_000
+THROUGHPUT_SLICES = 10
+PHASES = ("warmup", "measured", "cooldown")
+STATUSES = ("ok", "error", "cancelled")
+WARMUP, MEASURED, COOLDOWN = 0, 1, 2
+OK, ERROR, CANCELLED = 0, 1, 2
+NAN = float("nan")
+
+
+def _number(value: Any) -> float:
+    return NAN if value is None else float(value)
+
+
+@dataclass
+class RequestTable:
+    """Request records as columns (one row per request); a missing number is NaN.
+
+    Chunk arrival times are kept flat: row i's chunks are chunks[chunk_start[i]:chunk_start[i + 1]].
+    Times are in ns, as floats (exact below 2**53 ns, about 104 days).
+    """
+
+    request_id: np.ndarray
+    stage: np.ndarray
+    phase: np.ndarray
+    status: np.ndarray
+    t_intended: np.ndarray
+    t_send: np.ndarray
+    t_end: np.ndarray
+    output_tokens: np.ndarray
+    prompt_tokens: np.ndarray
+    cached_prompt_tokens: np.ndarray
+    max_tokens: np.ndarray
+    cut: np.ndarray
+    server_prompt_per_s: np.ndarray  # the engine's own prefill speed per request, where it reports one
+    chunk_start: np.ndarray
+    chunks: np.ndarray
+    tokens_source: list[str | None] = field(default_factory=list)
+    errors: dict[int, str] = field(default_factory=dict)  # row -> error, for failed rows
+
+    def __len__(self) -> int:
+        return len(self.request_id)
+
+    @property
+    def chunk_counts(self) -> np.ndarray:
+        return np.diff(self.chunk_start)
+
+    @property
+    def first_chunk(self) -> np.ndarray:
+        counts = self.chunk_counts
+        out = np.full(len(self), NAN)
+        has = counts > 0
+        out[has] = self.chunks[self.chunk_start[:-1][has]]
+        return out
+
+    @property
+    def last_chunk(self) -> np.ndarray:
+        counts = self.chunk_counts
+        out = np.full(len(self), NAN)
+        has = counts > 0
+        out[has] = self.chunks[self.chunk_start[1:][has] - 1]
+        return out
+
+    def chunk_owner(self) -> np.ndarray:
+        return np.repeat(np.arange(len(self)), self.chunk_counts)
+
+    def select(self, mask: np.ndarray) -> RequestTable:
+        """The rows where mask is true, in order."""
+        rows = np.flatnonzero(mask)
+        counts = self.chunk_counts[rows]
+        start = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=start[1:])
+        keep = mask[self.chunk_owner()] if len(self.chunks) else np.zeros(0, bool)
+        index = {int(old): new for new, old in enumerate(rows)}
+        columns = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name in _ROW_COLUMNS}
+        return RequestTable(
+            **columns,
+            chunk_start=start,
+            chunks=self.chunks[keep],
+            tokens_source=[self.tokens_source[i] for i in rows],
+            errors={index[i]: e for i, e in self.errors.items() if i in index},
+        )
+
+    def where(self, *, stage: int | None = None, phase: int | None = None, status: int | None = None) -> np.ndarray:
+        mask = np.ones(len(self), bool)
+        if stage is not None:
+            mask &= self.stage == stage
+        if phase is not None:
+            mask &= self.phase == phase
+        if status is not None:
+            mask &= self.status == status
+        return mask
+
+    # -- per request ------------------------------------------------------------------------------
+    def ttft_ms(self) -> np.ndarray:
+        return (self.first_chunk - self.t_send) / NS_PER_MS
+
+    def e2e_ms(self) -> np.ndarray:
+        return (self.t_end - self.t_send) / NS_PER_MS
+
+    def tpot_ms(self) -> np.ndarray:
+        """NaN below two output tokens or without chunks."""
+        n = self.output_tokens
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = (self.last_chunk - self.first_chunk) / (n - 1) / NS_PER_MS
+        out[~(n >= 2)] = NAN
+        return out
+
+    def gaps_ms(self) -> tuple[np.ndarray, np.ndarray]:
+        """(every gap between consecutive chunks of one request in ms, the row each belongs to)."""
+        if len(self.chunks) < 2:
+            return np.zeros(0), np.zeros(0, dtype=np.int64)
+        owner = self.chunk_owner()
+        same = owner[1:] == owner[:-1]
+        return np.diff(self.chunks)[same] / NS_PER_MS, owner[1:][same]
+
+
+_ROW_COLUMNS = (
+    "request_id",
+    "stage",
+    "phase",
+    "status",
+    "t_intended",
+    "t_send",
+    "t_end",
+    "output_tokens",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "max_tokens",
+    "cut",
+    "server_prompt_per_s",
+)
+
+
+class TableBuilder:
+    """Builds a RequestTable from records or requests.jsonl rows, one at a time (compact: C arrays)."""
+
+    def __init__(self) -> None:
+        self._int = {name: array("q") for name in ("request_id", "stage")}
+        self._small = {name: array("b") for name in ("phase", "status", "cut")}
+        self._float = {
+            name: array("d")
+            for name in (
+                "t_intended",
+                "t_send",
+                "t_end",
+                "output_tokens",
+                "prompt_tokens",
+                "cached_prompt_tokens",
+                "max_tokens",
+                "server_prompt_per_s",
+            )
+        }
+        self._chunks = array("d")
+        self._chunk_start = array("q", [0])
+        self._sources: list[str | None] = []
+        self._errors: dict[int, str] = {}
+
+    def add_row(self, row: Mapping[str, Any] | _RecordView) -> None:
+        index = len(self._sources)
+        self._int["request_id"].append(row.get("request_id") or 0)
+        self._int["stage"].append(row.get("stage") or 0)
+        self._small["phase"].append(PHASES.index(row.get("phase") or "measured"))
+        status = STATUSES.index(row.get("status") or "error")
+        self._small["status"].append(status)
+        self._small["cut"].append(1 if row.get("cut") else 0)
+        f = self._float
+        f["t_intended"].append(_number(row.get("t_intended_ns")))
+        f["t_send"].append(_number(row.get("t_send_ns")))
+        f["t_end"].append(_number(row.get("t_end_ns")))
+        f["output_tokens"].append(_number(row.get("output_tokens")))
+        f["prompt_tokens"].append(_number(row.get("prompt_tokens")))
+        f["cached_prompt_tokens"].append(_number(row.get("cached_prompt_tokens")))
+        f["max_tokens"].append(_number(row.get("max_tokens")))
+        timings = row.get("server_timings")
+        f["server_prompt_per_s"].append(_number(timings.get("prompt_per_second")) if isinstance(timings, dict) else NAN)
+        times = row.get("output_times_ns")
+        if times:
+            self._chunks.extend(times)
+        self._chunk_start.append(len(self._chunks))
+        self._sources.append(row.get("tokens_source"))
+        if status == ERROR:
+            self._errors[index] = row.get("error") or "unknown error"
+
+    def add(self, record: RequestRecord) -> None:
+        self.add_row(_RecordView(record))  # type: ignore[arg-type]
+
+    def build(self) -> RequestTable:
+        def np_of(buffer: array, dtype) -> np.ndarray:
+            return np.frombuffer(buffer, dtype=dtype).copy() if len(buffer) else np.zeros(0, dtype=dtype)
+
+        return RequestTable(
+            **{k: np_of(v, np.int64) for k, v in self._int.items()},
+            phase=np_of(self._small["phase"], np.int8),
+            status=np_of(self._small["status"], np.int8),
+            cut=np_of(self._small["cut"], np.int8).astype(bool),
+            **{k: np_of(v, np.float64) for k, v in self._float.items()},
+            chunk_start=np_of(self._chunk_start, np.int64),
+            chunks=np_of(self._chunks, np.float64),
+            tokens_source=self._sources,
+            errors=self._errors,
+        )
+
+
+class _RecordView:
+    """A RequestRecord read through the row interface add_row uses (`get`), without copying it."""
+
+    __slots__ = ("record",)
+
+    def __init__(self, record: RequestRecord) -> None:
+        self.record = record
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self.record, key, default)
+
+
+def table_of(records: Iterable[RequestRecord | Mapping[str, Any]]) -> RequestTable:
+    builder = TableBuilder()
+    for record in records:
+        builder.add(record) if isinstance(record, RequestRecord) else builder.add_row(record)
+    return builder.build()
+
+
+# -- the measured window ---------------------------------------------------------------------------
+def measured_window(table: RequestTable) -> tuple[float, float] | None:
+    """(first t_send, last t_end) over the measured requests that were sent, or None."""
+    sent = (table.phase == MEASURED) & ~np.isnan(table.t_send) & ~np.isnan(table.t_end)
+    if not sent.any():
+        return None
+    return float(table.t_send[sent].min()), float(table.t_end[sent].max())
+
+
+def window_seconds(table: RequestTable) -> float:
+    window = measured_window(table)
+    return (window[1] - window[0]) / NS_PER_S if window else 0.0
+
+
+# -- summaries -------------------------------------------------------------------------------------
+def summarize_requests(table: RequestTable) -> RequestSummary:
+    """The figures of the measured phase of these requests."""
+    measured = table.phase == MEASURED
+    ok_mask = measured & (table.status == OK)
+    ok = table.select(ok_mask)
+    window_s = window_seconds(table)
+
+    def rate(amount: float) -> float | None:
+        return amount / window_s if window_s > 0 else None
+
+    output_tokens = int(np.nansum(ok.output_tokens))
+    prompt_tokens = int(np.nansum(ok.prompt_tokens))
+    reporting = ~np.isnan(ok.cached_prompt_tokens) & (np.nan_to_num(ok.prompt_tokens) != 0)
+    ttft, tpot, e2e = ok.ttft_ms(), ok.tpot_ms(), ok.e2e_ms()
+    n, e2e_s = ok.output_tokens, (ok.t_end - ok.t_send) / NS_PER_S
+    per_request_rate = (n > 0) & (e2e_s > 0)
+    failed_rows = np.flatnonzero(measured & (table.status == ERROR))
+    error_kinds = Counter(table.errors.get(int(i), "unknown error")[:120] for i in failed_rows)
+    differs = ~np.isnan(n) & (n != ok.max_tokens)
+    summary = RequestSummary(
+        requests=RequestCounts(
+            measured=int(measured.sum()),
+            successful=int(ok_mask.sum()),
+            failed=len(failed_rows),
+            cancelled=int((measured & (table.status == CANCELLED)).sum()),
+            warmup=int((table.phase == WARMUP).sum()),
+        ),
+        window_s=window_s,
+        request_throughput_per_s=rate(len(ok)),
+        output_throughput_tokens_per_s=rate(output_tokens),
+        total_token_throughput_tokens_per_s=rate(output_tokens + prompt_tokens),
+        total_output_tokens=output_tokens,
+        total_prompt_tokens=prompt_tokens,
+        # the share of prompt tokens the server served from its prefix cache, where it reports them
+        prefix_cache_hit_rate=(
+            float(ok.cached_prompt_tokens[reporting].sum() / ok.prompt_tokens[reporting].sum())
+            if reporting.any()
+            else None
+        ),
+        ttft_ms=describe(ttft[~np.isnan(ttft)]),
+        tpot_ms=describe(tpot[~np.isnan(tpot)]),
+        itl_ms=describe(ok.gaps_ms()[0]),
+        e2e_ms=describe(e2e),
+        output_tokens_per_s_per_request=describe(n[per_request_rate] / e2e_s[per_request_rate]),
+        prompt_tokens=describe(ok.prompt_tokens[~np.isnan(ok.prompt_tokens)]),
+        output_tokens=describe(n[~np.isnan(n)]),
+        tokens_source=dict(Counter(source or "none" for source in ok.tokens_source)),
+        output_length_differs_from_max_tokens=int(differs.sum()),
+        cut_streams=int((measured & table.cut).sum()),
+        errors=[ErrorKind(error=kind, count=count) for kind, count in error_kinds.most_common(10)],
+    )
+    open_loop = ~np.isnan(ok.t_intended)
+    if open_loop.any():
+        first = ok.first_chunk[open_loop]
+        intended = ok.t_intended[open_loop]
+        from_intended = (first - intended) / NS_PER_MS
+        summary.client_queue_ms = describe((ok.t_send[open_loop] - intended) / NS_PER_MS)
+        summary.ttft_from_intended_ms = describe(from_intended[~np.isnan(from_intended)])
+        summary.e2e_from_intended_ms = describe((ok.t_end[open_loop] - intended) / NS_PER_MS)
+    return summary
+
+
+def _worst_gap_ms(table: RequestTable) -> np.ndarray:
+    """Each request's largest gap between chunks (NaN with fewer than two chunks)."""
+    gaps, owner = table.gaps_ms()
+    out = np.full(len(table), NAN)
+    if len(gaps):
+        starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+        out[owner[starts]] = np.maximum.reduceat(gaps, starts)
+    return out
+
+
+def _slo_values(table: RequestTable, metric: str) -> np.ndarray:
+    """The value an SLO judges per request; open-loop TTFT and E2E count from the intended send time."""
+    if metric == "itl":
+        return _worst_gap_ms(table)
+    if metric == "tpot":
+        return table.tpot_ms()
+    start = np.where(np.isnan(table.t_intended), table.t_send, table.t_intended)
+    end = table.first_chunk if metric == "ttft" else table.t_end
+    return (end - start) / NS_PER_MS
+
+
+def slo_report(table: RequestTable, slo_ms: Mapping[str, float], percentile_q: float) -> SloReport:
+    """Fractions meeting each SLO, goodput, and whether the chosen percentile meets every SLO."""
+    judged = table.select((table.phase == MEASURED) & (table.status != CANCELLED))
+    ok = judged.status == OK
+    n = len(judged)
+    window_s = window_seconds(table)
+    meets_all = ok.copy()
+    by_metric = {}
+    for metric, limit in slo_ms.items():
+        raw = _slo_values(judged, metric)
+        meets_all &= np.isnan(raw) | (raw <= limit)
+        # a failure misses everything; an answer with nothing to judge (one token: no TPOT) misses nothing
+        values = np.where(ok, np.nan_to_num(raw, nan=0.0), np.inf)
+        at = percentiles(values, [percentile_q])[0] if n else None
+        by_metric[metric] = SloMetric(
+            threshold_ms=limit,
+            fraction_meeting=float((values <= limit).sum() / n) if n else None,
+            at_percentile=at,
+            met_at_percentile=at is not None and at <= limit,
+        )
+    meeting = int(meets_all.sum())
+    return SloReport(
+        percentile=percentile_q,
+        requests_judged=n,
+        fraction_meeting_all=meeting / n if n else None,
+        goodput_requests_per_s=meeting / window_s if window_s > 0 else None,
+        compliant=bool(n) and all(m.met_at_percentile for m in by_metric.values()),
+        by_metric=by_metric,
+    )
+
+
+def throughput_slices(table: RequestTable) -> list[float]:
+    """Output tokens/s in each of THROUGHPUT_SLICES equal slices of the measured window, each chunk's
+    tokens counted in the slice where the chunk arrived."""
+    measured = (table.phase == MEASURED) & ~np.isnan(table.t_send)
+    ok = table.select(measured & (table.status == OK) & (table.chunk_counts > 0))
+    if not len(ok):
+        return []
+    start = float(table.t_send[measured].min())
+    width = (float(np.nanmax(table.t_end[measured])) - start) / THROUGHPUT_SLICES
+    if width <= 0:
+        return []
+    per_chunk = np.nan_to_num(ok.output_tokens) / ok.chunk_counts
+    slot = np.clip(np.trunc((ok.chunks - start) / width), 0, THROUGHPUT_SLICES - 1).astype(np.int64)
+    tokens = np.bincount(slot, weights=per_chunk[ok.chunk_owner()], minlength=THROUGHPUT_SLICES)
+    return [float(t) / (width / NS_PER_S) for t in tokens]
+
+
+def confidence_intervals(table: RequestTable) -> Intervals:
+    ok = table.select((table.phase == MEASURED) & (table.status == OK))
+    ttft, tpot = ok.ttft_ms(), ok.tpot_ms()
+    ttft, tpot = ttft[~np.isnan(ttft)], tpot[~np.isnan(tpot)]
+    return Intervals(
+        ttft_p50_ms=bootstrap_percentile_ci(ttft, 50),
+        ttft_p99_ms=bootstrap_percentile_ci(ttft, 99),
+        tpot_p50_ms=bootstrap_percentile_ci(tpot, 50),
+        tpot_p99_ms=bootstrap_percentile_ci(tpot, 99),
+        output_throughput_tokens_per_s=bootstrap_ci(throughput_slices(table), mean_exact),
+    )
+
+
+def max_slo_compliant(stages) -> MaxSloCompliant | None:
+    """The compliant stage with the highest request throughput: the number the cost module prices."""
+    compliant = [s for s in stages if s.slo is not None and s.slo.compliant and s.request_throughput_per_s]
+    if not compliant:
+        return None
+    best = max(compliant, key=lambda s: s.request_throughput_per_s)
+    return MaxSloCompliant(
+        stage=best.stage,
+        label=best.label,
+        request_throughput_per_s=best.request_throughput_per_s,
+        output_throughput_tokens_per_s=best.output_throughput_tokens_per_s,
+        goodput_requests_per_s=best.slo.goodput_requests_per_s,
+    )

@@ -1,0 +1,176 @@
+"""Descriptive statistics and intervals, vectorised with numpy (no I/O).
+
+Percentiles interpolate linearly between closest ranks: for n sorted values and q in [0, 100], the
+position is (n - 1) * q / 100 and the value v[lo] + (v[hi] - v[lo]) * fraction (numpy's 'linear'
+method). Only the ranks needed are put in place (np.partition), so no full sort is made. std is the
+population standard deviation (ddof = 0).
+
+Intervals (95 %):
+- percentiles: the percentile bootstrap, BOOTSTRAP_RESAMPLES resamples drawn from a Mersenne Twister
+  seeded like Python's `random.Random(seed)` (the same draws as `random.choices`), so a summary is
+  reproducible. Above BOOTSTRAP_MAX_N values the bootstrap is replaced by its large-sample limit, the
+  distribution-free order-statistic interval: the q-th quantile lies between the order statistics of
+  rank n*q/100 -/+ z * sqrt(n * q/100 * (1 - q/100)) (binomial normal approximation), which costs one
+  partition instead of a thousand resamples of a million values.
+- proportions: the Wilson score interval.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+from bench.summary import Stats
+
+PERCENTILES = (50.0, 90.0, 95.0, 99.0, 99.9)
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_MAX_N = 20_000
+BOOTSTRAP_CHUNK_VALUES = 2_000_000  # resamples are drawn this many values at a time
+Z_95 = 1.959963984540054
+
+
+def as_array(values: Iterable[float] | np.ndarray) -> np.ndarray:
+    return values.astype(np.float64, copy=False) if isinstance(values, np.ndarray) else np.fromiter(values, float)
+
+
+def _ranks(n: int, q: float) -> tuple[int, int, float]:
+    position = (n - 1) * q / 100.0
+    lower = math.floor(position)
+    return lower, min(lower + 1, n - 1), position - lower
+
+
+def _interpolate(low: float, high: float, fraction: float) -> float:
+    # equal neighbours (two infinite values included) interpolate to themselves, never to inf - inf = nan
+    return low if low == high else low + (high - low) * fraction
+
+
+def percentiles(values: np.ndarray, qs: Iterable[float]) -> list[float]:
+    """Linear-interpolation percentiles of unsorted values, each computed from its two closest ranks."""
+    qs = list(qs)
+    n = len(values)
+    if n == 0:
+        raise ValueError("percentile of no values")
+    ranks = [_ranks(n, q) for q in qs]
+    kth = sorted({r for lo, hi, _ in ranks for r in (lo, hi)})
+    placed = np.partition(values, kth) if n > 1 else values
+    return [_interpolate(float(placed[lo]), float(placed[hi]), f) for lo, hi, f in ranks]
+
+
+def percentile(values: Iterable[float] | np.ndarray, q: float) -> float:
+    return percentiles(as_array(values), [q])[0]
+
+
+def percentile_key(q: float) -> str:
+    return f"p{q:g}"
+
+
+def describe(values: Iterable[float] | np.ndarray) -> Stats:
+    """n, mean, std, min, max and the standard percentiles; None where there are no values."""
+    data = as_array(values)
+    n = len(data)
+    if n == 0:
+        return Stats()
+    mean = float(data.mean())
+    p50, p90, p95, p99, p999 = percentiles(data, PERCENTILES)
+    return Stats(
+        n=n,
+        mean=mean,
+        std=float(np.sqrt(np.mean((data - mean) ** 2))),
+        min=float(data.min()),
+        max=float(data.max()),
+        p50=p50,
+        p90=p90,
+        p95=p95,
+        p99=p99,
+        p99_9=p999,
+    )
+
+
+def _python_seeded_uniforms(seed: int) -> np.random.RandomState:
+    """A Mersenne Twister in the state `random.Random(seed)` starts from (init_by_array of the seed's
+    32-bit words), whose random_sample() yields the same doubles as random.random()."""
+    words = []
+    value = abs(seed)
+    while True:
+        words.append(value & 0xFFFFFFFF)
+        value >>= 32
+        if not value:
+            break
+    return np.random.RandomState(words)
+
+
+def bootstrap_percentile_ci(values: np.ndarray, q: float, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """95 % interval of the q-th percentile; None for fewer than 2 values."""
+    n = len(values)
+    if n < 2:
+        return None
+    tail = (1 - level) / 2 * 100
+    if n > BOOTSTRAP_MAX_N:
+        return order_statistic_ci(values, q, level)
+    lo, hi, fraction = _ranks(n, q)
+    rng = _python_seeded_uniforms(seed)
+    rows = max(1, BOOTSTRAP_CHUNK_VALUES // n)
+    estimates = np.empty(BOOTSTRAP_RESAMPLES)
+    done = 0
+    while done < BOOTSTRAP_RESAMPLES:
+        take = min(rows, BOOTSTRAP_RESAMPLES - done)
+        picks = values[np.floor(rng.random_sample((take, n)) * n).astype(np.int64)]
+        placed = np.partition(picks, sorted({lo, hi}), axis=1)
+        low, high = placed[:, lo], placed[:, hi]
+        estimates[done : done + take] = np.where(low == high, low, low + (high - low) * fraction)
+        done += take
+    return percentiles(estimates, [tail, 100 - tail])
+
+
+def bootstrap_ci(
+    values: list[float], statistic: Callable[[list[float]], float], seed: int = 0, level: float = 0.95
+) -> list[float] | None:
+    """Percentile-bootstrap interval of statistic(sorted resample), for small samples (a stage's ten
+    throughput slices); None for fewer than 2 values."""
+    n = len(values)
+    if n < 2:
+        return None
+    rng = _python_seeded_uniforms(seed)
+    data = np.asarray(values, dtype=float)
+    picks = data[np.floor(rng.random_sample((BOOTSTRAP_RESAMPLES, n)) * n).astype(np.int64)]
+    picks.sort(axis=1)
+    estimates = np.array([statistic(row.tolist()) for row in picks])
+    tail = (1 - level) / 2 * 100
+    return percentiles(estimates, [tail, 100 - tail])
+
+
+def order_statistic_ci(values: np.ndarray, q: float, level: float = 0.95) -> list[float] | None:
+    """Distribution-free interval of the q-th percentile from two order statistics (large n)."""
+    n = len(values)
+    if n < 2:
+        return None
+    z = Z_95 if level == 0.95 else _normal_quantile(1 - (1 - level) / 2)
+    p = q / 100
+    spread = z * math.sqrt(n * p * (1 - p))
+    lower = min(n - 1, max(0, math.floor(n * p - spread) - 1))
+    upper = min(n - 1, max(0, math.ceil(n * p + spread) - 1))
+    placed = np.partition(values, sorted({lower, upper}))
+    return [float(placed[lower]), float(placed[upper])]
+
+
+def _normal_quantile(p: float) -> float:
+    from statistics import NormalDist
+
+    return NormalDist().inv_cdf(p)
+
+
+def mean_exact(values: list[float]) -> float:
+    return math.fsum(values) / len(values)
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> list[float] | None:
+    """The Wilson score interval [low, high] for a binomial proportion; None for n = 0."""
+    if n == 0:
+        return None
+    p = successes / n
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z / denominator * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return [max(0.0, center - half), min(1.0, center + half)]

@@ -1,0 +1,338 @@
+"""The run spec: one typed, validated, serialisable description of a run.
+
+A `RunSpec` says everything a run needs: the engine and its settings, the model, the workload,
+the load plan with its SLOs, telemetry, the client's waiting mode and where results go. It is
+built once, from the command line (bench.cli.run), from a YAML or JSON file (`bench run --spec
+FILE`), or in Python, and `bench.run.execute(spec)` runs it. A spec holds the user's intent: a
+field left as None takes its default when the run starts (e.g. `threads`: physical cores minus
+one, on the machine that runs it), and the manifest records what was actually used.
+
+Short forms are accepted wherever a person writes them, and kept in that form when written out:
+lengths `128`, `uniform:64:256`, `normal:128:32`; warmup and cooldown `8` (requests) or `5s`;
+SLOs `ttft=500ms,tpot=50ms`; lists `1,2,4`. spec -> JSON -> spec gives an equal spec. Error messages
+name fields in backticks (`rate`), which the command line turns into the flags that set them (--rate).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serializer, model_validator
+
+SPEC_VERSION = 1
+SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
+ARRIVALS = ("constant", "poisson", "gamma")
+APIS = ("completions", "chat", "ollama-generate", "ollama-chat")
+Api = Literal["completions", "chat", "ollama-generate", "ollama-chat"]
+Arrival = Literal["constant", "poisson", "gamma"]
+
+
+class Strict(BaseModel):
+    """Unknown fields are errors (a typo must not be ignored), and NaN or infinity is never a number."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
+
+
+# -- short forms ---------------------------------------------------------------------------------
+class Length(Strict):
+    """A token-length distribution: fixed N, uniform MIN..MAX (inclusive), or normal MEAN, STD (rounded, >= 1)."""
+
+    kind: Literal["fixed", "uniform", "normal"] = "fixed"
+    a: float
+    b: float = 0.0
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, bool):
+            raise ValueError("give N, uniform:MIN:MAX or normal:MEAN:STD")
+        if isinstance(value, int | float):
+            value = str(value)
+        if not isinstance(value, str):
+            return value
+        parts = value.strip().split(":")
+        try:
+            if len(parts) == 1:
+                number = float(parts[0])
+                if number != int(number):
+                    raise ValueError
+                return {"kind": "fixed", "a": int(number)}
+            if parts[0] in ("uniform", "normal") and len(parts) == 3:
+                return {"kind": parts[0], "a": float(parts[1]), "b": float(parts[2])}
+        except ValueError:
+            pass
+        raise ValueError(f"{value!r}: give N, uniform:MIN:MAX or normal:MEAN:STD")
+
+    @model_validator(mode="after")
+    def _in_range(self) -> Length:
+        if self.a < 1 or self.b < 0 or (self.kind == "uniform" and self.b < self.a):
+            raise ValueError(f"{self}: lengths must be at least 1, MIN <= MAX and STD >= 0")
+        return self
+
+    @model_serializer
+    def _to_text(self) -> str:
+        return str(self)
+
+    def sample(self, rng: random.Random) -> int:
+        if self.kind == "fixed":
+            return int(self.a)
+        if self.kind == "uniform":
+            return rng.randint(int(self.a), int(self.b))
+        return max(1, round(rng.gauss(self.a, self.b)))
+
+    def upper(self) -> int:
+        """A length no sample exceeds in practice (for sizing contexts)."""
+        return int(self.a if self.kind == "fixed" else self.b if self.kind == "uniform" else self.a + 4 * self.b)
+
+    def __str__(self) -> str:
+        return str(int(self.a)) if self.kind == "fixed" else f"{self.kind}:{self.a:g}:{self.b:g}"
+
+
+class Amount(Strict):
+    """Extra requests before or after a stage's measured ones: N requests, or N seconds (`5s`)."""
+
+    requests: int = Field(default=0, ge=0)
+    seconds: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            return value
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s?)\s*", value)
+        if not match or (not match.group(2) and "." in match.group(1)):
+            raise ValueError(f"{value!r}: give a number of requests (8) or of seconds (5s)")
+        number = match.group(1)
+        return {"seconds": float(number)} if match.group(2) else {"requests": int(number)}
+
+    @model_serializer
+    def _to_text(self) -> str:
+        return f"{self.seconds:g}s" if self.seconds else str(self.requests)
+
+
+_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def parse_slo(value: Any) -> Any:
+    """`ttft=500ms,tpot=50ms,e2e=10s` -> thresholds in ms (a mapping is taken as ms already)."""
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, str):
+        return value
+    thresholds = {}
+    for part in value.split(","):
+        match = re.fullmatch(r"\s*(\w+)\s*=\s*(\d+(?:\.\d+)?)\s*(us|ms|s)\s*", part)
+        if not match or match.group(1) not in SLO_METRICS:
+            raise ValueError(
+                f"{value!r}: each item is METRIC=VALUE with a unit, METRIC one of {', '.join(SLO_METRICS)}, "
+                "e.g. ttft=500ms,tpot=50ms,e2e=10s"
+            )
+        thresholds[match.group(1)] = float(match.group(2)) * _UNITS_MS[match.group(3)]
+    return thresholds
+
+
+def _number_list(value: Any) -> Any:
+    """`1,2,4` (or one number) -> a list; a list stays a list."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return [value]
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        if not parts:
+            raise ValueError(f"{value!r}: expected a comma-separated list of numbers, e.g. 1,2,4")
+        return parts
+    return value
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+# -- engines -------------------------------------------------------------------------------------
+class EngineBase(Strict):
+    host: str = Field(default="127.0.0.1", description="address the engine binds")
+    port: int | None = Field(default=None, ge=1, le=65535, description="engine port (default: a free one)")
+    ready_timeout_s: PositiveFloat = Field(default=300.0, description="how long to wait for the model to answer")
+
+
+class LlamaCppEngine(EngineBase):
+    kind: Literal["llamacpp"] = "llamacpp"
+    launcher: Literal["auto", "xllamacpp", "llama-server", "llama-cpp-python"] = "auto"
+    server_binary: str | None = Field(default=None, description="llama-server binary (implies that launcher)")
+    python: str | None = Field(default=None, description="interpreter for xllamacpp and llama-cpp-python")
+    threads: PositiveInt | None = Field(default=None, description="generation threads (default: cores minus one)")
+    batch_threads: PositiveInt | None = None
+    parallel: PositiveInt | None = Field(default=None, description="slots (default: the plan's most streams)")
+    ctx_size: PositiveInt | None = Field(default=None, description="total context shared by the slots")
+    gpu_layers: int = Field(default=0, ge=0)
+    extra_args: list[str] = Field(default_factory=list)
+
+
+class VllmEngine(EngineBase):
+    kind: Literal["vllm"] = "vllm"
+    ready_timeout_s: PositiveFloat = 600.0
+    python: str | None = Field(default=None, description="vLLM's interpreter (default .venv-vllm/bin/python)")
+    dtype: str = "auto"
+    max_model_len: PositiveInt | None = None
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1)
+    tensor_parallel_size: PositiveInt | None = None
+    quantization: str | None = None
+    max_num_seqs: PositiveInt | None = None
+    prefix_caching: bool | None = None
+    enforce_eager: bool = False
+    cpu_kv_cache_gib: PositiveInt = 1
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_pairs(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            pairs = {}
+            for item in value:
+                name, sep, setting = str(item).partition("=")
+                if not sep or not name:
+                    raise ValueError(f"{item!r}: give NAME=VALUE")
+                pairs[name] = setting
+            return pairs
+        return value
+
+
+class OllamaEngine(EngineBase):
+    kind: Literal["ollama"] = "ollama"
+    binary: str = "ollama"
+    tag: str | None = Field(default=None, description="a model Ollama already has, instead of the catalog's GGUF")
+    threads: PositiveInt | None = None
+    parallel: PositiveInt | None = None
+    ctx_size: PositiveInt | None = None
+    gpu_layers: int = Field(default=0, ge=0)
+    keep_alive: str = "10m"
+    openai_compatible: bool = False
+
+
+class EndpointEngine(Strict):
+    """A server that is already running, a hosted API included; nothing is launched."""
+
+    kind: Literal["endpoint"] = "endpoint"
+    url: str
+    api_key_env: str | None = Field(default=None, description="the environment variable holding the API key")
+    ready_timeout_s: PositiveFloat = 300.0
+
+
+EngineSpec = Annotated[LlamaCppEngine | VllmEngine | OllamaEngine | EndpointEngine, Field(discriminator="kind")]
+ENGINE_KINDS = ("llamacpp", "vllm", "ollama")  # the launched ones; "endpoint" attaches
+
+
+# -- workload and load ---------------------------------------------------------------------------
+class WorkloadSpec(Strict):
+    """What each request asks: synthetic prompts of given lengths, a prompt file, or a golden set."""
+
+    input_tokens: Length = Length(a=128)
+    output_tokens: Length = Length(a=64)
+    prefix_count: int = Field(default=0, ge=0)
+    prefix_tokens: int = Field(default=0, ge=0)
+    turns: PositiveInt = 1
+    prompts: Path | None = None
+    golden: Path | None = None
+    ignore_eos: bool | None = Field(default=None, description="default: True, except for golden sets")
+    temperature: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> WorkloadSpec:
+        if (self.prefix_count > 0) != (self.prefix_tokens > 0):
+            raise ValueError("`prefix_count` and `prefix_tokens` go together (N prefixes of P tokens)")
+        if self.prompts is not None and self.golden is not None:
+            raise ValueError("`golden` and `prompts` both give the prompts; use one")
+        if (self.prompts is not None or self.golden is not None) and self.output_tokens.kind != "fixed":
+            raise ValueError('with a prompt file, give `output_tokens` as one number (or "max_tokens" per line)')
+        if self.golden is not None and self.temperature != 0:
+            raise ValueError(f"a golden set runs with fixed decoding; leave out `temperature` {self.temperature:g}")
+        return self
+
+    @property
+    def kind(self) -> Literal["synthetic", "file", "golden"]:
+        return "golden" if self.golden else "file" if self.prompts else "synthetic"
+
+    @property
+    def asks_ignore_eos(self) -> bool:
+        return self.kind != "golden" if self.ignore_eos is None else self.ignore_eos
+
+
+class LoadSpec(Strict):
+    """The load plan: closed-loop streams, open-loop rates, or a sweep; every stage bounded."""
+
+    concurrency: list[PositiveInt] = Field(default_factory=lambda: [4])
+    rate: list[PositiveFloat] | None = None
+    arrival: Arrival = "poisson"
+    burstiness: PositiveFloat = 1.0
+    max_concurrency: PositiveInt | None = None
+    sweep: PositiveInt | None = None
+    requests: PositiveInt | None = Field(default=None, description="default 64; 1000 as a bound with duration_s")
+    duration_s: PositiveFloat | None = None
+    warmup: Amount | None = Field(default=None, description="default: one request per closed-loop stream")
+    cooldown: Amount | None = None
+    max_errors: int | None = Field(default=None, ge=0)
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
+    slo: dict[Literal["ttft", "tpot", "itl", "e2e"], PositiveFloat] = Field(default_factory=dict)
+    slo_percentile: float = Field(default=99.0, gt=0, le=100)
+    stop_slo_fraction: float = Field(default=0.5, ge=0, le=1)
+    request_timeout_s: PositiveFloat | None = Field(default=None, description="default: from the workload")
+
+    _lists = field_validator("concurrency", "rate", mode="before")(classmethod(lambda cls, v: _number_list(v)))
+    _slo = field_validator("slo", mode="before")(classmethod(lambda cls, v: parse_slo(v)))
+
+    @model_validator(mode="after")
+    def _consistent(self) -> LoadSpec:
+        if self.rate is not None and self.sweep is not None:
+            raise ValueError("`rate` and `sweep` are different plans; give one of them")
+        if self.arrival != "gamma" and self.burstiness != 1.0:
+            raise ValueError("`burstiness` shapes gamma arrivals; set `arrival` to gamma")
+        return self
+
+
+class TelemetrySpec(Strict):
+    interval_s: PositiveFloat = 1.0
+
+
+class ClientSpec(Strict):
+    busy_poll: bool = False
+
+
+class OutputSpec(Strict):
+    results_dir: Path = Path("results")
+    run_id: str | None = Field(default=None, description="default: time, engine, model and a random suffix")
+
+    @field_validator("run_id")
+    @classmethod
+    def _plain_name(cls, value: str | None) -> str | None:
+        if value is not None and (not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value)):
+            raise ValueError(f"{value!r}: a run id is a folder name: letters, digits, '.', '_' and '-', no '/'")
+        return value
+
+
+class RunSpec(Strict):
+    spec_version: Literal[1] = SPEC_VERSION
+    engine: EngineSpec
+    model: str = Field(min_length=1, description="catalog model; with an endpoint, the served model's name")
+    catalog: Path | None = None
+    api: Api | None = Field(default=None, description="default: the catalog's API for the model, else chat")
+    seed: int = 0
+    workload: WorkloadSpec = WorkloadSpec()
+    load: LoadSpec = LoadSpec()
+    telemetry: TelemetrySpec = TelemetrySpec()
+    client: ClientSpec = ClientSpec()
+    hardware: str | None = Field(default=None, description="models.yaml hardware entry for the roofline")
+    calibration: Path | None = Field(default=None, description="a calibration.json from `bench calibrate`")
+    output: OutputSpec = OutputSpec()
+
+    @property
+    def attached(self) -> bool:
+        return self.engine.kind == "endpoint"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_defaults=False)
+
