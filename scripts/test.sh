@@ -1,14 +1,13 @@
 #!/usr/bin/env bash
 # README command 2: set up on a fresh machine, then lint and run every test, real engines included.
-# llama-cpp-python compiles llama.cpp from source on first install (minutes; pip caches the wheel).
-# llama.cpp's native llama-server is built from source into ~/.cache/selfhost-bench on first run (about
-# 5 minutes; cached after), and vLLM for the CPU goes into .venv-vllm (about 1-2.5 minutes, 3.4 GB).
+# llama.cpp is compiled once from source into ~/.cache/selfhost-bench on first run (about 5 minutes; cached
+# after): that one build gives llama.cpp's native llama-server and llama-cpp-python's libraries
+# (scripts/build_llama_cpp.sh), and vLLM for the CPU goes into .venv-vllm (about 1-2.5 minutes, 3.4 GB).
 # BENCH_SKIP_LLAMA_CPP_PYTHON=1, BENCH_SKIP_LLAMA_SERVER=1 or BENCH_SKIP_VLLM=1 leaves one out: its
 # tests then skip, saying how to install it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-extras="llamacpp,test"
-[ "${BENCH_SKIP_LLAMA_CPP_PYTHON:-0}" = 1 ] || extras="$extras,llamacpp-python"
+extras="llamacpp,test"  # llama-cpp-python (the llamacpp-python extra) comes from scripts/build_llama_cpp.sh below
 echo "== installing selfhost-bench[$extras]" >&2
 bash scripts/setup.sh "$extras"
 # litellm only for the price map file it bundles (`bench prices import`); its own dependencies are not needed
@@ -19,10 +18,12 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
   { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
     || echo "warning: chromium could not be installed; the report rendering test will skip" >&2
 fi
-if [ "${BENCH_SKIP_LLAMA_SERVER:-0}" != 1 ] && [ -z "${BENCH_LLAMA_SERVER:-}" ]; then
-  echo "== llama-server (built once, then cached)" >&2
-  BENCH_LLAMA_SERVER="$(bash scripts/build_llama_server.sh)"
-  export BENCH_LLAMA_SERVER
+skip_server="${BENCH_SKIP_LLAMA_SERVER:-0}"
+[ -z "${BENCH_LLAMA_SERVER:-}" ] || skip_server=1  # a llama-server of one's own
+if [ "$skip_server" != 1 ] || [ "${BENCH_SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ]; then
+  echo "== llama.cpp: llama-server and llama-cpp-python (compiled once, then cached)" >&2
+  server="$(BENCH_SKIP_LLAMA_SERVER="$skip_server" bash scripts/build_llama_cpp.sh .venv/bin/python)"
+  if [ "$skip_server" != 1 ]; then export BENCH_LLAMA_SERVER="$server"; fi
 fi
 if [ "${BENCH_SKIP_VLLM:-0}" != 1 ]; then
   echo "== vLLM (CPU) in .venv-vllm" >&2
