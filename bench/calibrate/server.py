@@ -13,17 +13,24 @@ the kernel. The final chunk carries the truth in `timings`:
 
 All times are time.perf_counter_ns(), which on Linux is CLOCK_MONOTONIC and so shared by every
 process on the machine: the client's timestamps and these compare directly.
+
+The same server runs in-process as the fake engine of the load path's unit tests (`running`): there a
+`faults` function may give a request another fate than a clean stream, by its arrival number:
+"http-500" (an error status), "cut:K" (close the connection after K tokens), "chat-as-text" (chat
+chunks that carry `text` instead of `delta.content`) or "silent" (headers, then nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import heapq
 import json
 import signal
 import sys
 import time
+from collections.abc import Callable
 from itertools import count
 
 perf_ns = time.perf_counter_ns
@@ -39,12 +46,19 @@ END = chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
 JSON_HEAD = b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
 
 
-class Stream:
-    __slots__ = ("conn", "tokens", "written", "t_received", "t_first", "t_last", "gap_ns")
+CHAT_TOKEN = chunk(b'data: {"choices":[{"delta":{"content":" tok"},"index":0,"finish_reason":null}]}\n\n')
+CHAT_AS_TEXT = chunk(b'data: {"choices":[{"text":" tok","index":0,"finish_reason":null}]}\n\n')
 
-    def __init__(self, conn, tokens: int, t_received: int, gap_ns: int) -> None:
+
+class Stream:
+    __slots__ = ("conn", "tokens", "written", "t_received", "t_first", "t_last", "gap_ns", "token", "cut_after")
+
+    def __init__(
+        self, conn, tokens: int, t_received: int, gap_ns: int, token: bytes = TOKEN, cut_after: int | None = None
+    ) -> None:
         self.conn, self.tokens, self.written, self.gap_ns = conn, tokens, 0, gap_ns
         self.t_received, self.t_first, self.t_last = t_received, 0, 0
+        self.token, self.cut_after = token, cut_after
 
 
 class Scheduler:
@@ -81,13 +95,15 @@ class Scheduler:
                 transport = stream.conn.transport
                 if transport is None or transport.is_closing():
                     continue
-                transport.write(TOKEN)
+                transport.write(stream.token)
                 written = perf_ns()
                 stream.written += 1
                 if stream.written == 1:
                     stream.t_first = written
                 stream.t_last = written
-                if stream.written < stream.tokens:
+                if stream.cut_after is not None and stream.written >= stream.cut_after:
+                    transport.close()  # a fault: the connection drops mid-stream
+                elif stream.written < stream.tokens:
                     heapq.heappush(heap, (due + stream.gap_ns, next(self.seq), stream))
                 else:
                     stream.conn.finish(stream)
@@ -95,6 +111,8 @@ class Scheduler:
 
 class Connection(asyncio.Protocol):
     scheduler: Scheduler
+    faults: Callable[[int, dict], str | None] | None = None  # (request number, body) -> a fault, or None
+    received = 0
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -131,13 +149,26 @@ class Connection(asyncio.Protocol):
             answer = json.dumps({"status": "ok", "data": [{"id": "calibration", "object": "model"}]}).encode()
             self.transport.write(JSON_HEAD % (200, len(answer)) + answer)
             return
-        if method != "POST" or path != "/v1/completions":
+        if method != "POST" or path not in ("/v1/completions", "/v1/chat/completions"):
             answer = json.dumps({"error": {"message": f"{method} {path}: not served here"}}).encode()
             self.transport.write(JSON_HEAD % (404, len(answer)) + answer)
             return
-        tokens = max(1, int(json.loads(body or b"{}").get("max_tokens") or 16))
+        request = json.loads(body or b"{}")
+        tokens = max(1, int(request.get("max_tokens") or 16))
+        number = type(self).received
+        type(self).received += 1
+        fault = self.faults(number, request) if self.faults else None
+        if fault == "http-500":
+            answer = json.dumps({"error": {"message": "injected failure"}}).encode()
+            self.transport.write(JSON_HEAD.replace(b"OK", b"Internal Server Error") % (500, len(answer)) + answer)
+            return
         self.transport.write(HEAD)
-        self.scheduler.add(Stream(self, tokens, now, self.scheduler.gap_ns))
+        if fault == "silent":
+            return
+        chat = path.endswith("chat/completions")
+        token = CHAT_AS_TEXT if fault == "chat-as-text" else CHAT_TOKEN if chat else TOKEN
+        cut = int(fault.split(":")[1]) if fault and fault.startswith("cut:") else None
+        self.scheduler.add(Stream(self, tokens, now, self.scheduler.gap_ns, token, cut))
 
     def finish(self, stream: Stream) -> None:
         truth = {
@@ -153,6 +184,25 @@ class Connection(asyncio.Protocol):
             "timings": truth,
         }
         self.transport.write(chunk(b"data: " + json.dumps(final).encode() + b"\n\n") + END)
+
+
+@contextlib.asynccontextmanager
+async def running(ttft_ms: float, gap_ms: float, faults: Callable[[int, dict], str | None] | None = None):
+    """The server on a free loopback port inside the running event loop; yields its base URL."""
+    scheduler = Scheduler(int(ttft_ms * 1e6), int(gap_ms * 1e6))
+    handler = type(
+        "FakeEngineConnection",
+        (Connection,),
+        {"scheduler": scheduler, "faults": staticmethod(faults) if faults else None, "received": 0},
+    )
+    server = await asyncio.get_running_loop().create_server(handler, "127.0.0.1", 0)
+    task = asyncio.create_task(scheduler.run())
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        task.cancel()
+        server.close()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def serve(host: str, port: int, ttft_ms: float, gap_ms: float) -> None:

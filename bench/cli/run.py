@@ -484,7 +484,7 @@ def _explain(exc: ValidationError, spec_file: Path | None, flags: dict[str, Any]
     def named(match: re.Match) -> str:  # `field`: the flag that sets it on the command line, the field in a file
         field = f"{path}.{match.group(1)}" if whole_model and path else match.group(1)
         found = BY_PATH.get(field)
-        return found.name if found and not spec_file else match.group(1)
+        return found.name if found and not spec_file else match.group(0)
 
     message = re.sub(r"`(\w+)`", named, message)
     if whole_model and not spec_file:

@@ -1,0 +1,118 @@
+"""The load path (LoadRunner, the streaming client, the HTTP reader) against the in-process fake engine:
+bench.calibrate.server run inside the test's event loop, with faults injected by request number."""
+
+import asyncio
+
+import pytest
+
+from bench.calibrate.server import running
+from bench.clients.base import PreparedRequest
+from bench.clients.dialects import DIALECTS
+from bench.clients.http import HttpClient, perf_ns
+from bench.clients.streaming import StreamingClient
+from bench.load.plan import Stage
+from bench.load.runner import LoadRunner
+from bench.load.schedules import ClosedLoop, OpenLoop
+from bench.load.workload import WorkItem
+
+TOKENS = 8
+
+
+def work(max_tokens=TOKENS):
+    while True:
+        yield WorkItem([PreparedRequest("hello", max_tokens)])
+
+
+async def drive(stage, faults=None, api="completions", timeout_s=30.0, ttft_ms=5.0, gap_ms=1.0, stop_after=None):
+    """Run one stage against the fake engine; returns (records, outcome, anchor)."""
+    records = []
+    async with running(ttft_ms, gap_ms, faults) as url:
+        anchor = perf_ns()
+        client = StreamingClient(HttpClient(url), DIALECTS[api], "fake", {}, timeout_s, anchor)
+        runner = LoadRunner(client, work(), records.append)
+        if stop_after is not None:
+            asyncio.get_running_loop().call_later(stop_after, runner.request_stop, "interrupted by the test")
+        try:
+            outcome = await runner.run_stage(stage)
+        finally:
+            await client.http.close()
+    return records, outcome, runner
+
+
+def stage(schedule=None, **bounds):
+    return Stage(0, "s", schedule or ClosedLoop(2), **{"requests": 10, **bounds})
+
+
+def test_phases_and_records_of_a_clean_closed_loop_stage():
+    records, outcome, _ = asyncio.run(drive(stage(warmup_requests=2, cooldown_requests=2)))
+    phases = [r.phase for r in records]
+    assert (phases.count("warmup"), phases.count("measured"), phases.count("cooldown")) == (2, 10, 2)
+    assert outcome.stop_reason is None and outcome.sent == {"warmup": 2, "measured": 10, "cooldown": 2}
+    for r in records:
+        assert r.status == "ok" and r.output_tokens == TOKENS and len(r.output_times_ns) == TOKENS
+        assert r.tokens_source == "usage" and r.t_send_ns < r.output_times_ns[0] <= r.t_end_ns
+        assert r.server_timings["tokens"] == TOKENS  # the fake engine's own truth rides along
+    assert len({r.request_id for r in records}) == len(records)
+
+
+def test_error_rate_stops_the_stage_after_ten_finished():
+    records, outcome, _ = asyncio.run(drive(stage(requests=100, max_error_rate=0.5), faults=lambda n, body: "http-500"))
+    assert outcome.stop_reason == "error rate 100% above 50%"
+    failed = [r for r in records if r.status == "error"]
+    assert 10 <= len(failed) < 100 and all(r.error.startswith("HTTP 500:") for r in failed)
+
+
+def test_max_errors_stops_the_stage():
+    def every_third(n, body):
+        return "http-500" if n % 3 == 0 else None
+
+    records, outcome, _ = asyncio.run(drive(stage(requests=100, max_errors=3), faults=every_third))
+    assert outcome.stop_reason == "more than 3 errors"
+    assert sum(r.status == "error" for r in records) >= 4 and len(records) < 100
+
+
+def test_a_stop_cancels_what_is_in_flight_and_records_it_as_cancelled():
+    records, _, runner = asyncio.run(drive(stage(requests=1000), gap_ms=20.0, stop_after=0.3))
+    assert runner.stop_reason == "interrupted by the test"
+    cancelled = [r for r in records if r.status == "cancelled"]
+    assert len(cancelled) == 2  # both streams were mid-response
+    assert all("cancelled in flight: interrupted by the test" == r.error for r in cancelled)
+    assert sum(r.status == "ok" for r in records) >= 1
+
+
+def test_a_stream_cut_mid_way_keeps_what_arrived():
+    records, _, _ = asyncio.run(drive(stage(ClosedLoop(1), requests=2), faults=lambda n, b: "cut:3"))
+    for r in records:
+        assert r.status == "error" and r.cut and len(r.output_times_ns) == 3
+        assert "server closed the connection mid-response" in r.error and "cut after 3 output chunk(s)" in r.error
+        assert r.output_tokens == 3 and r.tokens_source == "chunks"  # no usage from a stream that did not end
+
+
+def test_a_reply_in_the_wrong_dialect_is_an_error_that_names_it():
+    records, _, _ = asyncio.run(drive(stage(ClosedLoop(1), requests=2), faults=lambda n, b: "chat-as-text",
+                                      api="chat"))  # fmt: skip
+    for r in records:
+        assert r.status == "error" and r.output_times_ns == []
+        assert "no output in choices[].delta.content (chat dialect)" in r.error and '"text"' in r.error
+
+
+def test_the_request_timeout_ends_a_request_that_never_answers_and_says_so():
+    records, _, _ = asyncio.run(drive(stage(ClosedLoop(1), requests=1), faults=lambda n, b: "silent", timeout_s=0.3))
+    (record,) = records
+    assert record.status == "error" and "the request timeout (0.3 s) ended it" in record.error
+    assert 0.3e9 <= record.t_end_ns - record.t_send_ns < 2e9
+
+
+def test_constant_arrivals_are_intended_exactly_one_over_rate_apart_and_never_sent_early():
+    records, _, _ = asyncio.run(drive(stage(OpenLoop(50.0, "constant"), requests=20)))
+    intended = sorted(r.t_intended_ns for r in records)
+    assert [b - a for a, b in zip(intended, intended[1:], strict=False)] == [20_000_000] * 19
+    assert all(r.t_send_ns >= r.t_intended_ns for r in records)
+
+
+def test_a_duration_bound_stage_sends_until_its_deadline_and_no_later():
+    records, outcome, _ = asyncio.run(drive(stage(OpenLoop(40.0, "constant"), requests=1000, duration_s=1.0)))
+    sends = sorted(r.t_intended_ns for r in records if r.phase == "measured")
+    assert outcome.stop_reason is None
+    assert 0.95e9 <= sends[-1] - sends[0] < 1.0e9  # it ran to its deadline (40/s for 1 s: 40 sends)
+    assert len(sends) == pytest.approx(40, abs=1)
