@@ -26,7 +26,7 @@ from bench.metrics.telemetry import summarize_telemetry
 from bench.quality import evaluate, load_golden
 from bench.records import Manifest, RequestRecord, TelemetrySample
 from bench.results import GOLDEN_COPY, RunDirectory
-from bench.summary import RunSlo, RunSummary, StageSummary
+from bench.summary import RequestSummary, RunSlo, RunSummary, StageSummary
 
 
 @dataclass
@@ -70,13 +70,11 @@ def summarize_run(
     engine_metrics: list[dict[str, Any]] | None = None,
 ) -> RunSummary:
     indices = sorted(set(np.unique(table.stage).tolist()) | {s.index for s in manifest.stages})
-    stages = []
-    for index in indices:
-        mask = table.stage == index
-        stages.append(
-            summarize_stage(table if mask.all() else table.select(mask), index, manifest, telemetry, engine_metrics)
-        )
-    overall = summarize_requests(table)
+    stages = [summarize_stage(table.select(table.stage == i), i, manifest, telemetry, engine_metrics) for i in indices]
+    if len(stages) == 1 and (table.stage == indices[0]).all():  # one stage holds every request: the same figures
+        overall = RequestSummary(**{name: getattr(stages[0], name) for name in RequestSummary.model_fields})
+    else:
+        overall = summarize_requests(table)
     summary = RunSummary(
         **dict(overall), stages=stages, telemetry=summarize_telemetry(telemetry, overall.total_output_tokens)
     )

@@ -40,7 +40,8 @@ from __future__ import annotations
 from array import array
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -59,16 +60,12 @@ OK, ERROR, CANCELLED = 0, 1, 2
 NAN = float("nan")
 
 
-def _number(value: Any) -> float:
-    return NAN if value is None else float(value)
-
-
 @dataclass
 class RequestTable:
     """Request records as columns (one row per request); a missing number is NaN.
 
-    Chunk arrival times are kept flat: row i's chunks are chunks[chunk_start[i]:chunk_start[i + 1]].
-    Times are in ns, as floats (exact below 2**53 ns, about 104 days).
+    Chunk arrival times are kept flat (int64 ns): row i's chunks are chunks[chunk_start[i]:chunk_start[i + 1]].
+    Other times are float64 ns (exact below 2**53 ns, about 104 days). Derived columns are computed once.
     """
 
     request_id: np.ndarray
@@ -92,55 +89,47 @@ class RequestTable:
     def __len__(self) -> int:
         return len(self.request_id)
 
-    @property
+    @cached_property
     def chunk_counts(self) -> np.ndarray:
         return np.diff(self.chunk_start)
 
-    @property
+    def _chunk_at(self, index: np.ndarray) -> np.ndarray:
+        out = np.full(len(self), NAN)
+        has = self.chunk_counts > 0
+        out[has] = self.chunks[index[has]]
+        return out
+
+    @cached_property
     def first_chunk(self) -> np.ndarray:
-        counts = self.chunk_counts
-        out = np.full(len(self), NAN)
-        has = counts > 0
-        out[has] = self.chunks[self.chunk_start[:-1][has]]
-        return out
+        return self._chunk_at(self.chunk_start[:-1])
 
-    @property
+    @cached_property
     def last_chunk(self) -> np.ndarray:
-        counts = self.chunk_counts
-        out = np.full(len(self), NAN)
-        has = counts > 0
-        out[has] = self.chunks[self.chunk_start[1:][has] - 1]
-        return out
+        return self._chunk_at(self.chunk_start[1:] - 1)
 
+    @cached_property
     def chunk_owner(self) -> np.ndarray:
-        return np.repeat(np.arange(len(self)), self.chunk_counts)
+        """The row each chunk belongs to."""
+        return np.repeat(np.arange(len(self), dtype=np.int64), self.chunk_counts)
 
     def select(self, mask: np.ndarray) -> RequestTable:
-        """The rows where mask is true, in order."""
+        """The rows where mask is true, in order (this table itself when that is every row)."""
+        if mask.all():
+            return self
         rows = np.flatnonzero(mask)
-        counts = self.chunk_counts[rows]
         start = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(counts, out=start[1:])
-        keep = mask[self.chunk_owner()] if len(self.chunks) else np.zeros(0, bool)
-        index = {int(old): new for new, old in enumerate(rows)}
-        columns = {f.name: getattr(self, f.name)[rows] for f in fields(self) if f.name in _ROW_COLUMNS}
+        np.cumsum(self.chunk_counts[rows], out=start[1:])
+        chunks = self.chunks[mask[self.chunk_owner]] if len(self.chunks) else self.chunks
+        failed = np.fromiter(self.errors, dtype=np.int64, count=len(self.errors))
+        kept = failed[mask[failed]] if len(failed) else failed
+        columns = {name: getattr(self, name)[rows] for name in _ROW_COLUMNS}
         return RequestTable(
             **columns,
             chunk_start=start,
-            chunks=self.chunks[keep],
+            chunks=chunks,
             tokens_source=[self.tokens_source[i] for i in rows],
-            errors={index[i]: e for i, e in self.errors.items() if i in index},
+            errors={int(n): self.errors[int(o)] for o, n in zip(kept, np.searchsorted(rows, kept), strict=True)},
         )
-
-    def where(self, *, stage: int | None = None, phase: int | None = None, status: int | None = None) -> np.ndarray:
-        mask = np.ones(len(self), bool)
-        if stage is not None:
-            mask &= self.stage == stage
-        if phase is not None:
-            mask &= self.phase == phase
-        if status is not None:
-            mask &= self.status == status
-        return mask
 
     # -- per request ------------------------------------------------------------------------------
     def ttft_ms(self) -> np.ndarray:
@@ -159,98 +148,84 @@ class RequestTable:
 
     def gaps_ms(self) -> tuple[np.ndarray, np.ndarray]:
         """(every gap between consecutive chunks of one request in ms, the row each belongs to)."""
+        return self._gaps
+
+    @cached_property
+    def _gaps(self) -> tuple[np.ndarray, np.ndarray]:
         if len(self.chunks) < 2:
             return np.zeros(0), np.zeros(0, dtype=np.int64)
-        owner = self.chunk_owner()
+        owner = self.chunk_owner
         same = owner[1:] == owner[:-1]
         return np.diff(self.chunks)[same] / NS_PER_MS, owner[1:][same]
 
 
-_ROW_COLUMNS = (
-    "request_id",
-    "stage",
-    "phase",
-    "status",
-    "t_intended",
-    "t_send",
-    "t_end",
-    "output_tokens",
-    "prompt_tokens",
-    "cached_prompt_tokens",
-    "max_tokens",
-    "cut",
-    "server_prompt_per_s",
-)
+_ROW_COLUMNS = ("request_id", "stage", "phase", "status", "t_intended", "t_send", "t_end", "output_tokens",
+                "prompt_tokens", "cached_prompt_tokens", "max_tokens", "cut", "server_prompt_per_s")  # fmt: skip
+_FLOAT_FIELDS = (("t_intended", "t_intended_ns"), ("t_send", "t_send_ns"), ("t_end", "t_end_ns"),
+                 ("output_tokens", "output_tokens"), ("prompt_tokens", "prompt_tokens"),
+                 ("cached_prompt_tokens", "cached_prompt_tokens"), ("max_tokens", "max_tokens"))  # fmt: skip
 
 
 class TableBuilder:
-    """Builds a RequestTable from records or requests.jsonl rows, one at a time (compact: C arrays)."""
+    """Builds a RequestTable from records or requests.jsonl rows, one at a time, into compact C arrays
+    (a million 64-token records take about 1 GB as columns, against several as Python objects)."""
 
     def __init__(self) -> None:
-        self._int = {name: array("q") for name in ("request_id", "stage")}
+        self._ints = {name: array("q") for name in ("request_id", "stage")}
         self._small = {name: array("b") for name in ("phase", "status", "cut")}
-        self._float = {
-            name: array("d")
-            for name in (
-                "t_intended",
-                "t_send",
-                "t_end",
-                "output_tokens",
-                "prompt_tokens",
-                "cached_prompt_tokens",
-                "max_tokens",
-                "server_prompt_per_s",
-            )
-        }
-        self._chunks = array("d")
+        self._floats = {name: array("d") for name, _ in _FLOAT_FIELDS}
+        self._prefill = array("d")
+        self._chunks = array("q")
         self._chunk_start = array("q", [0])
         self._sources: list[str | None] = []
         self._errors: dict[int, str] = {}
 
     def add_row(self, row: Mapping[str, Any] | _RecordView) -> None:
+        get = row.get
         index = len(self._sources)
-        self._int["request_id"].append(row.get("request_id") or 0)
-        self._int["stage"].append(row.get("stage") or 0)
-        self._small["phase"].append(PHASES.index(row.get("phase") or "measured"))
-        status = STATUSES.index(row.get("status") or "error")
+        self._ints["request_id"].append(get("request_id") or 0)
+        self._ints["stage"].append(get("stage") or 0)
+        self._small["phase"].append(_PHASE_CODES.get(get("phase"), MEASURED))
+        status = _STATUS_CODES.get(get("status"), ERROR)
         self._small["status"].append(status)
-        self._small["cut"].append(1 if row.get("cut") else 0)
-        f = self._float
-        f["t_intended"].append(_number(row.get("t_intended_ns")))
-        f["t_send"].append(_number(row.get("t_send_ns")))
-        f["t_end"].append(_number(row.get("t_end_ns")))
-        f["output_tokens"].append(_number(row.get("output_tokens")))
-        f["prompt_tokens"].append(_number(row.get("prompt_tokens")))
-        f["cached_prompt_tokens"].append(_number(row.get("cached_prompt_tokens")))
-        f["max_tokens"].append(_number(row.get("max_tokens")))
-        timings = row.get("server_timings")
-        f["server_prompt_per_s"].append(_number(timings.get("prompt_per_second")) if isinstance(timings, dict) else NAN)
-        times = row.get("output_times_ns")
+        self._small["cut"].append(1 if get("cut") else 0)
+        for name, key in _FLOAT_FIELDS:
+            value = get(key)
+            self._floats[name].append(NAN if value is None else value)
+        timings = get("server_timings")
+        speed = timings.get("prompt_per_second") if isinstance(timings, dict) else None
+        self._prefill.append(NAN if speed is None else speed)
+        times = get("output_times_ns")
         if times:
-            self._chunks.extend(times)
+            self._chunks.fromlist(times)
         self._chunk_start.append(len(self._chunks))
-        self._sources.append(row.get("tokens_source"))
+        self._sources.append(get("tokens_source"))
         if status == ERROR:
-            self._errors[index] = row.get("error") or "unknown error"
+            self._errors[index] = get("error") or "unknown error"
 
     def add(self, record: RequestRecord) -> None:
-        self.add_row(_RecordView(record))  # type: ignore[arg-type]
+        self.add_row(_RecordView(record))
 
     def build(self) -> RequestTable:
-        def np_of(buffer: array, dtype) -> np.ndarray:
-            return np.frombuffer(buffer, dtype=dtype).copy() if len(buffer) else np.zeros(0, dtype=dtype)
+        def column(buffer: array, dtype) -> np.ndarray:  # a view of the C array, no copy
+            return np.frombuffer(buffer, dtype=dtype) if len(buffer) else np.zeros(0, dtype=dtype)
 
         return RequestTable(
-            **{k: np_of(v, np.int64) for k, v in self._int.items()},
-            phase=np_of(self._small["phase"], np.int8),
-            status=np_of(self._small["status"], np.int8),
-            cut=np_of(self._small["cut"], np.int8).astype(bool),
-            **{k: np_of(v, np.float64) for k, v in self._float.items()},
-            chunk_start=np_of(self._chunk_start, np.int64),
-            chunks=np_of(self._chunks, np.float64),
+            **{k: column(v, np.int64) for k, v in self._ints.items()},
+            phase=column(self._small["phase"], np.int8),
+            status=column(self._small["status"], np.int8),
+            cut=column(self._small["cut"], np.int8).astype(bool),
+            **{k: column(v, np.float64) for k, v in self._floats.items()},
+            server_prompt_per_s=column(self._prefill, np.float64),
+            chunk_start=column(self._chunk_start, np.int64),
+            chunks=column(self._chunks, np.int64),
             tokens_source=self._sources,
             errors=self._errors,
         )
+
+
+_PHASE_CODES = {name: code for code, name in enumerate(PHASES)} | {None: MEASURED}
+_STATUS_CODES = {name: code for code, name in enumerate(STATUSES)}
 
 
 class _RecordView:
@@ -414,7 +389,7 @@ def throughput_slices(table: RequestTable) -> list[float]:
         return []
     per_chunk = np.nan_to_num(ok.output_tokens) / ok.chunk_counts
     slot = np.clip(np.trunc((ok.chunks - start) / width), 0, THROUGHPUT_SLICES - 1).astype(np.int64)
-    tokens = np.bincount(slot, weights=per_chunk[ok.chunk_owner()], minlength=THROUGHPUT_SLICES)
+    tokens = np.bincount(slot, weights=per_chunk[ok.chunk_owner], minlength=THROUGHPUT_SLICES)
     return [float(t) / (width / NS_PER_S) for t in tokens]
 
 
