@@ -205,11 +205,18 @@ class VllmEngine(EngineBase):
 class OllamaEngine(EngineBase):
     kind: Literal["ollama"] = "ollama"
     binary: str = "ollama"
-    tag: str | None = Field(default=None, description="a model Ollama already has, instead of the catalog's GGUF")
-    threads: PositiveInt | None = None
-    parallel: PositiveInt | None = None
-    ctx_size: PositiveInt | None = None
-    gpu_layers: int = Field(default=0, ge=0)
+    tag: str | None = Field(
+        default=None,
+        description="a model Ollama already has, instead of the catalog's GGUF (a derived model carries the settings)",
+    )
+    threads: PositiveInt | None = Field(default=None, description="num_thread (default: Ollama's own)")
+    parallel: PositiveInt | None = Field(
+        default=None, description="OLLAMA_NUM_PARALLEL (default: the plan's most streams)"
+    )
+    ctx_size: PositiveInt | None = Field(
+        default=None, description="total context over the slots; Ollama gets num_ctx = ctx_size / parallel per request"
+    )
+    gpu_layers: int = Field(default=0, ge=0, description="num_gpu (0: Ollama's own placement)")
     keep_alive: str = "10m"
     openai_compatible: bool = False
 
@@ -335,4 +342,3 @@ class RunSpec(Strict):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=False)
-

@@ -4,7 +4,10 @@ Each line is a JSON object; output rides in `response` (generate) or `message.co
 `thinking` for reasoning models). The final object has `done: true` and Ollama's own accounting,
 all durations in ns: load_duration, prompt_eval_count, prompt_eval_duration, eval_count,
 eval_duration, total_duration. eval_count and prompt_eval_count are the token counts (recorded as
-the server's usage). Documented in Ollama's docs/api.md (v0.12).
+the server's usage); prompt_eval_count counts the whole prompt, cached tokens included (Ollama
+v0.32.15, llm/llama_server.go: cache_n + prompt_n), and after a silent truncation it is the kept
+part. Checked against Ollama v0.32.15's docs/api.md and api/types.go (GenerateResponse, ChatResponse).
+Usage is taken only from the final `done` object, so a cut stream never counts zero tokens from it.
 """
 
 from __future__ import annotations
