@@ -10,22 +10,35 @@ from typing import Any
 
 from bench.records import GpuSample
 
-# nvmlClocksThrottleReason* bits -> names (NVML's own constant names, shortened)
+# The clocks event reason bits (nvmlDeviceGetCurrentClocksEventReasons, formerly ...ThrottleReasons) by
+# nvidia-ml-py's constant names, in snake case: nvmlClocksEventReason<Name> for 0x1-0x100; 0x200 and
+# 0x400 are named only as nvmlClocksThrottleReasonBoardLimit and nvmlClocksThrottleReasonReliability
+# (nvidia-ml-py 13.615). A bit outside this table is reported by its hex value, never dropped.
 THROTTLE_REASONS = {
-    0x1: "gpu_idle",
-    0x2: "applications_clocks_setting",
-    0x4: "sw_power_cap",
-    0x8: "hw_slowdown",
-    0x10: "sync_boost",
-    0x20: "sw_thermal_slowdown",
-    0x40: "hw_thermal_slowdown",
-    0x80: "hw_power_brake_slowdown",
-    0x100: "display_clock_setting",
+    0x1: "gpu_idle",  # nvmlClocksEventReasonGpuIdle
+    0x2: "applications_clocks_setting",  # nvmlClocksEventReasonApplicationsClocksSetting
+    0x4: "sw_power_cap",  # nvmlClocksEventReasonSwPowerCap
+    0x8: "hw_slowdown",  # nvmlClocksEventReasonHwSlowdown
+    0x10: "sync_boost",  # nvmlClocksEventReasonSyncBoost
+    0x20: "sw_thermal_slowdown",  # nvmlClocksEventReasonSwThermalSlowdown
+    0x40: "hw_thermal_slowdown",  # nvmlClocksEventReasonHwThermalSlowdown
+    0x80: "hw_power_brake_slowdown",  # nvmlClocksEventReasonHwPowerBrakeSlowdown
+    0x100: "display_clock_setting",  # nvmlClocksEventReasonDisplayClockSetting
+    0x200: "board_limit",  # nvmlClocksThrottleReasonBoardLimit
+    0x400: "reliability",  # nvmlClocksThrottleReasonReliability
 }
 
 
 def throttle_names(mask: int) -> list[str]:
-    return [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+    names = [name for bit, name in THROTTLE_REASONS.items() if mask & bit]
+    rest = mask & ~sum(THROTTLE_REASONS)
+    bit = 1
+    while rest:
+        if rest & bit:
+            names.append(hex(bit))
+            rest &= ~bit
+        bit <<= 1
+    return names
 
 
 class Nvml:

@@ -1,22 +1,26 @@
-"""GPU telemetry: the NVML reader against recorded NVML readings (no GPU runs here), energy sums."""
+"""GPU telemetry: the NVML reader against a hand-written fake of nvidia-ml-py 13.615's API (no GPU runs
+here, so no reading was recorded), energy sums."""
 
+import re
 from collections import namedtuple
 
 import pytest
 
 from bench.metrics.telemetry import summarize_telemetry
 from bench.records import TelemetrySample
-from bench.telemetry.nvml import Nvml, open_nvml, throttle_names
+from bench.telemetry.nvml import THROTTLE_REASONS, Nvml, open_nvml, throttle_names
 
 Memory = namedtuple("Memory", "total used free")
 Util = namedtuple("Util", "gpu memory")
 Proc = namedtuple("Proc", "pid usedGpuMemory")
 
 
-class RecordedNvmlLibrary:
-    """Plays back readings in pynvml's API shape, for tests on machines without an NVIDIA GPU.
+class FakePynvml13_615:
+    """A fake of nvidia-ml-py 13.615's module (`import pynvml`): its function names, NVMLError and
+    constants, with hand-written values that resemble an H100 (invented, not recorded from a GPU).
 
-    GPU 0 supports the energy counter; GPU 1 raises NVMLError for it, as older boards do.
+    GPU 0 supports the energy counter; GPU 1 raises NVMLError for it, as older boards do. It has only the
+    old clocks-reasons call, nvmlDeviceGetCurrentClocksThrottleReasons, as bindings before 12.535 did.
     """
 
     NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU, NVML_NVLINK_MAX_LINKS = 1, 2, 0, 4
@@ -86,7 +90,7 @@ class RecordedNvmlLibrary:
 
 
 def test_inventory_and_sample_read_every_field_and_survive_unsupported_calls():
-    nvml = Nvml(RecordedNvmlLibrary())
+    nvml = Nvml(FakePynvml13_615())
     first, second = nvml.inventory()
     assert first["name"] == "NVIDIA H100 80GB HBM3" and first["driver_version"] == "550.54.15"
     assert first["cuda_driver_version"] == "12.4" and first["nvlink_active_links"] == 4
@@ -100,7 +104,7 @@ def test_inventory_and_sample_read_every_field_and_survive_unsupported_calls():
 
 def test_in_a_container_the_engines_gpu_memory_is_the_rise_since_it_started():
     """NVML reports host PIDs inside a container, so the engine's own pids are not among them."""
-    library = RecordedNvmlLibrary()
+    library = FakePynvml13_615()
     nvml = Nvml(library)
     nvml.mark_engine_start()  # 10 GiB in use before the engine loads
     library.nvmlDeviceGetMemoryInfo = lambda h: Memory(80 * 2**30, 34 * 2**30, 46 * 2**30)
@@ -109,7 +113,7 @@ def test_in_a_container_the_engines_gpu_memory_is_the_rise_since_it_started():
 
 
 def test_a_count_or_handle_error_leaves_the_gpu_out_instead_of_aborting():
-    library = RecordedNvmlLibrary()
+    library = FakePynvml13_615()
 
     def broken(i):
         if i == 1:
@@ -125,6 +129,36 @@ def test_a_count_or_handle_error_leaves_the_gpu_out_instead_of_aborting():
 
 def test_throttle_reason_bits():
     assert throttle_names(0x1 | 0x40) == ["gpu_idle", "hw_thermal_slowdown"]
+    assert throttle_names(0x200 | 0x400) == ["board_limit", "reliability"]
+    assert throttle_names(0x4 | 0x1000) == ["sw_power_cap", "0x1000"]  # an unnamed bit is said, not dropped
+    assert throttle_names(0) == []
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+def test_throttle_reason_names_are_nvidia_ml_pys_own():
+    """Every single-bit nvmlClocksEventReason* (else nvmlClocksThrottleReason*) constant of the installed
+    nvidia-ml-py, in snake case, is in the table under its bit."""
+    pynvml = pytest.importorskip("pynvml")
+    named = {}
+    for prefix in ("nvmlClocksThrottleReason", "nvmlClocksEventReason"):  # the event names win
+        for attr in dir(pynvml):
+            value = getattr(pynvml, attr)
+            if attr.startswith(prefix) and isinstance(value, int) and value and value & (value - 1) == 0:
+                suffix = attr.removeprefix(prefix)
+                if suffix != "UserDefinedClocks":  # a deprecated alias of ApplicationsClocksSetting
+                    named[value] = _snake(suffix)
+    assert named[0x200] == "board_limit" and named[0x400] == "reliability"
+    assert THROTTLE_REASONS == named
+
+
+def test_the_current_clocks_event_reasons_call_is_preferred():
+    library = FakePynvml13_615()
+    library.nvmlDeviceGetCurrentClocksEventReasons = lambda h: 0x200 | 0x400
+    gpu0, _ = Nvml(library).sample(engine_pids=set())
+    assert gpu0.throttle_reasons == ["board_limit", "reliability"]
 
 
 def samples_of(rows):
