@@ -98,6 +98,26 @@ def test_benchmark_of_real_server_records_consistent_requests(tmp_path):
         assert label in done.stdout
 
 
+def test_an_engine_killed_mid_run_is_never_recorded_as_complete(tmp_path):
+    """The race of issue 12: the last requests fail faster than the liveness check, so the stage ends by its
+    bounds; the status must still come from the reaped engine. Five kills, so a race cannot hide."""
+    import os
+
+    for attempt in range(5):
+        results = tmp_path / str(attempt)
+        proc = start_bench(*SMALL, "--concurrency", "2", "--requests", "24", "--output-tokens", "8", results=results)
+        run_dir = wait_for_measured(results, 6 + 2 * attempt, proc)  # 18 down to 10 requests left to fail fast
+        engine_pid = json.loads((run_dir / "manifest.json").read_text())["engine"]["pid"]
+        os.kill(engine_pid, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        assert proc.returncode == 3, (attempt, err)
+        assert manifest["status"] == "incomplete" and manifest["exit_code"] == 3, manifest["incomplete_reason"]
+        assert f"engine process {engine_pid}" in manifest["incomplete_reason"]
+        assert manifest["engine"]["exit_code"] == -9
+        assert not engine_processes(run_dir)
+
+
 @pytest.mark.parametrize("how", ["engine killed", "SIGINT to bench", "SIGTERM to bench"])
 def test_interrupted_run_keeps_finished_requests_and_leaves_no_engine(tmp_path, how):
     proc = start_bench(*SMALL, "--concurrency", "2", "--requests", "400", results=tmp_path)

@@ -1,0 +1,32 @@
+import asyncio
+import threading
+from contextlib import contextmanager
+
+from bench.calibrate.server import running
+
+
+@contextmanager
+def fake_engine(faults=None, ttft_ms=5.0, gap_ms=1.0):
+    """The in-process fake engine (bench.calibrate.server) on its own thread and event loop, for runs that
+    attach to it with --endpoint; yields its base URL."""
+    ready, stop = threading.Event(), None
+    url: list[str] = []
+
+    async def serve():
+        nonlocal stop
+        stop = asyncio.Event()
+        async with running(ttft_ms, gap_ms, faults) as base:
+            url.append(base)
+            ready.set()
+            await stop.wait()
+
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_until_complete, args=(serve(),), daemon=True)
+    thread.start()
+    assert ready.wait(10), "the fake engine did not start"
+    try:
+        yield url[0]
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(10)
+        loop.close()

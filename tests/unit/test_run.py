@@ -1,0 +1,100 @@
+"""A run's status and exit code come from evidence: bench.run.execute against the in-process fake engine
+(attached with an endpoint spec), with faults injected by request number."""
+
+import json
+
+import pytest
+
+from bench import run as run_module
+from bench.records import Manifest
+from bench.run import EXIT_INTERNAL, EXIT_NOT_MEASURED, EXIT_OK, execute
+from bench.spec import EndpointEngine, LoadSpec, RunSpec, WorkloadSpec
+from bench.spec import Length as L
+
+from .conftest import fake_engine
+
+
+def spec(url, tmp_path, **load):
+    return RunSpec(engine=EndpointEngine(url=url), model="calibration", api="completions",
+                   workload=WorkloadSpec(input_tokens=L(a=8), output_tokens=L(a=8)),
+                   load=LoadSpec(concurrency=[2], **{"requests": 8, **load}),
+                   output={"results_dir": tmp_path, "run_id": "r"})  # fmt: skip
+
+
+def manifest_of(result) -> dict:
+    return json.loads((result.path / "manifest.json").read_text())
+
+
+def test_a_clean_run_is_complete_and_exits_0(tmp_path):
+    with fake_engine() as url:
+        result = execute(spec(url, tmp_path))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_OK and m["status"] == "complete" and m["incomplete_reason"] is None
+    assert m["exit_code"] == 0 and result.summary.requests.successful == 8
+    assert Manifest.load(m).spec == spec(url, tmp_path)  # the manifest keeps the spec it ran
+
+
+@pytest.mark.parametrize("fault, fragment", [
+    ("http-500", "HTTP 500"),
+    ("cut:2", "server closed the connection mid-response"),
+    ("chat-as-text", "no output in"),
+])  # fmt: skip
+def test_a_run_where_every_request_failed_is_failed_and_exits_4(tmp_path, fault, fragment):
+    api = "chat" if fault == "chat-as-text" else "completions"
+    with fake_engine(faults=lambda n, body: fault) as url:
+        result = execute(spec(url, tmp_path).model_copy(update={"api": api}))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_NOT_MEASURED and m["status"] == "failed"
+    assert "no measured request succeeded (8 failed)" in m["incomplete_reason"]
+    records = [json.loads(line) for line in (result.path / "requests.jsonl").read_text().splitlines()]
+    assert len(records) == 10 and all(fragment in r["error"] for r in records)
+
+
+def test_more_failures_than_allowed_stop_the_stage_and_exit_4(tmp_path):
+    with fake_engine(faults=lambda n, body: "http-500" if n % 2 else None) as url:
+        result = execute(spec(url, tmp_path, requests=40, max_error_rate=0.2))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_NOT_MEASURED and m["status"] == "incomplete"
+    assert "stage 0 stopped early: error rate" in m["incomplete_reason"]
+    assert 0 < result.summary.requests.successful < 40  # what finished is kept and summarised
+
+
+def test_an_internal_error_is_one_line_with_its_traceback_kept(tmp_path, monkeypatch):
+    def broken(*args, **kwargs):
+        raise ValueError("cannot convert float NaN to integer")
+
+    monkeypatch.setattr(run_module, "requests_needed", broken)
+    with fake_engine() as url:
+        result = execute(spec(url, tmp_path))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_INTERNAL and m["status"] == "failed" and m["error_file"] == "error.txt"
+    assert "internal error: ValueError: cannot convert float NaN to integer" in m["incomplete_reason"]
+    assert "Traceback" in (result.path / "error.txt").read_text() and "\n" not in result.message
+    assert (result.path / "summary.json").exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 KiB tmpfs (root only: CI runs as root); skipped with the reason elsewhere."""
+    import os
+    import subprocess
+
+    if os.geteuid() != 0:
+        pytest.skip("a full-disk test needs root to mount a small tmpfs")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)]).returncode != 0:
+        pytest.skip("mount -t tmpfs failed here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
+def test_a_full_disk_stops_the_run_keeps_what_is_on_disk_and_says_so(tiny_disk):
+    with fake_engine() as url:
+        result = execute(spec(url, tiny_disk, requests=100_000))
+    assert result.exit_code == EXIT_INTERNAL
+    m = manifest_of(result)  # the last manifest that could be written: never `complete`
+    assert m["status"] in ("incomplete", "failed")
+    lines = (result.path / "requests.jsonl").read_bytes().splitlines()
+    assert 10 < len(lines) < 100_000 and all(json.loads(line)["request_id"] >= 0 for line in lines[:-1])
+    assert result.manifest.status != "complete" and "disk is full" in result.manifest.incomplete_reason
