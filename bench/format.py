@@ -159,10 +159,12 @@ def _stage_lines(stage: StageSummary) -> list[str]:
         ]
         client_ttft = stage.ttft_ms.mean
         counts = f"{server.generation_tokens or 0:,.0f} generation tokens"
-        if server.prompt_tokens is not None:
-            counts += f" / {server.prompt_tokens:,.0f} prompt tokens"
-        if server.processed_prompt_tokens is not None:
-            counts += f" / {server.processed_prompt_tokens:,.0f} prompt tokens computed (cache misses)"
+        prompt, computed = server.prompt_tokens, server.processed_prompt_tokens
+        if prompt is not None and computed is not None:
+            cached = "none from the prefix cache" if prompt == computed else f"{computed:,.0f} computed, rest cached"
+            counts += f" / {prompt:,.0f} prompt tokens ({cached})"
+        elif prompt is not None or computed is not None:
+            counts += f" / {prompt or computed:,.0f} prompt tokens" + (" computed" if prompt is None else "")
         lines.append(
             f"Server       the engine's own figures, mean ms: {', '.join(parts) or 'no latency histograms'}"
             + (f" (client TTFT {client_ttft:,.1f})" if client_ttft is not None and server.ttft_ms else "")
