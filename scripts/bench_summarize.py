@@ -28,16 +28,35 @@ def make_run(path: Path, requests: int, tokens: int, streams: int = 64) -> None:
     path.mkdir(parents=True, exist_ok=True)
     rng = random.Random(0)
     manifest = {
-        "schema_version": 1, "run_id": path.name, "status": "complete", "incomplete_reason": None,
-        "started_at": "2026-12-01T00:00:00.000+00:00", "ended_at": None, "command": ["synthetic"],
-        "model": {"name": "synthetic"}, "engine": {"engine": "synthetic"}, "hardware": {}, "software": {},
-        "spec": {"engine": "synthetic", "model": "synthetic", "api": "completions",
-                 "workload": {"kind": "synthetic", "input_tokens": "128", "output_tokens": str(tokens)},
-                 "slo": {"thresholds_ms": {"ttft": 200.0, "tpot": 20.0}, "percentile": 99.0},
-                 "stages": [{"index": 0, "name": f"c{streams}", "kind": "closed-loop",
-                             "label": f"concurrency {streams}", "schedule": {"concurrency": streams},
-                             "requests": requests}]},
-    }  # fmt: skip
+        "schema_version": 1,
+        "run_id": path.name,
+        "status": "complete",
+        "incomplete_reason": None,
+        "started_at": "2026-12-01T00:00:00.000+00:00",
+        "ended_at": None,
+        "command": ["synthetic"],
+        "model": {"name": "synthetic"},
+        "engine": {"engine": "synthetic"},
+        "hardware": {},
+        "software": {},
+        "spec": {
+            "engine": "synthetic",
+            "model": "synthetic",
+            "api": "completions",
+            "workload": {"kind": "synthetic", "input_tokens": "128", "output_tokens": str(tokens)},
+            "slo": {"thresholds_ms": {"ttft": 200.0, "tpot": 20.0}, "percentile": 99.0},
+            "stages": [
+                {
+                    "index": 0,
+                    "name": f"c{streams}",
+                    "kind": "closed-loop",
+                    "label": f"concurrency {streams}",
+                    "schedule": {"concurrency": streams},
+                    "requests": requests,
+                }
+            ],
+        },
+    }
     (path / "manifest.json").write_bytes(orjson.dumps(manifest))
     with (path / "requests.jsonl").open("wb") as out:
         clock = [0] * streams
@@ -49,22 +68,39 @@ def make_run(path: Path, requests: int, tokens: int, streams: int = 64) -> None:
             times = [first + k * gap for k in range(tokens)]
             end = times[-1] + MS
             clock[s] = end
-            row = {"request_id": i, "worker": s, "stage": 0, "phase": "measured", "status": "ok", "error": None,
-                   "t_send_ns": send, "output_times_ns": times, "t_end_ns": end, "output_tokens": tokens,
-                   "prompt_tokens": 128, "tokens_source": "usage", "max_tokens": tokens}  # fmt: skip
+            row = {
+                "request_id": i,
+                "worker": s,
+                "stage": 0,
+                "phase": "measured",
+                "status": "ok",
+                "error": None,
+                "t_send_ns": send,
+                "output_times_ns": times,
+                "t_end_ns": end,
+                "output_tokens": tokens,
+                "prompt_tokens": 128,
+                "tokens_source": "usage",
+                "max_tokens": tokens,
+            }
             out.write(orjson.dumps(row) + b"\n")
     span_s = max(clock) // 1_000_000_000 + 1
     with (path / "telemetry.jsonl").open("wb") as out:
         for t in range(span_s):
-            out.write(orjson.dumps({"t_ns": t * 1_000_000_000, "engine_rss_bytes": 2**30, "client_cpu_percent": 30.0})
-                      + b"\n")  # fmt: skip
+            out.write(
+                orjson.dumps({"t_ns": t * 1_000_000_000, "engine_rss_bytes": 2**30, "client_cpu_percent": 30.0}) + b"\n"
+            )
 
 
 def measure(python: str, run_dir: Path, cwd: Path) -> tuple[float, float, int]:
     """(wall s, peak RSS GiB, exit code) of `python -m bench summarize run_dir`."""
     started = time.monotonic()
-    done = subprocess.run(["/usr/bin/time", "-v", python, "-m", "bench", "summarize", str(run_dir)], cwd=cwd,
-                          capture_output=True, text=True)  # fmt: skip
+    done = subprocess.run(
+        ["/usr/bin/time", "-v", python, "-m", "bench", "summarize", str(run_dir)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+    )
     wall = time.monotonic() - started
     peak = re.search(r"Maximum resident set size \(kbytes\): (\d+)", done.stderr)
     return wall, int(peak.group(1)) / 2**20 if peak else float("nan"), done.returncode
@@ -85,8 +121,10 @@ def main() -> int:
         size = (run_dir / "requests.jsonl").stat().st_size / 2**30
         print(f"made {run_dir} ({args.requests:,} requests, {size:.2f} GiB) in {time.monotonic() - started:.0f} s")
     wall, peak, code = measure(args.python, run_dir, args.cwd)
-    print(f"bench summarize: {args.requests:,} requests x {args.tokens} tokens: {wall:.1f} s wall, peak RSS "
-          f"{peak:.2f} GiB, exit {code} ({args.python})")  # fmt: skip
+    print(
+        f"bench summarize: {args.requests:,} requests x {args.tokens} tokens: {wall:.1f} s wall, peak RSS "
+        f"{peak:.2f} GiB, exit {code} ({args.python})"
+    )
     return code
 
 

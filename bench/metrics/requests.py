@@ -159,11 +159,30 @@ class RequestTable:
         return np.diff(self.chunks)[same] / NS_PER_MS, owner[1:][same]
 
 
-_ROW_COLUMNS = ("request_id", "stage", "phase", "status", "t_intended", "t_send", "t_end", "output_tokens",
-                "prompt_tokens", "cached_prompt_tokens", "max_tokens", "cut", "server_prompt_per_s")  # fmt: skip
-_FLOAT_FIELDS = (("t_intended", "t_intended_ns"), ("t_send", "t_send_ns"), ("t_end", "t_end_ns"),
-                 ("output_tokens", "output_tokens"), ("prompt_tokens", "prompt_tokens"),
-                 ("cached_prompt_tokens", "cached_prompt_tokens"), ("max_tokens", "max_tokens"))  # fmt: skip
+_ROW_COLUMNS = (
+    "request_id",
+    "stage",
+    "phase",
+    "status",
+    "t_intended",
+    "t_send",
+    "t_end",
+    "output_tokens",
+    "prompt_tokens",
+    "cached_prompt_tokens",
+    "max_tokens",
+    "cut",
+    "server_prompt_per_s",
+)
+_FLOAT_FIELDS = (
+    ("t_intended", "t_intended_ns"),
+    ("t_send", "t_send_ns"),
+    ("t_end", "t_end_ns"),
+    ("output_tokens", "output_tokens"),
+    ("prompt_tokens", "prompt_tokens"),
+    ("cached_prompt_tokens", "cached_prompt_tokens"),
+    ("max_tokens", "max_tokens"),
+)
 
 
 class TableBuilder:

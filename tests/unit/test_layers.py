@@ -43,7 +43,10 @@ def imports(path: Path):
 
 
 def test_every_import_goes_down_or_sideways():
-    upward = [f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
-              for name, path in modules() for target in imports(path)
-              if target != "bench" and layer(target) > layer(name)]  # fmt: skip
+    upward = [
+        f"{name} (layer {layer(name)}) imports {target} (layer {layer(target)})"
+        for name, path in modules()
+        for target in imports(path)
+        if target != "bench" and layer(target) > layer(name)
+    ]
     assert not upward, "\n".join(upward)

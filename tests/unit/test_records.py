@@ -41,24 +41,59 @@ def test_a_record_from_an_older_or_newer_writer_keeps_what_it_knows():
 
 
 VERSION_1_MANIFEST = {
-    "schema_version": 1, "run_id": "old", "status": "complete", "incomplete_reason": None,
-    "started_at": "2026-11-20T10:00:00.000+00:00", "ended_at": "2026-11-20T10:02:00.000+00:00",
-    "command": ["bench", "run"], "model": {"name": "gemma3-270m", "catalog": "models.yaml", "entry": None,
-                                           "file": {"sha256": "ab", "size_bytes": 1}},
+    "schema_version": 1,
+    "run_id": "old",
+    "status": "complete",
+    "incomplete_reason": None,
+    "started_at": "2026-11-20T10:00:00.000+00:00",
+    "ended_at": "2026-11-20T10:02:00.000+00:00",
+    "command": ["bench", "run"],
+    "model": {
+        "name": "gemma3-270m",
+        "catalog": "models.yaml",
+        "entry": None,
+        "file": {"sha256": "ab", "size_bytes": 1},
+    },
     "engine": {"engine": "llamacpp", "launcher": "xllamacpp", "pid": 4, "exit_code": 0},
     "clock": {"anchor_perf_counter_ns": 1, "anchor_unix_ns": 2, "note": "n"},
-    "hardware": {"cpu_model": "cpu", "gpus": [], "gpu_note": "none"}, "software": {"python": "3.11"},
+    "hardware": {"cpu_model": "cpu", "gpus": [], "gpu_note": "none"},
+    "software": {"python": "3.11"},
     "calibration": None,
-    "spec": {"engine": "llamacpp", "model": "gemma3-270m", "api": "completions", "plan": "stages",
-             "sweep_rates": 0, "workload": {"kind": "synthetic", "input_tokens": "128", "output_tokens": "64",
-                                            "prefix_count": 0, "prefix_tokens": 0, "turns": 1},
-             "ignore_eos": True, "busy_poll": False, "seed": 3, "temperature": 0.0, "request_timeout_s": 600.0,
-             "slo": {"thresholds_ms": {"ttft": 500.0}, "percentile": 90.0},
-             "efficiency_inputs": {"model_shape": None, "hardware_limits": None, "notes": []},
-             "stages": [{"index": 0, "name": "c4", "kind": "closed-loop", "label": "concurrency 4",
-                         "schedule": {"concurrency": 4}, "requests": 64, "warmup_requests": 4,
-                         "outcome": {"stop_reason": None, "sent": {"measured": 64}}}]},
-}  # fmt: skip
+    "spec": {
+        "engine": "llamacpp",
+        "model": "gemma3-270m",
+        "api": "completions",
+        "plan": "stages",
+        "sweep_rates": 0,
+        "workload": {
+            "kind": "synthetic",
+            "input_tokens": "128",
+            "output_tokens": "64",
+            "prefix_count": 0,
+            "prefix_tokens": 0,
+            "turns": 1,
+        },
+        "ignore_eos": True,
+        "busy_poll": False,
+        "seed": 3,
+        "temperature": 0.0,
+        "request_timeout_s": 600.0,
+        "slo": {"thresholds_ms": {"ttft": 500.0}, "percentile": 90.0},
+        "efficiency_inputs": {"model_shape": None, "hardware_limits": None, "notes": []},
+        "stages": [
+            {
+                "index": 0,
+                "name": "c4",
+                "kind": "closed-loop",
+                "label": "concurrency 4",
+                "schedule": {"concurrency": 4},
+                "requests": 64,
+                "warmup_requests": 4,
+                "outcome": {"stop_reason": None, "sent": {"measured": 64}},
+            }
+        ],
+    },
+}
 
 
 def test_a_version_1_manifest_loads_with_its_fields_in_place():

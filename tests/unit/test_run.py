@@ -15,10 +15,14 @@ from .conftest import fake_engine
 
 
 def spec(url, tmp_path, **load):
-    return RunSpec(engine=EndpointEngine(url=url), model="calibration", api="completions",
-                   workload=WorkloadSpec(input_tokens=L(a=8), output_tokens=L(a=8)),
-                   load=LoadSpec(concurrency=[2], **{"requests": 8, **load}),
-                   output={"results_dir": tmp_path, "run_id": "r"})  # fmt: skip
+    return RunSpec(
+        engine=EndpointEngine(url=url),
+        model="calibration",
+        api="completions",
+        workload=WorkloadSpec(input_tokens=L(a=8), output_tokens=L(a=8)),
+        load=LoadSpec(concurrency=[2], **{"requests": 8, **load}),
+        output={"results_dir": tmp_path, "run_id": "r"},
+    )
 
 
 def manifest_of(result) -> dict:
@@ -34,11 +38,14 @@ def test_a_clean_run_is_complete_and_exits_0(tmp_path):
     assert Manifest.load(m).spec == spec(url, tmp_path)  # the manifest keeps the spec it ran
 
 
-@pytest.mark.parametrize("fault, fragment", [
-    ("http-500", "HTTP 500"),
-    ("cut:2", "server closed the connection mid-response"),
-    ("chat-as-text", "no output in"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "fault, fragment",
+    [
+        ("http-500", "HTTP 500"),
+        ("cut:2", "server closed the connection mid-response"),
+        ("chat-as-text", "no output in"),
+    ],
+)
 def test_a_run_where_every_request_failed_is_failed_and_exits_4(tmp_path, fault, fragment):
     api = "chat" if fault == "chat-as-text" else "completions"
     with fake_engine(faults=lambda n, body: fault) as url:

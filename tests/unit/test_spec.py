@@ -16,14 +16,28 @@ FULL = {
     "engine": {"kind": "vllm", "max_num_seqs": 8, "env": ["A=1"], "prefix_caching": False},
     "model": "tiny-llama",
     "seed": 7,
-    "workload": {"input_tokens": "uniform:64:256", "output_tokens": "normal:64:8", "prefix_count": 2,
-                 "prefix_tokens": 32, "turns": 2},
-    "load": {"rate": "0.5,2", "arrival": "gamma", "burstiness": 0.5, "max_concurrency": 8, "warmup": "5s",
-             "cooldown": 2, "slo": "ttft=500ms,tpot=50ms", "slo_percentile": 95, "max_error_rate": 0.1},
+    "workload": {
+        "input_tokens": "uniform:64:256",
+        "output_tokens": "normal:64:8",
+        "prefix_count": 2,
+        "prefix_tokens": 32,
+        "turns": 2,
+    },
+    "load": {
+        "rate": "0.5,2",
+        "arrival": "gamma",
+        "burstiness": 0.5,
+        "max_concurrency": 8,
+        "warmup": "5s",
+        "cooldown": 2,
+        "slo": "ttft=500ms,tpot=50ms",
+        "slo_percentile": 95,
+        "max_error_rate": 0.1,
+    },
     "telemetry": {"interval_s": 0.5},
     "client": {"busy_poll": True},
     "output": {"results_dir": "out", "run_id": "a-run"},
-}  # fmt: skip
+}
 
 
 def test_spec_to_json_to_spec_is_equal_and_keeps_short_forms():
@@ -42,8 +56,19 @@ def test_python_flags_and_a_file_build_the_same_spec(tmp_path):
         workload=WorkloadSpec(output_tokens=Length(a=16)),
         load=LoadSpec(concurrency=[1, 2]),
     )
-    flags = ["run", "--engine", "llamacpp", "--model", "gemma3-270m", "--threads", "2", "--output-tokens", "16",
-             "--concurrency", "1,2"]  # fmt: skip
+    flags = [
+        "run",
+        "--engine",
+        "llamacpp",
+        "--model",
+        "gemma3-270m",
+        "--threads",
+        "2",
+        "--output-tokens",
+        "16",
+        "--concurrency",
+        "1,2",
+    ]
     from_flags = spec_from_args(build_parser().parse_args(flags))
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(in_python.model_dump(mode="json")))
@@ -58,14 +83,20 @@ def test_flags_override_the_spec_file(tmp_path):
     assert spec.load.requests == 3 and spec.load.concurrency == [4] and spec.engine.threads == 1
 
 
-@pytest.mark.parametrize("content, fragment", [
-    ("engine: {kind: llamacpp}\nmodel: m\nload: {concurency: 4}\n", "field load.concurency is not a run spec field"),
-    ("engine: {kind: llamacpp, dtype: half}\nmodel: m\n", "field engine.dtype is not a run spec field for engine"),
-    ("engine: {kind: llamacpp}\nmodel: m\nload: {rate: [1], sweep: 2}\n", "field load: `rate` and `sweep`"),
-    ("engine: {kind: llamacpp}\nmodel: m\nworkload: {input_tokens: 0}\n", "field workload.input_tokens"),
-    ("- a list\n", "expected a mapping of run spec fields"),
-    ("engine: [unclosed\n", "not valid YAML"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "content, fragment",
+    [
+        (
+            "engine: {kind: llamacpp}\nmodel: m\nload: {concurency: 4}\n",
+            "field load.concurency is not a run spec field",
+        ),
+        ("engine: {kind: llamacpp, dtype: half}\nmodel: m\n", "field engine.dtype is not a run spec field for engine"),
+        ("engine: {kind: llamacpp}\nmodel: m\nload: {rate: [1], sweep: 2}\n", "field load: `rate` and `sweep`"),
+        ("engine: {kind: llamacpp}\nmodel: m\nworkload: {input_tokens: 0}\n", "field workload.input_tokens"),
+        ("- a list\n", "expected a mapping of run spec fields"),
+        ("engine: [unclosed\n", "not valid YAML"),
+    ],
+)
 def test_a_bad_spec_file_names_the_file_and_field(tmp_path, content, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(content)

@@ -89,8 +89,7 @@ def test_a_stream_cut_mid_way_keeps_what_arrived():
 
 
 def test_a_reply_in_the_wrong_dialect_is_an_error_that_names_it():
-    records, _, _ = asyncio.run(drive(stage(ClosedLoop(1), requests=2), faults=lambda n, b: "chat-as-text",
-                                      api="chat"))  # fmt: skip
+    records, _, _ = asyncio.run(drive(stage(ClosedLoop(1), requests=2), faults=lambda n, b: "chat-as-text", api="chat"))
     for r in records:
         assert r.status == "error" and r.output_times_ns == []
         assert "no output in choices[].delta.content (chat dialect)" in r.error and '"text"' in r.error
