@@ -169,6 +169,10 @@ class LlamaCppEngine(EngineBase):
     parallel: PositiveInt | None = Field(default=None, description="slots (default: the plan's most streams)")
     ctx_size: PositiveInt | None = Field(default=None, description="total context shared by the slots")
     gpu_layers: int = Field(default=0, ge=0)
+    swa_full: bool | None = Field(
+        default=None,
+        description="full-size sliding-window cache (default: on when an SWA model's workload reuses prefixes)",
+    )
     extra_args: list[str] = Field(default_factory=list)
 
 

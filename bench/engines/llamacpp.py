@@ -1,15 +1,25 @@
 """llama.cpp: one driver, three ways to launch its HTTP server.
 
-- xllamacpp: llama.cpp's native server embedded in a prebuilt wheel (the default on CPU);
-- llama-server: the native binary, given by path or found on PATH (what CUDA labs run);
+- llama-server: the native binary, given by path or found on PATH (what CUDA labs run; `auto` takes it
+  first when one exists, since PyPI's xllamacpp wheels are CPU builds);
+- xllamacpp: llama.cpp's native server embedded in a prebuilt wheel (the CPU default);
 - llama-cpp-python: `python -m llama_cpp.server`, which serves one request at a time.
+
+With `--gpu-layers N` > 0 the engine logs at verbosity 4, so its load lines (`load_tensors: offloaded
+N/M layers to GPU`, each device's model buffer) reach engine.log: they are recorded as `gpu_offload`,
+and a run that offloaded nothing (a CPU build, no visible GPU) fails at start instead of measuring the
+CPU. Models with sliding-window attention (Gemma 3: `<arch>.attention.sliding_window` in the GGUF)
+reuse a cached prefix only with a full-size SWA cache (`--swa-full`): it is turned on when the workload
+reuses prefixes (shared prefixes, multi-turn conversations) and recorded as `swa_full`.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import struct
 import subprocess
 import sys
 import time
@@ -49,6 +59,90 @@ FLAG_SPELLINGS: dict[str, tuple[str | None, str | None, str | None]] = {
 }
 
 
+GPU_LOG_VERBOSITY = 4  # llama.cpp logs its own load lines (offload, buffers) at trace level, 4
+OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
+MODEL_BUFFER = re.compile(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB")
+KV_BUFFER = re.compile(r"llama_kv_cache:\s+(\S+) KV buffer size =\s+([\d.]+) MiB")
+DEVICE = re.compile(r"common_param:\s+- (\S+)\s+: (.+?) \((\d+) MiB, (\d+) MiB free\)")
+
+
+def gpu_offload(log_text: str) -> dict[str, Any]:
+    """What llama.cpp's load lines say about the GPU: layers offloaded, model and KV buffers per device (MiB),
+    the devices it saw. `offloaded` is True when a layer or a model buffer went to a non-CPU device."""
+    layers = OFFLOADED.findall(log_text)
+    buffers: dict[str, float] = {}
+    for device, mib in MODEL_BUFFER.findall(log_text):
+        buffers[device] = buffers.get(device, 0.0) + float(mib)
+    kv: dict[str, float] = {}
+    for device, mib in KV_BUFFER.findall(log_text):
+        kv[device] = kv.get(device, 0.0) + float(mib)
+    devices = [
+        {"name": name, "description": desc, "memory_mib": int(total), "free_mib": int(free)}
+        for name, desc, total, free in DEVICE.findall(log_text)
+    ]
+    offloaded_layers, total_layers = (int(layers[-1][0]), int(layers[-1][1])) if layers else (None, None)
+    on_gpu = bool(offloaded_layers) or any(not d.upper().startswith("CPU") for d in buffers)
+    return {
+        "offloaded": on_gpu,
+        "layers_offloaded": offloaded_layers,
+        "layers_total": total_layers,
+        "model_buffers_mib": buffers,
+        "kv_buffers_mib": kv,
+        "devices": devices,
+    }
+
+
+_GGUF_SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
+
+
+def gguf_metadata(path: Path, wanted) -> dict[str, Any]:
+    """Scalar and string metadata of a GGUF header whose keys `wanted(key)` accepts, arrays skipped."""
+    found: dict[str, Any] = {}
+    try:
+        with path.open("rb") as handle:
+            if handle.read(4) != b"GGUF":
+                return found
+            _version, _tensors, count = struct.unpack("<IQQ", handle.read(20))
+
+            def take(fmt: str):
+                return struct.unpack("<" + fmt, handle.read(struct.calcsize("<" + fmt)))[0]
+
+            def string() -> str:
+                return handle.read(take("Q")).decode("utf-8", "replace")
+
+            def skip(kind: int) -> None:
+                if kind in _GGUF_SCALARS:
+                    handle.seek(struct.calcsize("<" + _GGUF_SCALARS[kind]), 1)
+                elif kind == 8:
+                    handle.seek(take("Q"), 1)
+                elif kind == 9:
+                    item, n = take("I"), take("Q")
+                    if item in _GGUF_SCALARS:
+                        handle.seek(n * struct.calcsize("<" + _GGUF_SCALARS[item]), 1)
+                    else:
+                        for _ in range(n):
+                            skip(item)
+                else:
+                    raise ValueError(f"GGUF value type {kind}")
+
+            for _ in range(count):
+                key, kind = string(), take("I")
+                if wanted(key) and (kind in _GGUF_SCALARS or kind == 8):
+                    found[key] = take(_GGUF_SCALARS[kind]) if kind != 8 else string()
+                else:
+                    skip(kind)
+    except (OSError, struct.error, ValueError):
+        pass
+    return found
+
+
+def sliding_window(path: Path) -> int | None:
+    """The model's sliding-window attention size from its GGUF header, or None (full attention)."""
+    meta = gguf_metadata(path, lambda k: k == "general.architecture" or k.endswith(".attention.sliding_window"))
+    arch = meta.get("general.architecture")
+    return meta.get(f"{arch}.attention.sliding_window") or None
+
+
 def default_threads() -> int:
     """Physical cores minus one, at least one: the load generator keeps a core of its own.
 
@@ -80,6 +174,8 @@ class LlamaCppSettings:
     port: int | None = None
     ready_timeout_s: float = 300.0
     tokens_per_request: int = 0  # input + output of the longest request, to size the context
+    swa_full: bool | None = None  # full-size sliding-window cache; None: on when prefixes are reused on an SWA model
+    reuses_prefixes: bool | None = None  # the workload's requests share prefixes (None: not told)
 
 
 def _python_has(python: str, distribution: str) -> str | None:
@@ -113,6 +209,9 @@ class LlamaCppDriver(LaunchedEngine):
             port=engine.port,
             ready_timeout_s=engine.ready_timeout_s,
             tokens_per_request=context.tokens_per_request,
+            swa_full=engine.swa_full,
+            # LaunchContext.reuses_prefixes (shared prefixes or multi-turn), where the runner says it
+            reuses_prefixes=getattr(context, "reuses_prefixes", None),
         )
         driver = cls(settings, context.api)
         if driver.serializes_requests and context.max_streams > 1:
@@ -140,8 +239,7 @@ class LlamaCppDriver(LaunchedEngine):
         if s.server_binary and s.launcher not in ("auto", "llama-server"):
             raise UsageError(f"--llama-server goes with --launcher llama-server, not {s.launcher}")
         wanted = "llama-server" if s.server_binary else s.launcher
-        if wanted in ("auto", "xllamacpp") and (version := _python_has(s.python, "xllamacpp")):
-            return "xllamacpp", version
+        # a llama-server that exists comes first: it is what a CUDA build is (PyPI's xllamacpp is a CPU build)
         if wanted in ("auto", "llama-server"):
             binary = s.server_binary or shutil.which("llama-server")
             if binary and Path(binary).exists() and os.access(binary, os.X_OK):
@@ -149,6 +247,8 @@ class LlamaCppDriver(LaunchedEngine):
                 return "llama-server", None
             if s.server_binary:
                 raise UsageError(f"--llama-server {s.server_binary}: no executable file there")
+        if wanted in ("auto", "xllamacpp") and (version := _python_has(s.python, "xllamacpp")):
+            return "xllamacpp", version
         if wanted in ("auto", "llama-cpp-python") and (version := _python_has(s.python, "llama-cpp-python")):
             return "llama-cpp-python", version
         hints = {
@@ -181,6 +281,36 @@ class LlamaCppDriver(LaunchedEngine):
             )
         if s.port is not None:
             ensure_port_free(s.host, s.port)
+        self._swa = self._choose_swa_full()
+
+    def _choose_swa_full(self) -> dict[str, Any]:
+        """Whether the sliding-window cache is full-size, and why (recorded)."""
+        s = self.settings
+        window = sliding_window(s.model_path)
+        given = any("swa_full" in a or "swa-full" in a for a in s.extra_args)
+        if given:
+            return {"on": None, "sliding_window": window, "why": "set by --engine-arg"}
+        if window is None:
+            if s.swa_full:
+                raise UsageError(f"swa_full: model {s.model_path.name} has no sliding-window attention")
+            return {"on": False, "sliding_window": None, "why": "the model has no sliding-window attention"}
+        if s.swa_full is not None:
+            on, why = s.swa_full, "set in the run spec"
+        elif s.reuses_prefixes:
+            on, why = True, "the workload reuses prefixes, which a sliding-window cache cannot serve"
+        elif s.reuses_prefixes is None:
+            on, why = False, "not told whether the workload reuses prefixes"
+        else:
+            on, why = False, "the workload shares no prefixes"
+        if on and self.launcher == "llama-cpp-python":
+            return {"on": False, "sliding_window": window, "why": "llama-cpp-python's server has no swa_full setting"}
+        swa = {"on": on, "sliding_window": window, "why": why}
+        if not on:
+            swa["note"] = (
+                f"sliding-window attention ({window} tokens): llama.cpp reuses a cached prefix only with "
+                "--swa-full (spec `swa_full: true`, or --engine-arg swa_full=true / --engine-arg --swa-full)"
+            )
+        return swa
 
     # -- launching -------------------------------------------------------------------------------
     def _argv(self, port: int) -> list[str]:
@@ -205,13 +335,17 @@ class LlamaCppDriver(LaunchedEngine):
         for setting, spellings in FLAG_SPELLINGS.items():
             if spellings[column] is not None:
                 argv += [spellings[column], str(values[setting])]
+        gpu = s.gpu_layers > 0
+        swa = bool(self._swa.get("on"))
         if self.launcher == "xllamacpp":
             argv += ["--info-file", str((self.run_dir / "engine-info.json").resolve())]
-            for arg in s.extra_args:
+            own = [f"verbosity={GPU_LOG_VERBOSITY}"] * gpu + ["swa_full=true"] * swa
+            for arg in [*own, *s.extra_args]:
                 argv += ["--set", arg]
             return argv
         if self.launcher == "llama-server":
-            return [*argv, "--metrics", *s.extra_args]
+            own = ["-lv", str(GPU_LOG_VERBOSITY)] * gpu + ["--swa-full"] * swa
+            return [*argv, "--metrics", *own, *s.extra_args]
         # without --interrupt_requests False a new request cuts off a running stream
         return [*argv, "--interrupt_requests", "False", *s.extra_args]
 
@@ -235,6 +369,8 @@ class LlamaCppDriver(LaunchedEngine):
         what = f"llama.cpp ({self.launcher})"
         wait_until_ready(self._process, lambda: self._probe(base_url), s.ready_timeout_s, what)
         self._record["load_time_s"] = time.monotonic() - started
+        self._record["swa_full"] = self._swa
+        self._check_offload()
         model_id = self._served_model(base_url)
         self._describe(base_url)
         serialized = self.serializes_requests
@@ -247,6 +383,27 @@ class LlamaCppDriver(LaunchedEngine):
             supports_ignore_eos=not serialized,
             count_tokens=lambda text, add_special=False: self.count_tokens(base_url, text, add_special),
         )
+
+    def _check_offload(self) -> None:
+        """With --gpu-layers > 0, the engine's load lines must show layers on a GPU: else the run would
+        measure the CPU while its manifest says GPU. Recorded either way."""
+        s = self.settings
+        if s.gpu_layers <= 0:
+            return
+        offload = gpu_offload(self._process.log_path.read_text(encoding="utf-8", errors="replace"))
+        self._record["gpu_offload"] = offload
+        if not offload["offloaded"]:
+            said = (
+                f"offloaded {offload['layers_offloaded']}/{offload['layers_total']} layers"
+                if offload["layers_offloaded"] is not None
+                else "no GPU in its load lines (a CPU build, or no GPU visible to it)"
+            )
+            devices = ", ".join(d["name"] for d in offload["devices"]) or "none listed"
+            raise EngineError(
+                f"--gpu-layers {s.gpu_layers} asked for GPU offload, but llama.cpp ({self.launcher}) {said}; "
+                f"devices: {devices}. A CPU run is not what was asked: use a CUDA build (--llama-server "
+                f"PATH, e.g. from scripts/gpu_smoke.sh), or omit --gpu-layers. Engine log: {self._process.log_path}"
+            )
 
     def _probe(self, base_url: str) -> str | None:
         """Ready when the server lists a model and a one-token completion succeeds."""
