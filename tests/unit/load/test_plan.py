@@ -97,3 +97,35 @@ def test_bad_plans_name_the_flag(flags, fragment):
 def test_amounts():
     assert Amount.model_validate("8") == Amount(requests=8) and Amount.model_validate("2.5s") == Amount(seconds=2.5)
     assert str(Amount(seconds=2.5).model_dump()) == "2.5s"
+
+
+def stage_summary(index, ok, failed, rps, slo_fraction=None):
+    from bench.summary import RequestCounts, SloReport, StageSummary
+
+    slo = (
+        SloReport(percentile=99, requests_judged=ok + failed, fraction_meeting_all=slo_fraction)
+        if (slo_fraction is not None)
+        else None
+    )
+    return StageSummary(
+        stage=index, requests=RequestCounts(successful=ok, failed=failed), request_throughput_per_s=rps, slo=slo
+    )
+
+
+def test_a_plan_stops_after_a_stage_that_failed_most_requests_or_missed_its_slos():
+    plan = plan_of("--concurrency", "1,2,4", "--slo", "ttft=1s", "--stop-slo-fraction", "0.6")
+    assert plan.stop_reason(stage_summary(0, 10, 0, 1.0, 0.9), None) is None
+    assert plan.stop_reason(stage_summary(0, 4, 6, 1.0), None) == "stage 0 failed 6 of 10 requests"
+    assert "only 50% of requests met every SLO (stop_slo_fraction 0.6)" in plan.stop_reason(
+        stage_summary(1, 10, 0, 1.0, 0.5), None
+    )
+    assert plan.stop_reason(stage_summary(2, 10, 0, 1.0), "more than 3 errors") == (
+        "stage 2 stopped early (more than 3 errors)"
+    )
+
+
+def test_a_sweep_places_its_rates_between_the_two_measured_throughputs_or_adds_none():
+    plan = plan_of("--sweep", "3", "--max-concurrency", "8")
+    added = plan.next_stages([stage_summary(0, 10, 0, 1.0), stage_summary(1, 10, 0, 5.0)])
+    assert [s.schedule.rate for s in added] == [2.0, 3.0, 4.0] and [s.index for s in added] == [2, 3, 4]
+    assert plan.next_stages([stage_summary(0, 0, 10, None), stage_summary(1, 10, 0, 5.0)]) == []

@@ -115,3 +115,28 @@ def test_a_duration_bound_stage_sends_until_its_deadline_and_no_later():
     assert outcome.stop_reason is None
     assert 0.95e9 <= sends[-1] - sends[0] < 1.0e9  # it ran to its deadline (40/s for 1 s: 40 sends)
     assert len(sends) == pytest.approx(40, abs=1)
+
+
+def test_a_chat_conversation_carries_the_earlier_turns_and_answers():
+    bodies = []
+
+    def capture(n, body):
+        bodies.append(body)
+
+    async def go():
+        records = []
+        async with running(2.0, 0.5, capture) as url:
+            client = StreamingClient(HttpClient(url), DIALECTS["chat"], "fake", {}, 30.0, perf_ns())
+            turns = [PreparedRequest("first question", 3), PreparedRequest("second question", 3)]
+            runner = LoadRunner(client, iter([WorkItem(turns, conversation=0)] * 1), records.append)
+            await runner.run_stage(stage(ClosedLoop(1), requests=1))
+            await client.http.close()
+        return records
+
+    records = asyncio.run(go())
+    assert [r.turn for r in records] == [0, 1] and all(r.status == "ok" for r in records)
+    assert bodies[1]["messages"] == [
+        {"role": "user", "content": "first question"},
+        {"role": "assistant", "content": " tok tok tok"},  # the first answer, as the fake engine streamed it
+        {"role": "user", "content": "second question"},
+    ]
