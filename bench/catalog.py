@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import importlib
 import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bench.errors import UsageError
 
@@ -20,6 +22,19 @@ PRICE_FILE = "prices.yaml"  # beside the catalog; models.yaml's own api_offers o
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _a_day(value):
+    """A price's date must name a day: '2024-10' (a month) or '2026' is refused with what to write instead."""
+    if isinstance(value, str) and re.fullmatch(r"\d{4}(-\d{2})?", value.strip()):
+        raise ValueError(
+            f"{value!r} is not a date: write the day the price was read as YYYY-MM-DD (e.g. {value.strip()[:4]}"
+            f"{value.strip()[4:7] or '-01'}-01), or null for an imported price whose date is unknown"
+        )
+    return value
+
+
+Day = Annotated[datetime.date, BeforeValidator(_a_day)]
 
 
 class PathSource(_Strict):
@@ -81,34 +96,78 @@ class OwnedPrice(_Strict):
     amortization_years: float = Field(gt=0)
     power_w: float = Field(ge=0)
     electricity_per_kwh: float = Field(ge=0)
-    hosting_per_month: float = Field(default=0, ge=0, description="hosting and operations")
+    hosting_per_month: float = Field(
+        default=0, ge=0, description="rack space, network, insurance; people's time goes in `labour:`"
+    )
+
+
+class Labour(_Strict):
+    """Operations labour one instance needs (on-call, upgrades, incidents): hours a month at a rate."""
+
+    hours_per_month: float = Field(ge=0)
+    per_hour: float = Field(ge=0, description="loaded cost of an hour of an engineer's time")
+    basis: str = Field(default="", description="where the hours and rate come from")
 
 
 class HardwareOffer(_Strict):
-    """A machine to self-host on, rented or owned; the price covers the whole offer (all its GPUs)."""
+    """A machine to self-host on, rented or owned; the price covers the whole offer (all its GPUs). Operations
+    labour is part of its cost (0 hours unless `labour:` says otherwise, and always shown)."""
 
     hardware: str | None = Field(default=None, description="its limits in `hardware:`, for reference")
     gpus: int = Field(default=1, ge=0)
     rented: RentedPrice | None = None
     owned: OwnedPrice | None = None
+    labour: Labour | None = None
     source: str
-    as_of: str
+    as_of: Day
 
     def model_post_init(self, _context) -> None:
         if (self.rented is None) == (self.owned is None):
             raise ValueError("give exactly one of `rented` or `owned`")
 
 
+class ApiTier(_Strict):
+    """Prices for a call whose prompt is longer than `above_input_tokens` (the whole call is billed at them)."""
+
+    above_input_tokens: int = Field(gt=0)
+    input_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(ge=0)
+    cached_input_per_1m: float | None = Field(default=None, ge=0)
+    cache_write_input_per_1m: float | None = Field(default=None, ge=0)
+
+
 class ApiOffer(_Strict):
+    """A hosted model's prices per 1M tokens. `as_of` is the date the prices were published or read; null
+    only for an import whose source carries no date (then every output says the date is unknown)."""
+
     provider: str
     model: str
     input_per_1m: float = Field(ge=0)
     output_per_1m: float = Field(ge=0)
-    cached_input_per_1m: float | None = Field(default=None, ge=0)
-    batch_discount: float = Field(default=0, ge=0, le=1, description="fraction off for batch requests")
+    cached_input_per_1m: float | None = Field(default=None, ge=0, description="input read from the cache")
+    cache_write_input_per_1m: float | None = Field(
+        default=None, ge=0, description="input written to the cache (Anthropic); unset: billed as input"
+    )
+    batch_discount: float = Field(default=0, ge=0, le=1, description="fraction off both directions in batch")
+    batch_input_discount: float | None = Field(default=None, ge=0, le=1, description="overrides batch_discount")
+    batch_output_discount: float | None = Field(default=None, ge=0, le=1, description="overrides batch_discount")
+    tiers: list[ApiTier] = Field(default_factory=list, description="long-prompt prices, by prompt length")
     context_window: int | None = Field(default=None, gt=0)
+    deprecation: Day | None = Field(default=None, description="the announced shut-down date")
+    deprecation_source: str | None = None
     source: str
-    as_of: str
+    source_version: str | None = Field(default=None, description="the version of the price source (imports)")
+    as_of: Day | None
+    retrieved: Day | None = Field(default=None, description="when the source was read (imports)")
+
+    @property
+    def batch_discounts(self) -> tuple[float, float]:
+        """(input, output) fraction off for batch requests."""
+        pick = self.batch_discount
+        return (
+            pick if self.batch_input_discount is None else self.batch_input_discount,
+            pick if self.batch_output_discount is None else self.batch_output_discount,
+        )
 
 
 class LeaderboardFigure(_Strict):
@@ -135,11 +194,11 @@ class Candidate(_Strict):
     context_window: int | None = Field(default=None, gt=0)
     data_residency: str | None = Field(default=None, description="where prompts and outputs are processed")
     retention: str | None = Field(default=None, description="how long the provider keeps them")
-    deprecation: str | None = Field(default=None, description="announced end-of-life date, if any")
+    deprecation: Day | None = Field(default=None, description="announced end-of-life date, if any")
     leaderboard: list[LeaderboardFigure] = Field(default_factory=list)
     notes: str = ""
     source: str = Field(description="where the license, access and data facts above were read")
-    as_of: str
+    as_of: Day
 
     def model_post_init(self, _context) -> None:
         if self.model is None and self.api_offer is None:

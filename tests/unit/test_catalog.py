@@ -1,5 +1,7 @@
 """models.yaml validation: one error naming the file, the entry and the field."""
 
+import datetime
+
 import pytest
 
 from bench.catalog import get_model, load_catalog, resolve_model_path, verified_digest
@@ -80,14 +82,43 @@ def test_undated_or_unsourced_price_is_a_catalog_error(tmp_path):
         load_catalog(write(tmp_path, undated))
     both = GOOD + (
         "hardware_offers:\n  h:\n    rented: {per_hour: 1}\n    owned: {purchase: 1, amortization_years: 1,"
-        " power_w: 1, electricity_per_kwh: 1}\n    source: s\n    as_of: '2026'\n"
+        " power_w: 1, electricity_per_kwh: 1}\n    source: s\n    as_of: 2026-01-01\n"
     )
     with pytest.raises(UsageError, match="entry 'h', field '\\(the entry itself\\)': give exactly one of"):
         load_catalog(write(tmp_path, both))
 
 
-def test_repository_catalog_prices_are_sourced_and_dated():
+def test_repository_catalog_prices_are_sourced_and_dated_to_the_day():
+    """Hand-entered prices carry a date (a day, not a month); an import may say its date is unknown (null)
+    but then names its source's version and the day it was read."""
     catalog, _ = load_catalog(None)
     assert catalog.api_offers and catalog.hardware_offers
-    for offer in [*catalog.api_offers.values(), *catalog.hardware_offers.values()]:
-        assert offer.source and offer.as_of
+    for offer in catalog.hardware_offers.values():
+        assert offer.source and isinstance(offer.as_of, datetime.date) and offer.labour is not None
+    for offer in catalog.api_offers.values():
+        assert offer.source
+        assert isinstance(offer.as_of, datetime.date) or (offer.source_version and offer.retrieved)
+    assert catalog.api_offers["google-gemini-1-5-flash"].deprecation == datetime.date(2025, 9, 24)
+
+
+@pytest.mark.parametrize("as_of", ["'2024-10'", "'2026'", "not-a-date"])
+def test_a_price_dated_by_a_month_or_not_at_all_is_refused(tmp_path, as_of):
+    text = GOOD + f"hardware_offers:\n  h:\n    rented: {{per_hour: 1}}\n    source: s\n    as_of: {as_of}\n"
+    with pytest.raises(UsageError, match="entry 'h', field 'as_of'"):
+        load_catalog(write(tmp_path, text))
+
+
+def test_labour_tiers_and_per_direction_batch_prices_load(tmp_path):
+    text = GOOD + (
+        "hardware_offers:\n  h:\n    rented: {per_hour: 1}\n    labour: {hours_per_month: 8, per_hour: 90}\n"
+        "    source: s\n    as_of: 2026-11-01\n"
+        "api_offers:\n  a:\n    provider: P\n    model: m\n    input_per_1m: 1\n    output_per_1m: 2\n"
+        "    batch_discount: 0.5\n    batch_output_discount: 0.2\n    cache_write_input_per_1m: 1.25\n"
+        "    tiers: [{above_input_tokens: 200000, input_per_1m: 2, output_per_1m: 3}]\n"
+        "    deprecation: 2027-01-01\n    source: s\n    as_of: 2026-11-01\n"
+    )
+    catalog, _ = load_catalog(write(tmp_path, text))
+    assert catalog.hardware_offers["h"].labour.hours_per_month == 8
+    offer = catalog.api_offers["a"]
+    assert offer.batch_discounts == (0.5, 0.2)  # the per-direction figure overrides the shared one
+    assert offer.tiers[0].above_input_tokens == 200_000 and offer.deprecation == datetime.date(2027, 1, 1)

@@ -19,6 +19,22 @@ PRICE_MAP = {
         "output_cost_per_token": 6e-07,
         "cache_read_input_token_cost": 7.5e-08,
         "output_cost_per_token_batches": 3e-07,
+        "deprecation_date": "2027-01-14",
+        "deprecation_source": "https://example.com/deprecations",
+    },
+    "claude-long": {
+        "litellm_provider": "anthropic",
+        "mode": "chat",
+        "input_cost_per_token": 3e-06,
+        "output_cost_per_token": 1.5e-05,
+        "cache_creation_input_token_cost": 3.75e-06,
+        "cache_read_input_token_cost": 3e-07,
+        "input_cost_per_token_batches": 1.5e-06,
+        "output_cost_per_token_batches": 1.125e-05,
+        "input_cost_per_token_above_200k_tokens": 6e-06,
+        "output_cost_per_token_above_200k_tokens": 2.25e-05,
+        "cache_read_input_token_cost_above_200k_tokens": 6e-07,
+        "input_cost_per_token_above_200k_tokens_priority": 9e-06,
     },
     "gpt-4o": {
         "litellm_provider": "openai",
@@ -50,7 +66,7 @@ api_offers:
     input_per_1m: 2.0
     output_per_1m: 8.0
     source: our negotiated contract
-    as_of: "2026-10"
+    as_of: 2026-10-01
 """
 
 
@@ -61,15 +77,39 @@ def price_map(tmp_path):
     return path
 
 
-def test_offers_are_converted_to_dollars_per_million_with_source_and_date(tmp_path, price_map):
+def test_offers_are_converted_to_dollars_per_million_dated_by_their_source_not_the_import(tmp_path, price_map):
+    """The map carries no date: as_of is null (unknown), the day it was read is `retrieved`."""
     out = tmp_path / "prices.yaml"
     offers = import_prices(["gpt-4o*", "gemini/*"], out, price_map, today=datetime.date(2026, 11, 24))
     assert sorted(offers) == ["gemini-2.5-flash", "openai-gpt-4o", "openai-gpt-4o-mini"]  # no embedding model
     mini = offers["openai-gpt-4o-mini"]
     assert (mini["input_per_1m"], mini["output_per_1m"], mini["cached_input_per_1m"]) == (0.15, 0.6, 0.075)
-    assert mini["batch_discount"] == 0.5 and mini["context_window"] == 128000
-    assert mini["as_of"] == "2026-11-24" and "prices.json" in mini["source"]
+    assert mini["batch_output_discount"] == 0.5 and "batch_input_discount" not in mini
+    assert mini["context_window"] == 128000
+    assert mini["as_of"] is None and mini["retrieved"] == "2026-11-24" and "prices.json" in mini["source"]
+    assert (mini["deprecation"], mini["deprecation_source"]) == ("2027-01-14", "https://example.com/deprecations")
     assert "cached_input_per_1m" not in offers["openai-gpt-4o"]
+    dated = import_prices(["gpt-4o"], out, price_map, source_date=datetime.date(2026, 11, 2), source_version="map-7")[
+        "openai-gpt-4o"
+    ]
+    assert (dated["as_of"], dated["source_version"]) == ("2026-11-02", "map-7")
+
+
+def test_tiers_cache_writes_and_per_direction_batch_prices_are_imported(tmp_path, price_map):
+    """claude-long: $3 in / $15 out; cache write 3.75e-6 = $3.75, read $0.3; batch input 1.5e-6 = 50 % off,
+    output 1.125e-5 = 25 % off; above 200k prompt tokens $6 in / $22.5 out / $0.6 cached (the _priority
+    variant is another service tier and is not imported)."""
+    (offer,) = import_prices(["claude-long"], tmp_path / "prices.yaml", price_map).values()
+    assert (offer["cache_write_input_per_1m"], offer["cached_input_per_1m"]) == (3.75, 0.3)
+    assert (offer["batch_input_discount"], offer["batch_output_discount"]) == (0.5, 0.25)
+    assert offer["tiers"] == [
+        {"above_input_tokens": 200_000, "input_per_1m": 6.0, "output_per_1m": 22.5, "cached_input_per_1m": 0.6}
+    ]
+    (tmp_path / "models.yaml").write_text(CATALOG)
+    catalog, _ = load_catalog(tmp_path / "models.yaml")  # what was written loads as a priced offer
+    loaded = catalog.api_offers["anthropic-claude-long"]
+    assert loaded.batch_discounts == (0.5, 0.25) and loaded.tiers[0].above_input_tokens == 200_000
+    assert loaded.as_of is None and loaded.retrieved is not None
 
 
 def test_hand_entered_prices_override_imported_ones(tmp_path, price_map):
@@ -92,8 +132,8 @@ def test_a_second_import_keeps_the_first(tmp_path, price_map):
 
 
 def test_no_match_and_bad_files_are_clear_errors(tmp_path, price_map):
-    with pytest.raises(UsageError, match="matches 'claude-\\*'"):
-        import_prices(["claude-*"], tmp_path / "prices.yaml", price_map)
+    with pytest.raises(UsageError, match="matches 'mistral-\\*'"):
+        import_prices(["mistral-*"], tmp_path / "prices.yaml", price_map)
     assert not (tmp_path / "prices.yaml").exists()
     broken = tmp_path / "broken.json"
     broken.write_text("{not json")
