@@ -15,16 +15,17 @@ from typing import Any
 from bench.catalog import Candidate, Catalog
 from bench.cost import (
     CostError,
-    TaskProfile,
-    api_per_task,
-    break_even,
-    offer_hourly,
-    per_task,
+    PricingInputs,
+    api_section,
+    api_success_from_run,
+    break_even_entry,
     priced_throughput,
+    self_hosted_section,
+    self_hosted_success,
     with_measured_tokens,
 )
 from bench.errors import UsageError
-from bench.format import money, tasks_per_month
+from bench.format import ci_text, money, tasks_per_month
 from bench.report.render import Heading, Paragraph, Table
 from bench.results import RunDirectory
 
@@ -81,10 +82,11 @@ def assess(
     run_dirs: list[Path],
     names: list[str],
     hardware_offer: str | None,
-    task: TaskProfile,
-    min_success_rate: float,
+    pricing: PricingInputs,
 ) -> dict[str, Any]:
-    """Each candidate's measured and catalog figures, priced for the task."""
+    """Each candidate's measured and catalog figures, priced for the task with bench.cost's workflow model
+    (the same as `bench cost`): a self-hosted candidate from its load run on the hardware offer, an API
+    candidate from its catalog price; each side's success rate from its own golden run, else assumed."""
     unknown = [n for n in names if n not in catalog.candidates]
     if unknown:
         raise UsageError(
@@ -96,6 +98,7 @@ def assess(
             f"--hardware-offer {hardware_offer!r} is not in the catalog "
             f"(offers: {', '.join(sorted(catalog.hardware_offers))})"
         )
+    today = pricing.today or datetime.date.today()
     runs = _load_runs(run_dirs)
     paired = {n: _runs_for(n, catalog.candidates[n], runs) for n in names}  # (golden run, load run)
     matched = {r["run_id"] for pair in paired.values() for r in pair if r}
@@ -105,6 +108,7 @@ def assess(
             f"run {unmatched[0]} matches no candidate (its model is not a candidate's `model` or "
             "`served_name`); add a candidate for it to models.yaml"
         )
+    task = pricing.task
     first_golden = next((r for r in runs if r["golden"]), runs[0] if runs else None)
     if first_golden is not None:
         task = with_measured_tokens(task, priced_throughput(first_golden["summary"]))
@@ -116,7 +120,7 @@ def assess(
         golden, load = paired[name]
         entry: dict[str, Any] = {
             "name": name,
-            "candidate": c.model_dump(),
+            "candidate": c.model_dump(mode="json"),
             "golden_run": golden and golden["run_id"],
             "load_run": load and load["run_id"],
         }
@@ -129,7 +133,8 @@ def assess(
                 "ci95": q.ci95,
                 "golden": q.golden,
             }
-            entry["meets_bar"] = q.success_rate is not None and q.success_rate >= min_success_rate
+            entry["meets_bar"] = q.success_rate is not None and q.success_rate >= pricing.bar
+        tp = None
         if load:
             try:
                 tp = priced_throughput(load["summary"])
@@ -153,30 +158,65 @@ def assess(
                 "load_time_s": load["engine"].load_time_s if load["engine"] else None,
                 "engine_peak_rss_bytes": stage.telemetry.engine_peak_rss_bytes,
             }
-        if c.access == "self-hosted" and load and hardware_offer:
-            offer = catalog.hardware_offers[hardware_offer]
-            hourly, rps = offer_hourly(offer), entry["throughput"]["requests_per_s"]
+        success = api_success_from_run(golden["summary"], golden["run_id"]) if golden else None
+        section = None
+        try:
+            if c.access == "self-hosted" and load and hardware_offer:
+                offer = catalog.hardware_offers[hardware_offer]
+                if success is None:
+                    success = self_hosted_success(tp, load["run_id"], pricing.self_hosted_success_rate)
+                section = self_hosted_section(
+                    name, load["run_id"], tp, hardware_offer, offer, task, success, today, pricing.stale_after
+                )
+                age = section["price_age"]
+                basis = (
+                    f"measured throughput on {hardware_offer} ({money(section['instance_hourly'])}/h incl. labour, "
+                    f"{offer.source}, {offer.as_of}{'; STALE' if age['stale'] else ''}) at "
+                    f"{task.utilization:.0%} utilization"
+                    + ("" if section["rate"]["method"] == "measured" else f"; {section['rate']['note']}")
+                )
+            elif c.api_offer:
+                offer = catalog.api_offers[c.api_offer]
+                if success is None:
+                    rate = pricing.api_success_rate
+                    success = {
+                        "rate": rate,
+                        "ci95": None,
+                        "basis": f"assumed {rate:.0%} (--api-success-rate)",
+                        "measured": False,
+                        "source": "flag",
+                    }
+                section = api_section(c.api_offer, offer, task, success, today, pricing.stale_after)
+                age = section["price_age"]
+                basis = f"catalog price {offer.source}, {offer.as_of or 'date unknown'}" + (
+                    "; STALE" if age["stale"] else ""
+                )
+        except CostError as exc:
+            raise UsageError(f"candidate {name}: {exc}") from None
+        if section is not None:
+            volume = task.tasks_per_month
             entry["cost"] = {
-                "basis": f"measured throughput on {hardware_offer} ({money(hourly)}/h, {offer.source}, "
-                f"{offer.as_of}) at {task.utilization:.0%} utilization",
-                "per_task": per_task(hourly, rps, task.utilization),
-                "hourly": hourly,
-                "rps": rps,
-                "linear": False,
+                "basis": basis,
+                "linear": section["kind"] == "api",
+                # at the stated volume (self-hosted: whole instances), like the cost per successful task
+                "per_task": section["monthly"] / volume if volume else section["per_task"],
+                "per_task_at_utilization": section["per_task"],
+                "success": section["success"],
+                "per_successful_task_at_volume": section["per_successful_task_at_volume"],
+                "per_successful_task_at_volume_ci95": section["per_successful_task_at_volume_ci95"],
+                "monthly": section["monthly"],
+                "price_age": section["price_age"],
+                "deprecation": section.get("deprecation"),
             }
-        elif c.api_offer:
-            offer = catalog.api_offers[c.api_offer]
-            entry["cost"] = {
-                "basis": f"catalog price {offer.source}, {offer.as_of}",
-                "linear": True,
-                "per_task": api_per_task(offer.model_dump(), task),
-            }
-        if entry.get("cost") and entry.get("quality") and entry["quality"]["success_rate"]:
-            entry["cost"]["per_successful_task"] = entry["cost"]["per_task"] / entry["quality"]["success_rate"]
+            if entry.get("quality") and entry["quality"]["success_rate"]:  # measured quality: a successful task
+                entry["cost"]["per_successful_task"] = section["per_successful_task_at_volume"]
+                entry["cost"]["per_successful_task_ci95"] = section["per_successful_task_at_volume_ci95"]
+            entry["_section"] = section
         out.append(entry)
     return {
-        "task": task.__dict__,
-        "min_success_rate": min_success_rate,
+        "task": task.to_json(),
+        "today": today.isoformat(),
+        "min_success_rate": pricing.bar,
         "hardware_offer": hardware_offer,
         "candidates": out,
         "runs": [r["run_id"] for r in runs],
@@ -214,10 +254,15 @@ def cells(e: dict[str, Any], bar: float) -> list[str]:
     if cost:
         per_success = cost.get("per_successful_task")
         shape = "linear in volume" if cost["linear"] else "steps of one instance"
-        cost_text = (
-            f"{money(cost['per_task'])}/task, {money(per_success) if per_success else 'not measured'}"
-            f"/successful task; {shape} ({cost['basis']})"
+        success = (
+            f"{money(per_success)}{ci_text(cost.get('per_successful_task_ci95'))}/successful task"
+            if per_success
+            else "not measured/successful task"
         )
+        cost_text = f"{money(cost['per_task'])}/task, {success}; {shape} ({cost['basis']})"
+        dep = (cost.get("deprecation") or {}).get("note")
+        if dep:
+            cost_text += f"; {dep}"
     else:
         cost_text = "not priced: no hardware offer or API price"
     if c.access == "self-hosted":
@@ -251,7 +296,7 @@ def cells(e: dict[str, Any], bar: float) -> list[str]:
             f"replacement {mark}"
         )
     if c.deprecation:
-        migration += f"; deprecation announced for {c.deprecation}"
+        migration += f"; deprecation date {c.deprecation} (catalog)"
     return [fit, quality, latency, cost_text, privacy, burden, migration]
 
 
@@ -296,7 +341,7 @@ def decide(
     rest = [e for e in eligible if e is not default]
     apis = sorted(
         (e for e in entries if e is not default and (e.get("cost") or {}).get("linear")),
-        key=lambda e: e["cost"]["per_task"],
+        key=lambda e: e["cost"].get("per_successful_task_at_volume") or e["cost"]["per_task"],
     )
     fallback = rest[0] if rest else apis[0] if apis else None
     return default, fallback, how
@@ -352,7 +397,9 @@ def mdr_blocks(
                     f"Golden set {g['path']}: {g['cases']} cases (sha256 {g['sha256'][:12]}), fixed "
                     f"decoding (temperature {g.get('temperature')}, seed {g.get('seed')}); a case passes when every "
                     "check passes. Metrics: success rate with a 95% Wilson interval, p99 latency at the priced "
-                    "stage, cost per successful task = cost per task / success rate."
+                    "stage, cost per successful task = the month's total cost at the stated volume / the tasks that "
+                    "succeeded (failures counted once), with a 95% interval from the throughput and success-rate "
+                    "intervals (bench cost's model)."
                 )
             )
     else:
@@ -365,7 +412,7 @@ def mdr_blocks(
                 "TTFT p99 ms",
                 "E2E p99 ms",
                 "req/s",
-                "$/task",
+                "$/task at the volume",
                 "$/successful task",
                 "from",
             ],
@@ -435,7 +482,9 @@ def _evaluation_row(e: dict[str, Any]) -> list[str]:
         f"{lat['e2e_p99_ms']:,.0f}" if lat else "not measured",
         f"{tp['requests_per_s']:.3f}" if tp else "not measured",
         money(cost.get("per_task")),
-        money(cost.get("per_successful_task")) if cost.get("per_successful_task") else "not measured",
+        money(cost.get("per_successful_task")) + ci_text(cost.get("per_successful_task_ci95"))
+        if cost.get("per_successful_task")
+        else "not measured",
         ", ".join(sources + (["catalog price"] if cost.get("linear") else [])) or "catalog",
     ]
 
@@ -461,24 +510,32 @@ def _rationale(e: dict[str, Any], bar: float) -> str:
     return " ".join(parts)
 
 
-def _break_even_text(volume: float | None, now: float) -> str:
+def _break_even_text(be: dict[str, Any], now: float) -> str:
+    volume, ci = be["tasks_per_month"], be["ci95"]
     if volume is None:
+        favourable = f"; at the favourable end of its 95% interval: {ci[0]:,.0f}" if ci and ci[0] else ""
         return (
-            f"no break-even: the API costs less per task than a fully used instance (now {now:,.0f} tasks/month);"
-            " re-decide if either price or the measured throughput changes"
+            f"no break-even: the API costs less per successful task than a fully used instance (now {now:,.0f} "
+            f"tasks/month{favourable}); re-decide if either price, the measured throughput or a success rate changes"
         )
+    high = "never" if ci[1] is None else f"{ci[1]:,.0f}"
     return (
-        f"break-even at {volume:,.0f} tasks/month (now {now:,.0f}); re-decide when volume crosses it "
-        "(measured throughput x catalog prices)"
+        f"break-even at {volume:,.0f} tasks/month (95% CI {ci[0]:,.0f}-{high}; now {now:,.0f}); re-decide when "
+        "volume crosses it (measured throughput and success rates x catalog prices)"
     )
 
 
+def _deprecation(e: dict[str, Any]) -> datetime.date | None:
+    """The earliest announced deprecation: the candidate's, or its API offer's."""
+    dates = [e["candidate"].get("deprecation"), ((e.get("cost") or {}).get("deprecation") or {}).get("deprecation")]
+    days = [datetime.date.fromisoformat(str(d)[:10]) for d in dates if d is not None]
+    return min(days) if days else None
+
+
 def _retired(e: dict[str, Any], today: datetime.date) -> bool:
-    deprecation = e["candidate"].get("deprecation")
-    try:
-        return deprecation is not None and datetime.date.fromisoformat(deprecation[:10]) <= today
-    except ValueError:
-        return False
+    """Past its deprecation date (the candidate's, or its API offer's): never picked."""
+    dep = _deprecation(e)
+    return dep is not None and dep <= today
 
 
 def _triggers(assessment: dict[str, Any], default: dict | None) -> list[list[str]]:
@@ -486,37 +543,39 @@ def _triggers(assessment: dict[str, Any], default: dict | None) -> list[list[str
     rows = []
     self_hosted = next((e for e in entries if (e.get("cost") or {}).get("linear") is False), None)
     apis = [e for e in entries if (e.get("cost") or {}).get("linear")]
-    profile = TaskProfile(**task)
+    today = datetime.date.fromisoformat(assessment["today"]) if assessment.get("today") else datetime.date.today()
     for api in apis:
         if not self_hosted:
             break
-        sh = self_hosted["cost"]
-        points = {
-            k: break_even(profile, sh["hourly"], sh["rps"], api["cost"]["per_task"] * (1 + k)) for k in (-0.5, 0.0, 0.5)
-        }
+        if _retired(api, today):
+            continue
+        be = break_even_entry(self_hosted["_section"], api["_section"])
         rows.append(
             [
                 f"volume: {self_hosted['name']} against {api['name']}",
-                _break_even_text(points[0.0], task["tasks_per_month"]),
+                _break_even_text(be, task["tasks_per_month"]),
             ]
         )
         rows.append(
             [
                 f"price change: {api['name']}",
-                f"a ±50% API price moves break-even to {tasks_per_month(points[-0.5])} / "
-                f"{tasks_per_month(points[0.5])} tasks/month; re-decide on any price change of 20% or more",
+                f"a ±50% API price moves break-even to {tasks_per_month(be['by_price']['-50%'])} / "
+                f"{tasks_per_month(be['by_price']['+50%'])} tasks/month; re-decide on any price change of 20% or more",
             ]
         )
     for e in entries:
-        dep = e["candidate"].get("deprecation")
-        rows.append(
-            [
-                f"deprecation: {e['name']}",
-                f"announced for {dep} (catalog)"
-                if dep
-                else f"none in the catalog (as of {e['candidate']['as_of']}); check the provider's notices",
-            ]
-        )
+        age = (e.get("cost") or {}).get("price_age")
+        if age and age["stale"]:
+            rows.append([f"price age: {e['name']}", f"{age['note']}: re-check the price against its source now"])
+    for e in entries:
+        dep = _deprecation(e)
+        if dep is None:
+            text = f"none in the catalog (as of {e['candidate']['as_of']}); check the provider's notices"
+        elif dep <= today:
+            text = f"deprecated on {dep} (catalog): never picked; replace it"
+        else:
+            text = f"announced for {dep}, in {(dep - today).days} days (catalog): plan the move before then"
+        rows.append([f"deprecation: {e['name']}", text])
     if default and default.get("quality"):
         q = default["quality"]
         rows.append(

@@ -282,43 +282,471 @@ def stage_table(summary: RunSummary, heading: str, run_dir: str, timing_bound: s
     return "\n".join(lines)
 
 
-def format_cost(report) -> str:
-    tp, sh, task = report["throughput"], report["self_hosted"], report["task"]
+# -- cost: the answer and the itemised breakdowns (bench cost's terminal output; the report's tables) ------
+SECTIONS = {
+    "task": "Task and workflow",
+    "self-hosted": "Self-hosted cost, itemised",
+    "api": "API cost, itemised",
+    "break-even": "Break-even and monthly cost",
+    "prices": "Prices used (source, date and age)",
+}
 
-    def volume(v):
-        return (
-            "never (the API is cheaper per task than a fully used instance)" if v is None else f"{v:,.0f} tasks/month"
-        )
 
+def see(section: str) -> str:
+    return f"[see: {SECTIONS[section]}]"
+
+
+def pct(value: float | None, digits: int = 1) -> str:
+    """A percentage; more digits where rounding would hide a difference from 0% or 100%."""
+    if value is None:
+        return "-"
+    while digits < 4 and value not in (0, 1) and round(value * 100, digits) in (0, 100):
+        digits += 1
+    return f"{value:.{digits}%}"
+
+
+def ci_text(ci: list | None, fmt=money) -> str:
+    """' (95% CI a-b)', an open end written as 'unbounded'."""
+    if not ci:
+        return ""
+    low, high = ci
+    return f" (95% CI {fmt(low) if low is not None else '-'}-{fmt(high) if high is not None else 'unbounded'})"
+
+
+def volume_text(value: float | None) -> str:
+    return "never" if value is None else f"{value:,.0f}"
+
+
+def volume_ci_text(ci: list | None) -> str:
+    if not ci:
+        return ""
+    low, high = ci
+    return f" (95% CI {volume_text(low) if low is not None else '-'}-{'never' if high is None else volume_text(high)})"
+
+
+def _cache(share: float | None) -> str:
+    return "API 0% / self-hosted as measured" if share is None else f"{share:.0%}"
+
+
+def task_text(report) -> str:
+    task, tokens = report["task"], report["workflow"]["tokens_per_attempt"]
+    esc = task["escalation_rate"]
+    escalation = "every failed task" if esc == "failures" else f"{esc:.1%} of tasks"
+    return (
+        f"{task['input_tokens']:,.0f} input + {task['output_tokens']:,.0f} output tokens; {tokens['calls']} model "
+        f"call(s) per attempt ({task['tool_calls']} tool call(s), context {task['tool_context']}), "
+        f"{task['reasoning_tokens']:g} reasoning tokens per call; cached input {_cache(task['cached_input_share'])}, "
+        f"cache write {task['cache_write_share']:.0%}, batch {task['batch_share']:.0%}; retries up to "
+        f"{task['max_retries']}; escalation {escalation} at ${task['human_review_cost']:g}"
+    )
+
+
+def _entry(report, name):
+    return next(e for e in report["self_hosted"] + report["apis"] if e["name"] == name)
+
+
+def _label(entry) -> str:
+    return f"self-hosted {entry['name']}" if entry["kind"] == "self-hosted" else f"API {entry['name']}"
+
+
+def _factor_text(factor: float | None, who: str) -> str:
+    if factor is None:
+        return f"no change in {who}'s price alone flips it"
+    return f"{who}'s price {factor - 1:+.0%}"
+
+
+def _interval_or_why(entry) -> str:
+    ci = entry["per_successful_task_at_volume_ci95"]
+    return ci_text(ci) if ci else " (no interval: only prices and assumed rates went into it)"
+
+
+def _assumption_groups(assumptions: list[dict[str, str]]) -> list[str]:
+    """The inputs that are not measurements, defaults together and like assumptions of several options once."""
+    given = [a for a in assumptions if a["basis"].startswith("given")]
+    defaults = [a for a in assumptions if a["basis"].startswith("default")]
+    out = [f"{a['input']} {a['value']} ({a['basis']})" for a in given]
+    if defaults:
+        out.append("defaults: " + ", ".join(f"{a['input']} {a['value']}" for a in defaults))
+    grouped: dict[tuple[str, str, str], list[str]] = {}
+    for a in assumptions:
+        if a["basis"].startswith(("measured", "given", "default")):
+            continue
+        kind, _, who = a["input"].partition(": ")
+        grouped.setdefault((kind, a["value"], a["basis"].replace(who, "{}") if who else a["basis"]), []).append(who)
+    for (kind, value, basis), who in grouped.items():
+        names = ", ".join(w for w in who if w)
+        out.append(f"{kind}{' of ' + names if names else ''} {value} ({basis.replace('{}', 'it')})")
+    return out
+
+
+def answer_lines(report) -> list[str]:
+    """The answer first: what costs least per successful task at the stated volume, by how much, the
+    break-even volume, what would flip it, and which inputs are assumptions. Each line says where it is derived."""
+    d, task = report["decision"], report["task"]
+    bar = d["quality_bar"]
+    volume = d["tasks_per_month"]
     lines = [
-        f"Priced throughput  {tp['requests_per_s']:.3f} req/s, {tp['output_tokens_per_s']:,.1f} output tok/s "
-        f"({tp['basis']}: stage {tp['stage']}, {tp['label']}); success rate {tp['success_rate']:.0%}",
-        f"Task               {task['input_tokens']:,.0f} input + {task['output_tokens']:,.0f} output tokens; "
-        f"{task['tasks_per_month']:,.0f} tasks/month, peak/average {task['peak_to_average']:g}",
-        f"Self-hosted        {sh['offer']} at {money(sh['hourly'])}/h ({sh['price_source']}, as of {sh['as_of']}), "
-        f"utilization {sh['utilization']:.0%}",
-        f"                   {money(sh['per_1m_output_tokens'])} per 1M output tokens"
-        + (
-            f" (95% CI {money(sh['per_1m_output_tokens_ci95'][0])}-{money(sh['per_1m_output_tokens_ci95'][1])})"
-            if sh.get("per_1m_output_tokens_ci95")
-            else ""
-        )
-        + f", {money(sh['per_1m_total_tokens'])} per 1M total tokens",
-        f"                   {money(sh['per_task'])} per task, {money(sh['per_successful_task'])} per successful task;"
-        f" {sh['instances']} instance(s), {money(sh['monthly'])}/month",
-        "                   per task by utilization: "
-        + ", ".join(f"{k} {money(v)}" for k, v in sh["per_task_by_utilization"].items()),
-        "",
+        f"At {volume:,.0f} tasks/month, task {task['input_tokens']:,.0f} in + {task['output_tokens']:,.0f} out tokens "
+        f"({report['workflow']['tokens_per_attempt']['calls']} call(s) per attempt) {see('task')}, quality bar "
+        + (f"{bar:.0%} (--min-success-rate)" if bar is not None else "none (--min-success-rate)")
+        + ":"
     ]
+    if d["winner"] is None:
+        lines.append("  No option qualifies: " + "; ".join(f"{x['name']}: {x['why']}" for x in d["excluded"]) + ".")
+        return lines
+    win = _entry(report, d["winner"])
+    section = "self-hosted" if win["kind"] == "self-hosted" else "api"
+    lines.append(
+        f"  Cheapest per successful task: {_label(win)}, {money(win['per_successful_task_at_volume'])}"
+        f"{_interval_or_why(win)}, {money(win['monthly'])}/month {see(section)}."
+    )
+    if d.get("runner_up"):
+        run = _entry(report, d["runner_up"])
+        diff = d["difference"]
+        section = "self-hosted" if run["kind"] == "self-hosted" else "api"
+        lines.append(
+            f"  Next: {_label(run)}, {money(run['per_successful_task_at_volume'])}"
+            f"{_interval_or_why(run)}: {money(diff['per_successful_task'])} more per "
+            f"successful task (x{diff['ratio']:.2f}), {money(diff['monthly'])}/month more {see(section)}."
+        )
+    be = d.get("break_even")
+    if be:
+        point = be["tasks_per_month"]
+        text = (
+            f"{volume_text(point)} tasks/month{volume_ci_text(be['ci95'])}"
+            if point is not None
+            else f"none: {be['api']} costs less per successful task than a fully used instance"
+            + (f" (at the interval's favourable end: {volume_text(be['ci95'][0])})" if be["ci95"][0] else "")
+        )
+        lines.append(f"  Break-even of {be['self_hosted']} against {be['api']}: {text} {see('break-even')}.")
+    flips = d.get("flips")
+    if flips:
+        parts = []
+        vol = flips["volume"]
+        for side, word in (("below", "below"), ("above", "above")):
+            if vol[side]:
+                parts.append(f"volume {word} {vol[side]['tasks_per_month']:,.0f}/month ({vol[side]['cheapest']} wins)")
+        if not vol["below"] and not vol["above"]:
+            parts.append("no volume from 1/1000 to 1000 times the stated one")
+        price = flips["price"]
+        parts.append(_factor_text(price["winner_factor"], d["winner"]))
+        parts.append(_factor_text(price["runner_up_factor"], d["runner_up"]))
+        sr = flips["success_rate"]
+        parts.append(
+            f"{d['winner']}'s success rate below {pct(sr['winner'])}"
+            if sr["winner"] is not None
+            else f"no success rate of {d['winner']} alone"
+        )
+        parts.append(
+            f"{d['runner_up']}'s success rate above {pct(sr['runner_up'])}"
+            if sr["runner_up"] is not None
+            else f"no success rate of {d['runner_up']} up to 100%"
+        )
+        ut = flips["utilization"]
+        if ut["winner"] is not None:
+            parts.append(f"{d['winner']}'s utilization below {pct(ut['winner'], 0)}")
+        if ut["runner_up"] is not None:
+            parts.append(f"{d['runner_up']}'s utilization above {pct(ut['runner_up'], 0)}")
+        lines.append("  What would flip it (against the next option, the rest unchanged): " + "; ".join(parts) + ".")
+    lines.append("  Assumptions, not measurements: " + "; ".join(_assumption_groups(d["assumptions"])) + ".")
+    measured = [a for a in d["assumptions"] if a["basis"].startswith("measured")]
+    if measured:
+        lines.append("  Measured: " + "; ".join(f"{a['input']} {a['value']} ({a['basis']})" for a in measured) + ".")
+    if d["excluded"]:
+        lines.append("  Left out: " + "; ".join(f"{x['name']} ({x['why']})" for x in d["excluded"]) + ".")
+    if report["warnings"]:
+        lines.append("  Prices flagged: " + "; ".join(report["warnings"]) + f" {see('prices')}.")
+    return lines
+
+
+def _per_hour(value: float) -> str:
+    return f"{money(value)}/h"
+
+
+def self_hosted_rows(sh, task) -> list[list[str]]:
+    """Each figure of a self-hosted option as (item, how, value), in the order they build on each other."""
+    m, o, rate = sh["measured"], sh["outcome"], sh["rate"]
+    u, volume = sh["utilization"], task["tasks_per_month"]
+    rows = [[f"hardware: {i['item']}", i["formula"], _per_hour(i["per_hour"])] for i in sh["hardware"]["items"]]
+    lab = sh["labour"]
+    rows.append(["operations labour", f"{lab['formula']} ({lab['basis']})", _per_hour(lab["per_hour"])])
+    rows.append(
+        [
+            "instance",
+            "hardware + labour; x 730 h a month",
+            f"{_per_hour(sh['instance_hourly'])}, {money(sh['instance_monthly'])}/month",
+        ]
+    )
+    stage = sh["priced_stage"]
+    measured = (
+        f"({m['requests_ok']} ok + {m['requests_failed']} failed requests) / {m['window_s']:,.2f} s, stage "
+        f"{stage['stage']} ({stage['label']}, {stage['basis']})"
+    )
+    if rate["method"] == "measured":
+        how = f"measured: {measured}; {rate['note']}"
+        rows.append(["attempts/s of one instance", how, f"{rate['attempts_per_s']:.4g}"])
+    else:
+        rows.append(["attempts/s, measured", measured, f"{m['attempts_per_s']:.4g}"])
+        rows.append(
+            [
+                "per-stream rates",
+                f"prefill P = {m['input_tokens_mean']:,.1f} x (1 - {m['prefix_cache_hit_rate']:.0%} cached) / "
+                f"{m['ttft_ms_mean']:,.1f} ms TTFT; decode D = 1000 / {m['tpot_ms_mean']:,.2f} ms TPOT",
+                f"P {rate['prefill_tokens_per_s_per_stream']:,.1f}, D {rate['decode_tokens_per_s_per_stream']:,.2f} "
+                "tok/s",
+            ]
+        )
+        rows.append(
+            [
+                "attempts/s of one instance",
+                f"{m['attempts_per_s']:.4g}/s x {rate['run_request_s']:,.2f} s (the run's mean request: "
+                f"in / P + out / D) / {rate['attempt_s']:,.2f} s (the task's attempt: sum over its calls); "
+                + rate["note"],
+                f"{rate['attempts_per_s']:.4g}",
+            ]
+        )
+    rows += _outcome_rows(sh)
+    a = o["attempts_per_task"]
+    rows.append(
+        [
+            "$ per attempt",
+            f"{_per_hour(sh['instance_hourly'])} / ({rate['attempts_per_s']:.4g}/s x 3600 x {u:.0%} utilization)",
+            money(sh["per_attempt"]),
+        ]
+    )
+    items = sh["items"]
+    rows.append(
+        [
+            "$ per task",
+            f"{a:.3f} attempts x {money(sh['per_attempt'])} (hardware {money(items['hardware'])} + labour "
+            f"{money(items['labour'])}) + {pct(o['escalated_share'])} escalated x ${task['human_review_cost']:g} "
+            f"(escalation {money(items['escalation'])})",
+            money(sh["per_task"]),
+        ]
+    )
+    rows.append(
+        [
+            f"$ per successful task at {u:.0%} utilization",
+            f"{money(sh['per_task'])} / {pct(o['successful_share'])} successful",
+            money(sh["per_successful_task"]) + ci_text(sh["per_successful_task_ci95"]),
+        ]
+    )
+    rows.append(
+        [
+            "capacity of one instance",
+            f"{rate['attempts_per_s']:.4g}/s x {u:.0%} x 2,628,000 s / ({a:.3f} attempts x "
+            f"{max((1 - task['batch_share']) * task['peak_to_average'], 1):g} peak factor)",
+            f"{sh['capacity_tasks_per_month']:,.0f} tasks/month",
+        ]
+    )
+    mi = sh["monthly_items"]
+    rows.append(
+        [
+            f"instances at {volume:,.0f} tasks/month",
+            f"ceil({volume:,.0f} / {sh['capacity_tasks_per_month']:,.0f}), at least 1",
+            f"{sh['instances']}",
+        ]
+    )
+    rows.append(
+        [
+            "monthly",
+            f"{sh['instances']} x {money(sh['instance_monthly'])} (hardware {money(mi['hardware'])} + labour "
+            f"{money(mi['labour'])}) + escalation {money(mi['escalation'])}",
+            money(sh["monthly"]),
+        ]
+    )
+    rows.append(
+        [
+            f"$ per successful task at {volume:,.0f} tasks/month",
+            f"{money(sh['monthly'])} / ({pct(o['successful_share'])} x {volume:,.0f})",
+            money(sh["per_successful_task_at_volume"]) + ci_text(sh["per_successful_task_at_volume_ci95"]),
+        ]
+    )
+    rows.append(
+        [
+            "$ per successful task by utilization",
+            "as above at each utilization",
+            ", ".join(f"{k} {money(v)}" for k, v in sh["per_successful_task_by_utilization"].items()),
+        ]
+    )
+    ci = sh.get("per_1m_output_tokens_ci95")
+    rows.append(
+        [
+            "$ per 1M tokens (the run's own workload)",
+            f"{_per_hour(sh['instance_hourly'])} / (tok/s x 3600 x {u:.0%}) x 1e6 at {m['output_tokens_per_s']:,.1f} "
+            "output tok/s" + (f", {m['total_tokens_per_s']:,.1f} total" if m.get("total_tokens_per_s") else ""),
+            f"{money(sh['per_1m_output_tokens'])} output{ci_text(ci)}, {money(sh['per_1m_total_tokens'])} total",
+        ]
+    )
+    return rows
+
+
+def _outcome_rows(entry) -> list[list[str]]:
+    o, s = entry["outcome"], entry["success"]
+    m = o["max_retries"]
+    esc = o["escalation"]
+    rows = [
+        [
+            "success rate of an attempt",
+            ("measured: " if s["measured"] else "assumption: ") + s["basis"],
+            pct(s["rate"]) + ci_text(s.get("ci95"), pct),
+        ],
+        ["attempts per task", f"1 + (1 - s) + ... + (1 - s)^{m} (up to {m} retries)", f"{o['attempts_per_task']:.3f}"],
+        ["solved by the model", f"1 - (1 - s)^{m + 1}", pct(o["solved_share"])],
+        [
+            "escalated to a person",
+            "the tasks it did not solve (--escalation-rate failures)" if esc == "failures" else "--escalation-rate",
+            pct(o["escalated_share"]),
+        ],
+        [
+            "successful",
+            "every task (failures are escalated and resolved)" if esc == "failures" else "solved by the model",
+            pct(o["successful_share"]),
+        ],
+    ]
+    return rows
+
+
+def api_rows(api, task) -> list[list[str]]:
+    o, bill = api["outcome"], api["attempt"]
+    b = bill["batch"]
+    c, w = task["cached_input_share"] or 0.0, task["cache_write_share"]
+    in_disc = f" x (1 - {b['share']:.0%} x {b['input_discount']:.0%} batch)" if b["share"] else ""
+    out_disc = f" x (1 - {b['share']:.0%} x {b['output_discount']:.0%} batch)" if b["share"] else ""
+    rows = []
+    for call in bill["calls"]:
+        p = call["prices_per_1m"]
+        tier = f", {call['tier']}" if call["tier"] else ""
+        prefix = f"call {call['call']}: " if len(bill["calls"]) > 1 else ""
+        n_in = call["input_tokens"]
+        parts = [f"{n_in * (1 - c - w):,.0f} input x ${p['input']:g}/1M{in_disc}"]
+        if c:
+            parts.append(f"{n_in * c:,.0f} cached x ${p['cached']:g}/1M{in_disc}")
+        if w:
+            parts.append(f"{n_in * w:,.0f} cache-write x ${p['cache_write']:g}/1M{in_disc}")
+        parts.append(f"{call['output_tokens']:,.0f} output x ${p['output']:g}/1M{out_disc}")
+        if call["reasoning_tokens"]:
+            parts.append(f"{call['reasoning_tokens']:,.0f} reasoning x ${p['output']:g}/1M{out_disc}")
+        rows.append([f"{prefix}tokens{tier}", " + ".join(parts), money(call["cost"])])
+    items = bill["items"]
+    kinds = ", ".join(f"{k} {money(v)}" for k, v in items.items() if v)
+    rows.append(["$ per attempt", f"the call(s) above: {kinds or 'nothing billed'}", money(api["per_attempt"])])
+    rows += _outcome_rows(api)
+    rows.append(
+        [
+            "$ per task",
+            f"{o['attempts_per_task']:.3f} attempts x {money(api['per_attempt'])} + {pct(o['escalated_share'])} "
+            f"escalated x ${task['human_review_cost']:g}",
+            money(api["per_task"]),
+        ]
+    )
+    rows.append(
+        [
+            "$ per successful task",
+            f"{money(api['per_task'])} / {pct(o['successful_share'])} successful",
+            money(api["per_successful_task"]) + ci_text(api["per_successful_task_ci95"]),
+        ]
+    )
+    rows.append(
+        [
+            f"monthly at {task['tasks_per_month']:,.0f} tasks",
+            f"{task['tasks_per_month']:,.0f} x {money(api['per_task'])}",
+            money(api["monthly"]),
+        ]
+    )
+    age = api["price_age"]
+    rows.append(
+        [
+            "price",
+            f"{api['price_source']}"
+            + (f" (version {api['source_version']})" if api.get("source_version") else "")
+            + f", as of {api['as_of'] or 'unknown'}"
+            + (f", read {api['retrieved']}" if api.get("retrieved") else ""),
+            age["note"] + ("" if not age["stale"] else " [STALE]"),
+        ]
+    )
+    if api["deprecation"]["note"]:
+        rows.append(
+            [
+                "deprecation",
+                "the catalog's deprecation date",
+                api["deprecation"]["note"] + (" [DEPRECATED]" if api["deprecation"]["deprecated"] else ""),
+            ]
+        )
+    return rows
+
+
+def break_even_rows(report) -> list[list[str]]:
+    """Per self-hosted option and API offer: the break-even volume, its interval and sensitivities."""
+    rows = []
+    shs = {sh["name"]: sh for sh in report["self_hosted"]}
+    for api in report["apis"]:
+        for be in api["break_even"]:
+            sh = shs[be["self_hosted"]]
+            o = sh["outcome"]
+            formula = (
+                f"({money(sh['instance_monthly'])} / {pct(o['successful_share'])}) / "
+                f"({money(api['per_successful_task'])} - {pct(o['escalated_share'])} x "
+                f"${report['task']['human_review_cost']:g} / "
+                f"{pct(o['successful_share'])}), if one instance carries it ({sh['capacity_tasks_per_month']:,.0f})"
+            )
+            rows.append(
+                [
+                    be["self_hosted"],
+                    api["name"] + (" [DEPRECATED]" if api["deprecation"]["deprecated"] else ""),
+                    formula,
+                    volume_text(be["tasks_per_month"]) + volume_ci_text(be["ci95"]),
+                    volume_text(be["by_price"]["-50%"]),
+                    volume_text(be["by_price"]["+50%"]),
+                    volume_text(be["by_utilization"]["10%"]),
+                    volume_text(be["by_utilization"]["90%"]),
+                ]
+            )
+    return rows
+
+
+BREAK_EVEN_HEADERS = [
+    "self-hosted",
+    "API offer",
+    "V* = (instance monthly / S) / (API $/successful task - e x h / S)",
+    "break-even tasks/month (95% CI)",
+    "at API price -50%",
+    "at +50%",
+    "at 10% utilization",
+    "at 90%",
+]
+
+
+def _rows_text(rows: list[list[str]], indent: str = "  ") -> list[str]:
+    width = max((len(r[0]) for r in rows), default=0)
+    return [f"{indent}{r[0]:<{width}}  {r[2]:<24} = {r[1]}" for r in rows]
+
+
+def format_cost(report) -> str:
+    """`bench cost`'s output: the answer first, then each option itemised, then the break-even table."""
+    task = report["task"]
+    lines = ["Answer", *answer_lines(report), ""]
+    lines += [f"{SECTIONS['task']}", f"  {task_text(report)}", ""]
+    for sh in report["self_hosted"]:
+        age = sh["price_age"]
+        lines.append(
+            f"{SECTIONS['self-hosted']}: {sh['name']} ({sh['price_source']}, as of {sh['as_of']}: {age['note']})"
+        )
+        lines += _rows_text(self_hosted_rows(sh, task))
+        lines.append("")
     if not report["apis"]:
         lines.append("No API offers in the catalog to compare with (add api_offers to models.yaml).")
     for api in report["apis"]:
-        lines.append(
-            f"{api['offer']:<30} {money(api['per_task'])} per task, {money(api['monthly'])}/month "
-            f"({api['price_source']}, as of {api['as_of']})"
-        )
-        by_price = " / ".join(volume(api["break_even_by_price"][k]).split(" (")[0] for k in ("-50%", "+50%"))
-        lines.append(
-            f"{'':<30} break-even {volume(api['break_even_tasks_per_month'])}; at API prices -50%/+50%: {by_price}"
-        )
+        lines.append(f"{SECTIONS['api']}: {api['name']} ({api['provider']} {api['model']})")
+        lines += _rows_text(api_rows(api, task))
+        lines.append("")
+    if report["apis"] and report["self_hosted"]:
+        lines.append(SECTIONS["break-even"])
+        for r in break_even_rows(report):
+            lines.append(
+                f"  {r[0]} against {r[1]}: {r[3]} tasks/month; at API prices -50%/+50%: {r[4]} / {r[5]}; at "
+                f"10%/90% utilization: {r[6]} / {r[7]}"
+            )
+        lines.append(f"  {BREAK_EVEN_HEADERS[2]}; 'never': the API costs less per successful task than a fully used")
+        lines.append("  instance. Intervals: " + report["interval_method"] + ".")
     return "\n".join(lines)

@@ -3,13 +3,26 @@ on measured runs."""
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bench.catalog import PRICE_FILE, default_catalog_path, load_catalog
 from bench.console import say
-from bench.cost import CostError, TaskProfile, cost_report, priced_throughput, with_measured_tokens
+from bench.cost import (
+    SHAPE_TOLERANCE,
+    STALE_AFTER_DAYS,
+    CostError,
+    PricingInputs,
+    TaskProfile,
+    api_success_from_run,
+    cost_report,
+    priced_throughput,
+    public,
+    with_measured_tokens,
+)
 from bench.errors import UsageError
 from bench.format import format_cost
 from bench.results import RunDirectory, write_atomic, write_json_atomic
@@ -116,6 +129,14 @@ def add_parsers(sub) -> None:
         metavar="FILE",
         help="a LiteLLM-format JSON price map to read instead of the installed one",
     )
+    prices_import.add_argument(
+        "--source-date",
+        type=datetime.date.fromisoformat,
+        metavar="YYYY-MM-DD",
+        help="the day the price map was published (e.g. the litellm release's date); the map carries no date, so "
+        "without this the offers' as_of is null and every output says their date is unknown",
+    )
+    prices_import.add_argument("--source-version", help="the price map's version (default: the litellm version)")
     prices_import.add_argument("--catalog", type=Path, help="the catalog whose prices.yaml to update")
     prices_import.add_argument("--out", type=Path, help="where to write (default: prices.yaml beside the catalog)")
 
@@ -124,7 +145,8 @@ def add_parsers(sub) -> None:
 
 
 def add_pricing_args(parser, api_offers: bool = True) -> None:
-    """Prices and the task profile, shared by `bench cost`, `report`, `compare` and `mdr`."""
+    """Prices, the task and its workflow, shared by `bench cost`, `report`, `compare` and `mdr`. Every option
+    defaults to None here so the output can tell a given value from a default (assumptions are listed)."""
     if api_offers:
         parser.add_argument(
             "--api-offer", action="append", default=[], metavar="NAME", help="api_offers to compare (default: all)"
@@ -134,59 +156,187 @@ def add_pricing_args(parser, api_offers: bool = True) -> None:
         "task profile",
         "what one task is and how many there are; token counts default to the (first) run's measured means",
     )
-    task.add_argument("--tasks-per-month", type=float, default=1_000_000, help="monthly volume (default 1,000,000)")
-    task.add_argument("--utilization", type=float, default=0.5, help="share of paid hours doing the work (default 0.5)")
-    task.add_argument("--peak-to-average", type=float, default=1.0, help="traffic peak over its mean (default 1)")
+    for flag, kind, default, text in TASK_FLAGS:
+        task.add_argument(flag, type=kind, help=f"{text} (default {default})")
     task.add_argument("--input-tokens", type=float, help="tokens in per task (default: the run's mean)")
     task.add_argument("--output-tokens", type=float, help="tokens out per task (default: the run's mean)")
-    flow = parser.add_argument_group("API workflow terms", "the full monthly cost of a workflow; each defaults to 0")
-    flow.add_argument("--reasoning-tokens", type=float, default=0.0, help="reasoning tokens per call, billed as output")
-    flow.add_argument("--tool-calls", type=float, default=0.0, help="extra model calls per task (tool loops)")
-    flow.add_argument(
-        "--cached-input-share", type=float, help="share of input billed cached (default: the run's prefix-cache hits)"
-    )
-    flow.add_argument("--batch-share", type=float, default=0.0, help="share of tasks sent at the batch discount")
-    flow.add_argument(
-        "--retry-rate",
+    task.add_argument(
+        "--shape-tolerance",
         type=float,
-        default=0.0,
-        help="extra API calls per task for failed or invalid outputs (the API model's own rate; the run's "
-        "failures already count in $ per successful task)",
+        help="a run prices the task directly when its mean request is within this relative difference of the task "
+        f"(input, output, cached share); else its rate is extrapolated and says so (default {SHAPE_TOLERANCE:g})",
     )
-    flow.add_argument("--escalation-rate", type=float, default=0.0, help="share of tasks escalated to a person")
-    flow.add_argument("--human-review-cost", type=float, default=0.0, help="$ per escalated task")
-    parser.add_argument(
+    flow = parser.add_argument_group(
+        "workflow (applied to self-hosted and API alike)",
+        "the full cost of a task; every term defaults to 0 and is listed as an assumption",
+    )
+    for flag, kind, default, text in WORKFLOW_FLAGS:
+        flow.add_argument(flag, type=kind, help=f"{text} (default {default})")
+    flow.add_argument(
+        "--tool-context",
+        choices=("carried", "reset"),
+        help="carried: each later call reads the task and every earlier tool call and result; reset: the task and "
+        "the latest result (default carried)",
+    )
+    flow.add_argument(
+        "--escalation-rate",
+        type=_escalation,
+        help="share of tasks sent to a person, the same on both sides; or `failures`: every task the model fails "
+        "after its retries, from each side's own success rate (default 0)",
+    )
+    flow.add_argument("--retry-rate", type=float, help=argparse.SUPPRESS)  # removed: says what replaced it
+    quality = parser.add_argument_group("success rates", "each side's from its own golden run, else assumed")
+    if not any(a.dest == "min_success_rate" for a in parser._actions):
+        quality.add_argument(
+            "--min-success-rate",
+            type=float,
+            default=None,
+            help="the quality bar: options below it are left out of the answer (default: no bar)",
+        )
+    quality.add_argument(
+        "--self-hosted-success-rate",
+        type=float,
+        help="assume this success rate for the self-hosted runs instead of their measured one (recorded as an "
+        "assumption)",
+    )
+    quality.add_argument(
+        "--api-success-rate",
+        type=float,
+        help="the success rate assumed for API offers without a golden run of their own (default 1)",
+    )
+    if api_offers:
+        quality.add_argument(
+            "--api-run",
+            action="append",
+            default=[],
+            metavar="OFFER=RUN",
+            help="a golden run (bench eval --endpoint ...) against an API offer's model: its measured success rate "
+            "prices that offer",
+        )
+    ages = parser.add_argument_group("prices")
+    ages.add_argument(
+        "--stale-after",
+        type=int,
+        default=STALE_AFTER_DAYS,
+        help=f"flag prices older than this many days (default {STALE_AFTER_DAYS})",
+    )
+    ages.add_argument(
+        "--today",
+        type=datetime.date.fromisoformat,
+        help="the date prices are aged and deprecations checked against, YYYY-MM-DD (default: today)",
+    )
+    ages.add_argument(
         "--electricity-per-kwh", type=float, help="tariff for the energy cost of rented hardware (owned offers: theirs)"
     )
 
 
-def _task_profile(args) -> TaskProfile:
-    for flag in ("utilization", "cached_input_share", "batch_share", "retry_rate", "escalation_rate"):
+TASK_FLAGS = (
+    ("--tasks-per-month", float, "1,000,000", "monthly volume"),
+    ("--utilization", float, "0.5", "share of paid hours doing the work"),
+    ("--peak-to-average", float, "1", "traffic peak over its mean"),
+)
+WORKFLOW_FLAGS = (
+    ("--reasoning-tokens", float, 0, "reasoning tokens per model call (generated, and billed as output)"),
+    ("--tool-calls", int, 0, "tool calls per attempt: each adds a model call"),
+    ("--tool-call-tokens", float, 0, "output tokens of one tool call (its arguments)"),
+    ("--tool-result-tokens", float, 0, "input tokens one tool result adds to the context"),
+    (
+        "--cached-input-share",
+        float,
+        "none: the API bills 0 cached, self-hosting keeps its run's measured prefix-cache hits",
+        "share of input read from the prefix cache, on both sides (API: the cached price; self-hosted: not prefilled)",
+    ),
+    ("--cache-write-share", float, 0, "share of input written to the cache (API: the cache-write price)"),
+    ("--batch-share", float, 0, "share of tasks sent in batch (API: its discount; self-hosted: off-peak)"),
+    ("--max-retries", int, 0, "a failed attempt is retried up to this many times; retries cost on both sides"),
+    ("--human-review-cost", float, 0, "$ per escalated task, the same whichever side escalates"),
+)
+DEFAULTS = {
+    "tasks_per_month": 1_000_000.0,
+    "utilization": 0.5,
+    "peak_to_average": 1.0,
+    "reasoning_tokens": 0.0,
+    "tool_calls": 0,
+    "tool_call_tokens": 0.0,
+    "tool_result_tokens": 0.0,
+    "tool_context": "carried",
+    "cached_input_share": None,
+    "cache_write_share": 0.0,
+    "batch_share": 0.0,
+    "max_retries": 0,
+    "escalation_rate": 0.0,
+    "human_review_cost": 0.0,
+    "shape_tolerance": SHAPE_TOLERANCE,
+}
+
+
+def _escalation(text: str) -> float | str:
+    if text == "failures":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give a fraction between 0 and 1, or `failures`, got {text!r}") from None
+
+
+def _fraction(flag: str, value: float, zero_ok: bool = True) -> None:
+    if not (0 < value <= 1 or (zero_ok and value == 0)):
+        raise UsageError(f"--{flag.replace('_', '-')} {value:g}: give a fraction between 0 and 1 (0.5 = 50%)")
+
+
+def _pricing(args) -> PricingInputs:
+    if getattr(args, "retry_rate", None) is not None:
+        raise UsageError(
+            "--retry-rate was removed: retries now follow each side's own success rate and apply to both sides; "
+            "give --max-retries N (and --api-success-rate or --api-run for the API's rate)"
+        )
+    given = {k for k in DEFAULTS if getattr(args, k, None) is not None}
+    values = {k: (getattr(args, k) if k in given else v) for k, v in DEFAULTS.items()}
+    _fraction("utilization", values["utilization"], zero_ok=False)
+    for flag in ("cached_input_share", "cache_write_share", "batch_share"):
+        if values[flag] is not None:
+            _fraction(flag, values[flag])
+    if (values["cached_input_share"] or 0) + values["cache_write_share"] > 1:
+        raise UsageError("--cached-input-share and --cache-write-share add up to more than 1")
+    if values["escalation_rate"] != "failures":
+        _fraction("escalation_rate", values["escalation_rate"])
+    for flag in (
+        "tasks_per_month",
+        "reasoning_tokens",
+        "tool_calls",
+        "tool_call_tokens",
+        "tool_result_tokens",
+        "max_retries",
+        "human_review_cost",
+        "shape_tolerance",
+    ):
+        if values[flag] < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} {values[flag]:g}: must be 0 or more")
+    if values["peak_to_average"] < 1:
+        raise UsageError(f"--peak-to-average {values['peak_to_average']:g}: must be at least 1")
+    for flag in ("min_success_rate", "self_hosted_success_rate", "api_success_rate"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            _fraction(flag, value, zero_ok=flag != "min_success_rate")
+    for flag in ("input_tokens", "output_tokens"):
         value = getattr(args, flag)
-        if value is None:  # measured from the run
-            continue
-        low_ok = flag != "utilization" and value == 0
-        if not (0 < value <= 1 or low_ok):
-            raise UsageError(f"--{flag.replace('_', '-')} {value:g}: give a fraction between 0 and 1 (0.5 = 50%)")
-    for flag in ("tasks_per_month", "peak_to_average", "reasoning_tokens", "tool_calls", "human_review_cost"):
-        if getattr(args, flag) < 0 or (flag == "peak_to_average" and args.peak_to_average < 1):
-            raise UsageError(
-                f"--{flag.replace('_', '-')} {getattr(args, flag):g}: must be "
-                + ("at least 1" if flag == "peak_to_average" else "0 or more")
-            )
-    return TaskProfile(
-        input_tokens=args.input_tokens,
-        output_tokens=args.output_tokens,
-        tasks_per_month=args.tasks_per_month,
-        peak_to_average=args.peak_to_average,
-        utilization=args.utilization,
-        reasoning_tokens=args.reasoning_tokens,
-        tool_calls_per_task=args.tool_calls,
-        cached_input_share=args.cached_input_share,
-        batch_share=args.batch_share,
-        retry_rate=args.retry_rate,
-        escalation_rate=args.escalation_rate,
-        human_review_cost=args.human_review_cost,
+        if value is not None and value < 0:
+            raise UsageError(f"--{flag.replace('_', '-')} {value:g}: must be 0 or more")
+    if args.stale_after < 0:
+        raise UsageError(f"--stale-after {args.stale_after}: must be 0 or more days")
+    task = TaskProfile(input_tokens=args.input_tokens, output_tokens=args.output_tokens, **values)
+    for flag in ("input_tokens", "output_tokens"):
+        if getattr(args, flag) is not None:
+            given.add(flag)
+    return PricingInputs(
+        task=task,
+        given=frozenset(given),
+        bar=getattr(args, "min_success_rate", None),
+        self_hosted_success_rate=args.self_hosted_success_rate,
+        api_success_rate=1.0 if args.api_success_rate is None else args.api_success_rate,
+        today=args.today or datetime.date.today(),
+        stale_after=args.stale_after,
+        electricity_per_kwh=args.electricity_per_kwh,
     )
 
 
@@ -206,33 +356,63 @@ def _pricing_catalog(args, hardware_offers: list[str]):
     return catalog, args.api_offer or sorted(catalog.api_offers)
 
 
+def api_successes(args, api_names: list[str]) -> dict[str, dict]:
+    """--api-run OFFER=RUN: each API offer's success rate from its own golden run."""
+    out = {}
+    for item in args.api_run:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
+            raise UsageError(f"--api-run {item!r}: give OFFER=RUN_DIR")
+        if name not in api_names:
+            raise UsageError(f"--api-run {item!r}: {name!r} is not among the API offers priced here")
+        run_dir = RunDirectory(Path(path))
+        summary, manifest = run_dir.summary(), run_dir.manifest()
+        if summary.quality is None or summary.quality.success_rate is None:
+            raise UsageError(f"--api-run {item!r}: {path} is not a golden run (bench eval --golden FILE)")
+        out[name] = api_success_from_run(summary, manifest.run_id)
+    return out
+
+
 def cmd_cost(args) -> int:
-    task = _task_profile(args)
+    pricing = _pricing(args)
     catalog, api_names = _pricing_catalog(args, [args.hardware_offer])
+    pricing = replace(pricing, api_success=api_successes(args, api_names))
     run_dir = RunDirectory(args.run_dir)
-    summary = run_dir.summary()
+    summary, manifest = run_dir.summary(), run_dir.manifest()
     try:
         measured = priced_throughput(summary)
+        pricing = replace(pricing, task=with_measured_tokens(pricing.task, measured))
         report = cost_report(
-            measured,
-            args.hardware_offer,
-            catalog.hardware_offers[args.hardware_offer],
+            [
+                {
+                    "run_id": manifest.run_id,
+                    "measured": measured,
+                    "offer_name": args.hardware_offer,
+                    "offer": catalog.hardware_offers[args.hardware_offer],
+                }
+            ],
             {n: catalog.api_offers[n] for n in api_names},
-            with_measured_tokens(task, measured),
-            args.electricity_per_kwh,
+            pricing,
+            measured_from=manifest.run_id,
         )
     except CostError as exc:
         raise UsageError(f"{args.run_dir}: {exc}") from None
-    write_json_atomic(run_dir.file("cost.json"), report)
-    print(format_cost(report))
+    report = public(report)
+    text = format_cost(report)
+    # one run, one self-hosted option: cost.json names it directly, beside the priced stage's figures
+    write_json_atomic(
+        run_dir.file("cost.json"), {**report, "self_hosted": report["self_hosted"][0], "throughput": measured}
+    )
+    print(text)
     return 0
 
 
 def cmd_report(args) -> int:
     from bench.report import build_report, write_report  # matplotlib: loaded only when a report is drawn
 
-    task = _task_profile(args)
+    pricing = _pricing(args)
     catalog, api_names = _pricing_catalog(args, args.hardware_offer)
+    pricing = replace(pricing, api_success=api_successes(args, api_names))
     out = args.out
     if out is None:
         out = (
@@ -240,7 +420,7 @@ def cmd_report(args) -> int:
             if len(args.run_dirs) == 1
             else Path("results") / time.strftime("report-%Y%m%d-%H%M%S")
         )
-    data = build_report(args.run_dirs, args.hardware_offer, catalog, api_names, task, args.electricity_per_kwh)
+    data = build_report(args.run_dirs, args.hardware_offer, catalog, api_names, pricing)
     say(f"drawing the plots and writing the report of {len(args.run_dirs)} run(s) to {out}")
     paths = write_report(data, out)
     for warning in data["warnings"]:
@@ -254,12 +434,21 @@ def cmd_prices(args) -> int:
 
     catalog_path = args.catalog or default_catalog_path()
     out = args.out or catalog_path.parent / PRICE_FILE
-    offers = import_prices(args.patterns, out, args.from_file)
+    offers = import_prices(
+        args.patterns, out, args.from_file, source_date=args.source_date, source_version=args.source_version
+    )
     load_catalog(catalog_path)  # the merged catalog must still load
     for name, offer in sorted(offers.items()):
+        extras = [f"{len(offer['tiers'])} long-prompt tier(s)"] if offer.get("tiers") else []
+        if offer.get("cache_write_input_per_1m") is not None:
+            extras.append(f"cache write ${offer['cache_write_input_per_1m']:g}")
+        if offer.get("deprecation"):
+            extras.append(f"deprecation {offer['deprecation']}")
         print(
-            f"{name:40} ${offer['input_per_1m']:g} in / ${offer['output_per_1m']:g} out per 1M tokens "
-            f"({offer['source']}, as of {offer['as_of']})"
+            f"{name:40} ${offer['input_per_1m']:g} in / ${offer['output_per_1m']:g} out per 1M tokens"
+            + (f"; {', '.join(extras)}" if extras else "")
+            + f" ({offer['source']}, as of {offer['as_of'] or 'unknown: give --source-date'}, "
+            f"read {offer['retrieved']})"
         )
     say(f"{len(offers)} offer(s) written to {out}; models.yaml entries of the same name override them")
     return 0
@@ -272,21 +461,21 @@ def cmd_decision(args) -> int:
 
     if not 0 < args.min_success_rate <= 1:
         raise UsageError(f"--min-success-rate {args.min_success_rate:g}: give a fraction between 0 and 1")
-    task = _task_profile(args)
+    pricing = _pricing(args)
     catalog, _ = load_catalog(args.catalog)
     names = args.candidate or sorted(catalog.candidates)
     if not names:
         raise UsageError("the catalog has no candidates: add a `candidates:` section to models.yaml")
-    assessment = assess(catalog, args.run_dirs, names, args.hardware_offer, task, args.min_success_rate)
+    assessment = assess(catalog, args.run_dirs, names, args.hardware_offer, pricing)
     if args.command == "compare":
         blocks = comparison_blocks(assessment)
     else:
-        blocks = mdr_blocks(assessment, args.title, args.context, args.choose)
-    out = args.out or Path("results") / f"{args.command}-{datetime.date.today():%Y%m%d}.md"
+        blocks = mdr_blocks(assessment, args.title, args.context, args.choose, pricing.today)
+    out = args.out or Path("results") / f"{args.command}-{pricing.today:%Y%m%d}.md"
     text = markdown(blocks)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, text)
-    write_json_atomic(out.with_suffix(".json"), assessment)
+    write_json_atomic(out.with_suffix(".json"), public(assessment))
     print(text)
     say(f"written: {out} (and {out.with_suffix('.json').name}, the figures behind it)")
     return 0

@@ -8,28 +8,43 @@ same blocks (bench.report.render), so the documents cannot disagree with each ot
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bench.cost import (
     CostError,
-    TaskProfile,
+    PricingInputs,
     cost_report,
+    hardware_items,
+    instance_hourly,
+    labour_item,
     monthly_curve,
-    offer_hourly,
+    price_age,
     priced_throughput,
+    public,
     stage_costs,
     with_measured_tokens,
 )
 from bench.errors import UsageError
-from bench.format import money, tasks_per_month
+from bench.format import (
+    BREAK_EVEN_HEADERS,
+    SECTIONS,
+    answer_lines,
+    api_rows,
+    break_even_rows,
+    ci_text,
+    money,
+    pct,
+    self_hosted_rows,
+    task_text,
+)
 from bench.records import TelemetrySample
 from bench.report import plots
 from bench.report.render import Figure, Heading, Paragraph, Table, write_documents
 from bench.results import RunDirectory, write_json_atomic
 
 PERCENTILES = ("p50", "p99")
-TOKEN_MIX_TOLERANCE = 0.10  # a run whose mean task differs more than this from the priced task is flagged
 
 
 def _ms(stats: dict[str, Any] | None, key: str) -> str:
@@ -112,11 +127,10 @@ def build_report(
     hardware_offer_names: list[str],
     catalog,
     api_offer_names: list[str],
-    task: TaskProfile,
-    electricity_per_kwh: float | None = None,
+    pricing: PricingInputs,
 ) -> dict[str, Any]:
-    """The report's data: per run, its stages, its priced cost and its monthly curve; per API offer, its
-    cost and break-even with each run. Token counts the task leaves unset are the first run's means."""
+    """The report's data: per run, its stages and its priced self-hosted option; every API offer; the answer.
+    Token counts the task leaves unset are the first run's means."""
     if len(hardware_offer_names) not in (1, len(run_dirs)):
         raise UsageError(
             f"give --hardware-offer once (for every run) or once per run ({len(run_dirs)}), "
@@ -131,25 +145,31 @@ def build_report(
         except CostError as exc:
             raise UsageError(f"{run['path']}: {exc}") from None
         run["hardware_offer"] = offer_name
+    task = pricing.task
     measured_from = runs[0]["run_id"] if task.input_tokens is None or task.output_tokens is None else None
     task = with_measured_tokens(task, runs[0]["priced"])
-    warnings = []
-    for run in runs:
-        offer = catalog.hardware_offers[run["hardware_offer"]]
-        try:
-            run["cost"] = cost_report(
-                run["priced"], run["hardware_offer"], offer, api_offers, task, electricity_per_kwh
-            )
-        except CostError as exc:
-            raise UsageError(f"{run['path']}: {exc}") from None
-        run["cost"]["self_hosted"]["gpus"] = offer.gpus
-        mean_in, mean_out = run["priced"]["input_tokens_mean"], run["priced"]["output_tokens_mean"]
-        for name, measured, priced in (("input", mean_in, task.input_tokens), ("output", mean_out, task.output_tokens)):
-            if priced and abs(measured - priced) / priced > TOKEN_MIX_TOLERANCE:
-                warnings.append(
-                    f"{run['run_id']}: its mean {name} is {measured:,.0f} tokens, the priced task has "
-                    f"{priced:,.0f}; its cost per task holds for its own workload, not the priced task"
-                )
+    try:
+        cost = cost_report(
+            [
+                {
+                    "run_id": r["run_id"],
+                    "measured": r["priced"],
+                    "offer_name": r["hardware_offer"],
+                    "offer": catalog.hardware_offers[r["hardware_offer"]],
+                }
+                for r in runs
+            ],
+            api_offers,
+            replace(pricing, task=task),
+            measured_from=measured_from,
+        )
+    except CostError as exc:
+        raise UsageError(f"{runs[0]['path']}: {exc}") from None
+    warnings = list(cost["warnings"])
+    for run, sh in zip(runs, cost["self_hosted"], strict=True):
+        run["cost"] = sh
+        if sh["rate"]["method"] == "extrapolated":
+            warnings.append(f"{sh['name']}: its throughput for the task is {sh['rate']['note']}")
         if run["status"] != "complete":
             warnings.append(
                 f"{run['run_id']}: the run is {run['status']} ({run['incomplete_reason'] or 'no reason'})"
@@ -157,82 +177,88 @@ def build_report(
             )
     # the volume axis spans every break-even point and the stated volume, with a decade of margin
     anchors = [task.tasks_per_month or 1e6]
-    anchors += [
-        a["break_even_tasks_per_month"] for r in runs for a in r["cost"]["apis"] if a["break_even_tasks_per_month"]
-    ]
+    anchors += [be["tasks_per_month"] for a in cost["apis"] for be in a["break_even"] if be["tasks_per_month"]]
     volumes = log_volumes(10 ** math.floor(math.log10(min(anchors)) - 1), 10 ** math.ceil(math.log10(max(anchors)) + 1))
     for run in runs:
-        hourly, rps = run["cost"]["self_hosted"]["hourly"], run["priced"]["requests_per_s"]
-        run["monthly_curve"] = monthly_curve(task, hourly, rps, volumes)
-        run["stage_costs"] = stage_costs(run["summary"], hourly, task.utilization)
+        run["monthly_curve"] = monthly_curve(run["cost"]["_option"], volumes)
+        run["stage_costs"] = stage_costs(run["summary"], run["cost"]["instance_hourly"], task.utilization)
+    for api in cost["apis"]:
+        api["monthly_curve"] = monthly_curve(api["_option"], volumes)
+    today = pricing.today
     return {
-        "task": task.__dict__,
+        "task": task.to_json(),
         "task_measured_from": measured_from,
         "volumes": volumes,
         "runs": runs,
+        "cost": cost,
         "warnings": warnings,
-        "api_offers": {n: o.model_dump() for n, o in api_offers.items()},
+        "api_offers": {n: o.model_dump(mode="json") for n, o in api_offers.items()},
         "hardware_offers": {
-            n: {**catalog.hardware_offers[n].model_dump(), "hourly": offer_hourly(catalog.hardware_offers[n])}
+            n: {
+                **catalog.hardware_offers[n].model_dump(mode="json"),
+                "hourly": instance_hourly(catalog.hardware_offers[n]),
+                "items": hardware_items(catalog.hardware_offers[n]),
+                "labour_item": labour_item(catalog.hardware_offers[n]),
+                "price_age": price_age(catalog.hardware_offers[n].as_of, today, pricing.stale_after) if today else None,
+            }
             for n in sorted(set(offers))
         },
     }
 
 
-def blended_per_million(per_task_cost: float, task: dict[str, Any]) -> float:
-    """$ per 1M tokens at the task's own mix of input and output."""
-    return per_task_cost / (task["input_tokens"] + task["output_tokens"]) * 1e6
-
-
 def figures(data: dict[str, Any]) -> dict[str, bytes]:
-    runs, task = data["runs"], data["task"]
+    runs, cost = data["runs"], data["cost"]
+    volume = data["task"]["tasks_per_month"]
     bars = [
         {
-            "label": f"self-hosted: {r['run_id']} on {r['hardware_offer']}",
+            "label": f"self-hosted: {sh['name']}",
             "kind": "self-hosted",
-            "value": blended_per_million(r["cost"]["self_hosted"]["per_task"], task),
+            "value": sh["per_successful_task_at_volume"],
+            "ci95": sh["per_successful_task_at_volume_ci95"],
         }
-        for r in runs
+        for sh in cost["self_hosted"]
+        if sh["per_successful_task_at_volume"]
     ]
-    first = runs[0]["cost"]
     bars += sorted(
         (
-            {"label": f"API: {a['offer']}", "kind": "api", "value": blended_per_million(a["per_task"], task)}
-            for a in first["apis"]
+            {
+                "label": f"API: {a['name']}" + (" (deprecated)" if a["deprecation"]["deprecated"] else ""),
+                "kind": "api",
+                "value": a["per_successful_task"],
+                "ci95": a["per_successful_task_ci95"],
+            }
+            for a in cost["apis"]
+            if a["per_successful_task"]
         ),
         key=lambda b: b["value"],
     )
     apis = []
-    for api in first["apis"]:
-        line = [api["per_task"] * v for v in data["volumes"]]
-        be = api["break_even_tasks_per_month"]
-        points = [{"volume": be, "monthly": api["per_task"] * be}] if be else []
-        apis.append({"label": api["offer"], "monthly": line, "break_even": points})
-    self_hosted = [{"label": f"{r['run_id']} on {r['hardware_offer']}", "monthly": r["monthly_curve"]} for r in runs]
+    for api in cost["apis"]:
+        be = api["break_even"][0]["tasks_per_month"] if api["break_even"] else None
+        points = [{"volume": be, "monthly": api["_option"].monthly(be)}] if be else []
+        apis.append({"label": api["name"], "monthly": api["monthly_curve"], "break_even": points})
+    self_hosted = [{"label": r["cost"]["name"], "monthly": r["monthly_curve"]} for r in runs]
     return {
         "latency_throughput.png": plots.latency_throughput(runs),
-        "cost_per_1m_tokens.png": plots.cost_per_million(bars),
+        "cost_per_successful_task.png": plots.cost_per_successful_task(bars, volume),
         "monthly_cost.png": plots.monthly_cost(data["volumes"], self_hosted, apis),
         "telemetry.png": plots.telemetry(runs),
     }
 
 
 def blocks(data: dict[str, Any]) -> list:
-    """The report's content, in order, as blocks both renderers understand."""
-    task, runs = data["task"], data["runs"]
+    """The report's content, in order, as blocks both renderers understand: the answer first."""
+    task, runs, cost = data["task"], data["runs"], data["cost"]
     u = task["utilization"]
     out: list = [Heading(1, "Self-hosted versus API: cost report")]
-    source = f"measured: the mean of run {data['task_measured_from']}" if data["task_measured_from"] else "given"
-    out.append(
-        Paragraph(
-            f"Task: {task['input_tokens']:,.0f} input + {task['output_tokens']:,.0f} output tokens ({source}); "
-            f"{task['tasks_per_month']:,.0f} tasks/month, peak-to-average {task['peak_to_average']:g}, "
-            f"target utilization {u:.0%}. A rented machine costs every hour whether busy or not, so self-hosted costs "
-            f"are at {u:.0%} utilization; the API is billed per token."
-        )
-    )
+
+    out.append(Heading(2, "Answer"))
+    lines = answer_lines(cost)
+    out.append(Paragraph(lines[0]))
+    out += [Paragraph(line.strip()) for line in lines[1:]]
     for warning in data["warnings"]:
-        out.append(Paragraph(f"Warning: {warning}."))
+        if warning not in cost["warnings"]:
+            out.append(Paragraph(f"Warning: {warning}."))
     unscored = [r["run_id"] for r in runs if r["priced"].get("success_basis") != "golden-set cases passed"]
     if unscored:
         out.append(
@@ -242,6 +268,114 @@ def blocks(data: dict[str, Any]) -> list:
                 "--golden FILE`) to price successful tasks."
             )
         )
+
+    out.append(
+        Figure(
+            "cost_per_successful_task.png",
+            f"Cost per successful task at {task['tasks_per_month']:,.0f} tasks/month, with 95% intervals "
+            "(deprecated offers marked).",
+        )
+    )
+
+    out.append(Heading(2, SECTIONS["task"]))
+    source = f"measured: the mean of run {data['task_measured_from']}" if data["task_measured_from"] else "given"
+    out.append(
+        Paragraph(
+            f"Task ({source}): {task_text(cost)}. {task['tasks_per_month']:,.0f} tasks/month, peak-to-average "
+            f"{task['peak_to_average']:g}, target utilization {u:.0%}. A rented machine costs every hour whether busy "
+            "or not, so self-hosted costs are at the target utilization, and at the stated volume a whole number of "
+            "instances; the API is billed per token. The same workflow (calls, tokens, retries, escalation) is priced "
+            "on both sides."
+        )
+    )
+    out.append(
+        Table(
+            ["call", "input tokens", "output tokens", "reasoning tokens"],
+            [
+                [str(k), f"{c['input_tokens']:,.0f}", f"{c['output_tokens']:,.0f}", f"{c['reasoning_tokens']:,.0f}"]
+                for k, c in enumerate(cost["workflow"]["calls"])
+            ],
+        )
+    )
+    tokens = cost["workflow"]["tokens_per_attempt"]
+    out.append(
+        Paragraph(
+            "Tokens per attempt by kind: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,.0f}" for k, v in tokens.items() if k != "calls")
+            + ". Call k reads the task's input plus k x (tool-call + tool-result tokens) when the context is carried "
+            "(the latest result only when it is reset); calls before the last write a tool call, the last the answer."
+        )
+    )
+    out.append(
+        Table(
+            ["input", "value", "basis"], [[a["input"], a["value"], a["basis"]] for a in cost["decision"]["assumptions"]]
+        )
+    )
+
+    out.append(Heading(2, SECTIONS["self-hosted"]))
+    out.append(
+        Paragraph(
+            "Each figure, the inputs it is computed from, and how: an instance's hourly cost (rented rate, or "
+            "amortisation + power + hosting) plus operations labour; the attempts per second one instance serves for "
+            "the task; the attempts, escalations and successes per task; the cost per task and per successful task "
+            "(total cost / successful tasks: failures counted once, in the success rate). Intervals: "
+            + cost["interval_method"]
+            + "."
+        )
+    )
+    for sh in cost["self_hosted"]:
+        out.append(Heading(3, f"{sh['name']} ({_gpus_text(sh['gpus'])})"))
+        out.append(Table(["item", "value", "how"], [[r[0], r[2], r[1]] for r in self_hosted_rows(sh, task)]))
+
+    out.append(Heading(2, SECTIONS["api"]))
+    if not cost["apis"]:
+        out.append(
+            Paragraph("No API offers to compare with: add api_offers to models.yaml or run `bench prices import`.")
+        )
+    else:
+        out.append(
+            Table(
+                [
+                    "API offer",
+                    "$/attempt",
+                    "success rate",
+                    "$/task",
+                    "$/successful task (95% CI)",
+                    "$/month",
+                    "price as of",
+                    "flags",
+                ],
+                [
+                    [
+                        a["name"],
+                        money(a["per_attempt"]),
+                        pct(a["success"]["rate"]) + (" (measured)" if a["success"]["measured"] else " (assumed)"),
+                        money(a["per_task"]),
+                        money(a["per_successful_task"]) + ci_text(a["per_successful_task_ci95"]),
+                        money(a["monthly"]),
+                        a["as_of"] or "unknown",
+                        _flags(a),
+                    ]
+                    for a in cost["apis"]
+                ],
+            )
+        )
+    for api in cost["apis"]:
+        out.append(Heading(3, f"{api['name']} ({api['provider']} {api['model']})"))
+        out.append(Table(["item", "value", "how"], [[r[0], r[2], r[1]] for r in api_rows(api, task)]))
+
+    out.append(Heading(2, SECTIONS["break-even"]))
+    if cost["apis"]:
+        out.append(Table(BREAK_EVEN_HEADERS, break_even_rows(cost)))
+    out.append(
+        Paragraph(
+            "Self-hosting is a step function: instances = ceil(volume x attempts per task x peak factor / capacity of "
+            "one instance). The API is linear. Break-even is the volume where both cost the same per successful task "
+            "on the first instance; 'never' means the API costs less per successful task than a fully used instance. "
+            "Above it each new instance makes self-hosting briefly dearer again; the curve shows those steps."
+        )
+    )
+    out.append(Figure("monthly_cost.png", "Monthly cost against tasks per month, with break-even points."))
 
     out.append(Heading(2, "Runs"))
     out.append(
@@ -320,56 +454,10 @@ def blocks(data: dict[str, Any]) -> list:
         out.append(Table(["run", "golden set", "passed", "success rate (95% Wilson)", "by tag", "failed cases"], rows))
         out.append(Paragraph("Each case's output and check verdicts are in the run's eval.json."))
 
-    out.append(Heading(2, "Self-hosted cost"))
-    rows = []
-    for r in runs:
-        p, sh = r["priced"], r["cost"]["self_hosted"]
-        ci = sh.get("per_1m_output_tokens_ci95")
-        rows.append(
-            [
-                r["run_id"],
-                f"{p['label']} ({p['basis']})",
-                f"{p['requests_per_s']:.3f}",
-                f"{p['output_tokens_per_s']:,.1f}",
-                f"{sh['offer']} ({_gpus_text(sh['gpus'])}) {money(sh['hourly'])}/h",
-                money(sh["per_1m_output_tokens"]) + (f" ({money(ci[0])}-{money(ci[1])})" if ci else ""),
-                money(sh["per_1m_total_tokens"]),
-                money(sh["per_task"]),
-                money(sh["per_successful_task"]),
-                f"{p['success_rate']:.1%}",
-                _energy_text(sh),
-            ]
-        )
+    out.append(Heading(2, "Cost by stage (each at its own workload)"))
     out.append(
         Table(
-            [
-                "run",
-                "priced stage",
-                "req/s",
-                "output tok/s",
-                "hardware offer",
-                "$/1M output tok (95% CI)",
-                "$/1M total tok",
-                "$/task",
-                "$/successful task",
-                "success rate",
-                "energy $/1M output tok",
-            ],
-            rows,
-        )
-    )
-    out.append(
-        Paragraph(
-            "$/1M tokens = hourly price / (tokens per second x 3600 x utilization) x 1e6; $/task uses requests per "
-            "second the same way; $/successful task = $/task / success rate, the cost with every failed request or "
-            "failed check retried: "
-            + "; ".join(f"{r['run_id']} {_retry_text(r)}" for r in runs)
-            + ". The 95% interval comes from the bootstrap interval of the priced stage's output throughput."
-        )
-    )
-    out.append(
-        Table(
-            ["run", "stage", "req/s", "$/1M output tok", "$/1M total tok", "$/task"],
+            ["run", "stage", "req/s", "$/1M output tok", "$/1M total tok", "$/successful request"],
             [
                 [
                     r["run_id"],
@@ -377,74 +465,20 @@ def blocks(data: dict[str, Any]) -> list:
                     _rate(s["requests_per_s"]),
                     money(s["per_1m_output_tokens"]),
                     money(s["per_1m_total_tokens"]),
-                    money(s["per_task"]),
+                    money(s["per_successful_request"]),
                 ]
                 for r in runs
                 for s in r["stage_costs"]
             ],
         )
     )
-    levels = list(runs[0]["cost"]["self_hosted"]["per_task_by_utilization"])
-    out.append(
-        Table(
-            ["run", *(f"$/task at {lv}" for lv in levels)],
-            [
-                [r["run_id"], *(money(v) for v in r["cost"]["self_hosted"]["per_task_by_utilization"].values())]
-                for r in runs
-            ],
-        )
-    )
-    out.append(Figure("cost_per_1m_tokens.png", "Cost per 1M tokens at the task's input/output mix."))
-
-    out.append(Heading(2, "Against API offers"))
-    if not runs[0]["cost"]["apis"]:
-        out.append(
-            Paragraph("No API offers to compare with: add api_offers to models.yaml or run `bench prices import`.")
-        )
-    for r in runs:
-        sh = r["cost"]["self_hosted"]
-        out.append(
-            Paragraph(
-                f"{r['run_id']} on {sh['offer']}: {sh['instances']} instance(s) serve "
-                f"{task['tasks_per_month']:,.0f} tasks/month for {money(sh['monthly'])}/month."
-            )
-        )
-        if r["cost"]["apis"]:
-            out.append(
-                Table(
-                    [
-                        "API offer",
-                        "$/task",
-                        "$/month",
-                        "break-even tasks/month",
-                        "break-even at API price -50%",
-                        "at +50%",
-                        "break-even at 10% utilization",
-                        "at 90%",
-                    ],
-                    [
-                        [
-                            a["offer"],
-                            money(a["per_task"]),
-                            money(a["monthly"]),
-                            tasks_per_month(a["break_even_tasks_per_month"]),
-                            tasks_per_month(a["break_even_by_price"]["-50%"]),
-                            tasks_per_month(a["break_even_by_price"]["+50%"]),
-                            tasks_per_month(a["break_even_by_utilization"]["10%"]),
-                            tasks_per_month(a["break_even_by_utilization"]["90%"]),
-                        ]
-                        for a in r["cost"]["apis"]
-                    ],
-                )
-            )
     out.append(
         Paragraph(
-            "Self-hosting is a step function: instances = ceil(peak rate / (measured req/s x utilization)). "
-            "The API is linear. Break-even is the volume where the API's monthly bill reaches one instance's; "
-            "'never' means the API costs less per task than a fully used instance."
+            f"At {u:.0%} utilization and each instance's hourly cost (hardware + labour): $/1M tokens = hourly / "
+            "(tokens/s x 3600 x utilization) x 1e6; $/successful request = hourly / (successful requests/s x 3600 x "
+            "utilization). These price each stage's own requests, not the task."
         )
     )
-    out.append(Figure("monthly_cost.png", "Monthly cost against tasks per month, with break-even points."))
 
     out.append(Heading(2, "Telemetry"))
     out.append(
@@ -458,30 +492,79 @@ def blocks(data: dict[str, Any]) -> list:
                 "GPU peak memory MiB",
                 "GPU util mean %",
                 "GPU energy J/output token",
+                "energy $/1M output tok",
             ],
-            [[r["run_id"], s["label"], *_telemetry_cells(s["telemetry"])] for r in runs for s in r["stages"]],
+            [
+                [r["run_id"], s["label"], *_telemetry_cells(s["telemetry"]), _energy_text(r["cost"])]
+                for r in runs
+                for s in r["stages"]
+                if s["stage"] == r["priced"]["stage"]
+            ]
+            + [
+                [r["run_id"], s["label"], *_telemetry_cells(s["telemetry"]), "-"]
+                for r in runs
+                for s in r["stages"]
+                if s["stage"] != r["priced"]["stage"]
+            ],
         )
     )
     out.append(Figure("telemetry.png", "Telemetry over time."))
 
-    out.append(Heading(2, "Prices used (source and date)"))
-    rows = [
-        [
-            n,
-            "hardware",
-            f"{money(o['hourly'])}/h" + (" (owned, amortized)" if o.get("owned") else ""),
-            o["source"],
-            o["as_of"],
-        ]
-        for n, o in data["hardware_offers"].items()
-    ]
-    rows += [
-        [n, "API", f"${o['input_per_1m']:g} in / ${o['output_per_1m']:g} out per 1M", o["source"], o["as_of"]]
-        for n, o in data["api_offers"].items()
-    ]
-    out.append(Table(["offer", "kind", "price", "source", "as of"], rows))
-    out.append(Paragraph("Prices move: check each against its source before a decision."))
+    out.append(Heading(2, SECTIONS["prices"]))
+    rows = []
+    for n, o in data["hardware_offers"].items():
+        items = " + ".join(f"{i['item']} {money(i['per_hour'])}/h" for i in o["items"])
+        lab = o["labour_item"]
+        age = o["price_age"] or {}
+        rows.append(
+            [
+                n,
+                "hardware (owned)" if o.get("owned") else "hardware (rented)",
+                f"{items}; labour {lab['hours_per_month']:g} h/month x ${lab['rate_per_hour']:g}/h = "
+                f"{money(lab['per_hour'])}/h; instance {money(o['hourly'])}/h",
+                o["source"],
+                o["as_of"],
+                age.get("note", "") + (" [STALE]" if age.get("stale") else ""),
+            ]
+        )
+    for a in cost["apis"]:
+        p = a["prices_per_1m"]
+        price = f"${p['input']:g} in / ${p['output']:g} out per 1M"
+        if p["cached_input"] is not None:
+            price += f"; cached ${p['cached_input']:g}"
+        if p["cache_write_input"] is not None:
+            price += f"; cache write ${p['cache_write_input']:g}"
+        if p["batch_input_discount"] or p["batch_output_discount"]:
+            price += f"; batch -{p['batch_input_discount']:.0%} in / -{p['batch_output_discount']:.0%} out"
+        for t in p["tiers"]:
+            price += (
+                f"; above {t['above_input_tokens']:,} prompt tokens ${t['input_per_1m']:g} in / "
+                f"${t['output_per_1m']:g} out"
+            )
+        source = a["price_source"] + (f" (version {a['source_version']})" if a.get("source_version") else "")
+        rows.append([a["name"], "API", price, source, a["as_of"] or "unknown", _flags(a, long=True)])
+    out.append(Table(["offer", "kind", "price", "source", "as of", "age and flags"], rows))
+    out.append(
+        Paragraph(
+            f"Prices are aged against {cost['today']}; older than {cost['stale_after_days']} days (--stale-after) or "
+            "of unknown date is flagged STALE; a model past its deprecation date is flagged DEPRECATED and left out of "
+            "the answer. Check each price against its source before a decision."
+        )
+    )
     return out
+
+
+def _flags(api: dict[str, Any], long: bool = False) -> str:
+    flags = []
+    age = api["price_age"]
+    if long:
+        flags.append(age["note"])
+    if age["stale"]:
+        flags.append("STALE")
+    dep = api["deprecation"]
+    if dep["note"]:
+        flags.append(("DEPRECATED: " if dep["deprecated"] else "") + dep["note"])
+    return "; ".join(flags) or "-"
 
 
 def _rate(value: float | None, digits: int = 3) -> str:
@@ -495,14 +578,6 @@ def _engine_text(engine: dict[str, Any]) -> str:
     if isinstance(version, dict):
         version = version.get("version") or (version.get("build_info") or {}).get("commit")
     return f"{name}{launcher}" + (f" {version}" if version and version != "unknown" else "")
-
-
-def _retry_text(run: dict[str, Any]) -> str:
-    p, retry = run["priced"], run["cost"]["self_hosted"]["retry_rate"]
-    basis = p.get("success_basis", "requests that succeeded")
-    if retry is None:
-        return "had no success to price"
-    return f"{retry:.2f} retries per task (success rate {p['success_rate']:.1%}, {basis}, measured)"
 
 
 def _gpus_text(gpus: int) -> str:
@@ -547,5 +622,5 @@ def write_report(data: dict[str, Any], out_dir: Path) -> dict[str, Path]:
     pngs = figures(data)
     report_data = {k: v for k, v in data.items() if k != "runs"}
     report_data["runs"] = [{k: v for k, v in r.items() if k not in ("summary", "telemetry")} for r in data["runs"]]
-    write_json_atomic(out_dir / "report.json", report_data)
+    write_json_atomic(out_dir / "report.json", public(report_data))
     return write_documents(blocks(data), pngs, out_dir, title="Self-hosted versus API: cost report")

@@ -46,20 +46,25 @@ def latency_throughput(runs: list[dict[str, Any]]) -> bytes:
     return _png(fig)
 
 
-def cost_per_million(bars: list[dict[str, Any]]) -> bytes:
-    """$ per 1M tokens (input and output together, at the task's mix): self-hosted bars and API bars."""
-    fig, ax = plt.subplots(figsize=(10, 0.45 * len(bars) + 1.2))
+def cost_per_successful_task(bars: list[dict[str, Any]], volume: float) -> bytes:
+    """$ per successful task at the stated volume with its 95% interval: self-hosted bars and API bars."""
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(bars) + 1.4))
     labels = [b["label"] for b in bars]
     values = [b["value"] for b in bars]
     colors = ["tab:blue" if b["kind"] == "self-hosted" else "tab:orange" for b in bars]
     ax.barh(labels, values, color=colors)
     for i, b in enumerate(bars):
+        ci = b.get("ci95")
+        if ci and ci[0] is not None:
+            high = ci[1] if ci[1] is not None else b["value"] * 10
+            ax.plot([ci[0], high], [i, i], color="black", linewidth=1.5)
         ax.annotate(f" ${b['value']:.3g}", (b["value"], i), va="center", fontsize=8)
     ax.set_xscale("log")
     ax.invert_yaxis()
     ax.set(
-        xlabel="$ per 1M tokens (log scale; blue: self-hosted at the stated utilization, orange: API)",
-        title="Cost per 1M tokens at the task's input/output mix",
+        xlabel=f"$ per successful task at {volume:,.0f} tasks/month (log scale; blue: self-hosted, orange: API; "
+        "black: 95% interval)",
+        title="Cost per successful task",
     )
     ax.grid(axis="x", alpha=0.3)
     return _png(fig)
@@ -80,7 +85,7 @@ def monthly_cost(volumes: list[float], self_hosted: list[dict[str, Any]], apis: 
     ax.set(
         xlabel="tasks per month",
         ylabel="$ per month",
-        title="Monthly cost against volume (circles: break-even with the first self-hosted line)",
+        title="Monthly cost against volume (circles: break-even with the first self-hosted option)",
     )
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, loc="upper left")

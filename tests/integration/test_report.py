@@ -14,7 +14,6 @@ import yaml
 from PIL import Image
 
 from bench.catalog import load_catalog
-from bench.cost import HOURS_PER_MONTH, SECONDS_PER_MONTH, TaskProfile, api_per_task, break_even
 from bench.format import money
 
 from .conftest import REPO, RUN_GEMMA, needs_xllamacpp, only_run_dir, run_bench
@@ -23,6 +22,7 @@ pytestmark = [pytest.mark.integration, needs_xllamacpp]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 HOURLY = 0.05  # models.yaml: cpu-2-core-vm rents at $0.05 an hour
 UTILIZATION, VOLUME = 0.4, 300_000
+HOURS_PER_MONTH, SECONDS_PER_MONTH = 730, 730 * 3600
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +54,8 @@ def report(tmp_path_factory):
         str(UTILIZATION),
         "--tasks-per-month",
         str(VOLUME),
+        "--today",
+        "2026-12-01",
         "--out",
         str(out),
         results=results,
@@ -63,48 +65,62 @@ def report(tmp_path_factory):
 
 
 def test_report_numbers_follow_the_formulas_on_summary_json(report):
+    """The priced stage is the max SLO-compliant one; $/attempt = $0.05 / (attempts/s x 3600 x 0.4) with
+    attempts/s = (ok + failed) / window; $/successful task = $/task / (ok / finished); instances =
+    ceil(300,000 / (attempts/s x 0.4 x 2,628,000)); the API's task = input x input price + output x output
+    price (no cached share given: the API bills none cached); the monthly curve is the step function."""
     run_dir, out = report
     summary = json.loads((run_dir / "summary.json").read_text())
     data = json.loads((out / "report.json").read_text())
     priced_stage = summary["stages"][summary["slo"]["max_slo_compliant"]["stage"]]
-    rps, out_tps = priced_stage["request_throughput_per_s"], priced_stage["output_throughput_tokens_per_s"]
-    total_tps = priced_stage["total_token_throughput_tokens_per_s"]
+    req = priced_stage["requests"]
+    finished = req["successful"] + req["failed"]
+    attempts = finished / priced_stage["window_s"]
+    out_tps, total_tps = (
+        priced_stage["output_throughput_tokens_per_s"],
+        priced_stage["total_token_throughput_tokens_per_s"],
+    )
     (run,) = data["runs"]
-    sh = run["cost"]["self_hosted"]
-    assert run["priced"]["stage"] == priced_stage["stage"]
+    (sh,) = data["cost"]["self_hosted"]
+    assert run["priced"]["stage"] == priced_stage["stage"] and run["cost"]["name"] == sh["name"]
+    assert sh["per_attempt"] == pytest.approx(HOURLY / (attempts * 3600 * UTILIZATION))
+    assert sh["per_successful_task"] == pytest.approx(sh["per_task"] / (req["successful"] / finished))
     assert sh["per_1m_output_tokens"] == pytest.approx(HOURLY / (out_tps * 3600 * UTILIZATION) * 1e6)
     assert sh["per_1m_total_tokens"] == pytest.approx(HOURLY / (total_tps * 3600 * UTILIZATION) * 1e6)
-    assert sh["per_task"] == pytest.approx(HOURLY / (rps * 3600 * UTILIZATION))
-    ok = priced_stage["requests"]["successful"] / (
-        priced_stage["requests"]["successful"] + priced_stage["requests"]["failed"]
-    )
-    assert sh["per_successful_task"] == pytest.approx(sh["per_task"] / ok)
-    instances = math.ceil(VOLUME / SECONDS_PER_MONTH / (rps * UTILIZATION))
-    assert sh["instances"] == max(1, instances) and sh["monthly"] == pytest.approx(sh["instances"] * HOURLY * 730)
+    capacity = attempts * UTILIZATION * SECONDS_PER_MONTH
+    assert sh["instances"] == max(1, math.ceil(VOLUME / capacity))
+    assert sh["monthly"] == pytest.approx(sh["instances"] * HOURLY * HOURS_PER_MONTH)
 
-    task = TaskProfile(
-        priced_stage["prompt_tokens"]["mean"],
-        priced_stage["output_tokens"]["mean"],
-        VOLUME,
-        utilization=UTILIZATION,
-        cached_input_share=priced_stage["prefix_cache_hit_rate"] or 0.0,
-    )
     catalog, _ = load_catalog(None)
-    assert {a["offer"] for a in run["cost"]["apis"]} == set(catalog.api_offers)
-    for api in run["cost"]["apis"]:
-        expected = api_per_task(catalog.api_offers[api["offer"]].model_dump(), task)
+    assert {a["name"] for a in data["cost"]["apis"]} == set(catalog.api_offers)
+    i, o = priced_stage["prompt_tokens"]["mean"], priced_stage["output_tokens"]["mean"]
+    for api in data["cost"]["apis"]:
+        offer = catalog.api_offers[api["name"]]
+        expected = (i * offer.input_per_1m + o * offer.output_per_1m) / 1e6
         assert api["per_task"] == pytest.approx(expected) and api["monthly"] == pytest.approx(expected * VOLUME)
-        assert api["break_even_tasks_per_month"] == break_even(task, HOURLY, rps, expected)
-    # the monthly curve is the step function at every plotted volume
+        point = HOURLY * 730 / expected
+        assert api["break_even"][0]["tasks_per_month"] == (pytest.approx(point) if point <= capacity else None)
     for v, monthly in zip(data["volumes"], run["monthly_curve"], strict=True):
-        steps = max(1, math.ceil(v / SECONDS_PER_MONTH / (rps * UTILIZATION) - 1e-12))
+        steps = max(1, math.ceil(v / capacity - 1e-12))
         assert monthly == pytest.approx(steps * HOURLY * HOURS_PER_MONTH)
 
     text = (out / "report.md").read_text()
-    for figure in (money(sh["per_task"]), money(sh["per_1m_output_tokens"]), f"{rps:.3f}", "concurrency 2"):
+    assert text.index("## Answer") < text.index("## Task and workflow") < text.index("## Self-hosted cost, itemised")
+    assert text.index("## Answer") == text.index("## ")  # the answer comes first
+    answer = text[text.index("## Answer") : text.index("## Task and workflow")]
+    for phrase in ("Cheapest per successful task", "Break-even", "What would flip it", "Assumptions, not measurements"):
+        assert phrase in answer
+    deprecated = [
+        n for n, o in catalog.api_offers.items() if o.deprecation and o.deprecation.isoformat() <= "2026-12-01"
+    ]
+    for name in deprecated:  # flagged, and never the answer
+        assert f"Cheapest per successful task: API {name}," not in answer and f"{name} (deprecated on" in answer
+    for figure in (money(sh["per_attempt"]), money(sh["per_1m_output_tokens"]), "concurrency 2", f"{attempts:.4g}"):
         assert figure in text
     for name, offer in [*catalog.api_offers.items(), ("cpu-2-core-vm", catalog.hardware_offers["cpu-2-core-vm"])]:
-        assert re.search(rf"\| {re.escape(name)} \|.*\| {re.escape(offer.source)} \| {re.escape(offer.as_of)} \|", text)
+        as_of = offer.as_of.isoformat() if offer.as_of else "unknown"
+        assert re.search(rf"\| {re.escape(name)} \|.*\| {re.escape(offer.source)}.*\| {re.escape(as_of)} \|", text)
+    assert "older than 90 days: stale" in text and "STALE" in text
 
 
 def test_html_is_self_contained_with_four_valid_plots(report):
@@ -114,7 +130,7 @@ def test_html_is_self_contained_with_four_valid_plots(report):
     images = re.findall(r"src='data:image/png;base64,([^']+)'", page)
     assert len(images) == 4
     for encoded, name in zip(
-        images, ("latency_throughput", "cost_per_1m_tokens", "monthly_cost", "telemetry"), strict=True
+        images, ("cost_per_successful_task", "monthly_cost", "latency_throughput", "telemetry"), strict=True
     ):
         png = base64.b64decode(encoded)
         assert png == (out / "plots" / f"{name}.png").read_bytes()
@@ -140,7 +156,7 @@ def test_headless_chromium_renders_the_plots(report, tmp_path):
             "--hide-scrollbars",
             f"--user-data-dir={tmp_path / 'profile'}",
             f"--screenshot={shot}",
-            "--window-size=1280,5000",
+            "--window-size=1280,8000",
             (out / "report.html").as_uri(),
         ],
         check=True,
@@ -180,13 +196,16 @@ def test_every_stage_is_priced_and_no_api_offers_is_stated(report, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert "No API offers to compare with" in (out / "report.md").read_text()
-    (run,) = json.loads((out / "report.json").read_text())["runs"]
-    assert run["cost"]["apis"] == []
+    data = json.loads((out / "report.json").read_text())
+    (run,) = data["runs"]
+    assert data["cost"]["apis"] == [] and data["cost"]["decision"]["winner"] == run["cost"]["name"]
     stages = json.loads((run_dir / "summary.json").read_text())["stages"]
     assert len(run["stage_costs"]) == len(stages) == 2
     for priced, stage in zip(run["stage_costs"], stages, strict=True):
-        u = 0.5  # the default utilization
-        assert priced["per_task"] == pytest.approx(HOURLY / (stage["request_throughput_per_s"] * 3600 * u))
+        u = 0.5  # the default utilization; each stage at its own workload, over its successful requests
+        assert priced["per_successful_request"] == pytest.approx(
+            HOURLY / (stage["request_throughput_per_s"] * 3600 * u)
+        )
         tps = stage["output_throughput_tokens_per_s"]
         assert priced["per_1m_output_tokens"] == pytest.approx(HOURLY / (tps * 3600 * u) * 1e6)
 
@@ -210,5 +229,5 @@ def test_several_runs_each_on_its_own_hardware_offer(report, tmp_path):
     cpu, l4 = json.loads((out / "report.json").read_text())["runs"]
     assert (cpu["hardware_offer"], l4["hardware_offer"]) == ("cpu-2-core-vm", "l4-on-demand")
     # the same throughput priced at $0.80/h against $0.05/h
-    assert l4["cost"]["self_hosted"]["per_task"] == pytest.approx(16 * cpu["cost"]["self_hosted"]["per_task"])
+    assert l4["cost"]["per_attempt"] == pytest.approx(16 * cpu["cost"]["per_attempt"])
     assert (out / "report.html").read_text().count("data:image/png;base64,") == 4

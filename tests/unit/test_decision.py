@@ -56,10 +56,29 @@ def test_candidate_must_name_a_known_api_offer(tmp_path):
     path = tmp_path / "models.yaml"
     path.write_text(
         "models: {}\ncandidates:\n  x: {api_offer: nope, access: api, openness: closed, license: L, "
-        "source: s, as_of: '2026'}\n"
+        "source: s, as_of: 2026-01-01}\n"
     )
     with pytest.raises(UsageError, match="entry 'x', field 'api_offer': 'nope' is not in api_offers"):
         load_catalog(path)
     path.write_text("models: {}\ncandidates:\n  x: {access: api, openness: closed, license: L, source: s}\n")
     with pytest.raises(UsageError, match="entry 'x', field 'as_of'"):
+        load_catalog(path)
+
+
+def test_a_candidate_whose_api_offer_is_deprecated_is_never_picked():
+    """The candidate itself names no deprecation, but its API offer was shut down on 2026-11-01: retired."""
+    gone = entry("gone-api", None, 0.0001, linear=True)
+    gone["cost"]["deprecation"] = {"deprecation": "2026-11-01", "deprecated": True}
+    live = entry("api", None, 0.002, linear=True)
+    _, fallback, _ = decide({"candidates": [entry("small", 0.2, 0.001), gone, live]}, None, TODAY)
+    assert fallback["name"] == "api"
+
+
+def test_month_dated_candidates_are_refused(tmp_path):
+    path = tmp_path / "models.yaml"
+    path.write_text(
+        "models: {}\ncandidates:\n  x: {model: null, access: api, openness: closed, license: L, source: s, "
+        "as_of: '2024-10'}\n"
+    )
+    with pytest.raises(UsageError, match="entry 'x', field 'as_of': '2024-10' is not a date"):
         load_catalog(path)
