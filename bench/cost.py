@@ -1003,9 +1003,32 @@ def decision(
         }
     best_sh = next((e for _, e in ranked if e["kind"] == "self-hosted"), None)
     best_api = next((e for _, e in ranked if e["kind"] == "api"), None)
+    note = None
+    if best_api and not best_sh:  # every self-hosted option is left out: its break-even still shows the gap
+        live = [e for e in self_hosted if not (e.get("deprecation") or {}).get("deprecated")]
+        priced = [(c, e) for e in live if (c := _cost_at(e, volume)) is not None]
+        if priced:
+            best_sh = min(priced, key=lambda x: x[0])[1]
+            note = f"{best_sh['name']} is left out ({eligibility(best_sh, bar)})"
     if best_sh and best_api:
         be = break_even_entry(best_sh, best_api)
-        out["break_even"] = {k: be[k] for k in ("self_hosted", "api", "tasks_per_month", "ci95")}
+        out["break_even"] = {k: be[k] for k in ("self_hosted", "api", "tasks_per_month", "ci95")} | {"note": note}
+    # an option left out only by the quality bar: the success rate at which it would qualify and win
+    out["below_bar"] = []
+    for e in entries:
+        why = eligibility(e, bar)
+        if why is None or (e.get("deprecation") or {}).get("deprecated") or bar is None:
+            continue
+        needed = success_flip(e, cost_w, volume, winner=False)
+        at_bar = _cost_at(e, volume, replace(e["_option"], success_rate=bar))
+        out["below_bar"].append(
+            {
+                "name": e["name"],
+                "success_rate": e["success"]["rate"],
+                "per_successful_task_at_bar": at_bar,
+                "success_rate_to_win": None if needed is None else max(needed, bar),
+            }
+        )
     return out
 
 

@@ -418,7 +418,8 @@ def answer_lines(report) -> list[str]:
             else f"none: {be['api']} costs less per successful task than a fully used instance"
             + (f" (at the interval's favourable end: {volume_text(be['ci95'][0])})" if be["ci95"][0] else "")
         )
-        lines.append(f"  Break-even of {be['self_hosted']} against {be['api']}: {text} {see('break-even')}.")
+        note = f" ({be['note']})" if be.get("note") else ""
+        lines.append(f"  Break-even of {be['self_hosted']} against {be['api']}{note}: {text} {see('break-even')}.")
     flips = d.get("flips")
     if flips:
         parts = []
@@ -432,11 +433,12 @@ def answer_lines(report) -> list[str]:
         parts.append(_factor_text(price["winner_factor"], d["winner"]))
         parts.append(_factor_text(price["runner_up_factor"], d["runner_up"]))
         sr = flips["success_rate"]
-        parts.append(
-            f"{d['winner']}'s success rate below {pct(sr['winner'])}"
-            if sr["winner"] is not None
-            else f"no success rate of {d['winner']} alone"
-        )
+        if sr["winner"] is not None and bar is not None and sr["winner"] < bar:
+            parts.append(f"{d['winner']}'s success rate below the {bar:.0%} bar (it would be left out)")
+        elif sr["winner"] is not None:
+            parts.append(f"{d['winner']}'s success rate below {pct(sr['winner'])}")
+        else:
+            parts.append(f"no success rate of {d['winner']} alone")
         parts.append(
             f"{d['runner_up']}'s success rate above {pct(sr['runner_up'])}"
             if sr["runner_up"] is not None
@@ -448,6 +450,16 @@ def answer_lines(report) -> list[str]:
         if ut["runner_up"] is not None:
             parts.append(f"{d['runner_up']}'s utilization above {pct(ut['runner_up'], 0)}")
         lines.append("  What would flip it (against the next option, the rest unchanged): " + "; ".join(parts) + ".")
+    for b in d.get("below_bar") or []:
+        win_at = (
+            f"it would be the cheapest from a success rate of {pct(b['success_rate_to_win'])}"
+            if b["success_rate_to_win"] is not None
+            else "it would still cost more than the cheapest at any success rate"
+        )
+        lines.append(
+            f"  {b['name']} is below the quality bar at {pct(b['success_rate'])}: at the bar it would cost "
+            f"{money(b['per_successful_task_at_bar'])} per successful task, and {win_at}."
+        )
     lines.append("  Assumptions, not measurements: " + "; ".join(_assumption_groups(d["assumptions"])) + ".")
     measured = [a for a in d["assumptions"] if a["basis"].startswith("measured")]
     if measured:

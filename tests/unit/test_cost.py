@@ -451,3 +451,47 @@ def test_report_json_has_no_in_memory_objects_and_the_task_fills_from_the_run():
 def test_energy_cost_per_million_tokens():
     """0.36 J/token: 1M tokens = 360,000 J = 0.1 kWh, at $0.20/kWh = $0.02."""
     assert energy_per_million_tokens(0.36, 0.20) == pytest.approx(0.02)
+
+
+def test_an_api_priced_with_its_own_golden_run_and_a_self_hosted_option_below_the_bar():
+    """The API's own golden run passed 45 of 50 cases: s = 0.9 (measured, Wilson interval), so its $0.001
+    a task (100 in x $10/1M) costs 0.001 / 0.9 = $0.0011111 per successful task. The self-hosted run passed
+    40 of 100 (0.4) against a 0.8 bar: left out. Its requests are the task's shape (100 in, 50 out). Its
+    instance: $0.50/h, 1 attempt/s at 100 %, one instance for 10,000 tasks: $365 a month; at the bar
+    365 / (0.8 x 10,000) = $0.045625 per successful task, and at any success rate up to 100 % at least
+    $0.0365, dearer than the API: it would never win. Its break-even against the API is still shown:
+    365 / 0.4 / 0.0011111 = 821,250, within the 2,628,000 one instance carries (and marked as left out)."""
+    from bench.cost import api_success_from_run
+    from bench.summary import Quality
+
+    golden = RunSummary(quality=Quality(cases=50, passed=45, success_rate=0.9, ci95=[0.786, 0.957]))
+    measured_api = api_success_from_run(golden, "api-golden")
+    assert measured_api["measured"] and measured_api["basis"] == "golden run api-golden: 45/50 cases passed"
+    run = measured(
+        attempts_per_s=1.0,
+        success_rate=0.4,
+        success_basis="golden-set cases passed",
+        success_rate_ci95=[0.31, 0.50],
+        successes=40,
+        trials=100,
+    )
+    report = cost_report(
+        [{"run_id": "r", "measured": run, "offer_name": "box", "offer": rented(0.5)}],
+        {"a": api(input_per_1m=10.0, output_per_1m=0.0)},
+        PricingInputs(
+            task=TaskProfile(100, 50, tasks_per_month=10_000, utilization=1.0),
+            bar=0.8,
+            api_success={"a": measured_api},
+            today=TODAY,
+        ),
+    )
+    (a,) = report["apis"]
+    assert a["per_successful_task"] == pytest.approx(0.001 / 0.9)
+    assert a["per_successful_task_ci95"][0] < a["per_successful_task"] < a["per_successful_task_ci95"][1]
+    d = report["decision"]
+    assert d["winner"] == "a" and d["excluded"][0]["name"] == "r on box"
+    (below,) = d["below_bar"]
+    assert below["per_successful_task_at_bar"] == pytest.approx(365 / 8000)
+    assert below["success_rate_to_win"] is None
+    assert d["break_even"]["tasks_per_month"] == pytest.approx(365 / 0.4 / (0.001 / 0.9))
+    assert "left out" in d["break_even"]["note"]
