@@ -196,8 +196,9 @@ def _check_results_dir(root: Path) -> None:
         with tempfile.NamedTemporaryFile(dir=existing, prefix=".bench-write-check-"):
             pass
     except OSError as exc:
-        raise UsageError(f"--results-dir {root}: cannot write in {existing} ({exc.strerror or exc}); choose a "
-                         "writable folder") from None
+        raise UsageError(
+            f"--results-dir {root}: cannot write in {existing} ({exc.strerror or exc}); choose a writable folder"
+        ) from None
 
 
 def _calibration_figures(path: Path) -> dict[str, Any]:
@@ -357,14 +358,16 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
 
 # -- the run ------------------------------------------------------------------------------------
 def requests_needed(stage: Stage) -> int:
-    per_second = (
-        stage.schedule.rate
-        if stage.open_loop
-        else stage.schedule.concurrency  # type: ignore[union-attr]
-        * CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND
-    )
+    """Work items to make before a stage: its count bounds, or for a time-bound stage what its duration is
+    likely to use (a guess of CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND per stream; more are made during the
+    stage from word costs, with no tokenizer call, if the guess falls short)."""
+    streams = stage.schedule.concurrency if not stage.open_loop else 0  # type: ignore[union-attr]
+    per_second = stage.schedule.rate if stage.open_loop else streams * CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND  # type: ignore[union-attr]
+    measured = stage.requests
+    if stage.duration_s is not None:
+        measured = min(measured, math.ceil(per_second * stage.duration_s))
     seconds = stage.warmup_s + stage.cooldown_s
-    return stage.warmup_requests + stage.requests + stage.cooldown_requests + math.ceil(per_second * seconds)
+    return stage.warmup_requests + measured + stage.cooldown_requests + math.ceil(per_second * seconds)
 
 
 class DiskFull(Exception):
