@@ -31,11 +31,15 @@ from bench.results import RunDirectory, write_atomic, write_json_atomic
 def add_parsers(sub) -> None:
     cost = sub.add_parser(
         "cost",
-        help="price a run: self-hosted cost per token and task against API offers, break-even volume",
-        description="Turn a run's measured throughput (its max SLO-compliant throughput when SLOs were set, else "
-        "its fastest stage) and a hardware offer's price into cost per 1M tokens, per task and per successful "
-        "task at a stated utilization, and compare monthly cost with each API offer in models.yaml. Writes "
-        "cost.json into the run directory. Every price is printed with its source and date.",
+        help="price a task: self-hosted against API offers per successful task, the answer first, itemised",
+        description="Price one task (the run's mean request, or --input-tokens/--output-tokens and the workflow "
+        "flags) the same way on both sides: self-hosted from the run's measured throughput (its max SLO-compliant "
+        "stage when SLOs were set, else its fastest; extrapolated from its prefill and decode rates when its "
+        "requests differ from the task, and said so) and a hardware offer's price with operations labour; every API "
+        "offer from its token prices. Opens with the answer (the cheapest option per successful task at the "
+        "volume, by how much, break-even with its 95% interval, what would flip it, which inputs are assumptions), "
+        "then each side itemised. Every price is printed with its source, date and age; stale and deprecated ones "
+        "are flagged. Writes cost.json into the run directory.",
     )
     cost.add_argument("run_dir", type=Path, help="a run directory written by `bench run`")
     cost.add_argument("--hardware-offer", required=True, metavar="NAME", help="a hardware_offers entry of models.yaml")
@@ -45,10 +49,12 @@ def add_parsers(sub) -> None:
         "report",
         help="write the self-host-versus-API cost report (Markdown and self-contained HTML with plots)",
         description="Build report.md, report.html (self-contained: plots embedded, nothing fetched), plots/*.png "
-        "and report.json from one or more run directories: latency against throughput by stage, self-hosted cost "
-        "per 1M tokens and per (successful) task at a stated utilization, monthly cost against each API offer with "
-        "the break-even volume, and telemetry over time. Every price is printed with its source and date. "
-        "Example: bench report results/RUN --hardware-offer cpu-2-core-vm",
+        "and report.json from one or more run directories. It leads with the answer bench cost gives (the cheapest "
+        "option per successful task at the volume, task and quality bar, by how much, break-even with its 95% "
+        "interval, what would flip it, which inputs are assumptions), then the task and workflow, each option "
+        "itemised, break-even and monthly cost against volume, latency and throughput by stage, quality, telemetry, "
+        "and every price with its source, date and age. "
+        "Example: bench report results/RUN --hardware-offer cpu-2-core-vm --min-success-rate 0.9",
     )
     report.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN", help="run directories written by `bench run`")
     report.add_argument(
