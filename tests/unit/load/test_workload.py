@@ -42,7 +42,7 @@ def test_fitting_falls_back_to_search_when_costs_do_not_add_up():
     f = fitter(merging_tokenizer)
     for seed in range(20):
         text, tokens = f.fit(random.Random(seed), 30)
-        assert tokens == merging_tokenizer(text) <= 30
+        assert tokens == merging_tokenizer(text) == 30  # one word adds at most one token, so 30 is reachable
     assert f.additive is False
 
 

@@ -123,6 +123,12 @@ def test_warmup_never_leaks_into_metrics():
     assert with_warmup == without
 
 
+def test_a_request_that_stopped_short_of_max_tokens_is_counted():
+    short = rec(5, 0, [100, 150, 200], 210, 3)
+    short["max_tokens"] = 4  # it stopped (EOS) one token short
+    assert summarize([A, short]).output_length_differs_from_max_tokens == 1
+
+
 def test_a_record_without_a_phase_counts_as_measured():
     """One rule for every reader (a record written without `phase` was measured)."""
     record = {k: v for k, v in A.items() if k != "phase"}
