@@ -147,10 +147,10 @@ def _client(base_url: str, timeout_s: float = CONTROL_TIMEOUT_S):
     return ollama.Client(host=base_url, timeout=timeout_s)
 
 
-def loaded_models(base_url: str) -> dict[str, dict[str, Any]]:
+def loaded_models(base_url: str, client=None) -> dict[str, dict[str, Any]]:
     """/api/ps by short name with tag: each loaded model's size, size_vram (bytes), digest, details and
     context_length."""
-    answer = _client(base_url, 5.0).ps()
+    answer = (client or _client(base_url, 5.0)).ps()
     out = {}
     for m in answer.models:
         row = m.model_dump(mode="json", exclude_none=True)
@@ -244,6 +244,7 @@ class OllamaDriver(LaunchedEngine):
         super().__init__()
         self._base_url: str | None = None
         self._derived = False  # a model this run created from a tag, deleted at the end
+        self._ps_client = None  # one client for the telemetry's /api/ps reads (its connection kept alive)
         self._record.update(launcher="ollama serve", model=self.model, parameters=parameters(settings))
 
     def _env(self) -> dict[str, str]:
@@ -355,7 +356,8 @@ class OllamaDriver(LaunchedEngine):
         if not self._base_url:
             return None
         try:
-            model = loaded_models(self._base_url).get(short_name(self.model)) or {}
+            self._ps_client = self._ps_client or _client(self._base_url, 5.0)
+            model = loaded_models(self._base_url, self._ps_client).get(short_name(self.model)) or {}
         except Exception:  # a telemetry tick never fails the run: no reading this time
             return None
         return {"ollama_size_bytes": model.get("size"), "ollama_size_vram_bytes": model.get("size_vram")}
@@ -373,6 +375,8 @@ class OllamaDriver(LaunchedEngine):
                     )
                 except Exception:
                     self._record["derived_model_deleted"] = False
+        if self._ps_client is not None:
+            self._ps_client.close()
         super().stop()
         self._record_truncations()
 

@@ -190,7 +190,7 @@ def test_names_are_compared_as_ollama_lists_them():
 
 def test_the_driver_imports_loads_finds_and_unloads_the_model(fake_ollama, tmp_path):
     """The whole driver path against the emulator run as `ollama serve`."""
-    done = run_ollama(fake_ollama, "--parallel", "2", results=tmp_path / "results")
+    done = run_ollama(fake_ollama, "--parallel", "2", "--telemetry-interval", "0.05", results=tmp_path / "results")
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = only_run_dir(tmp_path / "results")
     engine = json.loads((run_dir / "manifest.json").read_text())["engine"]
@@ -206,6 +206,8 @@ def test_the_driver_imports_loads_finds_and_unloads_the_model(fake_ollama, tmp_p
     assert engine["parameters"]["num_ctx"] == 512 and engine["context_length"] == 512
     assert "-c 1024 -np 2" in (run_dir / "engine.log").read_text()
     assert engine["truncated_prompts"] == 0
+    gauges = [json.loads(line).get("engine_gauges") for line in (run_dir / "telemetry.jsonl").read_text().splitlines()]
+    assert any(g and g["ollama_size_bytes"] == engine["loaded"]["size"] for g in gauges)  # /api/ps over time
     records = read_records(run_dir)
     assert len(records) == 6 and all(r["status"] == "ok" and r["tokens_source"] == "usage" for r in records)
     assert not engine_processes(run_dir)
