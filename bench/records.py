@@ -59,11 +59,17 @@ class RequestRecord:
     http_status: int | None = None
     connect_ns: int | None = None
     cut: bool = False  # the stream ended before its end (connection closed, timeout): what came is kept
-    output_text: str | None = None
+    output_text: str | None = None  # the answer (a reasoning model's thinking is in reasoning_text)
+    reasoning_text: str | None = None
+    reasoning_tokens: int | None = None  # of output_tokens, those spent reasoning (usage, else counted)
+    t_first_reasoning_ns: int | None = None
+    t_first_answer_ns: int | None = None  # the first chunk of the answer: text or a tool call
+    tool_calls: list[dict[str, Any]] | None = None  # {"id", "name", "arguments" (JSON text as streamed)}
     server_timings: dict[str, Any] | None = None  # the engine's own per-request figures (llama.cpp, Ollama)
     conversation: int | None = None
     turn: int | None = None
     case_id: str | None = None  # a prompt file's or golden set's id
+    ramp_level: float | None = None  # sent during a ramp: the streams running, or the arrival rate, then
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RequestRecord:
@@ -167,7 +173,7 @@ class SloTargets(Record):
 class WorkloadRecord(Record):
     """The workload as it ran: synthetic lengths, or the prompt file or golden set with its digest."""
 
-    kind: Literal["synthetic", "file", "golden"]
+    kind: Literal["synthetic", "file", "golden", "trace"]
     input_tokens: str | None = None
     output_tokens: str | None = None
     prefix_count: int = 0
@@ -177,6 +183,7 @@ class WorkloadRecord(Record):
     sha256: str | None = None
     cases: int | None = None
     copy_: str | None = Field(default=None, alias="copy")  # the run's own copy of a golden set
+    trace: dict[str, Any] | None = None  # a trace's format, requests, span, capped count, speed and window
     model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
 
 
@@ -248,6 +255,7 @@ class Manifest(Record):
     sweep_rates: int = 0
     stages: list[StageRecord] = Field(default_factory=list)
     plan_stopped_early: str | None = None
+    search: dict[str, Any] | None = None  # a max-rate search's range, precision, percentile, requests per stage
     efficiency_inputs: dict[str, Any] = Field(default_factory=dict)
     model: ModelRecord | None = None
     engine: EngineRecord | None = None

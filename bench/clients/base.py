@@ -32,6 +32,10 @@ class StreamReading:
     error: str | None
     ended: bool  # the stream reached its own end ([DONE], a finish reason, Ollama's done object)
     first_payload: bytes | None = None  # for saying what a stream in an unexpected shape carried
+    reasoning_text: str | None = None  # a reasoning model's thinking, apart from its answer
+    first_reasoning_ns: int | None = None
+    first_answer_ns: int | None = None  # the first chunk of the answer (text or a tool call)
+    tool_calls: list[dict[str, Any]] | None = None  # {"id", "name", "arguments" (the JSON text as streamed)}
 
 
 class Dialect(Protocol):

@@ -57,6 +57,8 @@ class OllamaDialect:
     def read(self, events: list[tuple[int, bytes]]) -> StreamReading:
         times: list[int] = []
         pieces: list[str] = []
+        thinking: list[str] = []
+        first_answer = first_reasoning = None
         usage = timings = finish = error = None
         done = False
         for arrived_ns, line in events:
@@ -72,11 +74,16 @@ class OllamaDialect:
                 error = f"server error in stream: {chunk['error']}"
                 break
             message = chunk.get("message") or {}
-            carried = (chunk.get("response") or "") if not self.chat else ""
-            carried += (message.get("thinking") or "") + (message.get("content") or "") + (chunk.get("thinking") or "")
-            if carried:
+            text = ((chunk.get("response") or "") if not self.chat else "") + (message.get("content") or "")
+            thought = (message.get("thinking") or "") + (chunk.get("thinking") or "")
+            if thought:
+                thinking.append(thought)
+                first_reasoning = first_reasoning or arrived_ns
+            if text:
+                pieces.append(text)
+                first_answer = first_answer or arrived_ns
+            if text or thought:
                 times.append(arrived_ns)
-                pieces.append(carried)
             if chunk.get("done"):
                 done = True
                 finish = chunk.get("done_reason") or "stop"
@@ -94,6 +101,9 @@ class OllamaDialect:
             error,
             error is None and done,
             events[0][1] if events else None,
+            reasoning_text="".join(thinking) or None,
+            first_reasoning_ns=first_reasoning,
+            first_answer_ns=first_answer,
         )
 
 

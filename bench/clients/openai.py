@@ -3,8 +3,10 @@ server-sent events.
 
 Output rides in `choices[].text` (completions) or `choices[].delta.content` (chat; reasoning in
 `reasoning_content` or `reasoning`, tool calls in `tool_calls`). Usage may ride on the last content
-chunk, on a chunk of its own, or on both; it is believed only when the stream ended ([DONE] or a
-finish reason), since some servers (Ollama's /v1) put a zero-valued usage on every chunk.
+chunk, on a chunk of its own, or on both; it is believed only from a stream that reached [DONE], or
+from a chunk of its own after the finish reason, since some servers (Ollama's /v1) put a zero-valued
+usage on every chunk, the finish reason's included. Reasoning (a reasoning model's thinking) and tool
+calls are kept apart from the answer: the record's output_text is the answer alone.
 """
 
 from __future__ import annotations
@@ -46,21 +48,14 @@ class OpenAIDialect:
     def output_fields(self) -> str:
         return "choices[].delta.content" if self.chat else "choices[].text"
 
-    def _output(self, choice: dict[str, Any]) -> str:
-        if not self.chat:
-            return choice.get("text") or ""
-        delta = choice.get("delta") or {}
-        text = delta.get("content") or ""
-        reasoning = delta.get("reasoning_content") or delta.get("reasoning") or ""
-        if delta.get("tool_calls"):
-            text += orjson.dumps(delta["tool_calls"]).decode()
-        return reasoning + text
-
     def read(self, events: list[tuple[int, bytes]]) -> StreamReading:
         times: list[int] = []
-        pieces: list[str] = []
+        answer: list[str] = []
+        reasoning: list[str] = []
+        calls: dict[int, dict[str, Any]] = {}  # tool calls by index, their arguments streamed in pieces
+        first_answer = first_reasoning = None
         usage = finish = timings = error = None
-        done = False
+        done = usage_alone = False
         for arrived_ns, payload in events:
             if payload.strip() == b"[DONE]":
                 done = True
@@ -79,29 +74,63 @@ class OpenAIDialect:
                 break
             if chunk.get("usage"):
                 usage = chunk["usage"]
+                usage_alone = not chunk.get("choices")  # a chunk of its own: the final count
             if chunk.get("timings"):
                 timings = chunk["timings"]
-            carried = ""
+            carried = False
             for choice in chunk.get("choices") or ():
-                if isinstance(choice, dict):
-                    carried += self._output(choice)
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
+                if not isinstance(choice, dict):
+                    continue
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                if not self.chat:
+                    text = choice.get("text") or ""
+                    if text:
+                        answer.append(text)
+                        first_answer = first_answer or arrived_ns
+                        carried = True
+                    continue
+                delta = choice.get("delta") or {}
+                thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                if thought:
+                    reasoning.append(thought)
+                    first_reasoning = first_reasoning or arrived_ns
+                    carried = True
+                if delta.get("content"):
+                    answer.append(delta["content"])
+                    first_answer = first_answer or arrived_ns
+                    carried = True
+                for call in delta.get("tool_calls") or ():
+                    slot = calls.setdefault(
+                        int(call.get("index", len(calls))), {"id": None, "name": "", "arguments": ""}
+                    )
+                    function = call.get("function") or {}
+                    slot["id"] = call.get("id") or slot["id"]
+                    slot["name"] += function.get("name") or ""
+                    slot["arguments"] += function.get("arguments") or ""
+                    first_answer = first_answer or arrived_ns
+                    carried = True
             if carried:
                 times.append(arrived_ns)
-                pieces.append(carried)
         ended = error is None and (done or finish is not None)
         if error is None and not ended:
             error = "stream ended without a finish reason or [DONE]"
+        # a usage is believed from a stream that reached [DONE], or from a chunk of its own after the finish
+        # (Ollama's /v1 puts a zero-valued usage on every chunk, the finish reason's included)
+        believed = usage if error is None and (done or (finish is not None and usage_alone)) else None
         return StreamReading(
             times,
-            "".join(pieces),
-            usage if ended else None,
+            "".join(answer),
+            believed,
             finish,
             timings,
             error,
             ended,
             events[0][1] if events else None,
+            reasoning_text="".join(reasoning) or None,
+            first_reasoning_ns=first_reasoning,
+            first_answer_ns=first_answer,
+            tool_calls=[calls[i] for i in sorted(calls)] or None,
         )
 
 

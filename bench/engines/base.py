@@ -32,6 +32,7 @@ class LaunchContext:
     max_streams: int  # the most requests the plan has in flight: the default number of slots
     tokens_per_request: int  # input + output of the longest request, to size the context (0: unknown)
     seed: int = 0
+    reuses_prefixes: bool | None = None  # requests share prompt prefixes (shared prefixes, conversations, traces)
 
 
 @dataclass

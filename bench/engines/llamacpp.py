@@ -210,8 +210,7 @@ class LlamaCppDriver(LaunchedEngine):
             ready_timeout_s=engine.ready_timeout_s,
             tokens_per_request=context.tokens_per_request,
             swa_full=engine.swa_full,
-            # LaunchContext.reuses_prefixes (shared prefixes or multi-turn), where the runner says it
-            reuses_prefixes=getattr(context, "reuses_prefixes", None),
+            reuses_prefixes=context.reuses_prefixes,
         )
         driver = cls(settings, context.api)
         if driver.serializes_requests and context.max_streams > 1:

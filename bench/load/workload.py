@@ -20,6 +20,7 @@ from typing import Any
 
 from bench.clients.base import PreparedRequest
 from bench.errors import UsageError
+from bench.load.trace import Trace
 from bench.results import read_input_jsonl
 from bench.spec import Length, WorkloadSpec
 
@@ -159,7 +160,8 @@ def synthetic_items(
 
 def load_prompt_file(path: Path) -> list[dict[str, Any]]:
     """JSONL, one object per line: {"prompt": str} or {"messages": [...]}, optional "max_tokens"
-    (or "output_tokens", the expected output length)."""
+    (or "output_tokens", the expected output length), and optional "tools" (OpenAI's format: a list of
+    {"type": "function", "function": {"name", "parameters": JSON Schema}}) with "tool_choice"."""
     rows = []
     for _, where, row in read_input_jsonl(path, f"--prompts {path}"):
         if not isinstance(row, dict):
@@ -171,6 +173,12 @@ def load_prompt_file(path: Path) -> list[dict[str, Any]]:
             value = row.get(key)
             if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise UsageError(f'{where}: "{key}" must be a positive integer')
+        tools = row.get("tools")
+        if tools is not None and not (
+            isinstance(tools, list)
+            and all(isinstance(t, dict) and isinstance((t.get("function") or {}).get("name"), str) for t in tools)
+        ):
+            raise UsageError(f'{where}: "tools" must be a list of {{"type": "function", "function": {{"name": ...}}}}')
         rows.append(row)
     if not rows:
         raise UsageError(f"--prompts {path}: no prompts in the file")
@@ -184,7 +192,11 @@ def file_items(rows: list[dict[str, Any]], output_tokens: int) -> Iterator[WorkI
             prompt = row["prompt"] if "prompt" in row else row["messages"]
             max_tokens = row.get("max_tokens") or row.get("output_tokens") or output_tokens
             case_id = row.get("id")
-            yield WorkItem([PreparedRequest(prompt, max_tokens)], case_id=None if case_id is None else str(case_id))
+            extra = {k: row[k] for k in ("tools", "tool_choice") if row.get(k) is not None}
+            yield WorkItem(
+                [PreparedRequest(prompt, max_tokens, extra_body=extra)],
+                case_id=None if case_id is None else str(case_id),
+            )
 
 
 class WorkSource:
@@ -196,6 +208,7 @@ class WorkSource:
         seed: int,
         count_tokens: Callable[..., int] | None,
         rows: list[dict[str, Any]] | None,
+        trace: Trace | None = None,
     ) -> None:
         self.rows = file_items(rows, int(workload.output_tokens.a)) if rows else None
         self.ready: deque[WorkItem] = deque()
@@ -215,6 +228,8 @@ class WorkSource:
         )
         self.fitter = TokenFitter(lambda text: count_tokens(text, True), lambda text: count_tokens(text, False))
         self.prefixes = shared_prefixes(self.workload, self.fitter)
+        if trace is not None:  # a trace's requests, all made now (their lengths are the trace's)
+            self.rows = iter(trace_items(trace, self.fitter, seed, workload.trace_block_tokens))
 
     def prepare(self, items: int) -> None:
         """Make `items` work items (requests, or conversations with turns) ahead of a stage."""
@@ -237,3 +252,35 @@ class WorkSource:
         (item,) = synthetic_items(self.workload, 1, self.fitter, self.next_index, self.prefixes, False)
         self.next_index += 1
         return item
+
+
+def trace_items(trace: Trace, fitter: TokenFitter, seed: int, block_tokens: int) -> list[WorkItem]:
+    """One request per trace row, in the trace's order. A Mooncake row's hash ids become blocks of
+    `block_tokens` prompt tokens, each the same text wherever its id recurs (so requests sharing leading
+    ids share a prefix, as in the trace); the rest of its input length is text of its own. A row with a
+    prompt sends it as it is."""
+    blocks: dict[int, str] = {}
+
+    def block(hash_id: int, tokens: int) -> str:
+        key = hash_id if tokens == block_tokens else (hash_id, tokens)
+        if key not in blocks:
+            blocks[key] = fitter.fit(random.Random(f"{seed}:block:{hash_id}"), tokens)[0]
+        return blocks[key]
+
+    items = []
+    for index, row in enumerate(trace.rows):
+        if row.prompt is not None:
+            items.append(WorkItem([PreparedRequest(row.prompt, row.output_tokens)]))
+            continue
+        parts, left = [], row.input_tokens
+        for hash_id in row.hash_ids:
+            if left <= 0:
+                break
+            take = min(block_tokens, left)
+            parts.append(block(hash_id, take))
+            left -= take
+        if left > 0:
+            parts.append(fitter.fit(random.Random(f"{seed}:trace:{index}"), left)[0])
+        expected = row.input_tokens if not row.hash_ids else None  # joined blocks may merge a token
+        items.append(WorkItem([PreparedRequest(" ".join(parts), row.output_tokens, prompt_tokens_expected=expected)]))
+    return items

@@ -45,10 +45,20 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+import orjson
 
 from bench.metrics.stats import bootstrap_ci, bootstrap_percentile_ci, describe, mean_exact, percentiles
 from bench.records import RequestRecord
-from bench.summary import ErrorKind, Intervals, MaxSloCompliant, RequestCounts, RequestSummary, SloMetric, SloReport
+from bench.summary import (
+    ErrorKind,
+    Intervals,
+    MaxSloCompliant,
+    RequestCounts,
+    RequestSummary,
+    SloMetric,
+    SloReport,
+    ToolCalls,
+)
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
@@ -81,6 +91,10 @@ class RequestTable:
     max_tokens: np.ndarray
     cut: np.ndarray
     server_prompt_per_s: np.ndarray  # the engine's own prefill speed per request, where it reports one
+    reasoning_tokens: np.ndarray
+    t_first_answer: np.ndarray
+    tool_calls: np.ndarray  # calls per request
+    tool_calls_well_formed: np.ndarray  # of them, those with a name and JSON-object arguments
     chunk_start: np.ndarray
     chunks: np.ndarray
     tokens_source: list[str | None] = field(default_factory=list)
@@ -173,6 +187,10 @@ _ROW_COLUMNS = (
     "max_tokens",
     "cut",
     "server_prompt_per_s",
+    "reasoning_tokens",
+    "t_first_answer",
+    "tool_calls",
+    "tool_calls_well_formed",
 )
 _FLOAT_FIELDS = (
     ("t_intended", "t_intended_ns"),
@@ -182,7 +200,17 @@ _FLOAT_FIELDS = (
     ("prompt_tokens", "prompt_tokens"),
     ("cached_prompt_tokens", "cached_prompt_tokens"),
     ("max_tokens", "max_tokens"),
+    ("reasoning_tokens", "reasoning_tokens"),
+    ("t_first_answer", "t_first_answer_ns"),
 )
+
+
+def well_formed_call(call: dict[str, Any]) -> bool:
+    """A tool call with a function name whose arguments are a JSON object."""
+    try:
+        return bool(call.get("name")) and isinstance(orjson.loads(call.get("arguments") or ""), dict)
+    except orjson.JSONDecodeError:
+        return False
 
 
 class TableBuilder:
@@ -190,7 +218,7 @@ class TableBuilder:
     (a million 64-token records take about 1 GB as columns, against several as Python objects)."""
 
     def __init__(self) -> None:
-        self._ints = {name: array("q") for name in ("request_id", "stage")}
+        self._ints = {name: array("q") for name in ("request_id", "stage", "tool_calls", "tool_calls_well_formed")}
         self._small = {name: array("b") for name in ("phase", "status", "cut")}
         self._floats = {name: array("d") for name, _ in _FLOAT_FIELDS}
         self._prefill = array("d")
@@ -214,6 +242,9 @@ class TableBuilder:
         timings = get("server_timings")
         speed = timings.get("prompt_per_second") if isinstance(timings, dict) else None
         self._prefill.append(NAN if speed is None else speed)
+        calls = get("tool_calls") or ()
+        self._ints["tool_calls"].append(len(calls))
+        self._ints["tool_calls_well_formed"].append(sum(well_formed_call(c) for c in calls) if calls else 0)
         times = get("output_times_ns")
         if times:
             self._chunks.fromlist(times)
@@ -332,6 +363,22 @@ def summarize_requests(table: RequestTable) -> RequestSummary:
         cut_streams=int((measured & table.cut).sum()),
         errors=[ErrorKind(error=kind, count=count) for kind, count in error_kinds.most_common(10)],
     )
+    reasoned = ~np.isnan(ok.reasoning_tokens)
+    if reasoned.any():  # a reasoning model: its thinking apart, and the wait for the answer itself
+        summary.reasoning_tokens = describe(ok.reasoning_tokens[reasoned])
+        summary.reasoning_token_share = (
+            float(ok.reasoning_tokens[reasoned].sum() / output_tokens) if output_tokens else None
+        )
+        answered = ~np.isnan(ok.t_first_answer)
+        summary.time_to_first_answer_ms = describe((ok.t_first_answer - ok.t_send)[answered] / NS_PER_MS)
+    if ok.tool_calls.any():
+        calls = int(ok.tool_calls.sum())
+        summary.tool_calls = ToolCalls(
+            requests=int((ok.tool_calls > 0).sum()),
+            calls=calls,
+            well_formed=int(ok.tool_calls_well_formed.sum()),
+            well_formed_share=float(ok.tool_calls_well_formed.sum() / calls),
+        )
     open_loop = ~np.isnan(ok.t_intended)
     if open_loop.any():
         first = ok.first_chunk[open_loop]

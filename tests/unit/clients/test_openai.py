@@ -54,7 +54,30 @@ def test_chat_deltas_and_reasoning_count_as_output():
         ev(4, b"[DONE]"),
     ]
     reading = read_stream("chat", events)
-    assert reading.output_times_ns == [2, 3] and reading.text == "thinkhi"
+    assert reading.output_times_ns == [2, 3] and reading.text == "hi" and reading.reasoning_text == "think"
+    assert (reading.first_reasoning_ns, reading.first_answer_ns) == (2, 3)
+
+
+def test_tool_call_deltas_are_assembled_by_index():
+    call = [{"index": 0, "id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": ""}}]
+    events = [
+        ev(1, {"choices": [{"delta": {"tool_calls": call}}]}),
+        ev(2, {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '{"city": '}}]}}]}),
+        ev(3, {"choices": [{"delta": {"tool_calls": [{"index": 0, "function": {"arguments": '"Oslo"}'}}]}}]}),
+        ev(4, {"choices": [{"delta": {}, "finish_reason": "tool_calls"}]}),
+        ev(5, b"[DONE]"),
+    ]
+    reading = read_stream("chat", events)
+    assert reading.tool_calls == [{"id": "c1", "name": "get_weather", "arguments": '{"city": "Oslo"}'}]
+    assert reading.output_times_ns == [1, 2, 3] and reading.first_answer_ns == 1 and reading.text == ""
+
+
+def test_a_zero_usage_on_the_finish_chunk_is_not_the_count():
+    zero = {"completion_tokens": 0, "prompt_tokens": 0}
+    cut_before_usage = [ev(1, completion("a")), ev(2, completion("", "length", usage=zero))]
+    assert read_stream("completions", cut_before_usage).usage is None
+    with_usage_chunk = [*cut_before_usage, ev(3, {"choices": [], "usage": {"completion_tokens": 1}})]
+    assert read_stream("completions", with_usage_chunk).usage == {"completion_tokens": 1}
 
 
 def test_error_event_and_truncated_and_malformed_streams():
