@@ -314,6 +314,10 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
     if spec.api is not None and spec.api.startswith("ollama") and spec.engine.kind not in ("ollama", "endpoint"):
         raise UsageError(f"--api {spec.api} is Ollama's own API; --engine {spec.engine.kind} serves OpenAI's")
     _check_results_dir(spec.output.results_dir)
+    if spec.load.workers > 1:  # load from several client hosts (bench.scale.workers): Ray must be installed
+        from bench.scale.workers import check
+
+        check(spec)
     calibration = _calibration_figures(spec.calibration) if spec.calibration else None
     launch = LaunchContext(spec.model, entry, model_path, api, plan.max_streams, longest, spec.seed)
     driver = make_driver(spec.engine, launch)
@@ -607,6 +611,10 @@ class Run:
             driver.secrets,
         )
         runner = LoadRunner(client, work, sink, driver.failure)
+        if spec.load.workers > 1:  # load from several client hosts: Ray actors, records merged (bench.scale.workers)
+            from bench.scale.workers import WorkerPool
+
+            runner = WorkerPool(self, endpoint, work, sink, sampling)
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted by SIGINT")
         loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "interrupted by SIGTERM")
@@ -652,6 +660,8 @@ class Run:
                 if task:
                     task.cancel()
             await asyncio.gather(*(t for t in (ticker, hot) if t), return_exceptions=True)
+            if hasattr(runner, "aclose"):  # the load workers: clocks measured again, actors stopped
+                await runner.aclose()
             await client.http.close()
             if engine_metrics is not None:
                 engine_metrics.close()

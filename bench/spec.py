@@ -292,6 +292,12 @@ class LoadSpec(Strict):
     slo_percentile: float = Field(default=99.0, gt=0, le=100)
     stop_slo_fraction: float = Field(default=0.5, ge=0, le=1)
     request_timeout_s: PositiveFloat | None = Field(default=None, description="default: from the workload")
+    workers: PositiveInt = Field(
+        default=1, description="load generators; above 1, Ray actors drive an endpoint from several hosts"
+    )
+    ray_address: str | None = Field(
+        default=None, description="the Ray cluster of the load workers (default: a private Ray instance here)"
+    )
 
     _lists = field_validator("concurrency", "rate", mode="before")(classmethod(lambda cls, v: _number_list(v)))
     _slo = field_validator("slo", mode="before")(classmethod(lambda cls, v: parse_slo(v)))
@@ -339,6 +345,17 @@ class RunSpec(Strict):
     hardware: str | None = Field(default=None, description="models.yaml hardware entry for the roofline")
     calibration: Path | None = Field(default=None, description="a calibration.json from `bench calibrate`")
     output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _load_workers(self) -> RunSpec:
+        if self.load.workers > 1 and self.engine.kind != "endpoint":
+            raise ValueError(
+                "load.workers above 1 (--load-workers) drives a running server from several client hosts; give "
+                "--endpoint URL (a launched engine listens on this machine's loopback)"
+            )
+        if self.load.ray_address is not None and self.load.workers == 1:
+            raise ValueError("load.ray_address (--ray) is where the load workers run; give --load-workers N (N >= 2)")
+        return self
 
     @property
     def attached(self) -> bool:

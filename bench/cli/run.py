@@ -161,6 +161,22 @@ FLAGS = (
         "SECONDS",
     ),
     Flag(
+        "--load-workers",
+        "load.workers",
+        "with --endpoint: N load generators, Ray actors (one CPU each, spread over the nodes) each driving its "
+        "share of the streams or rate; records merged on one clock (pip install .[ray])",
+        LOAD,
+        "N",
+    ),
+    Flag(
+        "--ray",
+        "load.ray_address",
+        "with --load-workers: the Ray cluster (auto, HOST:PORT, ray://HOST:10001; default: a private Ray "
+        "instance on this machine)",
+        LOAD,
+        "ADDRESS",
+    ),
+    Flag(
         "--input-tokens",
         "workload.input_tokens",
         "prompt length by the served model's tokenizer: N, uniform:MIN:MAX or normal:MEAN:STD",
