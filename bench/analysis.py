@@ -26,7 +26,7 @@ from bench.metrics.telemetry import summarize_telemetry
 from bench.quality import evaluate, load_golden
 from bench.records import Manifest, RequestRecord, TelemetrySample
 from bench.results import GOLDEN_COPY, RunDirectory
-from bench.summary import RequestSummary, RunSlo, RunSummary, StageSummary
+from bench.summary import RequestSummary, RunSlo, RunSummary, SearchResult, StageSummary
 
 
 @dataclass
@@ -78,6 +78,8 @@ def summarize_run(
     summary = RunSummary(
         **dict(overall), stages=stages, telemetry=summarize_telemetry(telemetry, overall.total_output_tokens)
     )
+    if manifest.search:
+        summary.search = search_result(manifest, stages)
     if manifest.slo and manifest.slo.thresholds_ms:
         summary.slo = RunSlo(
             thresholds_ms=manifest.slo.thresholds_ms,
@@ -85,6 +87,29 @@ def summarize_run(
             max_slo_compliant=max_slo_compliant(stages),
         )
     return summary
+
+
+def search_result(manifest: Manifest, stages: list[StageSummary]) -> SearchResult:
+    """A max-rate search from its stages: the highest rate that held its SLOs, and the lowest above it that failed."""
+    rates = {s.index: s.schedule.get("rate") for s in manifest.stages}
+    steps = [
+        {"stage": s.stage, "rate": rates.get(s.stage), "compliant": bool(s.slo and s.slo.compliant)}
+        for s in stages
+        if rates.get(s.stage) is not None
+    ]
+    held = max((st["rate"] for st in steps if st["compliant"]), default=None)
+    failed = min(
+        (st["rate"] for st in steps if not st["compliant"] and (held is None or st["rate"] > held)), default=None
+    )
+    precision = manifest.search["precision"]
+    reached = held is not None and (failed is None or (failed - held) / held <= precision)
+    return SearchResult(
+        found_rate=held,
+        bracket=[held, failed],
+        steps=steps,
+        precision=precision,
+        precision_reached=reached or (held is None and bool(steps)),
+    )
 
 
 def table_and_cases(rows: Iterable[Mapping[str, Any]], keep_cases: bool) -> tuple[RequestTable, list[RequestRecord]]:

@@ -251,6 +251,10 @@ class WorkloadSpec(Strict):
     golden: Path | None = None
     ignore_eos: bool | None = Field(default=None, description="default: True, except for golden sets")
     temperature: float = Field(default=0.0, ge=0)
+    trace: Path | None = Field(default=None, description="replay arrivals and lengths from a trace file")
+    trace_speed: PositiveFloat = Field(default=1.0, description="2 replays the trace twice as fast")
+    trace_window: str | None = Field(default=None, description="START:END seconds of the trace to take")
+    trace_block_tokens: PositiveInt = Field(default=512, description="prompt tokens per Mooncake hash id")
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkloadSpec:
@@ -258,6 +262,8 @@ class WorkloadSpec(Strict):
             raise ValueError("`prefix_count` and `prefix_tokens` go together (N prefixes of P tokens)")
         if self.prompts is not None and self.golden is not None:
             raise ValueError("`golden` and `prompts` both give the prompts; use one")
+        if self.trace is not None and (self.prompts is not None or self.golden is not None or self.turns > 1):
+            raise ValueError("`trace` gives the prompts' lengths and arrivals; leave out `prompts`, `golden`, `turns`")
         if (self.prompts is not None or self.golden is not None) and self.output_tokens.kind != "fixed":
             raise ValueError('with a prompt file, give `output_tokens` as one number (or "max_tokens" per line)')
         if self.golden is not None and self.temperature != 0:
@@ -265,8 +271,8 @@ class WorkloadSpec(Strict):
         return self
 
     @property
-    def kind(self) -> Literal["synthetic", "file", "golden"]:
-        return "golden" if self.golden else "file" if self.prompts else "synthetic"
+    def kind(self) -> Literal["synthetic", "file", "golden", "trace"]:
+        return "golden" if self.golden else "file" if self.prompts else "trace" if self.trace else "synthetic"
 
     @property
     def asks_ignore_eos(self) -> bool:
@@ -292,6 +298,13 @@ class LoadSpec(Strict):
     slo_percentile: float = Field(default=99.0, gt=0, le=100)
     stop_slo_fraction: float = Field(default=0.5, ge=0, le=1)
     request_timeout_s: PositiveFloat | None = Field(default=None, description="default: from the workload")
+    ramp_s: PositiveFloat | None = Field(default=None, description="raise each stage's load linearly over this long")
+    ramp_from: PositiveFloat | None = Field(default=None, description="the ramp's start: streams or req/s (1 / 0)")
+    measure_ramp: bool = Field(default=False, description="count requests sent during the ramp as measured")
+    search_rate: tuple[PositiveFloat, PositiveFloat] | None = Field(
+        default=None, description="LOW:HIGH: the highest arrival rate between them whose SLOs hold, by bisection"
+    )
+    search_precision: float = Field(default=0.05, gt=0, lt=1, description="stop when the bracket is this narrow")
     workers: PositiveInt = Field(
         default=1, description="load generators; above 1, Ray actors drive an endpoint from several hosts"
     )
@@ -302,10 +315,32 @@ class LoadSpec(Strict):
     _lists = field_validator("concurrency", "rate", mode="before")(classmethod(lambda cls, v: _number_list(v)))
     _slo = field_validator("slo", mode="before")(classmethod(lambda cls, v: parse_slo(v)))
 
+    @field_validator("search_rate", mode="before")
+    @classmethod
+    def _bounds(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            low, sep, high = value.partition(":")
+            if not sep:
+                raise ValueError(f"{value!r}: give LOW:HIGH in requests/s, e.g. 0.5:8")
+            return (low, high)
+        return value
+
+    @field_validator("search_precision", mode="before")
+    @classmethod
+    def _percent(cls, value: Any) -> Any:
+        return float(value.rstrip("%")) / 100 if isinstance(value, str) and value.endswith("%") else value
+
     @model_validator(mode="after")
     def _consistent(self) -> LoadSpec:
-        if self.rate is not None and self.sweep is not None:
-            raise ValueError("`rate` and `sweep` are different plans; give one of them")
+        plans = [name for name in ("rate", "sweep", "search_rate") if getattr(self, name) is not None]
+        if len(plans) > 1:
+            raise ValueError(f"`{plans[0]}` and `{plans[1]}` are different plans; give one of them")
+        if self.search_rate is not None:
+            low, high = self.search_rate
+            if low >= high:
+                raise ValueError("`search_rate` LOW:HIGH needs LOW below HIGH")
+            if not self.slo:
+                raise ValueError("`search_rate` finds the highest rate whose SLOs hold: give `slo` too")
         if self.arrival != "gamma" and self.burstiness != 1.0:
             raise ValueError("`burstiness` shapes gamma arrivals; set `arrival` to gamma")
         return self

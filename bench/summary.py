@@ -158,6 +158,13 @@ class ServerFigures(Part):
     itl_ms: ServerHistogram | None = None
 
 
+class ToolCalls(Part):
+    requests: int  # successful requests that called a tool
+    calls: int
+    well_formed: int  # calls with a function name and JSON-object arguments
+    well_formed_share: float
+
+
 class RequestSummary(Part):
     """The figures of a set of measured requests (a stage, or the whole run)."""
 
@@ -180,6 +187,10 @@ class RequestSummary(Part):
     output_length_differs_from_max_tokens: int = 0
     cut_streams: int = 0
     errors: list[ErrorKind] = Field(default_factory=list)
+    reasoning_tokens: Stats | None = None  # a reasoning model's thinking tokens per request
+    reasoning_token_share: float | None = None  # of the output tokens
+    time_to_first_answer_ms: Stats | None = None  # t_first_answer - t_send, past the thinking
+    tool_calls: ToolCalls | None = None
     client_queue_ms: Stats | None = None  # open loop only
     ttft_from_intended_ms: Stats | None = None
     e2e_from_intended_ms: Stats | None = None
@@ -229,15 +240,67 @@ class CaseFailure(Part):
     failed: list[str] = Field(default_factory=list)
 
 
+class CaseConsistency(Part):
+    id: str
+    tags: list[str] = Field(default_factory=list)
+    prompts: int  # the case's own prompt and its answered variants
+    passed: int
+    consistent: bool
+    verdicts: dict[str, bool] = Field(default_factory=dict)  # prompt id -> passed
+
+
+class Consistency(Part):
+    """Consistency under rephrasing: a case is consistent when every answered prompt of it (its own and its
+    variants') got the same verdict."""
+
+    cases: int  # cases with at least one answered variant
+    consistent: int
+    share: float | None = None
+    ci95: list[float] | None = None  # Wilson score interval
+    consistent_passing: int = 0
+    consistent_failing: int = 0
+    variants_answered: int = 0
+    inconsistent: list[CaseConsistency] = Field(default_factory=list)
+
+
+class OutputValidity(Part):
+    """Outputs that broke a format check (json, a format regex), among answered cases with one; apart from
+    wrong answers (a valid format, another check failed)."""
+
+    cases: int
+    invalid: int
+    rate: float | None = None
+    ci95: list[float] | None = None  # Wilson score interval
+    wrong_answer: int = 0
+    passed: int = 0
+    by_kind: dict[str, int] = Field(default_factory=dict)  # not JSON, JSON against the schema, format regex
+    invalid_cases: list[str] = Field(default_factory=list)
+
+
 class Quality(Rate):
-    """A golden run's verdict: success rate with its Wilson interval, by tag and check, the failures."""
+    """A golden run's verdict: success rate with its Wilson interval, by tag and check, the failures; how
+    the failures split (wrong answer, invalid output, failed request), consistency across variants and the
+    invalid-output rate (None where the set has no variants or no format check)."""
 
     cases_in_set: int = 0
     not_run: list[str] = Field(default_factory=list)
     by_tag: dict[str, Rate] = Field(default_factory=dict)
     by_check: dict[str, CheckCount] = Field(default_factory=dict)
     failures: list[CaseFailure] = Field(default_factory=list)
-    golden: dict[str, Any] = Field(default_factory=dict)  # path, sha256, cases, temperature, seed
+    golden: dict[str, Any] = Field(default_factory=dict)  # path, sha256, cases, prompts, temperature, seed
+    outcomes: dict[str, int] = Field(default_factory=dict)  # passed, wrong answer, invalid output, request failed
+    consistency: Consistency | None = None
+    output_validity: OutputValidity | None = None
+
+
+class SearchResult(Part):
+    """A max-rate search's answer: the highest rate whose SLOs held, and the bracket that contains the true one."""
+
+    found_rate: float | None = None  # None: not even the lowest rate held
+    bracket: list[float | None] = Field(default_factory=list)  # [highest that held, lowest above it that failed]
+    steps: list[dict[str, Any]] = Field(default_factory=list)  # every stage measured: stage, rate, compliant
+    precision: float
+    precision_reached: bool = False
 
 
 class RunSummary(RequestSummary):
@@ -245,6 +308,7 @@ class RunSummary(RequestSummary):
     stages: list[StageSummary] = Field(default_factory=list)
     telemetry: TelemetrySummary = Field(default_factory=TelemetrySummary)
     slo: RunSlo | None = None
+    search: SearchResult | None = None
     quality: Quality | None = None
 
     @classmethod
