@@ -46,6 +46,7 @@ import json
 import math
 import os
 import re
+import socket
 import sys
 import tempfile
 import threading
@@ -106,6 +107,7 @@ class Ollama0_32_15Emulator:
         self.log_stream = log  # where `ollama serve` would log (stderr when run as the executable)
         self.log_lines: list[str] = []
         self.cut_after_events = cut_after_events  # a test knob: close streams after this many events
+        self.stop_after_tokens: int | None = None  # a test knob: the model ends its answer (EOS) after this many
         self._tmp = None
         if models_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="ollama-emulator-")
@@ -118,6 +120,12 @@ class Ollama0_32_15Emulator:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Go's net/http, and so Ollama, sets TCP_NODELAY on every connection: each streamed line
+                # leaves at once (without it, Nagle's algorithm holds 5 ms-apart lines for the client's ACK)
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def log_message(self, *args) -> None:
                 pass
@@ -479,6 +487,8 @@ class Ollama0_32_15Emulator:
             prompt_tokens = limit
         predict = int(options.get("num_predict") or -1)
         count = predict if predict > 0 else len(WORDS)
+        stopped = self.stop_after_tokens is not None and self.stop_after_tokens < count
+        count = self.stop_after_tokens if stopped else count
         prompt_done = time.perf_counter_ns()
         for i in range(count):
             time.sleep(TOKEN_GAP_S)
@@ -487,7 +497,7 @@ class Ollama0_32_15Emulator:
         yield {
             "text": "",
             "done": True,
-            "done_reason": "length" if predict > 0 else "stop",
+            "done_reason": "length" if predict > 0 and not stopped else "stop",
             "total_duration": end - started_ns,
             "load_duration": load_ns,
             "prompt_eval_count": prompt_tokens,

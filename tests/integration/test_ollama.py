@@ -19,7 +19,7 @@ import pytest
 from bench.engines.ollama import loaded_models, short_name, unload, version
 
 from .conftest import RUN_GEMMA, engine_processes, only_run_dir, read_records, run_bench
-from .ollama_emulator import VERSION, WORDS, Ollama0_32_15Emulator
+from .ollama_emulator import TOKEN_GAP_S, VERSION, WORDS, Ollama0_32_15Emulator
 
 pytestmark = pytest.mark.integration
 EMULATOR = Path(__file__).with_name("ollama_emulator.py")
@@ -59,6 +59,39 @@ def fake_ollama(tmp_path, monkeypatch):
 def run_ollama(binary: Path, *args: str, results: Path, timeout: float = 300):
     plan = ["--concurrency", "2", "--requests", "4", "--input-tokens", "16", "--output-tokens", "16"]
     return run_bench(*RUN_OLLAMA, "--ollama-binary", str(binary), *plan, *args, results=results, timeout=timeout)
+
+
+@pytest.mark.parametrize("api", ["ollama-generate", "ollama-chat"])
+def test_the_count_is_ollamas_own_not_the_requested_maximum(emulator, tmp_path, api):
+    """The model ends its answer after 8 tokens of the 16 asked for: a client that reported max_tokens, or
+    that counted anything but Ollama's eval_count, would say 16."""
+    emulator.stop_after_tokens = 8
+    done = run_bench(
+        "run",
+        "--endpoint",
+        emulator.url,
+        "--api",
+        api,
+        "--model",
+        "gemma3:270m",
+        "--concurrency",
+        "1",
+        "--requests",
+        "2",
+        "--warmup",
+        "0",
+        "--input-tokens",
+        "16",
+        "--output-tokens",
+        "16",
+        "--no-ignore-eos",
+        results=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    for r in read_records(only_run_dir(tmp_path)):
+        assert r["output_tokens"] == 8 and r["finish_reason"] == "stop" and r["max_tokens"] == 16
+        gaps = [b - a for a, b in zip(r["output_times_ns"], r["output_times_ns"][1:], strict=False)]
+        assert len(gaps) == 7 and min(gaps) >= TOKEN_GAP_S * 1e9 * 0.9  # each token came after the emulator's gap
 
 
 @pytest.mark.parametrize("api", ["ollama-generate", "ollama-chat"])
