@@ -495,3 +495,36 @@ def test_an_api_priced_with_its_own_golden_run_and_a_self_hosted_option_below_th
     assert below["success_rate_to_win"] is None
     assert d["break_even"]["tasks_per_month"] == pytest.approx(365 / 0.4 / (0.001 / 0.9))
     assert "left out" in d["break_even"]["note"]
+
+
+def test_the_priced_stage_is_the_fastest_that_met_its_slos_not_the_fastest():
+    """Stage 0: one stream, 2 requests in 1 s, TTFT 100 ms (meets ttft <= 200 ms). Stage 1: two streams,
+    4 requests in 1 s, TTFT 500 ms (breaks it). A pricing that ignored the SLOs would take stage 1's 4 req/s;
+    the max SLO-compliant throughput is stage 0's 2 req/s, so $/task at $3.60/h and 100% utilization is
+    3.60 / (2 * 3600) = $0.0005."""
+    from bench.analysis import summarize_run
+    from bench.metrics.requests import table_of
+    from bench.records import Manifest, SloTargets
+
+    ms = 1_000_000
+
+    def rec(stage, send, ttft):
+        return {
+            "request_id": send,
+            "stage": stage,
+            "status": "ok",
+            "t_send_ns": send * ms,
+            "output_times_ns": [(send + ttft) * ms, (send + ttft + 10) * ms],
+            "t_end_ns": (send + 500) * ms,
+            "output_tokens": 2,
+            "prompt_tokens": 4,
+            "max_tokens": 2,
+        }
+
+    records = [rec(0, 0, 100), rec(0, 500, 100)] + [rec(1, t, 500) for t in (1000, 1000, 1500, 1500)]
+    manifest = Manifest(run_id="r", started_at="now", slo=SloTargets(thresholds_ms={"ttft": 200.0}, percentile=99))
+    summary = summarize_run(table_of(records), [], manifest)
+    assert [s.request_throughput_per_s for s in summary.stages] == [2.0, 4.0]
+    priced = priced_throughput(summary)
+    assert priced["stage"] == 0 and priced["basis"] == "max SLO-compliant throughput"
+    assert 3.60 / (priced["requests_per_s"] * 3600) == pytest.approx(0.0005)
