@@ -6,7 +6,16 @@ import math
 from typing import Any
 
 from bench.metrics.stats import PERCENTILES, percentile_key
-from bench.summary import Quality, RequestSummary, RunSummary, SloReport, StageSummary, Stats, TelemetrySummary
+from bench.summary import (
+    Quality,
+    RequestSummary,
+    RunSummary,
+    SearchResult,
+    SloReport,
+    StageSummary,
+    Stats,
+    TelemetrySummary,
+)
 
 STAT_COLUMNS = ("mean", "std", *(percentile_key(q) for q in PERCENTILES), "n")
 CLIENT_BUSY_PERCENT = 80  # above this the load generator, not the engine, may set the pace
@@ -762,3 +771,18 @@ def format_cost(report) -> str:
         lines.append(f"  {BREAK_EVEN_HEADERS[2]}; 'never': the API costs less per successful task than a fully used")
         lines.append("  instance. Intervals: " + report["interval_method"] + ".")
     return "\n".join(lines)
+
+
+def search_line(search: SearchResult) -> str:
+    """The max-rate search's answer in one line: the rate found, the bracket, the stages it took."""
+    found, (held, failed) = search.found_rate, search.bracket
+    steps = len(search.steps)
+    if found is None:
+        return f"Search       no rate held its SLOs, down to {failed:.3g} req/s ({steps} stage(s))"
+    top = "the top of the range held: raise HIGH" if failed is None else f"{failed:.3g} failed"
+    reached = "" if search.precision_reached else f"; the bracket is wider than {search.precision:.0%}"
+    upper = "?" if failed is None else f"{failed:.3g}"
+    return (
+        f"Search       max rate with SLOs held: {found:.3g} req/s (bracket {held:.3g}-{upper} req/s: {top}; "
+        f"{steps} stage(s)){reached}"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 SUMMARY_VERSION = 2
@@ -322,7 +323,8 @@ class RunSummary(RequestSummary):
         return cls.model_validate(raw)
 
     def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", by_alias=True)
+        """As summary.json holds it: an infinite value (a percentile over failed requests) is null in JSON."""
+        return orjson.loads(orjson.dumps(self.model_dump(mode="json", by_alias=True)))
 
     def stage(self, index: int) -> StageSummary:
         return next(s for s in self.stages if s.stage == index)

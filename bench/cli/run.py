@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from bench.console import display_for, say
 from bench.errors import UsageError
-from bench.format import quality_lines, stage_table, summary_table
+from bench.format import quality_lines, search_line, stage_table, summary_table
 from bench.results import EVAL, REQUESTS
 from bench.run import EXIT_CODES, EXIT_ENGINE, EXIT_INTERRUPTED, EXIT_OK, RunResult, execute
 from bench.spec import APIS, ARRIVALS, ENGINE_KINDS, SLO_METRICS, LoadSpec, RunSpec, WorkloadSpec
@@ -161,6 +161,43 @@ FLAGS = (
         "SECONDS",
     ),
     Flag(
+        "--ramp",
+        "load.ramp_s",
+        "raise each stage's streams or rate linearly over this many seconds; requests "
+        "sent during the ramp are warmup unless --measure-ramp",
+        LOAD,
+        "SECONDS",
+    ),
+    Flag(
+        "--ramp-from",
+        "load.ramp_from",
+        "the ramp's start: streams (closed loop, default 1) or req/s (open loop, default 0)",
+        LOAD,
+        "N",
+    ),
+    Flag(
+        "--measure-ramp",
+        "load.measure_ramp",
+        "count the requests sent during the ramp as measured",
+        LOAD,
+        action="store_true",
+    ),
+    Flag(
+        "--search-rate",
+        "load.search_rate",
+        "find the highest arrival rate in LOW:HIGH req/s whose --slo holds at "
+        "--slo-percentile, by bisection on measured stages (each long enough for the percentile)",
+        LOAD,
+        "LOW:HIGH",
+    ),
+    Flag(
+        "--search-precision",
+        "load.search_precision",
+        "with --search-rate: stop when the bracket is this narrow, relative (5%% or 0.05)",
+        LOAD,
+        "FRACTION",
+    ),
+    Flag(
         "--load-workers",
         "load.workers",
         "with --endpoint: N load generators, Ray actors (one CPU each, spread over the nodes) each driving its "
@@ -221,6 +258,26 @@ FLAGS = (
         WORKLOAD,
         "JSONL",
     ),
+    Flag(
+        "--trace",
+        "workload.trace",
+        "replay a trace: arrivals and lengths from a Mooncake JSONL, an Azure LLM "
+        "inference CSV or this rig's own JSONL (t_s, input_tokens, output_tokens, optional prompt); see "
+        "bench/load/trace.py",
+        WORKLOAD,
+        "FILE",
+    ),
+    Flag(
+        "--trace-speed", "workload.trace_speed", "replay the trace this many times faster (0.5: slower)", WORKLOAD, "X"
+    ),
+    Flag(
+        "--trace-window",
+        "workload.trace_window",
+        "take the trace's requests from START to END seconds",
+        WORKLOAD,
+        "START:END",
+    ),
+    Flag("--trace-block-tokens", "workload.trace_block_tokens", "prompt tokens per Mooncake hash id", WORKLOAD, "N"),
     Flag("--seed", "seed", "seed for prompts, arrivals and sampling", WORKLOAD),
     Flag("--temperature", "workload.temperature", "sampling temperature", WORKLOAD),
     Flag("--dtype", "engine.dtype", "weights and activations dtype", VLLM),
@@ -265,7 +322,7 @@ FLAGS = (
     Flag(
         "--launcher",
         "engine.launcher",
-        "how llama.cpp starts (auto: xllamacpp if installed, else llama-server on PATH, else llama-cpp-python)",
+        "how llama.cpp starts (auto: llama-server on PATH or --llama-server, else xllamacpp, else llama-cpp-python)",
         LLAMACPP,
         choices=("auto", "xllamacpp", "llama-server", "llama-cpp-python"),
     ),
@@ -293,8 +350,17 @@ FLAGS = (
     Flag(
         "--ctx-size",
         "engine.ctx_size",
-        "total context shared by the slots (default: enough for the longest request in every slot)",
+        "total context shared by the slots (default: enough for the longest request in every slot); Ollama gets "
+        "num_ctx = this / --parallel per request",
         LLAMACPP,
+    ),
+    Flag(
+        "--swa-full",
+        "engine.swa_full",
+        "full-size sliding-window cache, so Gemma 3 and other sliding-window models "
+        "reuse prefixes (default: on when the workload shares prefixes)",
+        LLAMACPP,
+        action="boolean",
     ),
     Flag("--gpu-layers", "engine.gpu_layers", "layers to offload to the GPU", LLAMACPP),
     Flag(
@@ -571,6 +637,8 @@ def print_result(result: RunResult) -> None:
             if workload.kind == "file"
             else f"golden set {workload.path} ({workload.cases} cases)"
             if workload.kind == "golden"
+            else f"a {workload.trace['format']} trace ({workload.trace['capped']} capped to the context)"
+            if workload.kind == "trace"
             else f"{workload.input_tokens} input / {workload.output_tokens} output tokens"
         )
         launcher = (manifest.engine.launcher if manifest.engine else None) or manifest.engine_kind
@@ -596,6 +664,8 @@ def print_result(result: RunResult) -> None:
             print(stage_table(summary, heading, str(run_dir.path), bound))
         if manifest.plan_stopped_early:
             print(f"Plan         stopped early: {manifest.plan_stopped_early}")
+        if summary.search:
+            print(search_line(summary.search))
         if summary.quality:
             print(quality_lines(summary.quality, str(run_dir.file(EVAL))))
     kept = summary.requests.finished

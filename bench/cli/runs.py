@@ -7,7 +7,7 @@ from pathlib import Path
 
 from bench.analysis import analyse, same_figures
 from bench.console import say
-from bench.format import quality_lines, stage_table, summary_table
+from bench.format import quality_lines, search_line, stage_table, summary_table
 from bench.results import EVAL, RunDirectory, write_json_atomic
 
 EXPORT_TABLES = ("stages", "requests", "telemetry")
@@ -63,6 +63,8 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         print(stage_table(recomputed, heading, str(run_dir.path)))
     if recomputed.quality:
         print(quality_lines(recomputed.quality, str(run_dir.file(EVAL))))
+    if recomputed.search:
+        print(search_line(recomputed.search))
     if on_disk is None:
         say("summary.json: missing" + (", written" if args.write else "; --write to create it"))
     elif same_figures(on_disk.to_json(), recomputed.to_json()):

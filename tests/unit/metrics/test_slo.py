@@ -150,3 +150,17 @@ def test_throughput_slices_count_tokens_where_they_arrived():
     }
     per_slice_tokens = [v * 0.1 for v in throughput_slices(table_of([a, b]))]
     assert per_slice_tokens == pytest.approx([0, 2, 1, 0, 0, 4, 2, 0, 0, 1])
+
+
+def test_a_summary_with_an_infinite_percentile_matches_itself_read_back():
+    """A p99 over failed requests is infinite; JSON holds it as null, and `bench summarize` must still match."""
+    import orjson
+
+    from bench.analysis import same_figures
+    from bench.summary import RunSummary
+
+    manifest = Manifest(run_id="r", started_at="now", slo=SloTargets(thresholds_ms={"ttft": 200.0}, percentile=99))
+    summary = summarize_run(table_of(RECORDS), [], manifest)
+    assert summary.stages[0].slo.by_metric["ttft"].at_percentile == float("inf")
+    on_disk = RunSummary.load(orjson.loads(orjson.dumps(summary.to_json())))
+    assert same_figures(on_disk.to_json(), summary.to_json())
