@@ -10,10 +10,10 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from bench.errors import UsageError
+from bench.results import read_yaml
 
 CATALOG_ENV = "BENCH_CATALOG"
 REPO_CATALOG = Path(__file__).resolve().parent.parent / "models.yaml"
@@ -60,11 +60,21 @@ class Source(_Strict):
             raise ValueError("give exactly one of `path` or `pypi`")
 
 
+Role = Literal["generator", "embedder", "reranker", "classifier"]
+ROLE_OF_API = {"completions": "generator", "chat": "generator", "embeddings": "embedder", "rerank": "reranker"}
+
+
 class ModelEntry(_Strict):
     description: str = ""
     format: Literal["gguf", "hf"] = Field(description="gguf: one llama.cpp file; hf: a Hugging Face folder")
-    api: Literal["completions", "chat"] = Field(
-        description="completions for base models without a chat template; chat for instruction models"
+    api: Literal["completions", "chat", "embeddings", "rerank"] = Field(
+        description="completions for base models without a chat template; chat for instruction models; "
+        "embeddings for embedding models; rerank for rerankers (cross-encoders)"
+    )
+    roles: list[Role] = Field(
+        default_factory=list,
+        description="what the model is for: generator (text), embedder (vectors), reranker (query-document "
+        "scores), classifier (labels); default: the role of its api",
     )
     source: Source
     sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
@@ -74,6 +84,10 @@ class ModelEntry(_Strict):
     license: str | None = None
     engines: list[Literal["llamacpp", "vllm", "ollama"]] = Field(default_factory=list)
     setup: str | None = Field(default=None, description="a command that creates the model when it is missing")
+
+    def model_post_init(self, _context) -> None:
+        if not self.roles:
+            self.roles = [ROLE_OF_API[self.api]]
 
 
 class HardwareEntry(_Strict):
@@ -246,20 +260,7 @@ def _format_error(path: Path, exc: ValidationError) -> str:
 
 
 def _read_yaml(path: Path):
-    try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"catalog {path} not found; pass --catalog PATH or set {CATALOG_ENV}") from None
-    except IsADirectoryError:
-        raise UsageError(f"catalog {path} is a folder; pass the models.yaml file inside it") from None
-    except UnicodeDecodeError as exc:
-        raise UsageError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
-    except PermissionError:
-        raise UsageError(f"catalog {path} cannot be read (permission denied)") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise UsageError(f"{path}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
+    return read_yaml(path, f"catalog {path}", f"; pass --catalog PATH or set {CATALOG_ENV}")
 
 
 def imported_api_offers(catalog_path: Path) -> dict[str, ApiOffer]:
@@ -340,7 +341,14 @@ def file_digest(path: Path) -> dict[str, object]:
             "size_bytes": file.stat().st_size,
         }
     if path.is_dir():
-        return {"path": str(path), "files": digests, "size_bytes": sum(d["size_bytes"] for d in digests.values())}
+        # the folder's own digest: sha256 over its files' "sha256  relative/path" lines, in path order
+        tree = hashlib.sha256("".join(f"{d['sha256']}  {name}\n" for name, d in digests.items()).encode())
+        return {
+            "path": str(path),
+            "sha256": tree.hexdigest(),
+            "files": digests,
+            "size_bytes": sum(d["size_bytes"] for d in digests.values()),
+        }
     (only,) = digests.values()
     return {"path": str(path), **only}
 

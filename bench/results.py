@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from bench.errors import UsageError
 from bench.records import Manifest, RequestRecord, TelemetrySample
@@ -112,6 +113,24 @@ def read_input_jsonl(path: Path, name: str) -> Iterator[tuple[int, str, Any]]:
             yield number, where, orjson.loads(line)
         except orjson.JSONDecodeError as exc:
             raise UsageError(f"{where}: not valid JSON ({exc})") from None
+
+
+def read_yaml(path: Path, name: str, missing_hint: str = "") -> Any:
+    """A YAML (or JSON) file a person wrote; each way it can fail is a UsageError that starts with `name`."""
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{name}: not found{missing_hint}") from None
+    except IsADirectoryError:
+        raise UsageError(f"{name}: is a folder, not a file") from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{name}: not UTF-8 text (byte {exc.start}: {exc.reason}); save it as UTF-8") from None
+    except PermissionError:
+        raise UsageError(f"{name}: cannot be read (permission denied)") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{name}: not valid YAML{at}: {getattr(exc, 'problem', exc)}") from None
 
 
 def read_json(path: Path) -> dict[str, Any]:

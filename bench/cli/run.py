@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ValidationError
 
 from bench.console import display_for, say
 from bench.errors import UsageError
 from bench.format import quality_lines, search_line, stage_table, summary_table
-from bench.results import EVAL, REQUESTS
+from bench.results import EVAL, REQUESTS, read_yaml
 from bench.run import EXIT_CODES, EXIT_ENGINE, EXIT_INTERRUPTED, EXIT_OK, RunResult, execute
 from bench.spec import APIS, ARRIVALS, ENGINE_KINDS, SLO_METRICS, LoadSpec, RunSpec, WorkloadSpec
 
@@ -497,15 +496,7 @@ def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def _read_spec_file(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"--spec {path}: file not found") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise UsageError(f"--spec {path}: not a readable YAML or JSON file ({exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UsageError(f"--spec {path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    data = read_yaml(path, f"--spec {path}")
     if not isinstance(data, dict):
         raise UsageError(f"--spec {path}: expected a mapping of run spec fields (engine, model, load, ...)")
     return data

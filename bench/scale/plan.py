@@ -44,10 +44,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import UsageError
+from bench.results import read_yaml
 from bench.spec import RunSpec
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
@@ -345,15 +345,7 @@ def expand(plan: MatrixPlan, matrix_dir: Path, root: Path | None = None) -> list
 
 
 def load_plan(path: Path) -> MatrixPlan:
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise UsageError(f"{path}: plan file not found") from None
-    except (IsADirectoryError, UnicodeDecodeError) as exc:
-        raise UsageError(f"{path}: not a readable YAML file ({exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        raise UsageError(f"{path}: not valid YAML{f' at line {mark.line + 1}' if mark else ''}") from None
+    raw = read_yaml(path, f"plan file {path}")
     if not isinstance(raw, dict):
         raise UsageError(f"{path}: a plan is a mapping with base, axes and resources (see examples/)")
     try:

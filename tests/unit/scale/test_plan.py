@@ -113,7 +113,7 @@ def test_plan_file_errors_are_one_line(tmp_path):
     path.write_text("base: [")
     with pytest.raises(UsageError, match="not valid YAML"):
         load_plan(path)
-    with pytest.raises(UsageError, match="plan file not found"):
+    with pytest.raises(UsageError, match="plan file .*missing.yaml: not found"):
         load_plan(tmp_path / "missing.yaml")
 
 
