@@ -131,12 +131,14 @@ def analyse(run_dir: RunDirectory, manifest: Manifest | None = None) -> Analysis
     summary = summarize_run(table, run_dir.telemetry(), manifest, run_dir.engine_metrics())
     if not golden:
         return Analysis(summary, None)
-    quality, verdicts = evaluate(answered, load_golden(run_dir.file(GOLDEN_COPY)))
+    cases = load_golden(run_dir.file(GOLDEN_COPY))
+    quality, verdicts = evaluate(answered, cases)
     workload = manifest.workload
     quality.golden = {
         "path": workload.path,
         "sha256": workload.sha256,
-        "cases": workload.cases,
+        "cases": quality.cases_in_set,  # the cases themselves; `prompts` counts their variants too
+        "prompts": len(cases),
         "temperature": manifest.temperature,
         "seed": manifest.seed,
     }

@@ -1,10 +1,12 @@
 """Golden-set checks, each against outputs that pass and fail, the Wilson interval, and evaluation."""
 
+import json
+
 import pytest
 
 from bench.errors import UsageError
 from bench.metrics.stats import wilson_interval
-from bench.quality import GoldenCase, evaluate, load_golden, run_check
+from bench.quality import GoldenCase, drift, evaluate, load_golden, own_cases, run_check
 from bench.records import RequestRecord
 
 
@@ -103,3 +105,122 @@ def test_repeated_ids_are_an_error(tmp_path):
     path.write_text(f"{case}\n{case}\n")
     with pytest.raises(UsageError, match="repeats line 1"):
         load_golden(path)
+
+
+# -- variants, consistency, invalid output, drift --------------------------------------------------------------
+def _set(tmp_path, lines):
+    path = tmp_path / "set.jsonl"
+    path.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return path
+
+
+def test_variants_become_cases_of_their_own_after_their_case(tmp_path):
+    chat = {"messages": [{"role": "user", "content": "q"}], "variants": [[{"role": "user", "content": "q?"}]]}
+    lines = [
+        {"id": "a", "prompt": "p", "variants": ["p, rephrased", "p again"], "checks": [{"type": "json"}]},
+        {"id": "b", **chat, "max_tokens": 9, "checks": [{"type": "json"}]},
+    ]
+    path = _set(tmp_path, lines)
+    cases = load_golden(path)
+    assert [(c.id, c.variant_of) for c in cases] == [("a", None), ("a~1", "a"), ("a~2", "a"), ("b", None), ("b~1", "b")]
+    assert cases[1].prompt == "p, rephrased" and cases[4].messages == [{"role": "user", "content": "q?"}]
+    assert cases[4].max_tokens == 9 and cases[4].checks == cases[3].checks
+    assert [c.id for c in own_cases(cases)] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ({"id": "a", "prompt": "p", "variants": [["x"]], "checks": [{"type": "json"}]}, "variants are strings"),
+        ({"id": "a", "messages": [], "variants": ["x"], "checks": [{"type": "json"}]}, "are message lists"),
+        ({"id": "a", "messages": [], "variants": [["x"]], "checks": [{"type": "json"}]}, "are message lists"),
+        ({"id": "a", "prompt": "p", "variants": [""], "checks": [{"type": "json"}]}, "variant 1 is empty"),
+        ({"id": "a", "prompt": "p", "variant_of": "b", "checks": [{"type": "json"}]}, "list rephrasings under"),
+    ],
+)
+def test_bad_variants_are_refused(tmp_path, line, message):
+    with pytest.raises(UsageError) as caught:
+        load_golden(_set(tmp_path, [line]))
+    assert message in str(caught.value)
+
+
+def test_a_case_id_that_collides_with_a_variant_is_refused(tmp_path):
+    lines = [
+        {"id": "a", "prompt": "p", "variants": ["q"], "checks": [{"type": "json"}]},
+        {"id": "a~1", "prompt": "r", "checks": [{"type": "json"}]},
+    ]
+    with pytest.raises(UsageError, match="is the id of variant 1 of case 'a'"):
+        load_golden(_set(tmp_path, lines))
+
+
+def _records(outputs):
+    return [
+        RequestRecord(request_id=i, case_id=k, status="ok", output_text=v) for i, (k, v) in enumerate(outputs.items())
+    ]
+
+
+def test_consistency_across_variants_by_hand():
+    """Three cases with two variants each, one case without. a passes on its prompt and both variants, b fails on
+    all three, c passes on its prompt and one variant but fails the other: a and b are consistent, c is not:
+    2/3 = 66.7%, Wilson 95% interval 20.8%-93.9% (centre (2/3 + 1.92/3) / (1 + 3.84/3) = 0.5648, half-width
+    1.96 / 2.2805 x sqrt(0.2222/3 + 3.8415/36) = 0.3569). The success rate counts the cases' own prompts only:
+    a, c and d pass, b fails: 3/4."""
+    lines = [
+        {"id": k, "prompt": k, "variants": [f"{k}1", f"{k}2"], "checks": [{"type": "contains", "value": "yes"}]}
+        for k in "abc"
+    ] + [{"id": "d", "prompt": "d", "checks": [{"type": "contains", "value": "yes"}]}]
+    cases = [c for line in lines for c in (lambda g: [g, *g.variant_cases()])(GoldenCase.model_validate(line))]
+    outputs = {"a": "yes", "a~1": "yes", "a~2": "yes", "b": "no", "b~1": "no", "b~2": "no"}
+    outputs |= {"c": "yes", "c~1": "yes", "c~2": "no", "d": "yes"}
+    quality, verdicts = evaluate(_records(outputs), cases)
+    assert (quality.passed, quality.cases, quality.cases_in_set) == (3, 4, 4)
+    c = quality.consistency
+    assert (c.cases, c.consistent, c.consistent_passing, c.consistent_failing) == (3, 2, 1, 1)
+    assert c.share == pytest.approx(2 / 3) and c.variants_answered == 6
+    assert [round(x, 3) for x in c.ci95] == [0.208, 0.939] and c.ci95 == pytest.approx(wilson_interval(2, 3))
+    assert [r.id for r in c.inconsistent] == ["c"] and c.inconsistent[0].verdicts == {
+        "c": True,
+        "c~1": True,
+        "c~2": False,
+    }
+    assert len(verdicts) == 10 and quality.failures[0].id == "b"  # variants have verdicts, but no failure lines
+    assert quality.by_tag == {}
+
+
+def test_invalid_output_is_reported_apart_from_wrong_answers():
+    """Five cases with a format check and one without. j1 is valid JSON with the right label (passed); j2 valid
+    JSON with the other label (a wrong answer: its contains check fails); j3 is not JSON; j4 is JSON of the wrong
+    shape (the schema fails); r1's answer breaks its format regex; t's regex tests content (no `format`), so it
+    is no format case and its miss is a wrong answer. Invalid: j3 (not JSON), j4 (schema), r1 (format regex) =
+    3 of 5 format cases (60%), apart from the one wrong answer among them (j2)."""
+    schema = {"type": "object", "required": ["label"], "properties": {"label": {"enum": ["billing", "account"]}}}
+    json_check = {"type": "json", "schema": schema}
+    lines = [
+        {"id": "j1", "prompt": "p", "checks": [json_check, {"type": "contains", "value": "billing"}]},
+        {"id": "j2", "prompt": "p", "checks": [json_check, {"type": "contains", "value": "billing"}]},
+        {"id": "j3", "prompt": "p", "checks": [json_check]},
+        {"id": "j4", "prompt": "p", "checks": [json_check]},
+        {"id": "r1", "prompt": "p", "checks": [{"type": "regex", "pattern": "^[A-Z]{3}-[0-9]{4}$", "format": True}]},
+        {"id": "t", "prompt": "p", "checks": [{"type": "regex", "pattern": "open 9-18"}]},
+    ]
+    cases = [GoldenCase.model_validate(x) for x in lines]
+    outputs = {"j1": '{"label": "billing"}', "j2": '{"label": "account"}', "j3": "Billing!", "j4": '{"tag": 1}'}
+    outputs |= {"r1": "ABC-12", "t": "we are closed"}
+    quality, verdicts = evaluate(_records(outputs), cases)
+    v = quality.output_validity
+    assert (v.cases, v.invalid, v.wrong_answer, v.passed) == (5, 3, 1, 1)
+    assert v.rate == pytest.approx(0.6) and v.ci95 == pytest.approx(wilson_interval(3, 5))
+    assert v.by_kind == {"JSON against the schema": 1, "format regex": 1, "not JSON": 1}
+    assert v.invalid_cases == ["j3", "j4", "r1"]
+    assert quality.outcomes == {"passed": 1, "wrong answer": 2, "invalid output": 3, "request failed": 0}
+    assert {x["id"]: x["outcome"] for x in verdicts}["t"] == "wrong answer"
+
+
+def test_drift_pairs_the_cases_and_counts_both_ways():
+    before = [{"id": i, "passed": p, "variant_of": None} for i, p in zip("abcdef", [1, 1, 1, 0, 0, 1], strict=True)]
+    after = [{"id": i, "passed": p, "variant_of": None} for i, p in zip("abcdeg", [0, 0, 1, 1, 0, 1], strict=True)]
+    d = drift(before, after)
+    assert (d["paired"], d["regressed"], d["fixed"]) == (5, ["a", "b"], ["d"])
+    assert (d["only_before"], d["only_after"]) == (["f"], ["g"])
+    assert d["p_value"] == 1.0  # b = 2, c = 1: (1 + 3 + 3) x 2 / 8 > 1
+    assert (d["success_before"], d["success_after"]) == (3 / 5, 2 / 5)
