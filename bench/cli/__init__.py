@@ -10,7 +10,7 @@ import argparse
 import os
 
 from bench import __version__
-from bench.cli import calibrate, matrix, pricing, runs
+from bench.cli import calibrate, check, matrix, pricing, runs
 from bench.cli.common import Parser
 from bench.cli.run import add_run_parser, cmd_run, exit_codes_help
 from bench.console import say
@@ -30,6 +30,7 @@ COMMANDS = {
     "mdr": pricing.cmd_decision,
     "prices": pricing.cmd_prices,
     "models": pricing.cmd_models,
+    "check": check.cmd_check,
     "matrix": matrix.cmd_matrix,
 }
 
@@ -47,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_parsers(sub)
     calibrate.add_parser(sub)
     pricing.add_parsers(sub)
+    check.add_parser(sub)
     matrix.add_parser(sub)
     return parser
 

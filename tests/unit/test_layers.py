@@ -14,7 +14,16 @@ LAYERS = [
     ("bench.load",),
     ("bench.quality", "bench.cost", "bench.prices"),
     ("bench.analysis", "bench.calibrate", "bench.format", "bench.console"),
-    ("bench.run", "bench.runs", "bench.decision", "bench.report", "bench.scale.workers", "bench.scale.cluster"),
+    (
+        "bench.run",
+        "bench.runs",
+        "bench.decision",
+        "bench.report",
+        "bench.check",
+        "bench.route",
+        "bench.scale.workers",
+        "bench.scale.cluster",
+    ),
     ("bench.scale",),
     ("bench.cli",),
 ]

@@ -1,0 +1,918 @@
+"""`bench check RUN --baseline BASELINE`: a CI gate on performance and quality (no I/O beyond reading the two
+run directories).
+
+Each metric has a tolerance: how much worse the run may be than the baseline, relative for latency and
+throughput (`ttft_p99=+10%`: up to 10 % slower; `output_tok_s=-5%`: up to 5 % less), in percentage points for
+rates (`error_rate=+1pp`, `success_rate=-2pp`). A metric **regresses** only when both hold:
+
+1. its change is worse than the tolerance, and
+2. the change is statistically clear: the 95 % interval of the change lies entirely on the worse side of no
+   change (for the success rate and the invalid-output rate of two golden runs: the exact McNemar test on
+   the paired verdicts, p < 0.05, more cases worse than better).
+
+A change past the tolerance whose interval includes no change is reported as "not clear" and passes; so does
+a clear change within the tolerance.
+
+The interval is a **bootstrap interval of the relative change of the metric itself**: each run's per-request
+values (TTFT, TPOT, E2E of its successful measured requests; for output tok/s, the throughputs of the stage's
+ten equal time slices) are resampled with replacement, independently, RESAMPLES times from a fixed seed, the
+statistic the tolerance names (p50, p99, mean, ...) is computed on each resample, and the 2.5th and 97.5th
+percentiles of new/baseline - 1 are the interval. Why a bootstrap of the difference rather than a rank test
+(Mann-Whitney): the tolerance is on a percentile, and a rank test answers another question (is one run's
+distribution shifted against the other's as a whole); a p99 can regress with the ranks barely moving, and a
+median shift of 1 % is "significant" to a rank test over enough requests. The bootstrap tests the very figure
+that is gated, for any statistic, with no assumption about the latency distribution. Above LARGE_N values a
+side's spread comes from its large-sample limit instead (the order-statistic interval of a percentile, the
+standard error of a mean), combined on the log scale.
+
+What the interval does not cover: drift between two runs of one setup (another tenant on the machine, a
+cold cache, thermal state). Resampling requests measures how well each run pins its own figure, not how far
+two runs of the same setup land apart; the tolerance is what absorbs that drift, so size it from repeated
+identical runs on the CI machine (scripts/check_false_alarms.py measures the false-alarm rate). A p99 of fewer
+than about 100 requests is close to the slowest request, so its interval is wide and it is rarely clear.
+
+Contention: a check of timing is only as good as the machine was quiet. From each run's telemetry over a
+stage's measured window, the CPU that other processes used = system CPU x logical CPUs - the engine's process
+tree - the rig's own client, in cores (mean of the samples). When it exceeds MAX_CONTENTION of the machine's
+logical CPUs in either run, that stage's latency and throughput are **not judged** (shown, with the reason; a
+JUnit skip) rather than failed: measured on the 2-core development VM shared with other jobs, identical runs
+moved by up to +110 % in TTFT p50 while other processes held one core or more, and by under 5 % while the
+machine was quiet. Error and success rates are judged either way. `max_contention=None` judges regardless.
+With `--endpoint` the rig did not start the engine, cannot tell its CPU from others', and judges timing.
+
+Error rate: failed / finished measured requests per stage, compared with Newcombe's hybrid score interval of
+the difference of two proportions (method 10), in percentage points.
+
+Absolute gates on the run alone: `--slo ttft=500ms,...` met at `--slo-percentile` in every stage (a failed
+request counts as infinitely slow, as in `bench run`), `--max-error-rate` in every stage, and a run whose every
+measured request failed.
+
+Identity: the runs must have measured the same workload (kind, prompt lengths or prompt file / golden set
+digest, prefixes, turns, API, EOS handling, temperature, each stage's schedule); otherwise the check refuses
+(exit 2) unless allow_different_workload. Differences in engine (kind, launcher, version, settings), model
+(name, file digest), hardware, request counts or seed are warnings: the figures are compared, and the output
+says what changed.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.errors import UsageError
+from bench.metrics.requests import (
+    MEASURED,
+    OK,
+    RequestTable,
+    TableBuilder,
+    measured_window,
+    slo_report,
+    throughput_slices,
+)
+from bench.metrics.stats import Z_95, order_statistic_ci, percentiles, wilson_interval
+from bench.quality import drift
+from bench.records import Manifest, TelemetrySample
+from bench.results import RunDirectory
+from bench.summary import RunSummary, StageSummary
+
+RESAMPLES = 2000
+MAX_CONTENTION = 0.25  # share of the machine's logical CPUs other processes may use before timing is not judged
+LARGE_N = 20_000
+SEED = 0
+ALPHA = 0.05  # McNemar's level, the complement of the intervals' 95 %
+
+# metric -> (what it is, the direction that is worse: +1 higher, -1 lower, unit of its tolerance)
+LATENCY = ("ttft", "tpot", "e2e")
+STATISTICS = ("p50", "p90", "p95", "p99", "p99.9", "mean")
+RATE_METRICS = {
+    "error_rate": ("failed / finished measured requests", +1),
+    "success_rate": ("golden cases passed (two golden runs, paired)", -1),
+    "invalid_output_rate": ("outputs that broke a format check (two golden runs, paired)", +1),
+}
+DEFAULT_TOLERANCES = (
+    "ttft_p50=+10%,ttft_p99=+25%,tpot_p50=+10%,tpot_p99=+25%,e2e_p99=+25%,output_tok_s=-10%,"
+    "error_rate=+1pp,success_rate=-2pp,invalid_output_rate=+2pp"
+)
+METHOD = (
+    "A metric regresses when its change is worse than its tolerance and statistically clear: for latency and "
+    f"throughput, the 95% bootstrap interval of the relative change ({RESAMPLES} independent resamples of each "
+    "run's per-request values, or of its ten throughput slices, seed 0) lies entirely on the worse side; for the "
+    "error rate, Newcombe's 95% interval of the difference; for a golden run's success and invalid-output rates, "
+    "the exact McNemar test on the paired cases (p < 0.05). The interval covers request-to-request variation "
+    "within each run, not drift between runs of one setup: the tolerances absorb that."
+)
+
+
+def metric_names() -> list[str]:
+    return [f"{m}_{s}" for m in LATENCY for s in STATISTICS] + ["output_tok_s", *RATE_METRICS]
+
+
+def worse_direction(metric: str) -> int:
+    if metric in RATE_METRICS:
+        return RATE_METRICS[metric][1]
+    return -1 if metric == "output_tok_s" else +1
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    metric: str
+    limit: float | None  # a fraction (relative) or percentage points as a fraction (0.02 = 2pp); None = off
+    unit: str  # "%" or "pp"
+
+    @property
+    def worse(self) -> int:
+        return worse_direction(self.metric)
+
+    def text(self) -> str:
+        if self.limit is None:
+            return "off"
+        sign = "+" if self.worse > 0 else "-"
+        return f"{sign}{self.limit * 100:g}{self.unit}"
+
+
+def parse_tolerances(text: str | None, base: str = DEFAULT_TOLERANCES) -> dict[str, Tolerance]:
+    """`ttft_p99=+10%,output_tok_s=-5%,success_rate=-2pp,tpot_p99=off` over the defaults (given metrics replace
+    theirs; the others keep their default)."""
+    out = _parse(base) if base else {}
+    if text:
+        out.update(_parse(text))
+    return out
+
+
+def _parse(text: str) -> dict[str, Tolerance]:
+    out = {}
+    known = metric_names()
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, value = (x.strip() for x in part.partition("="))
+        if not sep:
+            raise UsageError(f"--tolerance {part!r}: give METRIC=VALUE, e.g. ttft_p99=+10% or success_rate=-2pp")
+        if name not in known:
+            raise UsageError(f"--tolerance {part!r}: unknown metric {name!r}; known: {', '.join(known)}")
+        if value == "off":
+            out[name] = Tolerance(name, None, "%")
+            continue
+        match = re.fullmatch(r"([+-]?)(\d+(?:\.\d+)?)\s*(%|pp)", value)
+        if not match:
+            raise UsageError(f"--tolerance {part!r}: give a signed amount with its unit, e.g. +10%, -5%, -2pp, or off")
+        sign, amount, unit = match.groups()
+        worse = worse_direction(name)
+        if sign and (sign == "+") != (worse > 0):
+            raise UsageError(
+                f"--tolerance {part!r}: {name} gets worse as it {'rises' if worse > 0 else 'falls'}, so its "
+                f"tolerance is {'+' if worse > 0 else '-'}{amount}{unit}"
+            )
+        rate = name in RATE_METRICS
+        if rate and unit != "pp":
+            raise UsageError(f"--tolerance {part!r}: {name} is a rate: give its tolerance in percentage points (pp)")
+        if not rate and unit != "%":
+            raise UsageError(f"--tolerance {part!r}: give {name}'s tolerance in percent (%), relative to the baseline")
+        out[name] = Tolerance(name, float(amount) / 100, unit)
+    return out
+
+
+# -- the two runs ------------------------------------------------------------------------------------------
+@dataclass
+class Side:
+    path: Path
+    manifest: Manifest
+    summary: RunSummary
+    table: RequestTable
+    verdicts: list[dict[str, Any]] | None  # a golden run's eval.json cases
+    telemetry: list[TelemetrySample] = field(default_factory=list)
+
+    @property
+    def run_id(self) -> str:
+        return self.manifest.run_id
+
+    @property
+    def golden(self) -> bool:
+        return self.manifest.workload is not None and self.manifest.workload.kind == "golden"
+
+    def stage_table(self, index: int) -> RequestTable:
+        return self.table.select(self.table.stage == index)
+
+
+def load_side(path: Path, role: str) -> Side:
+    run_dir = RunDirectory(path)
+    if not path.is_dir() or not run_dir.exists():
+        raise UsageError(f"{role} {path}: not a run directory (no manifest.json); give a folder `bench run` wrote")
+    if not run_dir.has_summary():
+        raise UsageError(f"{role} {path}: no summary.json (the run did not finish); `bench summarize {path} --write`")
+    builder = TableBuilder()
+    for row in run_dir.request_rows():
+        builder.add_row(row)
+    evaluation = run_dir.evaluation()
+    return Side(
+        path=path,
+        manifest=run_dir.manifest(),
+        summary=run_dir.summary(),
+        table=builder.build(),
+        verdicts=evaluation["cases"] if evaluation else None,
+        telemetry=run_dir.telemetry(),
+    )
+
+
+def contention(side: Side, stage: int) -> dict[str, Any] | None:
+    """CPU other processes used during a stage's measured window (see the module docstring); None without
+    system CPU samples in it."""
+    window = measured_window(side.stage_table(stage))
+    cpus = side.manifest.hardware.cpu_cores_logical or side.manifest.hardware.cpus_usable
+    if window is None or not cpus:
+        return None
+    start, end = window
+    samples = [t for t in side.telemetry if start <= t.t_ns <= end and t.system_cpu_percent is not None]
+    if not samples or all(t.engine_cpu_percent is None for t in samples):
+        return None  # no samples, or an engine the rig did not start (--endpoint): its CPU cannot be told apart
+    foreign = [
+        max(
+            0.0,
+            t.system_cpu_percent * cpus / 100 - (t.engine_cpu_percent or 0) / 100 - (t.client_cpu_percent or 0) / 100,
+        )
+        for t in samples
+    ]
+    engine = [t.engine_cpu_percent / 100 for t in samples if t.engine_cpu_percent is not None]
+    cores = sum(foreign) / len(foreign)
+    return {
+        "other_cores": cores,
+        "share": cores / cpus,
+        "cpus": cpus,
+        "engine_cores": sum(engine) / len(engine) if engine else None,
+        "samples": len(samples),
+    }
+
+
+def _flat(prefix: str, value: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(value, dict):
+        for k, v in sorted(value.items()):
+            _flat(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = value
+    return out
+
+
+def _differences(label: str, a: dict[str, Any], b: dict[str, Any]) -> list[str]:
+    fa, fb = _flat("", a, {}), _flat("", b, {})
+    return [
+        f"{label} {key}: {fa.get(key)!r} -> {fb.get(key)!r}"
+        for key in sorted(set(fa) | set(fb))
+        if fa.get(key) != fb.get(key)
+    ]
+
+
+_ENGINE_VOLATILE = {"port", "host", "pid", "model_path", "python", "ready_timeout_s", "info_file"}
+_VERSION_VOLATILE = {"params", "hostnames", "total_slots", "n_ctx_per_slot"}
+
+
+def _workload(m: Manifest) -> dict[str, Any]:
+    w = m.workload
+    workload = {}
+    if w is not None:
+        workload = {
+            "kind": w.kind,
+            "input_tokens": w.input_tokens,
+            "output_tokens": w.output_tokens,
+            "prefix_count": w.prefix_count,
+            "prefix_tokens": w.prefix_tokens,
+            "turns": w.turns,
+            "sha256": w.sha256,
+        }
+    stages = {}
+    for s in m.stages:
+        plan = {"kind": s.kind, "name": s.name} if m.sweep_rates else {"kind": s.kind, "schedule": s.schedule}
+        stages[str(s.index)] = plan
+    return {
+        "workload": workload,
+        "api": m.api,
+        "ignore_eos": m.ignore_eos,
+        "temperature": m.temperature,
+        "stages": stages,
+    }
+
+
+def _engine(m: Manifest) -> dict[str, Any]:
+    e = m.engine
+    if e is None:
+        return {"kind": m.engine_kind}
+    version = e.version
+    if isinstance(version, dict):
+        version = {k: v for k, v in version.items() if k not in _VERSION_VOLATILE}
+    settings = {k: v for k, v in (e.settings or {}).items() if k not in _ENGINE_VOLATILE}
+    return {"kind": e.engine, "launcher": e.launcher, "version": version, "settings": settings}
+
+
+def _model(m: Manifest) -> dict[str, Any]:
+    if m.model is None:
+        return {}
+    file = m.model.file or {}
+    digest = file.get("sha256") or {k: v for k, v in file.items() if k not in ("path",)}
+    return {"name": m.model.name, "digest": digest}
+
+
+def _hardware(m: Manifest) -> dict[str, Any]:
+    h = m.hardware
+    return {
+        "cpu_model": h.cpu_model,
+        "cpu_cores_physical": h.cpu_cores_physical,
+        "cpus_usable": h.cpus_usable,
+        "memory_total_bytes": h.memory_total_bytes,
+        "gpus": ", ".join(str(g.get("name")) for g in h.gpus) or None,
+    }
+
+
+def identity(base: Side, new: Side) -> tuple[list[str], list[str]]:
+    """(workload differences, which refuse the comparison; warnings: what else differs in what was measured)."""
+    a, b = base.manifest, new.manifest
+    workload = _differences("workload", _workload(a), _workload(b))
+    warnings = []
+    warnings += _differences("engine", _engine(a), _engine(b))
+    warnings += _differences("model", _model(a), _model(b))
+    warnings += _differences("hardware", _hardware(a), _hardware(b))
+    requests_a = {str(s.index): s.requests for s in a.stages}
+    requests_b = {str(s.index): s.requests for s in b.stages}
+    warnings += _differences("requests per stage", requests_a, requests_b)
+    if a.seed != b.seed:
+        warnings.append(f"seed: {a.seed} -> {b.seed} (other prompts drawn from the same lengths)")
+    for side in (base, new):
+        if side.manifest.status != "complete":
+            warnings.append(
+                f"run {side.run_id} is {side.manifest.status}: {side.manifest.incomplete_reason or 'see its manifest'}"
+            )
+    return workload, warnings
+
+
+# -- statistics --------------------------------------------------------------------------------------------
+def _statistic(name: str) -> Callable[[np.ndarray], float]:
+    if name == "mean":
+        return lambda v: float(np.mean(v))
+    q = float(name[1:])
+    return lambda v: percentiles(v, [q])[0]
+
+
+def block_length(n: int) -> int:
+    """The moving-block bootstrap's block: ceil(n^(1/3)) consecutive values (Hall, Horowitz and Jing 1995)."""
+    return max(1, math.ceil(n ** (1 / 3)))
+
+
+def _resampled(values: np.ndarray, name: str, rng: np.random.RandomState, resamples: int) -> np.ndarray:
+    """The statistic on each of `resamples` moving-block resamples of values in time order: blocks of
+    block_length(n) consecutive values with random starts, joined and cut to n (drawn about 2M values at a
+    time)."""
+    n = len(values)
+    block = block_length(n)
+    blocks = math.ceil(n / block)
+    offsets = np.arange(block)
+    out = np.empty(resamples)
+    rows = max(1, 2_000_000 // n)
+    done = 0
+    q = None if name == "mean" else float(name[1:])
+    while done < resamples:
+        take = min(rows, resamples - done)
+        starts = rng.randint(0, n - block + 1, size=(take, blocks))
+        picks = values[(starts[:, :, None] + offsets).reshape(take, -1)[:, :n]]
+        if q is None:
+            out[done : done + take] = picks.mean(axis=1)
+        else:
+            out[done : done + take] = np.percentile(picks, q, axis=1)  # linear, as bench.metrics.stats
+        done += take
+    return out
+
+
+def _log_se(values: np.ndarray, name: str) -> float:
+    """The large-sample standard error of log(statistic)."""
+    n = len(values)
+    if name == "mean":
+        mean = float(np.mean(values))
+        return float(np.std(values) / math.sqrt(n) / mean) if mean > 0 else math.inf
+    low, high = order_statistic_ci(values, float(name[1:]))
+    point = percentiles(values, [float(name[1:])])[0]
+    return (math.log(high) - math.log(low)) / (2 * Z_95) if low > 0 and point > 0 else math.inf
+
+
+def relative_change_interval(
+    base: np.ndarray, new: np.ndarray, name: str, resamples: int = RESAMPLES, seed: int = SEED
+) -> list[float] | None:
+    """95 % interval of statistic(new) / statistic(base) - 1 (see the module docstring); None below 2 values
+    a side."""
+    if len(base) < 2 or len(new) < 2:
+        return None
+    if len(base) > LARGE_N or len(new) > LARGE_N:
+        point = _statistic(name)(new) / _statistic(name)(base)
+        spread = math.hypot(_log_se(base, name), _log_se(new, name)) * Z_95
+        return [point * math.exp(-spread) - 1, point * math.exp(spread) - 1]
+    rng = np.random.RandomState(seed)
+    a = _resampled(base, name, rng, resamples)
+    b = _resampled(new, name, rng, resamples)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = b / a - 1
+    ratio = ratio[np.isfinite(ratio)]
+    if not len(ratio):
+        return None
+    return percentiles(ratio, [2.5, 97.5])
+
+
+def newcombe_interval(x_new: int, n_new: int, x_base: int, n_base: int) -> list[float] | None:
+    """95 % interval of p_new - p_base (Newcombe 1998, method 10: hybrid of the two Wilson intervals)."""
+    if not n_new or not n_base:
+        return None
+    p1, p2 = x_new / n_new, x_base / n_base
+    l1, u1 = wilson_interval(x_new, n_new)
+    l2, u2 = wilson_interval(x_base, n_base)
+    d = p1 - p2
+    return [d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)]
+
+
+# -- findings ----------------------------------------------------------------------------------------------
+@dataclass
+class Finding:
+    scope: str  # the stage's label, or "quality"
+    metric: str
+    tolerance: Tolerance
+    baseline: float | None = None
+    new: float | None = None
+    change: float | None = None  # relative (latency, throughput) or in points (rates)
+    ci95: list[float] | None = None
+    p_value: float | None = None
+    n: tuple[int, int] = (0, 0)
+    verdict: str = "not measured"
+    method: str = ""
+    note: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.verdict == "regression"
+
+
+def judge(f: Finding, clear_worse: bool, clear_better: bool) -> Finding:
+    """The verdict from the change, its tolerance and whether it is statistically clear."""
+    if f.change is None:
+        f.verdict = "not measured"
+        return f
+    worse_by = f.change * f.tolerance.worse  # > 0: worse
+    limit = f.tolerance.limit
+    beyond = worse_by > limit + 1e-12
+    if beyond and clear_worse:
+        f.verdict = "regression"
+    elif beyond:
+        f.verdict = "not clear"
+    elif worse_by > 0:
+        f.verdict = "within tolerance"
+    elif -worse_by > limit and clear_better:
+        f.verdict = "improved"
+    else:
+        f.verdict = "ok"
+    return f
+
+
+def _latency_values(table: RequestTable, metric: str) -> np.ndarray:
+    """The successful measured requests' values, in the order they were sent."""
+    ok = table.select((table.phase == MEASURED) & (table.status == OK))
+    values = {"ttft": ok.ttft_ms, "tpot": ok.tpot_ms, "e2e": ok.e2e_ms}[metric]()
+    values = values[np.argsort(ok.t_send, kind="stable")]
+    return values[~np.isnan(values)]
+
+
+def _interval_finding(f: Finding, base: np.ndarray, new: np.ndarray, name: str, resamples: int) -> Finding:
+    f.n = (len(base), len(new))
+    if not len(base) or not len(new):
+        f.note = "no values in " + ("the baseline" if not len(base) else "the run")
+        return f
+    stat = _statistic(name)
+    f.baseline, f.new = stat(base), stat(new)
+    if f.baseline <= 0:
+        f.note = "the baseline's value is 0"
+        return f
+    f.change = f.new / f.baseline - 1
+    f.ci95 = relative_change_interval(base, new, name, resamples)
+    worse = f.tolerance.worse
+    clear_worse = f.ci95 is not None and (f.ci95[0] > 0 if worse > 0 else f.ci95[1] < 0)
+    clear_better = f.ci95 is not None and (f.ci95[1] < 0 if worse > 0 else f.ci95[0] > 0)
+    if f.ci95 is None:
+        f.note = "fewer than 2 values a side: no interval"
+    elif name in ("p99", "p99.9") and min(f.n) < 100:
+        f.note = f"{name} of {min(f.n)} requests is about the slowest one: a wide interval"
+    return judge(f, clear_worse, clear_better)
+
+
+def stage_findings(
+    label: str,
+    base: Side,
+    new: Side,
+    base_stage: StageSummary,
+    new_stage: StageSummary,
+    tolerances: dict[str, Tolerance],
+    resamples: int,
+    busy: str | None = None,
+) -> list[Finding]:
+    """The stage's findings; `busy` (why the machine was too busy to judge timing) turns every latency and
+    throughput verdict into "not judged"."""
+    bt, nt = base.stage_table(base_stage.stage), new.stage_table(new_stage.stage)
+    out = []
+    for metric, tol in tolerances.items():
+        if tol.limit is None or metric in ("success_rate", "invalid_output_rate"):
+            continue
+        f = Finding(label, metric, tol)
+        if metric == "output_tok_s":
+            f.method = "bootstrap of the ten time slices' throughputs"
+            a, b = np.asarray(throughput_slices(bt)), np.asarray(throughput_slices(nt))
+            out.append(_interval_finding(f, a, b, "mean", resamples))
+        elif metric == "error_rate":
+            f.method = "Newcombe interval of the difference"
+            rb, rn = base_stage.requests, new_stage.requests
+            f.n = (rb.finished, rn.finished)
+            if rb.finished and rn.finished:
+                f.baseline, f.new = rb.failed / rb.finished, rn.failed / rn.finished
+                f.change = f.new - f.baseline
+                f.ci95 = newcombe_interval(rn.failed, rn.finished, rb.failed, rb.finished)
+                judge(f, f.ci95[0] > 0, f.ci95[1] < 0)
+            out.append(f)
+        else:
+            kind, _, name = metric.partition("_")
+            f.method = "bootstrap of the per-request values"
+            out.append(_interval_finding(f, _latency_values(bt, kind), _latency_values(nt, kind), name, resamples))
+    if busy:
+        for f in out:
+            if f.metric != "error_rate" and f.change is not None:
+                f.verdict, f.note = "not judged", f"would be {f.verdict}; {busy}"
+    return out
+
+
+def quality_findings(d: dict[str, Any], tolerances: dict[str, Tolerance]) -> list[Finding]:
+    """Success and invalid-output rates of two golden runs over their paired cases, judged by McNemar."""
+    rows = [("success_rate", d["success_before"], d["success_after"], d["paired"], d["p_value"], d["b"], d["c"])]
+    iv = d.get("invalid_output")
+    if iv:
+        rows.append(
+            (
+                "invalid_output_rate",
+                iv["before"],
+                iv["after"],
+                iv["paired"],
+                iv["p_value"],
+                len(iv["broke"]),
+                len(iv["mended"]),
+            )
+        )
+    out = []
+    for metric, before, after, n, p, worse_pairs, better_pairs in rows:
+        tol = tolerances.get(metric)
+        if tol is None or tol.limit is None:
+            continue
+        f = Finding("quality", metric, tol, before, after, n=(n, n), p_value=p, method="exact McNemar, paired cases")
+        if before is not None and after is not None:
+            f.change = after - before
+            significant = p < ALPHA
+            judge(f, significant and worse_pairs > better_pairs, significant and better_pairs > worse_pairs)
+        out.append(f)
+    return out
+
+
+@dataclass
+class Gate:
+    scope: str
+    name: str
+    passed: bool
+    detail: str
+
+
+def gates(
+    new: Side,
+    slo: dict[str, float] | None,
+    slo_percentile: float,
+    max_error_rate: float | None,
+) -> list[Gate]:
+    out = []
+    if new.manifest.status == "failed":
+        out.append(Gate("run", "status", False, f"the run failed: {new.manifest.incomplete_reason or 'no success'}"))
+    for stage in new.summary.stages:
+        label = stage.label or f"stage {stage.stage}"
+        if slo:
+            report = slo_report(new.stage_table(stage.stage), slo, slo_percentile)
+            for metric, m in report.by_metric.items():
+                value = "no request judged" if m.at_percentile is None else f"{m.at_percentile:,.1f} ms"
+                out.append(
+                    Gate(
+                        label,
+                        f"slo {metric} p{slo_percentile:g}",
+                        m.met_at_percentile,
+                        f"p{slo_percentile:g} {value} against {m.threshold_ms:,.1f} ms "
+                        f"({(m.fraction_meeting or 0):.1%} of {report.requests_judged} requests within it)",
+                    )
+                )
+        if max_error_rate is not None:
+            r = stage.requests
+            rate = r.failed / r.finished if r.finished else None
+            out.append(
+                Gate(
+                    label,
+                    "max error rate",
+                    rate is not None and rate <= max_error_rate,
+                    f"{r.failed}/{r.finished} failed"
+                    + (f" ({rate:.1%})" if rate is not None else "")
+                    + f" against at most {max_error_rate:.1%}",
+                )
+            )
+    return out
+
+
+# -- the check ---------------------------------------------------------------------------------------------
+@dataclass
+class CheckResult:
+    baseline: Side
+    new: Side
+    findings: list[Finding] = field(default_factory=list)
+    gates: list[Gate] = field(default_factory=list)
+    drift: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)
+    workload_differences: list[str] = field(default_factory=list)
+    tolerances: dict[str, Tolerance] = field(default_factory=dict)
+    contention: dict[str, dict[str, Any]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def not_judged(self) -> list[Finding]:
+        return [f for f in self.findings if f.verdict == "not judged"]
+
+    @property
+    def regressions(self) -> list[Finding]:
+        return [f for f in self.findings if f.failed]
+
+    @property
+    def failed_gates(self) -> list[Gate]:
+        return [g for g in self.gates if not g.passed]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions or self.failed_gates else 0
+
+    @property
+    def status(self) -> str:
+        if self.exit_code:
+            return "FAIL"
+        return "PASS (timing not judged: the machine was busy)" if self.not_judged else "PASS"
+
+
+def check(
+    run: Path,
+    baseline: Path,
+    tolerances: dict[str, Tolerance] | None = None,
+    slo: dict[str, float] | None = None,
+    slo_percentile: float = 99.0,
+    max_error_rate: float | None = None,
+    allow_different_workload: bool = False,
+    resamples: int = RESAMPLES,
+    max_contention: float | None = MAX_CONTENTION,
+) -> CheckResult:
+    """Compare a run with its baseline (see the module docstring). Raises UsageError on bad input, including
+    different workloads unless allowed."""
+    tolerances = parse_tolerances(None) if tolerances is None else tolerances
+    base, new = load_side(baseline, "--baseline"), load_side(run, "run")
+    if base.manifest.status == "failed" or not base.summary.requests.successful:
+        raise UsageError(f"--baseline {baseline}: no measured request succeeded in it; choose a baseline that ran")
+    differences, warnings = identity(base, new)
+    if differences and not allow_different_workload:
+        raise UsageError(
+            f"the runs measured different workloads ({'; '.join(differences)}); compare runs of one workload, or "
+            "pass --allow-different-workload to compare them anyway"
+        )
+    if differences:
+        warnings = [f"different workload (allowed): {d}" for d in differences] + warnings
+    result = CheckResult(base, new, warnings=warnings, workload_differences=differences, tolerances=tolerances)
+    stages = list(zip(base.summary.stages, new.summary.stages, strict=False))
+    if len(base.summary.stages) != len(new.summary.stages):
+        result.warnings.append(
+            f"the baseline has {len(base.summary.stages)} stage(s), the run {len(new.summary.stages)}: "
+            f"the first {len(stages)} are compared"
+        )
+    for b, n in stages:
+        label = n.label or f"stage {n.stage}"
+        if b.label != n.label:
+            label = f"{b.label} / {n.label}"
+        busy = None
+        loads = {"baseline": contention(base, b.stage), "run": contention(new, n.stage)}
+        result.contention[label] = loads
+        text = ", ".join(
+            f"{role} {c['other_cores']:.2f} of {c['cpus']} cores ({c['share']:.0%})" for role, c in loads.items() if c
+        )
+        crowded = [r for r, c in loads.items() if c and max_contention is not None and c["share"] > max_contention]
+        if text and not crowded:
+            result.notes.append(f"{label}: CPU used by other processes during the measured window: {text}")
+        if crowded:
+            busy = (
+                f"the machine was busy during the {' and the '.join(crowded)} (other processes used more than "
+                f"{max_contention:.0%} of its CPUs), so timing is not judged"
+            )
+            result.warnings.append(f"{label}: {busy}; {text}")
+        result.findings += stage_findings(label, base, new, b, n, tolerances, resamples, busy)
+    if base.golden and new.golden and base.verdicts is not None and new.verdicts is not None:
+        result.drift = drift(base.verdicts, new.verdicts)
+        result.drift["consistency"] = [
+            s.summary.quality.consistency.model_dump() if s.summary.quality and s.summary.quality.consistency else None
+            for s in (base, new)
+        ]
+        result.findings += quality_findings(result.drift, tolerances)
+    result.gates = gates(new, slo, slo_percentile, max_error_rate)
+    return result
+
+
+# -- output ------------------------------------------------------------------------------------------------
+def _value(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if metric in RATE_METRICS:
+        return f"{value:.1%}"
+    if metric == "output_tok_s":
+        return f"{value:,.2f} tok/s"
+    return f"{value:,.1f} ms"
+
+
+def _change(f: Finding) -> str:
+    if f.change is None:
+        return "-"
+    if f.metric in RATE_METRICS:
+        text = f"{f.change * 100:+.1f}pp"
+        if f.p_value is not None:
+            return f"{text} (McNemar p = {f.p_value:.3g})"
+        if f.ci95:
+            return f"{text} ({f.ci95[0] * 100:+.1f} to {f.ci95[1] * 100:+.1f}pp)"
+        return text
+    text = f"{f.change:+.1%}"
+    return f"{text} ({f.ci95[0]:+.1%} to {f.ci95[1]:+.1%})" if f.ci95 else text
+
+
+HEADERS = ["stage", "metric", "baseline", "run", "change (95% CI)", "tolerance", "verdict"]
+
+
+def _rows(result: CheckResult) -> list[list[str]]:
+    return [
+        [
+            f.scope,
+            f.metric,
+            _value(f.metric, f.baseline),
+            _value(f.metric, f.new),
+            _change(f),
+            f.tolerance.text(),
+            f.verdict.upper() if f.failed else f.verdict + (f"; {f.note}" if f.note else ""),
+        ]
+        for f in result.findings
+    ]
+
+
+def _aligned(headers: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
+    return ["  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [headers, *rows]]
+
+
+def _headline(result: CheckResult) -> str:
+    regressions = [f"{f.scope} {f.metric}" for f in result.regressions]
+    failed = [f"{g.scope} {g.name}" for g in result.failed_gates]
+    if not regressions and not failed:
+        if result.not_judged:
+            return (
+                f"PASS, but {len(result.not_judged)} timing metric(s) not judged: the machine was busy with other "
+                "processes (see the warnings); rerun on a quiet machine to judge them"
+            )
+        return "PASS: no metric regressed past its tolerance with a clear difference, and every gate held"
+    parts = []
+    if regressions:
+        parts.append(f"{len(regressions)} regression(s): {', '.join(regressions)}")
+    if failed:
+        parts.append(f"{len(failed)} gate(s) failed: {', '.join(failed)}")
+    return "FAIL: " + "; ".join(parts)
+
+
+def _drift_lines(d: dict[str, Any]) -> list[str]:
+    lines = [
+        f"golden cases paired: {d['paired']}; passed before {d['success_before']:.1%}, now {d['success_after']:.1%}; "
+        f"passed before and fail now (b) {d['b']}, failed before and pass now (c) {d['c']}; exact McNemar "
+        f"p = {d['p_value']:.4g}"
+        if d["paired"]
+        else "golden cases paired: none (no case id in both runs)"
+    ]
+    if d["regressed"]:
+        lines.append(f"now failing: {', '.join(d['regressed'])}")
+    if d["fixed"]:
+        lines.append(f"now passing: {', '.join(d['fixed'])}")
+    if d["only_before"] or d["only_after"]:
+        lines.append(f"unpaired: {len(d['only_before'])} only in the baseline, {len(d['only_after'])} only in the run")
+    iv = d.get("invalid_output")
+    if iv:
+        lines.append(
+            f"invalid outputs among {iv['paired']} paired cases with a format check: {iv['before']:.1%} -> "
+            f"{iv['after']:.1%} (broke {len(iv['broke'])}, mended {len(iv['mended'])}, McNemar p = {iv['p_value']:.4g})"
+        )
+    for role, c in zip(("baseline", "run"), d.get("consistency") or (), strict=False):
+        if c:
+            lines.append(
+                f"consistency under rephrasing, {role}: {c['consistent']}/{c['cases']} cases ({c['share']:.0%})"
+            )
+    return lines
+
+
+def text_report(result: CheckResult) -> str:
+    b, n = result.baseline, result.new
+    lines = [f"bench check: run {n.run_id} ({n.path}) against baseline {b.run_id} ({b.path})"]
+    lines += [f"warning: {w}" for w in result.warnings]
+    lines += [f"note: {x}" for x in result.notes]
+    lines += ["", *_aligned(HEADERS, _rows(result))]
+    if result.gates:
+        lines += ["", *_aligned(["stage", "gate", "result", "detail"], _gate_rows(result))]
+    if result.drift:
+        lines += ["", *_drift_lines(result.drift)]
+    lines += ["", _headline(result)]
+    return "\n".join(lines)
+
+
+def _gate_rows(result: CheckResult) -> list[list[str]]:
+    return [[g.scope, g.name, "pass" if g.passed else "FAIL", g.detail] for g in result.gates]
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(map(_md, headers)) + " |",
+        "|" + "---|" * len(headers),
+        *("| " + " | ".join(map(_md, r)) + " |" for r in rows),
+        "",
+    ]
+
+
+def markdown_report(result: CheckResult) -> str:
+    b, n = result.baseline, result.new
+    lines = [
+        f"## bench check: {result.status}",
+        "",
+        f"Run `{n.run_id}` against baseline `{b.run_id}`. {_headline(result)}.",
+        "",
+    ]
+    if result.warnings:
+        lines += ["**What differs between the runs:**", "", *(f"- {_md(w)}" for w in result.warnings), ""]
+    if result.notes:
+        lines += [*(f"*{_md(x)}*" for x in result.notes), ""]
+    lines += _md_table(HEADERS, _rows(result))
+    if result.gates:
+        lines += ["**Gates**", "", *_md_table(["stage", "gate", "result", "detail"], _gate_rows(result))]
+    if result.drift:
+        lines += ["**Quality drift (golden set)**", "", *(f"- {_md(x)}" for x in _drift_lines(result.drift)), ""]
+    lines += [f"*{METHOD}*", ""]
+    return "\n".join(lines)
+
+
+def junit_xml(result: CheckResult) -> str:
+    """JUnit XML: one test case per metric and stage and per gate; a regression or failed gate is a failure,
+    a metric that was not measured is skipped."""
+    cases = len(result.findings) + len(result.gates)
+    failures = len(result.regressions) + len(result.failed_gates)
+    skipped = sum(f.verdict in ("not measured", "not judged") for f in result.findings)
+    suites = ET.Element("testsuites", name="bench check", tests=str(cases), failures=str(failures))
+    suite = ET.SubElement(
+        suites,
+        "testsuite",
+        name=f"bench check {result.new.run_id} against {result.baseline.run_id}",
+        tests=str(cases),
+        failures=str(failures),
+        errors="0",
+        skipped=str(skipped),
+    )
+    props = ET.SubElement(suite, "properties")
+    for key, value in (
+        ("run", str(result.new.path)),
+        ("baseline", str(result.baseline.path)),
+        *((f"tolerance.{k}", t.text()) for k, t in result.tolerances.items()),
+        *((f"warning.{i}", w) for i, w in enumerate(result.warnings, 1)),
+    ):
+        ET.SubElement(props, "property", name=key, value=value)
+    for f in result.findings:
+        case = ET.SubElement(suite, "testcase", classname=f"bench.check.{f.scope}", name=f.metric, time="0")
+        detail = (
+            f"baseline {_value(f.metric, f.baseline)}, run {_value(f.metric, f.new)}, change {_change(f)}, "
+            f"tolerance {f.tolerance.text()}: {f.verdict}" + (f" ({f.note})" if f.note else "")
+        )
+        if f.failed:
+            ET.SubElement(
+                case, "failure", message=f"{f.metric} regressed: {_change(f)}", type="regression"
+            ).text = detail
+        elif f.verdict in ("not measured", "not judged"):
+            ET.SubElement(case, "skipped", message=f"{f.verdict}: {f.note}" if f.note else f.verdict)
+        else:
+            ET.SubElement(case, "system-out").text = detail
+    for g in result.gates:
+        case = ET.SubElement(suite, "testcase", classname=f"bench.check.{g.scope}", name=g.name, time="0")
+        if not g.passed:
+            ET.SubElement(case, "failure", message=g.detail, type="gate").text = g.detail
+        else:
+            ET.SubElement(case, "system-out").text = g.detail
+    ET.SubElement(suite, "system-out").text = text_report(result)
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"
