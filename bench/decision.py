@@ -9,25 +9,38 @@ as prose by hand except the MDR's title and context.
 from __future__ import annotations
 
 import datetime
+import json
+import re
 from pathlib import Path
 from typing import Any
 
 from bench.catalog import Candidate, Catalog
 from bench.cost import (
+    STALE_AFTER_DAYS,
     CostError,
     PricingInputs,
+    TaskProfile,
+    api_attempt,
     api_section,
     api_success_from_run,
     break_even_entry,
+    instance_hourly,
+    price_age,
     priced_throughput,
     self_hosted_section,
     self_hosted_success,
+    volume_flips,
     with_measured_tokens,
 )
 from bench.errors import UsageError
 from bench.format import ci_text, money, tasks_per_month
+from bench.quality import mcnemar_exact
 from bench.report.render import Heading, Paragraph, Table
 from bench.results import RunDirectory
+
+PRICE_CHANGE = 0.20  # a price change past this share re-opens the decision
+INPUTS_FORMAT = "bench-mdr-inputs/1"
+INPUTS_MARK = "<!-- bench-mdr-inputs: the figures this record was decided on; `bench mdr --check` reads them -->"
 
 COLUMNS = (
     "task fit",
@@ -53,6 +66,7 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     for path in run_dirs:
         run_dir = RunDirectory(path)
         manifest, summary = run_dir.manifest(), run_dir.summary()
+        evaluation = run_dir.evaluation() or {}
         runs.append(
             {
                 "path": path,
@@ -63,6 +77,9 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
                 "golden": manifest.workload is not None and manifest.workload.kind == "golden",
                 "slo": summary.slo,
                 "summary": summary,
+                "verdicts": {
+                    v["id"]: v["passed"] for v in evaluation.get("cases") or () if v.get("variant_of") is None
+                },
             }
         )
     return runs
@@ -132,6 +149,7 @@ def assess(
                 "success_rate": q.success_rate,
                 "ci95": q.ci95,
                 "golden": q.golden,
+                "verdicts": golden["verdicts"],
             }
             entry["meets_bar"] = q.success_rate is not None and q.success_rate >= pricing.bar
         tp = None
@@ -217,6 +235,7 @@ def assess(
         "task": task.to_json(),
         "today": today.isoformat(),
         "min_success_rate": pricing.bar,
+        "stale_after_days": pricing.stale_after,
         "hardware_offer": hardware_offer,
         "candidates": out,
         "runs": [r["run_id"] for r in runs],
@@ -348,11 +367,17 @@ def decide(
 
 
 def mdr_blocks(
-    assessment: dict[str, Any], title: str, context: str, chosen: str | None, today: datetime.date | None = None
+    assessment: dict[str, Any],
+    title: str,
+    context: str,
+    chosen: str | None,
+    today: datetime.date | None = None,
+    price_change: float = PRICE_CHANGE,
 ) -> list:
     bar, entries = assessment["min_success_rate"], assessment["candidates"]
     default, fallback, how = decide(assessment, chosen, today)
     date = (today or datetime.date.today()).isoformat()
+    limits = volume_limits(assessment, default, today or datetime.date.today())
     out: list = [Heading(1, f"Model decision record: {title}")]
     out.append(
         Paragraph(
@@ -459,8 +484,138 @@ def mdr_blocks(
     out.append(Table(["risk"], [[r] for r in risks] or [["none found in the measured data"]]))
 
     out.append(Heading(2, "Review triggers"))
-    out.append(Table(["trigger", "threshold"], _triggers(assessment, default)))
+    out.append(Table(["trigger", "threshold"], _triggers(assessment, default, limits, price_change)))
+
+    out.append(Heading(2, "Decision inputs (machine-readable)"))
+    inputs = decision_inputs(assessment, title, date, default, fallback, how, limits, price_change)
+    out.append(
+        Paragraph(
+            "The figures this record was decided on: prices with their dates, success rates with each case's "
+            "verdict, throughput, the volume and the limits it holds between. `bench mdr --check THIS_FILE "
+            "[--runs NEW_GOLDEN_RUN ...] [--volume N]` says which review trigger fires now (exit 1 when any does)."
+        )
+    )
+    out.append(Paragraph(f"{INPUTS_MARK}\n```json\n{json.dumps(inputs, indent=1, sort_keys=True)}\n```"))
     return out
+
+
+def volume_limits(assessment: dict[str, Any], default: dict | None, today: datetime.date) -> dict[str, Any]:
+    """The volumes the decision holds between: the nearest below and above the stated volume at which the
+    cheapest candidate meeting the bar changes (bench.cost.volume_flips), and for a self-hosted default the
+    volume its priced instances carry."""
+    volume = assessment["task"]["tasks_per_month"]
+    out: dict[str, Any] = {"tasks_per_month": volume, "below": None, "above": None, "capacity": None}
+    if default is None or "_section" not in default or not volume:
+        out["basis"] = "no default chosen, so no volume limit" if default is None else "the default is not priced"
+        return out
+    live = [
+        e
+        for e in assessment["candidates"]
+        if "_section" in e and not _retired(e, today) and (e.get("meets_bar") or e is default)
+    ]
+    flips = volume_flips([e["_section"] for e in live], volume) if len(live) > 1 else {"below": None, "above": None}
+    for side in ("below", "above"):
+        if flips[side]:
+            out[side] = flips[side]["tasks_per_month"]
+            out[f"{side}_cheapest"] = flips[side]["cheapest"]
+    section = default["_section"]
+    if section["kind"] == "self-hosted":
+        out["capacity"] = section["capacity_tasks_per_month"] * section["instances"]
+        out["instances"] = section["instances"]
+    out["basis"] = (
+        "the nearest volumes at which the cheapest candidate meeting the bar changes (a scan of three decades "
+        "either way)" + ("; and the volume the default's priced instances carry" if out["capacity"] else "")
+    )
+    return out
+
+
+def decision_inputs(
+    assessment: dict[str, Any],
+    title: str,
+    date: str,
+    default: dict | None,
+    fallback: dict | None,
+    how: str,
+    limits: dict[str, Any],
+    price_change: float,
+) -> dict[str, Any]:
+    """The machine-readable block of an MDR (see mdr_blocks)."""
+    today = datetime.date.fromisoformat(date)
+    candidates = []
+    for e in assessment["candidates"]:
+        c, section = e["candidate"], e.get("_section")
+        dep = _deprecation(e)
+        item: dict[str, Any] = {
+            "name": e["name"],
+            "access": c["access"],
+            "model": c.get("model"),
+            "served_name": c.get("served_name"),
+            "api_offer": c.get("api_offer"),
+            "deprecation": dep.isoformat() if dep else None,
+            "retired": _retired(e, today),
+            "meets_bar": e.get("meets_bar"),
+            "price": None,
+            "quality": None,
+            "throughput": None,
+            "cost": None,
+        }
+        if section is not None and section["kind"] == "api":
+            item["price"] = {
+                "kind": "api",
+                "offer": section["offer"],
+                **{k: v for k, v in section["prices_per_1m"].items()},
+                "attempt_cost": section["per_attempt"],
+                "as_of": section["as_of"],
+                "source": section["price_source"],
+            }
+        elif section is not None:
+            item["price"] = {
+                "kind": "hardware",
+                "offer": section["offer"],
+                "hourly": section["hourly"],
+                "instance_hourly": section["instance_hourly"],
+                "as_of": section["as_of"],
+                "source": section["price_source"],
+            }
+        if e.get("quality"):
+            q = e["quality"]
+            item["quality"] = {
+                "run": e["golden_run"],
+                "passed": q["passed"],
+                "cases": q["cases"],
+                "success_rate": q["success_rate"],
+                "ci95": q["ci95"],
+                "golden_path": q["golden"].get("path"),
+                "golden_sha256": q["golden"].get("sha256"),
+                "verdicts": q.get("verdicts") or {},
+            }
+        if e.get("throughput"):
+            item["throughput"] = {"run": e["load_run"], **e["throughput"]}
+        if e.get("cost"):
+            cost = e["cost"]
+            item["cost"] = {
+                "per_task": cost["per_task"],
+                "per_successful_task": cost.get("per_successful_task"),
+                "per_successful_task_ci95": cost.get("per_successful_task_ci95"),
+                "basis": cost["basis"],
+            }
+        candidates.append(item)
+    return {
+        "format": INPUTS_FORMAT,
+        "date": date,
+        "title": title,
+        "default": default["name"] if default else None,
+        "fallback": fallback["name"] if fallback else None,
+        "how": how,
+        "min_success_rate": assessment["min_success_rate"],
+        "task": assessment["task"],
+        "volume": limits,
+        "price_change_threshold": price_change,
+        "stale_after_days": assessment.get("stale_after_days", STALE_AFTER_DAYS),
+        "hardware_offer": assessment["hardware_offer"],
+        "runs": assessment["runs"],
+        "candidates": candidates,
+    }
 
 
 def _yes_no(value: bool | None) -> str:
@@ -538,9 +693,38 @@ def _retired(e: dict[str, Any], today: datetime.date) -> bool:
     return dep is not None and dep <= today
 
 
-def _triggers(assessment: dict[str, Any], default: dict | None) -> list[list[str]]:
+def _limits_text(limits: dict[str, Any]) -> str:
+    if limits.get("basis", "").startswith("no default") or limits.get("basis") == "the default is not priced":
+        return f"{limits['basis']}"
+    parts = [f"decided for {limits['tasks_per_month']:,.0f} tasks/month"]
+    below, above = limits.get("below"), limits.get("above")
+    if below or above:
+        parts.append(
+            "the choice holds from "
+            + (f"{below:,.0f}" if below else "any lower volume")
+            + " to "
+            + (f"{above:,.0f}" if above else "any higher volume (within 1000x)")
+            + " tasks/month"
+            + (f" (below: {limits['below_cheapest']} is cheaper)" if below else "")
+            + (f" (above: {limits['above_cheapest']} is cheaper)" if above else "")
+        )
+    else:
+        parts.append("no volume within three decades of it changes the cheapest candidate meeting the bar")
+    if limits.get("capacity"):
+        parts.append(
+            f"the default's {limits['instances']} instance(s) carry {limits['capacity']:,.0f} tasks/month; "
+            "past that its cost changes"
+        )
+    return "; ".join(parts) + "; re-decide when the volume leaves that range"
+
+
+def _triggers(
+    assessment: dict[str, Any], default: dict | None, limits: dict[str, Any] | None = None, price_change: float = 0.2
+) -> list[list[str]]:
     task, entries = assessment["task"], assessment["candidates"]
     rows = []
+    if limits is not None:
+        rows.append(["volume", _limits_text(limits)])
     self_hosted = next((e for e in entries if (e.get("cost") or {}).get("linear") is False), None)
     apis = [e for e in entries if (e.get("cost") or {}).get("linear")]
     today = datetime.date.fromisoformat(assessment["today"]) if assessment.get("today") else datetime.date.today()
@@ -560,7 +744,8 @@ def _triggers(assessment: dict[str, Any], default: dict | None) -> list[list[str
             [
                 f"price change: {api['name']}",
                 f"a ±50% API price moves break-even to {tasks_per_month(be['by_price']['-50%'])} / "
-                f"{tasks_per_month(be['by_price']['+50%'])} tasks/month; re-decide on any price change of 20% or more",
+                f"{tasks_per_month(be['by_price']['+50%'])} tasks/month; re-decide on any price change of "
+                f"{price_change:.0%} or more",
             ]
         )
     for e in entries:
@@ -588,4 +773,225 @@ def _triggers(assessment: dict[str, Any], default: dict | None) -> list[list[str
         )
     else:
         rows.append(["quality drift", "no default measured: measure the candidates on a golden set first"])
+    rows.append(
+        [
+            "checked by the rig",
+            f"`bench mdr --check` on this file fires on: a price that moved the task's cost by more than "
+            f"{price_change:.0%}, a price older than {assessment.get('stale_after_days', STALE_AFTER_DAYS)} days, the "
+            "default or fallback deprecated, a newer golden run below the lower 95% bound (or a clear McNemar drop "
+            "on the same set), a volume outside the range above",
+        ]
+    )
     return rows
+
+
+# -- bench mdr --check: review triggers that check themselves -----------------------------------------------
+def read_inputs(text: str, name: str) -> dict[str, Any]:
+    """The machine-readable block of an MDR written by `bench mdr`."""
+    found = re.search(re.escape(INPUTS_MARK) + r"\s*```json\n(.*?)\n```", text, re.S)
+    if not found:
+        raise UsageError(
+            f"{name}: no decision-inputs block (an MDR written by `bench mdr` of this version has one under "
+            "'Decision inputs (machine-readable)'); write it again with `bench mdr`"
+        )
+    try:
+        inputs = json.loads(found.group(1))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{name}: the decision-inputs block is not valid JSON ({exc}); was it edited?") from None
+    if not isinstance(inputs, dict) or inputs.get("format") != INPUTS_FORMAT:
+        raise UsageError(f"{name}: the decision-inputs block is not {INPUTS_FORMAT}")
+    return inputs
+
+
+def _trigger(name: str, fires: bool | None, detail: str) -> dict[str, Any]:
+    """fires: True, False, or None (not checked: an input is missing)."""
+    return {"trigger": name, "fires": fires, "detail": detail}
+
+
+def _per_1m(value: float | None) -> str:
+    return "none" if value is None else f"${value:g}"
+
+
+def _change(then: float | None, now: float) -> float | None:
+    return None if not then else now / then - 1
+
+
+def _price_triggers(c: dict[str, Any], catalog: Catalog, task: TaskProfile, today, threshold, stale_after) -> list:
+    price, out = c["price"], []
+    if price["kind"] == "api":
+        offer = catalog.api_offers.get(price["offer"])
+        if offer is None:
+            return [_trigger(f"price: {c['name']}", True, f"API offer {price['offer']!r} is no longer in the catalog")]
+        now = api_attempt(offer, task)["total"]
+        change = _change(price["attempt_cost"], now)
+        moved = [
+            f"{label} {_per_1m(price.get(key))} -> {_per_1m(getattr(offer, attr))}"
+            for key, attr, label in (
+                ("input", "input_per_1m", "input"),
+                ("output", "output_per_1m", "output"),
+                ("cached_input", "cached_input_per_1m", "cached input"),
+                ("cache_write_input", "cache_write_input_per_1m", "cache write"),
+            )
+            if price.get(key) != getattr(offer, attr)
+        ]
+        as_of = offer.as_of
+        detail = (
+            f"the task's attempt {money(price['attempt_cost'])} (prices of {price['as_of'] or 'unknown date'}) -> "
+            f"{money(now)} (prices of {as_of or 'unknown date'})"
+            + (f", {change:+.1%}" if change is not None else "")
+            + (f"; per 1M tokens: {', '.join(moved)}" if moved else "; no price changed")
+        )
+    else:
+        offer = catalog.hardware_offers.get(price["offer"])
+        if offer is None:
+            return [
+                _trigger(f"price: {c['name']}", True, f"hardware offer {price['offer']!r} is no longer in the catalog")
+            ]
+        now = instance_hourly(offer)
+        change = _change(price["instance_hourly"], now)
+        as_of = offer.as_of
+        detail = (
+            f"{price['offer']}: {money(price['instance_hourly'])}/h incl. labour ({price['as_of']}) -> {money(now)}/h "
+            f"({as_of})" + (f", {change:+.1%}" if change is not None else "")
+        )
+    fires = change is not None and abs(change) > threshold + 1e-12
+    out.append(_trigger(f"price: {c['name']}", fires, f"{detail} (threshold ±{threshold:.0%})"))
+    age = price_age(as_of, today, stale_after)
+    out.append(_trigger(f"price age: {c['name']}", age["stale"], f"price as of {as_of or 'unknown'}: {age['note']}"))
+    return out
+
+
+def _deprecation_now(c: dict[str, Any], catalog: Catalog) -> datetime.date | None:
+    dates = []
+    candidate = catalog.candidates.get(c["name"])
+    if candidate is not None and candidate.deprecation:
+        dates.append(candidate.deprecation)
+    offer = catalog.api_offers.get(c.get("api_offer") or "")
+    if offer is not None and offer.deprecation:
+        dates.append(offer.deprecation)
+    return min(dates) if dates else None
+
+
+def _quality_trigger(c: dict[str, Any], run_dir: RunDirectory, bar: float | None, mdr_date: str) -> dict[str, Any]:
+    manifest, summary = run_dir.manifest(), run_dir.summary()
+    q, then = summary.quality, c.get("quality")
+    name = f"quality: {c['name']} (run {manifest.run_id})"
+    if q is None or q.success_rate is None:
+        return _trigger(name, None, f"{run_dir.path} is not a golden run (bench eval --golden FILE)")
+    if then is None or then.get("ci95") is None:
+        return _trigger(name, None, "the MDR has no measured success rate for this candidate to compare with")
+    low = then["ci95"][0]
+    reasons = []
+    if q.success_rate < low:
+        reasons.append(f"below the MDR's lower 95% bound {low:.0%}")
+    if bar is not None and then["success_rate"] >= bar > q.success_rate:
+        reasons.append(f"now below the {bar:.0%} bar it met")
+    detail = (
+        f"{q.passed}/{q.cases} cases passed now ({q.success_rate:.0%}), {then['passed']}/{then['cases']} "
+        f"({then['success_rate']:.0%}, 95% CI {low:.0%}-{then['ci95'][1]:.0%}) in the MDR"
+    )
+    same_set = q.golden.get("sha256") == then.get("golden_sha256")
+    evaluation = run_dir.evaluation() or {}
+    now = {v["id"]: v["passed"] for v in evaluation.get("cases") or () if v.get("variant_of") is None}
+    verdicts = then.get("verdicts") or {}
+    if same_set and verdicts and now:
+        paired = [i for i in verdicts if i in now]
+        b = sum(verdicts[i] and not now[i] for i in paired)
+        c_ = sum(not verdicts[i] and now[i] for i in paired)
+        p = mcnemar_exact(b, c_)
+        detail += f"; paired on {len(paired)} cases: {b} now fail, {c_} now pass, exact McNemar p = {p:.3g}"
+        if p < 0.05 and b > c_:
+            reasons.append("a clear drop on the same cases (McNemar p < 0.05)")
+    elif not same_set:
+        detail += "; another golden set than the MDR's (its sha256 differs): rates compared, cases not paired"
+    if manifest.started_at[:10] < mdr_date:
+        detail += f"; note: the run started {manifest.started_at[:10]}, before the MDR ({mdr_date})"
+    return _trigger(name, bool(reasons), detail + (f": {'; '.join(reasons)}" if reasons else ""))
+
+
+def _match(run_dir: RunDirectory, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
+    manifest = run_dir.manifest()
+    model = manifest.model.name if manifest.model else None
+    return next((c for c in candidates if model in {c["name"], c.get("model"), c.get("served_name")} - {None}), None)
+
+
+def review(
+    inputs: dict[str, Any],
+    catalog: Catalog,
+    today: datetime.date,
+    runs: list[Path],
+    volume: float | None = None,
+    price_change: float | None = None,
+    stale_after: int | None = None,
+) -> list[dict[str, Any]]:
+    """Which of an MDR's review triggers fire now, against today's catalog, newer golden runs and the volume."""
+    threshold = inputs["price_change_threshold"] if price_change is None else price_change
+    stale = inputs.get("stale_after_days", STALE_AFTER_DAYS) if stale_after is None else stale_after
+    task = TaskProfile(**inputs["task"])
+    chosen = {inputs.get("default"), inputs.get("fallback")} - {None}
+    out = []
+    for c in inputs["candidates"]:
+        if c["retired"]:
+            out.append(_trigger(f"deprecation: {c['name']}", False, f"retired on {c['deprecation']}, before the MDR"))
+            continue
+        if c.get("price"):
+            out += _price_triggers(c, catalog, task, today, threshold, stale)
+        dep = _deprecation_now(c, catalog)
+        role = "the default" if c["name"] == inputs.get("default") else "the fallback"
+        if dep is not None and dep <= today:
+            fires = c["name"] in chosen
+            text = f"deprecated on {dep} (catalog)" + (
+                f": {role} must be replaced" if fires else "; neither the default nor the fallback"
+            )
+        elif dep is not None:
+            fires, text = False, f"announced for {dep}, in {(dep - today).days} days (catalog)"
+        else:
+            fires, text = False, "no deprecation in the catalog"
+        out.append(_trigger(f"deprecation: {c['name']}", fires, text))
+    for path in runs:
+        run_dir = RunDirectory(path)
+        if not run_dir.exists() or not run_dir.has_summary():
+            raise UsageError(f"--runs {path}: not a finished run directory")
+        c = _match(run_dir, inputs["candidates"])
+        if c is None:
+            names = ", ".join(x["name"] for x in inputs["candidates"])
+            raise UsageError(f"--runs {path}: its model matches none of the MDR's candidates ({names})")
+        out.append(_quality_trigger(c, run_dir, inputs.get("min_success_rate"), inputs["date"]))
+    limits = inputs["volume"]
+    if volume is None:
+        out.append(
+            _trigger("volume", None, f"not checked: give --volume N (the MDR assumed {limits['tasks_per_month']:,.0f})")
+        )
+    else:
+        reasons = []
+        if limits.get("below") and volume < limits["below"]:
+            reasons.append(f"below {limits['below']:,.0f}, where {limits['below_cheapest']} is cheaper")
+        if limits.get("above") and volume > limits["above"]:
+            reasons.append(f"above {limits['above']:,.0f}, where {limits['above_cheapest']} is cheaper")
+        if limits.get("capacity") and volume > limits["capacity"]:
+            reasons.append(f"past the {limits['capacity']:,.0f} tasks/month the default's instance(s) carry")
+        detail = f"{volume:,.0f} tasks/month now, {limits['tasks_per_month']:,.0f} in the MDR"
+        if not reasons:
+            stated = any(limits.get(k) for k in ("below", "above", "capacity"))
+            reasons_text = ": within the range it holds for" if stated else f"; no limit stated ({limits.get('basis')})"
+        else:
+            reasons_text = f": {'; '.join(reasons)}"
+        out.append(_trigger("volume", bool(reasons), detail + reasons_text))
+    return out
+
+
+def review_blocks(name: str, inputs: dict[str, Any], rows: list[dict[str, Any]], today: datetime.date) -> list:
+    firing = [r for r in rows if r["fires"]]
+    verdict = f"{len(firing)} trigger(s) fire: re-decide" if firing else "no trigger fires"
+    return [
+        Heading(2, f"Review of {name}: {verdict}"),
+        Paragraph(
+            f"The MDR '{inputs['title']}' of {inputs['date']} (default {inputs.get('default') or 'none'}, fallback "
+            f"{inputs.get('fallback') or 'none'}), checked on {today.isoformat()} against the catalog's prices and "
+            "deprecations, the golden runs given and the volume given."
+        ),
+        Table(
+            ["trigger", "fires", "detail"],
+            [[r["trigger"], {True: "FIRES", False: "no", None: "not checked"}[r["fires"]], r["detail"]] for r in rows],
+        ),
+    ]

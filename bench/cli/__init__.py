@@ -30,6 +30,7 @@ COMMANDS = {
     "mdr": pricing.cmd_decision,
     "prices": pricing.cmd_prices,
     "models": pricing.cmd_models,
+    "route": pricing.cmd_route,
     "check": check.cmd_check,
     "matrix": matrix.cmd_matrix,
 }

@@ -114,7 +114,61 @@ def add_parsers(sub) -> None:
                 help="the task, its users and constraints, in a sentence or two",
             )
             p.add_argument("--choose", metavar="NAME", help="the default model, chosen by hand (the record says so)")
+            p.add_argument(
+                "--price-change",
+                type=float,
+                metavar="FRACTION",
+                help="a price that moves the task's cost by more than this share re-opens the decision (default 0.2, "
+                "bench.decision.PRICE_CHANGE; with --check: the MDR's own)",
+            )
+            review = p.add_argument_group(
+                "checking an MDR (--check)",
+                "which review triggers of an MDR written by `bench mdr` fire now: a price that moved the task's cost "
+                "past the threshold since the MDR, a price gone stale (--stale-after, --today), the default or "
+                "fallback deprecated, a newer golden run of a candidate below the MDR's lower 95% bound or clearly "
+                "worse on the same cases (exact McNemar test), a volume outside the range the MDR holds for. Exit 1 "
+                "when any fires, 0 when none does.",
+            )
+            review.add_argument("--check", type=Path, metavar="MDR.md", help="the MDR to check (writes nothing)")
+            review.add_argument(
+                "--runs", type=Path, nargs="+", default=[], metavar="RUN", help="newer golden runs of its candidates"
+            )
+            review.add_argument("--volume", type=float, metavar="N", help="today's volume in tasks a month")
         add_pricing_args(p, api_offers=False)
+
+    route = sub.add_parser(
+        "route",
+        help="route each tag of a golden set to the cheapest candidate that meets the bar, priced against the best "
+        "single model",
+        description="Given golden runs of several candidates on one golden set (bench eval --golden FILE, once per "
+        "candidate; runs matched to catalog candidates by model name), split the cases by tag (each case to the "
+        "first --tag it carries, in order; without --tag, by the first tag it lists), and route each tag to "
+        "the candidate with the lowest cost per successful task among those passing at least --min-success of its "
+        "cases (else the most accurate). Reports per tag the choice and the others, then the routed mix's blended "
+        "success rate, cost per task and cost per successful task against the best single model and every other, "
+        "with 95% intervals (Wilson intervals of each tag's success rate and the throughput's bootstrap interval, "
+        "combined as bench cost does). Each tag is priced at its own cases' mean tokens in each candidate's run; "
+        "self-hosted candidates on --hardware-offer at the target utilization. bench/route.py has the formulas. "
+        "Writes route.md and route.json.",
+    )
+    route.add_argument("run_dirs", type=Path, nargs="+", metavar="RUN", help="golden runs, one per candidate")
+    route.add_argument("--hardware-offer", metavar="NAME", help="hardware_offers entry that prices self-hosted runs")
+    route.add_argument(
+        "--min-success",
+        dest="min_success_rate",
+        type=float,
+        default=0.9,
+        help="the success rate a candidate must reach on a tag's cases to take it (default 0.9)",
+    )
+    route.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        metavar="TAG",
+        help="a routing tag, repeatable, in priority order (a case goes to the first it carries)",
+    )
+    route.add_argument("--out", type=Path, help="output file (default: results/route-<date>.md)")
+    add_pricing_args(route, api_offers=False)
 
     prices = sub.add_parser(
         "prices",
@@ -460,10 +514,37 @@ def cmd_prices(args) -> int:
     return 0
 
 
+def cmd_mdr_check(args) -> int:
+    """bench mdr --check MDR.md: which review triggers fire now (exit 1 when any does)."""
+    from bench.decision import read_inputs, review, review_blocks
+    from bench.report.render import markdown
+
+    try:
+        text = args.check.read_text(encoding="utf-8")
+    except (FileNotFoundError, IsADirectoryError):
+        raise UsageError(f"--check {args.check}: no such file") from None
+    if args.price_change is not None and not 0 < args.price_change:
+        raise UsageError(f"--price-change {args.price_change:g}: give a positive fraction (0.2 = 20%)")
+    if args.volume is not None and args.volume < 0:
+        raise UsageError(f"--volume {args.volume:g}: must be 0 or more")
+    inputs = read_inputs(text, str(args.check))
+    catalog, _ = load_catalog(args.catalog)
+    today = args.today or datetime.date.today()
+    stale_after = args.stale_after if args.stale_after != STALE_AFTER_DAYS else None  # None: the MDR's own
+    rows = review(inputs, catalog, today, [*args.runs, *args.run_dirs], args.volume, args.price_change, stale_after)
+    print(markdown(review_blocks(str(args.check), inputs, rows, today)))
+    return 1 if any(r["fires"] for r in rows) else 0
+
+
 def cmd_decision(args) -> int:
     """bench compare and bench mdr."""
-    from bench.decision import assess, comparison_blocks, mdr_blocks
+    from bench.decision import PRICE_CHANGE, assess, comparison_blocks, mdr_blocks
     from bench.report.render import markdown
+
+    if args.command == "mdr" and args.check is not None:
+        return cmd_mdr_check(args)
+    if args.command == "mdr" and (args.runs or args.volume is not None):
+        raise UsageError("--runs and --volume go with --check MDR.md (to write an MDR, give its runs as RUN ...)")
 
     if not 0 < args.min_success_rate <= 1:
         raise UsageError(f"--min-success-rate {args.min_success_rate:g}: give a fraction between 0 and 1")
@@ -476,12 +557,39 @@ def cmd_decision(args) -> int:
     if args.command == "compare":
         blocks = comparison_blocks(assessment)
     else:
-        blocks = mdr_blocks(assessment, args.title, args.context, args.choose, pricing.today)
+        if args.price_change is not None and not 0 < args.price_change:
+            raise UsageError(f"--price-change {args.price_change:g}: give a positive fraction (0.2 = 20%)")
+        change = PRICE_CHANGE if args.price_change is None else args.price_change
+        blocks = mdr_blocks(assessment, args.title, args.context, args.choose, pricing.today, change)
     out = args.out or Path("results") / f"{args.command}-{pricing.today:%Y%m%d}.md"
     text = markdown(blocks)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, text)
     write_json_atomic(out.with_suffix(".json"), public(assessment))
+    print(text)
+    say(f"written: {out} (and {out.with_suffix('.json').name}, the figures behind it)")
+    return 0
+
+
+def cmd_route(args) -> int:
+    """bench route: per tag, the cheapest candidate meeting the bar; the routed mix against single models."""
+    from bench.report.render import markdown
+    from bench.route import route, route_blocks
+
+    if not 0 < args.min_success_rate <= 1:
+        raise UsageError(f"--min-success {args.min_success_rate:g}: give a fraction between 0 and 1")
+    if args.input_tokens is not None or args.output_tokens is not None:
+        raise UsageError(
+            "bench route prices each tag at its own cases' measured tokens; leave out --input-tokens/--output-tokens"
+        )
+    pricing = _pricing(args)
+    catalog, _ = load_catalog(args.catalog)
+    result = route(args.run_dirs, catalog, args.hardware_offer, pricing, args.min_success_rate, args.tag or None)
+    out = args.out or Path("results") / f"route-{pricing.today:%Y%m%d}.md"
+    text = markdown(route_blocks(result))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(out, text)
+    write_json_atomic(out.with_suffix(".json"), public(result))
     print(text)
     say(f"written: {out} (and {out.with_suffix('.json').name}, the figures behind it)")
     return 0

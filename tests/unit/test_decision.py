@@ -1,11 +1,15 @@
 """The MDR's choice: cheapest per successful task among candidates over the bar; retired ones never picked."""
 
 import datetime
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from bench.catalog import load_catalog
-from bench.decision import decide
+from bench.decision import decide, read_inputs
 from bench.errors import UsageError
 
 
@@ -82,3 +86,136 @@ def test_month_dated_candidates_are_refused(tmp_path):
     )
     with pytest.raises(UsageError, match="entry 'x', field 'as_of': '2024-10' is not a date"):
         load_catalog(path)
+
+
+# -- MDR review triggers that check themselves ----------------------------------------------------------------
+REPO = Path(__file__).resolve().parents[2]
+
+
+def bench_cli(*args):
+    return subprocess.run([sys.executable, "-m", "bench", *args], cwd=REPO, capture_output=True, text=True)
+
+
+def write_catalog(path, input_price=0.15, hourly=0.05, deprecation="2027-01-14", as_of="2026-11-20"):
+    raw = yaml.safe_load((REPO / "models.yaml").read_text())
+    offer = raw["api_offers"]["openai-gpt-4o-mini"]
+    offer.update(input_per_1m=input_price, as_of=as_of, deprecation=deprecation)
+    raw["hardware_offers"]["cpu-2-core-vm"]["rented"]["per_hour"] = hourly
+    raw["hardware_offers"]["cpu-2-core-vm"]["as_of"] = as_of
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+GOLDEN = [{"id": f"c{i}", "prompt": f"q{i}", "checks": [{"type": "contains", "value": "yes"}]} for i in range(10)]
+
+
+@pytest.fixture(scope="module")
+def mdr(tmp_path_factory):
+    """An MDR of gemma3-270m (a golden run passing 10/10, 100 tokens in and 2 out a case) on cpu-2-core-vm against
+    gpt-4o-mini, decided on 2026-12-01 with every price dated 2026-11-20."""
+    from .test_check import golden_run
+
+    root = tmp_path_factory.mktemp("mdr")
+    run = golden_run(root, "gemma", GOLDEN, {c["id"]: "yes" for c in GOLDEN}, model="gemma3-270m", prompt_tokens=100)
+    catalog = write_catalog(root / "models.yaml")
+    out = root / "mdr.md"
+    done = bench_cli(
+        "mdr",
+        str(run),
+        "--hardware-offer",
+        "cpu-2-core-vm",
+        "--catalog",
+        str(catalog),
+        "--today",
+        "2026-12-01",
+        "--out",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr
+    return root, run, out
+
+
+def check_mdr(root, out, *args, **catalog):
+    catalog_path = write_catalog(root / "now.yaml", **catalog)
+    return bench_cli("mdr", "--check", str(out), "--catalog", str(catalog_path), *args)
+
+
+def fired(done) -> list[str]:
+    return [line.split(" | ")[0].strip("| ") for line in done.stdout.splitlines() if " | FIRES | " in line]
+
+
+def test_the_mdr_embeds_the_inputs_it_decided_on(mdr):
+    _, _, out = mdr
+    text = out.read_text()
+    assert "Default: gemma3-270m" in text and "Fallback: openai-gpt-4o-mini" in text
+    inputs = read_inputs(text, "mdr.md")
+    gemma = next(c for c in inputs["candidates"] if c["name"] == "gemma3-270m")
+    api = next(c for c in inputs["candidates"] if c["name"] == "openai-gpt-4o-mini")
+    assert gemma["quality"]["passed"] == 10 and gemma["quality"]["verdicts"] == {f"c{i}": True for i in range(10)}
+    assert gemma["price"] == {**gemma["price"], "kind": "hardware", "hourly": 0.05, "as_of": "2026-11-20"}
+    assert gemma["throughput"]["requests_per_s"] == pytest.approx(10 / 0.961)
+    # 100 input tokens at $0.15/1M + 2 output tokens at $0.60/1M
+    assert api["price"]["attempt_cost"] == pytest.approx(100 * 0.15e-6 + 2 * 0.6e-6)
+    assert api["price"]["as_of"] == "2026-11-20" and inputs["date"] == "2026-12-01"
+    assert inputs["volume"]["tasks_per_month"] == 1_000_000 and inputs["volume"]["instances"] == 1
+    # one instance serves 10/0.961 attempts/s at 50% of 2,628,000 s a month
+    assert inputs["volume"]["capacity"] == pytest.approx(10 / 0.961 * 0.5 * 2_628_000)
+
+
+def test_no_trigger_fires_while_nothing_changed(mdr):
+    root, run, out = mdr
+    done = check_mdr(root, out, "--today", "2026-12-01", "--volume", "1000000", "--runs", str(run))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no trigger fires" in done.stdout and not fired(done)
+
+
+def test_a_price_change_past_the_threshold_fires(mdr):
+    """gpt-4o-mini's input price doubles, $0.15 -> $0.30 per 1M: the task's attempt goes from 100 x 0.15e-6 +
+    2 x 0.6e-6 = $0.0000162 to 100 x 0.30e-6 + 2 x 0.6e-6 = $0.0000312, +92.6%, past the MDR's 20%. The VM's
+    $0.05 -> $0.055 an hour is +10%: below it."""
+    root, _, out = mdr
+    done = check_mdr(root, out, "--today", "2026-12-01", input_price=0.30, hourly=0.055)
+    assert done.returncode == 1
+    assert fired(done) == ["price: openai-gpt-4o-mini"]
+    assert "$0.0000162 (prices of 2026-11-20) -> $0.0000312 (prices of 2026-11-20), +92.6%" in done.stdout
+    assert "input $0.15 -> $0.3" in done.stdout and "+10.0% (threshold ±20%)" in done.stdout
+    assert check_mdr(root, out, "--today", "2026-12-01", "--price-change", "0.05", hourly=0.055).returncode == 1
+
+
+def test_staleness_deprecation_quality_and_volume_fire(mdr, tmp_path):
+    """Three months on, every price is 101 days old (> 90). The fallback's offer deprecated on 2026-11-15. A newer
+    golden run passes 6/10: below the MDR's lower bound, Wilson(10, 10) = 72%; paired, b = 4 (now failing),
+    c = 0, McNemar p = 2/16 = 0.125, not clear by itself. 20M tasks a month are past the instance's capacity."""
+    from .test_check import golden_run
+
+    root, _, out = mdr
+    newer = golden_run(
+        tmp_path,
+        "newer",
+        GOLDEN,
+        {c["id"]: "yes" if c["id"] < "c6" else "no" for c in GOLDEN},
+        model="gemma3-270m",
+        prompt_tokens=100,
+    )
+    done = check_mdr(
+        root, out, "--today", "2027-03-01", "--volume", "20000000", "--runs", str(newer), deprecation="2026-11-15"
+    )
+    assert done.returncode == 1
+    assert set(fired(done)) == {
+        "price age: gemma3-270m",
+        "price age: openai-gpt-4o-mini",
+        "deprecation: openai-gpt-4o-mini",
+        "quality: gemma3-270m (run newer)",
+        "volume",
+    }
+    assert "6/10 cases passed now (60%), 10/10 (100%, 95% CI 72%-100%) in the MDR" in done.stdout
+    assert "4 now fail, 0 now pass, exact McNemar p = 0.125" in done.stdout
+    assert "below the MDR's lower 95% bound 72%" in done.stdout
+    assert "past the" in done.stdout and "the fallback must be replaced" in done.stdout
+
+
+def test_a_file_without_the_block_is_bad_input(tmp_path):
+    path = tmp_path / "old.md"
+    path.write_text("# Model decision record\n")
+    done = bench_cli("mdr", "--check", str(path))
+    assert done.returncode == 2 and "no decision-inputs block" in done.stderr
