@@ -201,27 +201,21 @@ def _check_results_dir(root: Path) -> None:
         ) from None
 
 
-def _calibration_figures(path: Path) -> dict[str, Any]:
-    """The client-error figures of a `bench calibrate` report, to sit beside the run they qualify."""
+def _calibration_figures(path: Path | None, results_dir: Path, streams: int, busy_poll: bool) -> dict[str, Any]:
+    """Which calibration covers this run and the client's error bound it gives, to sit in the manifest: the
+    --calibration file, else the newest `bench calibrate` report of this machine under --results-dir, else
+    a record that none does (bench.calibrate.calibration_cover says what each field means)."""
+    from bench.calibrate import calibration_cover, find_calibration, no_calibration
+
+    how = "given"
+    if path is None:
+        path, how = find_calibration(results_dir, busy_poll) if results_dir.is_dir() else None, "automatic"
+        if path is None:
+            return no_calibration(streams, busy_poll, results_dir)
     report = read_json(path)
     if not isinstance(report.get("shapes"), list):
         raise UsageError(f"--calibration {path}: not a calibration.json written by `bench calibrate`")
-    return {
-        "file": str(path),
-        "created_at": report.get("created_at"),
-        "busy_poll": report.get("busy_poll"),
-        "hardware": (report.get("hardware") or {}).get("cpu_model"),
-        "shapes": [
-            {k: v for k, v in shape.items() if k != "levels"}
-            | {
-                "levels": [
-                    {k: lv.get(k) for k in ("streams", "ttft_error_ms", "tpot_error_ms", "output_tokens_per_s")}
-                    for lv in shape["levels"]
-                ]
-            }
-            for shape in report["shapes"]
-        ],
-    }
+    return calibration_cover(report, path, streams, busy_poll, how)
 
 
 def _datasheet_limits(name: str, entry) -> HardwareLimits:
@@ -318,7 +312,9 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
         from bench.scale.workers import check
 
         check(spec)
-    calibration = _calibration_figures(spec.calibration) if spec.calibration else None
+    calibration = _calibration_figures(
+        spec.calibration, spec.output.results_dir, plan.max_streams, spec.client.busy_poll
+    )
     launch = LaunchContext(spec.model, entry, model_path, api, plan.max_streams, longest, spec.seed)
     driver = make_driver(spec.engine, launch)
     timeout, basis = (

@@ -18,6 +18,13 @@ if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id 
   { apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } >/dev/null 2>&1 \
     || echo "warning: chromium could not be installed; the report rendering test will skip" >&2
 fi
+# tcpdump for `bench calibrate --wire` and its tests (the client's error against the captured packets); without
+# it a raw socket serves as root, and the tests of the fallback run either way
+if ! command -v tcpdump >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "== tcpdump (apt-get, for bench calibrate --wire)" >&2
+  { apt-get install -y -q tcpdump || { apt-get update -q && apt-get install -y -q tcpdump; }; } >/dev/null 2>&1 \
+    || echo "warning: tcpdump could not be installed; bench calibrate --wire uses a raw socket (root) instead" >&2
+fi
 skip_server="${BENCH_SKIP_LLAMA_SERVER:-0}"
 [ -z "${BENCH_LLAMA_SERVER:-}" ] || skip_server=1  # a llama-server of one's own
 if [ "$skip_server" != 1 ] || [ "${BENCH_SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ]; then

@@ -10,6 +10,7 @@ the kernel. The final chunk carries the truth in `timings`:
     t_first_write_ns  when the first token was written
     t_last_write_ns   when the last token was written
     tokens            how many tokens were written
+    prompt            the request's prompt, when short (calibration tags each request: calibrate/wire.py)
 
 All times are time.perf_counter_ns(), which on Linux is CLOCK_MONOTONIC and so shared by every
 process on the machine: the client's timestamps and these compare directly.
@@ -43,6 +44,7 @@ def chunk(payload: bytes) -> bytes:
 
 TOKEN = chunk(b'data: {"choices":[{"text":" tok","index":0,"finish_reason":null}],"object":"text_completion"}\n\n')
 END = chunk(b"data: [DONE]\n\n") + b"0\r\n\r\n"
+MAX_TAG_CHARS = 64  # a short prompt is echoed in the truth: it pairs the request with its wire segments
 JSON_HEAD = b"HTTP/1.1 %d OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
 
 
@@ -51,14 +53,21 @@ CHAT_AS_TEXT = chunk(b'data: {"choices":[{"text":" tok","index":0,"finish_reason
 
 
 class Stream:
-    __slots__ = ("conn", "tokens", "written", "t_received", "t_first", "t_last", "gap_ns", "token", "cut_after")
+    __slots__ = ("conn", "tokens", "written", "t_received", "t_first", "t_last", "gap_ns", "token", "cut_after", "tag")
 
     def __init__(
-        self, conn, tokens: int, t_received: int, gap_ns: int, token: bytes = TOKEN, cut_after: int | None = None
+        self,
+        conn,
+        tokens: int,
+        t_received: int,
+        gap_ns: int,
+        token: bytes = TOKEN,
+        cut_after: int | None = None,
+        tag: str | None = None,
     ) -> None:
         self.conn, self.tokens, self.written, self.gap_ns = conn, tokens, 0, gap_ns
         self.t_received, self.t_first, self.t_last = t_received, 0, 0
-        self.token, self.cut_after = token, cut_after
+        self.token, self.cut_after, self.tag = token, cut_after, tag
 
 
 class Scheduler:
@@ -168,7 +177,9 @@ class Connection(asyncio.Protocol):
         chat = path.endswith("chat/completions")
         token = CHAT_AS_TEXT if fault == "chat-as-text" else CHAT_TOKEN if chat else TOKEN
         cut = int(fault.split(":")[1]) if fault and fault.startswith("cut:") else None
-        self.scheduler.add(Stream(self, tokens, now, self.scheduler.gap_ns, token, cut))
+        prompt = request.get("prompt")
+        tag = prompt if isinstance(prompt, str) and len(prompt) <= MAX_TAG_CHARS else None
+        self.scheduler.add(Stream(self, tokens, now, self.scheduler.gap_ns, token, cut, tag))
 
     def finish(self, stream: Stream) -> None:
         truth = {
@@ -177,6 +188,8 @@ class Connection(asyncio.Protocol):
             "t_last_write_ns": stream.t_last,
             "tokens": stream.written,
         }
+        if stream.tag is not None:
+            truth["prompt"] = stream.tag  # names the request, as its wire segment does (calibrate/wire.py)
         final = {
             "choices": [{"text": "", "index": 0, "finish_reason": "length"}],
             "object": "text_completion",
@@ -195,7 +208,7 @@ async def running(ttft_ms: float, gap_ms: float, faults: Callable[[int, dict], s
         (Connection,),
         {"scheduler": scheduler, "faults": staticmethod(faults) if faults else None, "received": 0},
     )
-    server = await asyncio.get_running_loop().create_server(handler, "127.0.0.1", 0)
+    server = await asyncio.get_running_loop().create_server(handler, "127.0.0.1", 0, backlog=4096)
     task = asyncio.create_task(scheduler.run())
     try:
         yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"

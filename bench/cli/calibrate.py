@@ -52,6 +52,16 @@ def add_parser(sub) -> None:
         help="measured requests per stream at each level (at least 64 in all; default 2)",
     )
     cal.add_argument("--busy-poll", action="store_true", help=BUSY_POLL_HELP)
+    cal.add_argument(
+        "--wire",
+        nargs="?",
+        const="auto",
+        default="off",
+        choices=("auto", "tcpdump", "raw-socket"),
+        help="also capture the loopback traffic and report the client's error against the wire (request segment "
+        "to first data segment, per connection) beside the error against the server's log: tcpdump where "
+        "installed, else a raw socket when root; without either it says so and uses the log (default: auto)",
+    )
     cal.add_argument("--results-dir", type=Path, default=Path("results"), help="where the report folder goes")
     cal.add_argument("--run-id", help="name of the report folder (default calibration-<time>)")
 
@@ -66,7 +76,9 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     run_dir = RunDirectory.create(args.results_dir, run_id)
     say("calibrating the load generator against a loopback server with known timing (shares this machine's cores)")
     say(f"client event loop: {'busy-polling (one core kept busy)' if args.busy_poll else 'idle-waiting'}")
-    report = calibrate(shapes, args.requests_per_stream, run_dir.path, args.busy_poll, progress=say)
+    report = calibrate(shapes, args.requests_per_stream, run_dir.path, args.busy_poll, progress=say, wire=args.wire)
+    if args.wire != "off":
+        say(f"wire: {report['wire']['note']}")
     report.update(
         created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), hardware=inventory(), software=software()
     )

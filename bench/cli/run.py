@@ -592,29 +592,42 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def timing_bound(result: RunResult) -> str | None:
-    """The client's measured timing error that covers this run, from its calibration (or that none does)."""
+    """The client's measured timing error that covers this run, from its calibration (or that none does),
+    with the calibration's warnings (more streams than it covered, another waiting mode, another machine)."""
     calibration = result.manifest.calibration
-    if not calibration:
-        return "not calibrated on this machine (bench calibrate; then --calibration FILE)"
     streams = max(
         (s.schedule.get("concurrency") or s.schedule.get("max_concurrency") or 1 for s in result.manifest.stages),
         default=1,
     )
-    levels = [lv for shape in calibration.get("shapes", []) for lv in shape.get("levels", [])]
-    covering = [lv for lv in levels if lv.get("streams", 0) >= streams]
-    if not covering:
-        most = max((lv.get("streams", 0) for lv in levels), default=0)
-        return f"calibrated up to {most} streams only; this run used {streams} (warning: not covered)"
-    level = min(covering, key=lambda lv: lv["streams"])
-    p99 = (level.get("ttft_error_ms") or {}).get("p99")
-    return (
-        (
+    if not calibration or not calibration.get("file"):
+        return "unknown: no calibration of this machine (bench calibrate --wire; then --calibration FILE)"
+    if "bound" not in calibration:  # a manifest written before the bound travelled with the run
+        levels = [lv for shape in calibration.get("shapes", []) for lv in shape.get("levels", [])]
+        covering = [lv for lv in levels if lv.get("streams", 0) >= streams]
+        if not covering:
+            most = max((lv.get("streams", 0) for lv in levels), default=0)
+            return f"calibrated up to {most} streams only; this run used {streams} (warning: not covered)"
+        level = min(covering, key=lambda lv: lv["streams"])
+        p99 = (level.get("ttft_error_ms") or {}).get("p99")
+        if p99 is None:
+            return None
+        return (
             f"p99 TTFT error {p99:+.2f} ms at {level['streams']} streams ({calibration.get('file')}, "
             f"{calibration.get('created_at')})"
         )
-        if p99 is not None
-        else None
+    bound = calibration.get("bound") or {}
+    warnings = list(calibration.get("warnings") or [])
+    most = calibration.get("streams_calibrated") or 0
+    if streams > most and not any("streams; its calibration covered" in w for w in warnings):
+        warnings.insert(0, f"this run used {streams} streams; its calibration covered up to {most}")
+    p99, worst = bound.get("ttft_error_ms_p99"), bound.get("ttft_error_ms_max")
+    figure = "unknown" if p99 is None else f"p99 TTFT {p99:+.2f} ms" + (f" (max {worst:+.2f})" if worst else "")
+    line = (
+        f"{figure} vs the {'wire' if bound.get('truth') == 'wire' else 'server log'} at {bound.get('at_streams')} "
+        f"streams, {calibration.get('mode')} mode ({calibration.get('file')}, {calibration.get('created_at')}"
+        f"{', found automatically' if calibration.get('found') == 'automatic' else ''})"
     )
+    return line + "".join(f"; warning: {w}" for w in warnings)
 
 
 def print_result(result: RunResult) -> None:

@@ -15,12 +15,18 @@ loop a request's phase follows from its *intended* send time, so it is a functio
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import gc
+import os
+import platform
+import struct
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from bench.clients.base import PreparedRequest
-from bench.clients.http import perf_ns
+from bench.clients.http import ClientLimitError, perf_ns
 from bench.clients.streaming import StreamingClient
 from bench.load.plan import Stage
 from bench.load.schedules import ClosedLoop, OpenLoop, interarrival_gaps
@@ -102,6 +108,7 @@ class LoadRunner:
         self._errors = 0
         self._finishing: asyncio.Queue = asyncio.Queue()
         self._stop_event = asyncio.Event()  # set by any stop; wakes the open-loop dispatcher
+        self._limit: ClientLimitError | None = None  # a limit of this machine that stopped the run
 
     # -- stopping --------------------------------------------------------------------------------
     def request_stop(self, reason: str) -> None:
@@ -146,6 +153,13 @@ class LoadRunner:
                     _placed(self.client.unfinished(request, request_id, worker, started, "cancelled", reason), load)
                 )
                 raise
+            except ClientLimitError as exc:  # no connection can be opened: every request would fail the same way
+                self._limit = self._limit or exc
+                self.sink(
+                    _placed(self.client.unfinished(request, request_id, worker, started, "error", str(exc)), load)
+                )
+                self.request_stop(f"stopped by a limit of this machine: {exc}")
+                return
             except Exception as exc:  # a client defect must cost one record, not a worker
                 error = f"client error: {type(exc).__name__}: {exc}"
                 self._finalize(
@@ -177,13 +191,16 @@ class LoadRunner:
         self._count(stage, record)
 
     async def _finalizer(self) -> None:
-        """Decodes finished responses one per event-loop turn, so sockets are polled between any two."""
+        """Decodes finished responses one per event-loop turn, so sockets are polled between any two; under
+        run_event_loop it also collects the young garbage after each (see there), a pause of tens of µs."""
         while True:
             job = await self._finishing.get()
             if job is None:
                 return
             stage, sent, load = job
             self._finalize(stage, _placed(await self._decode(sent), load))
+            if _gc_by_runner:
+                gc.collect(0)
             await asyncio.sleep(0)
 
     def _count(self, stage: Stage, record: RequestRecord) -> None:
@@ -283,6 +300,11 @@ class LoadRunner:
         if self.stop_reason is None:
             self._stop_event.clear()
         self._finished = self._errors = 0
+        schedule = stage.schedule
+        closed = isinstance(schedule, ClosedLoop)
+        streams = schedule.concurrency if closed else getattr(schedule, "max_concurrency", None)
+        if streams:
+            self.client.http.reserve(streams)  # raises ClientLimitError, naming the limit, before anything is sent
         clock = PhaseClock(stage, perf_ns())
         watcher = asyncio.create_task(self._watch_engine())
         finalizer = asyncio.create_task(self._finalizer())
@@ -296,6 +318,10 @@ class LoadRunner:
             watcher.cancel()
             self._finishing.put_nowait(None)  # every finished request is decoded and written, even on stop
             await finalizer
+            if _gc_by_runner:
+                gc.collect()  # between stages nothing is timed: the older generations too
+        if self._limit is not None:
+            raise self._limit  # a BenchError: the run ends with its message
         # A request that failed because the engine died may end before the watcher notices.
         if self.stop_reason is None and (failure := self.engine_failure()):
             self.stop_reason = failure
@@ -309,14 +335,70 @@ def _placed(record: RequestRecord, load: dict[str, Any]) -> RequestRecord:
     return record
 
 
-def run_event_loop(coro_factory) -> Any:
-    """Run on uvloop where installed: its lower per-event overhead tightens client timestamps."""
+LATENCY_SLICE_NS = 100_000  # the shortest slice Linux grants (0.1 ms)
+_gc_by_runner = False  # run_event_loop turned automatic garbage collection off: LoadRunner collects
+_SCHED_SETATTR = {"x86_64": 314, "aarch64": 274, "arm64": 274}
+
+
+def request_latency_slice(slice_ns: int) -> bool:
+    """Ask Linux (6.12 and later, EEVDF) for a short scheduler slice for the calling thread, so that when a
+    read wakes it on a core another task is using (the engine, or the server that just wrote the token) it
+    preempts that task at once instead of waiting for the task's slice to end. No privilege is needed and
+    the thread's share of the CPU is unchanged (that is its nice value); 0 restores the default slice.
+    Returns whether the kernel took it (older kernels and other systems ignore it)."""
+    number = _SCHED_SETATTR.get(platform.machine())
+    if not sys.platform.startswith("linux") or number is None:
+        return False
     try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(coro_factory())
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(coro_factory())
+        libc = ctypes.CDLL(None, use_errno=True)
+        nice = os.getpriority(os.PRIO_PROCESS, 0)
+        # struct sched_attr (version 1, 56 bytes): size, policy SCHED_OTHER, flags, nice, priority,
+        # runtime (the slice), deadline, period, util_min, util_max
+        attr = ctypes.create_string_buffer(struct.pack("IIQiIQQQII", 56, 0, 0, nice, 0, slice_ns, 0, 0, 0, 0))
+        if libc.syscall(number, 0, attr, 0) != 0:
+            return False
+        if not slice_ns:
+            return True
+        with open("/proc/thread-self/sched") as handle:  # a kernel without custom slices ignores the runtime
+            return any(line.startswith("se.slice") and int(line.split(":")[1]) == slice_ns for line in handle)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> Any:
+    """Run the client's event loop: on uvloop where installed (its lower per-event overhead tightens
+    timestamps), on a thread that asked for a short scheduler slice (request_latency_slice), with the
+    garbage collector kept from pausing the loop at random.
+
+    Python's collector runs when enough objects were allocated, wherever that happens (in the middle of
+    a read's callback too), and a collection of the older generations walks every live object: at 256
+    streams x 256 tokens it paused the loop for 100-190 ms at a time, which landed in the timestamps
+    of every stream then in flight. Here everything that exists before the load starts is frozen out
+    of collection, automatic collection is off, and LoadRunner collects the young generation after
+    each response it decodes (tens of µs) and everything between stages; the timed path allocates
+    nothing the collector tracks (http.py keeps times and bytes in plain lists)."""
+    global _gc_by_runner
+    sliced = latency_slice_ns > 0 and request_latency_slice(latency_slice_ns)
+    managed = gc.isenabled() and not _gc_by_runner
+    if managed:
+        gc.collect()
+        gc.freeze()
+        gc.disable()
+        _gc_by_runner = True
+    try:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(coro_factory())
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(coro_factory())
+    finally:
+        if managed:
+            _gc_by_runner = False
+            gc.unfreeze()
+            gc.enable()
+        if sliced:
+            request_latency_slice(0)
 
 
 async def keep_loop_hot() -> None:

@@ -1,4 +1,8 @@
-"""Client error against the calibration server's truth, by hand."""
+"""Client error against the calibration server's truth, by hand; the bound a run carries from its calibration."""
+
+from pathlib import Path
+
+import pytest
 
 from bench.calibrate import request_errors
 from bench.records import RequestRecord
@@ -31,3 +35,124 @@ def test_errors_against_truth():
 def test_unjudgeable_records():
     assert request_errors(RequestRecord(request_id=0, status="error"), 0) is None
     assert request_errors(RequestRecord(request_id=1, output_times_ns=[1], server_timings={}), 0) is None
+
+
+def test_tags_name_requests_and_the_wire_is_the_truth_when_captured():
+    from bench.calibrate import level_bound, request_tag
+
+    assert request_tag(RequestRecord(request_id=0, server_timings={"prompt": "calibrate #17"})) == 17
+    assert request_tag(RequestRecord(request_id=0, server_timings={"prompt": "hello"})) is None
+    log_only = {"ttft_error_ms": {"p99": 0.4}, "wire": None}
+    assert level_bound(log_only) == (0.4, "server log")
+    assert level_bound(log_only | {"wire": {"paired": 64, "ttft_error_ms": {"p99": 0.3}}}) == (0.3, "wire")
+
+
+def _report(busy_poll=False, streams=(1, 64, 256), hostname=None, wire=True):
+    from bench.calibrate import machine
+
+    here = machine() | ({"hostname": hostname} if hostname else {})
+
+    def level(n):
+        figures = {"p50": 0.01 * n, "p99": 0.1 + n / 1000, "max": 0.2 + n / 1000}
+        return {
+            "streams": n,
+            "ttft_error_ms": {"p50": 1.0, "p99": 2.0, "max": 3.0},  # the log's, worse than the wire's
+            "tpot_error_ms": {"p99": 0.01},
+            "wire": {"paired": 64, "ttft_error_ms": figures, "tpot_error_ms": {"p99": 0.02}} if wire else None,
+        }
+
+    return {
+        "busy_poll": busy_poll,
+        "machine": here,
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "wire": {"method": "tcpdump" if wire else None},
+        "shapes": [
+            {"name": "latency", "levels": [level(n) for n in streams]},
+            {"name": "capacity", "levels": [level(n) for n in streams if n >= 64]},
+        ],
+    }
+
+
+def test_a_run_within_its_calibration_carries_the_bound_at_its_stream_count():
+    from bench.calibrate import calibration_cover
+
+    cover = calibration_cover(_report(), Path("cal.json"), 48, False, "given")
+    assert cover["covered"] and cover["warnings"] == []
+    assert (cover["file"], cover["mode"], cover["streams_calibrated"], cover["run_streams"]) == (
+        "cal.json",
+        "default",
+        256,
+        48,
+    )
+    bound = cover["bound"]
+    assert bound["shape"] == "latency" and bound["at_streams"] == 64 and bound["truth"] == "wire"
+    assert bound["ttft_error_ms_p99"] == pytest.approx(0.164) and bound["ttft_error_ms_max"] == pytest.approx(0.264)
+    assert [b["shape"] for b in cover["bounds_by_shape"]] == ["latency", "capacity"]
+    assert cover["machine"]["cpu_model"] and cover["created_at"].startswith("2025")
+
+
+def test_more_streams_another_mode_another_machine_or_no_wire_are_warned():
+    from bench.calibrate import calibration_cover
+
+    cover = calibration_cover(_report(busy_poll=True, hostname="elsewhere", wire=False), None, 1024, False, "automatic")
+    assert not cover["covered"] and cover["bound"]["at_streams"] == 256  # the nearest it has, said to fall short
+    text = " | ".join(cover["warnings"])
+    assert "this run used 1024 streams; its calibration covered up to 256" in text
+    assert "busy-poll waiting mode; this run used the default mode" in text
+    assert "another machine (elsewhere" in text and "not the wire" in text
+    assert cover["bound"]["truth"] == "server log" and cover["bound"]["ttft_error_ms_p99"] == 2.0
+
+
+def test_no_calibration_says_so():
+    from bench.calibrate import no_calibration
+
+    none = no_calibration(8, True, Path("results"))
+    assert none["file"] is None and not none["covered"] and none["bound"] is None and none["run_mode"] == "busy-poll"
+    assert "no calibration of this machine under results" in none["warnings"][0]
+
+
+def test_the_newest_calibration_of_this_machine_in_the_run_mode_is_found(tmp_path):
+    import json
+
+    from bench.calibrate import find_calibration
+
+    def write(name, **kw):
+        report = _report(**{k: v for k, v in kw.items() if k != "created"}) | {"created_at": kw.get("created", "")}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "calibration.json").write_text(json.dumps(report))
+        return tmp_path / name / "calibration.json"
+
+    old = write("calibration-1", created="2025-01-01")
+    new = write("calibration-2", created="2025-02-01")
+    busy = write("calibration-3", created="2025-03-01", busy_poll=True)
+    write("calibration-4", created="2025-04-01", hostname="elsewhere")
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "calibration.json").write_text("{")
+    assert find_calibration(tmp_path, busy_poll=False) == new != old
+    assert find_calibration(tmp_path, busy_poll=True) == busy
+    assert find_calibration(tmp_path / "nothing-here", busy_poll=False) is None
+
+
+def test_the_timing_line_under_the_latency_table():
+    from types import SimpleNamespace
+
+    from bench.calibrate import calibration_cover, no_calibration
+    from bench.cli.run import timing_bound
+
+    def result(calibration, concurrency):
+        stage = SimpleNamespace(schedule={"concurrency": concurrency})
+        return SimpleNamespace(manifest=SimpleNamespace(calibration=calibration, stages=[stage]))
+
+    covered = timing_bound(result(calibration_cover(_report(), Path("c.json"), 16, False, "automatic"), 16))
+    assert covered.startswith("p99 TTFT +0.16 ms (max +0.26) vs the wire at 64 streams, default mode (c.json")
+    assert "found automatically" in covered and "warning" not in covered
+    beyond = timing_bound(result(calibration_cover(_report(), Path("c.json"), 512, False, "given"), 512))
+    assert "warning: this run used 512 streams; its calibration covered up to 256" in beyond
+    assert timing_bound(result(no_calibration(4, False, None), 4)).startswith("unknown: no calibration")
+    assert timing_bound(result(None, 4)).startswith("unknown: no calibration")  # a manifest from before
+    old_style = {
+        "file": "c.json",
+        "created_at": "x",
+        "shapes": [{"levels": [{"streams": 8, "ttft_error_ms": {"p99": 0.5}}]}],
+    }
+    assert timing_bound(result(old_style, 4)) == "p99 TTFT error +0.50 ms at 8 streams (c.json, x)"

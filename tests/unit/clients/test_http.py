@@ -1,10 +1,17 @@
-"""The HTTP/1.1 + SSE reader, fed raw response bytes cut at every possible boundary."""
+"""The HTTP/1.1 + SSE reader, fed raw response bytes cut at every possible boundary; reads timed by the kernel's
+receive time; 1,024 streams at once and the limits that can stop them."""
 
 import asyncio
+import errno
+import os
+import subprocess
+import sys
+import time
 
 import pytest
 
-from bench.clients.http import HttpProtocolError, _Connection
+from bench.clients.http import ClientLimitError, HttpClient, HttpProtocolError, _Connection, perf_ns
+from bench.errors import BenchError
 
 
 class RecordingTransport:
@@ -148,3 +155,201 @@ def test_a_connection_closed_before_the_write_is_a_retryable_connection_error(tr
 
     with pytest.raises(ConnectionError, match="before the request was sent|as the request was written"):
         asyncio.run(go())
+
+
+def test_chunk_extensions_and_a_chunk_longer_than_a_read():
+    event = b'data: {"n": 1}\n\n'
+    long_event = b"data: " + b"x" * 5000 + b"\n\n"
+    raw = SSE_HEAD + b"%x;name=value\r\n%s\r\n" % (len(event), event) + chunked(long_event)
+    response, _ = run_response(raw, cut_every=1000)
+    assert [p for _, p in response.events] == [b'{"n": 1}', b"x" * 5000]
+    assert b"".join(p for _, p in response.pieces) == event + long_event  # the body, chunk framing removed
+
+
+def test_a_partial_response_keeps_finished_events_only():
+    async def go():
+        conn = _Connection()
+        conn.connection_made(RecordingTransport())
+        task = asyncio.create_task(conn.request(b"x"))
+        await asyncio.sleep(0)
+        conn.data_received(SSE_HEAD + b"20\r\n" + b'data: {"n": 1}\n\ndata: {"n"')
+        conn.connection_lost(None)
+        with pytest.raises(ConnectionError) as cut:
+            await task
+        return cut.value.partial
+
+    partial = asyncio.run(go())
+    assert not partial.complete and [p for _, p in partial.events] == [b'{"n": 1}']
+
+
+def test_events_are_split_only_when_asked_for():
+    response, _ = run_response(SSE_HEAD + chunked(*EVENTS))
+    assert response._events is None and len(response.pieces) == 3  # the timed path kept the reads alone
+    assert len(response.events) == 3 and response.body == b""
+
+
+def _stamped_client(url, **kwargs):
+    client = HttpClient(url, **kwargs)
+    if client.clock is None:
+        pytest.skip("kernel receive times need Linux and plain http")
+    return client
+
+
+def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
+    """The loop stalls from 30 to 70 ms while a server thread writes a token every 50 ms: the first token, read
+    some 20 ms late, still carries the time it arrived. (Tokens that queue up behind each other, when the loop
+    is later than their gap, are merged by the kernel and carry the last one's time.)"""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    written = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.recv(4096)
+            conn.sendall(SSE_HEAD)
+            for i in range(3):
+                time.sleep(0.05)
+                conn.sendall(chunked(b'data: {"n": %d}\n\n' % i)[: -len(b"0\r\n\r\n")])
+                written.append(perf_ns())
+            time.sleep(0.05)
+            conn.sendall(b"0\r\n\r\n")
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def go():
+        client = _stamped_client(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        stalled = []
+
+        def stall():  # the loop is busy from 30 to 70 ms
+            time.sleep(0.04)
+            stalled.append(perf_ns())
+
+        asyncio.get_running_loop().call_later(0.03, stall)
+        try:
+            return await client.post("/", b"{}", 5.0), client, stalled[0]
+        finally:
+            await client.close()
+
+    try:
+        response, client, stall_end = asyncio.run(go())
+    finally:
+        thread.join(5)
+        listener.close()
+    times = [t for t, _ in response.events]
+    assert [p for _, p in response.events] == [b'{"n": 0}', b'{"n": 1}', b'{"n": 2}']
+    assert client.stamps == "kernel receive time" and client.clock.reads >= 2
+    # each token's time lies between the end of the write before it and just after its own write
+    for i, (t, w) in enumerate(zip(times, written, strict=True)):
+        assert (written[i - 1] if i else 0) < t <= w + 2_000_000
+    if written[0] < stall_end:  # the first token came while the loop was busy: read late, timed when it came
+        assert times[0] < stall_end and client.clock.late_reads >= 1
+
+
+def test_https_and_kernel_stamps_off_use_the_loops_read_time():
+    assert HttpClient("https://example.invalid").clock is None
+    plain = HttpClient("http://127.0.0.1:9", kernel_stamps=False)
+    assert plain.clock is None and plain.stamps == "event-loop read time"
+
+
+def test_a_clock_step_is_counted_and_the_offset_follows():
+    from bench.clients.http import KernelClock
+
+    clock = KernelClock()
+    clock.offset_ns += 10_000_000  # as if the realtime clock had been stepped by 10 ms since
+    clock._read_at -= 2_000_000_000
+    clock.refresh()
+    assert clock.steps == 1 and abs(clock.offset_ns - KernelClock._measure()) < 1_000_000
+
+
+async def _fake_engine_streams(streams: int, tokens: int, kernel_stamps=None):
+    from bench.calibrate.server import running
+
+    async with running(1.0, 1.0) as url:
+        client = HttpClient(url, kernel_stamps=kernel_stamps)
+        body = b'{"prompt":"x","max_tokens":%d,"stream":true}' % tokens
+        client.reserve(streams)
+        try:
+            responses = await asyncio.gather(*(client.post("/v1/completions", body, 60.0) for _ in range(streams)))
+            opened = len(client._open)
+        finally:
+            await client.close()
+    return responses, opened
+
+
+@pytest.mark.parametrize("kernel_stamps", [None, False], ids=["kernel-stamped", "transports"])
+def test_1024_streams_at_once(kernel_stamps):
+    responses, opened = asyncio.run(_fake_engine_streams(1024, 4, kernel_stamps))
+    assert opened == 1024 and all(r.status == 200 for r in responses)
+    assert all(len(r.events) == 6 for r in responses)  # 4 tokens, the final chunk and [DONE]
+
+
+def test_a_file_descriptor_limit_that_cannot_fit_the_streams_is_a_clear_error():
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (200, 200))\n"
+        "from bench.clients.http import ClientLimitError, reserve_connections\n"
+        "print(reserve_connections(100)['fd_soft_limit'])\n"
+        "try:\n"
+        "    reserve_connections(1024)\n"
+        "except ClientLimitError as exc:\n"
+        "    print(exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    fit, message = done.stdout.strip().split("\n", 1)
+    assert int(fit) == 200
+    assert "1024 streams need 1024 connections" in message and "ulimit -n" in message and "hard limit 200" in message
+
+
+def test_the_soft_file_descriptor_limit_is_raised_toward_the_hard_one():
+    script = (
+        "import resource\n"
+        "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))\n"
+        "from bench.clients.http import reserve_connections\n"
+        "found = reserve_connections(1024)\n"
+        "print(found['fd_soft_limit_before'], resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= 1024 + 64)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    if "ClientLimitError" in done.stderr:
+        pytest.skip("this machine's hard limit is below 1,024 descriptors")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["256", "True"]
+
+
+@pytest.mark.parametrize("kernel_stamps", [None, False], ids=["kernel-stamped", "transports"])
+@pytest.mark.parametrize(
+    "code, expected",
+    [
+        (errno.EADDRNOTAVAIL, "no local port left to connect to 127.0.0.1:9"),
+        (errno.EMFILE, "cannot open connection 1 to 127.0.0.1:9"),
+    ],
+)
+def test_running_out_of_ports_or_descriptors_while_connecting_names_the_limit(
+    monkeypatch, code, expected, kernel_stamps
+):
+    async def go():
+        loop = asyncio.get_running_loop()
+
+        async def refuse(*args, **kwargs):
+            raise OSError(code, os.strerror(code))
+
+        monkeypatch.setattr(loop, "create_connection", refuse)
+        monkeypatch.setattr(loop, "sock_connect", refuse)
+        client = HttpClient("http://127.0.0.1:9", kernel_stamps=kernel_stamps)
+        try:
+            await client.post("/v1/completions", b"{}", 5.0)
+        finally:
+            await client.close()
+
+    with pytest.raises(ClientLimitError, match=expected) as raised:
+        asyncio.run(go())
+    assert isinstance(raised.value, BenchError)  # the run ends with this message, not a traceback
+    if code == errno.EADDRNOTAVAIL:
+        assert "ip_local_port_range" in str(raised.value) and "TIME_WAIT" in str(raised.value)

@@ -1,0 +1,244 @@
+#!/usr/bin/env python3
+"""The load generator's own fidelity and cost, against the wire: the before/after table of issue 15.
+
+For each shape, stream count and waiting mode (default, --busy-poll) the client drives the calibration
+server (this tree's bench/calibrate/server.py: the instrument) in a fresh interpreter of its own, while
+the loopback traffic is captured (tcpdump, else a raw socket as root). Printed per row: the client's TTFT
+error against the wire (measured TTFT minus request-segment-to-first-data-segment) at p50, p99 and max,
+the p99 against the server's log beside it, the client's CPU-seconds per million streamed tokens
+(user + system, from getrusage over the drive), its CPU use, and the tokens/s delivered.
+
+    .venv/bin/python scripts/bench_client.py                      # this tree
+    git worktree add /tmp/before <commit>
+    .venv/bin/python scripts/bench_client.py --tree /tmp/before   # the client code of another tree
+
+--tree only swaps the client under test (bench.clients, bench.load): the server, the capture and the
+arithmetic are this tree's, so both tables measure the same way. The client process and the server share
+the machine's cores with whatever else runs: the load average is printed with each row; measure quiet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def child(args: argparse.Namespace) -> int:
+    """In the client's own interpreter (bench imported from --tree): drive one level, write its records."""
+    import asyncio
+    import resource
+
+    import orjson
+
+    import bench
+    from bench.clients.base import PreparedRequest
+    from bench.clients.http import HttpClient, perf_ns
+    from bench.clients.openai import COMPLETIONS
+    from bench.clients.streaming import StreamingClient
+    from bench.load.plan import Stage
+    from bench.load.runner import LoadRunner, keep_loop_hot, run_event_loop
+    from bench.load.schedules import ClosedLoop
+    from bench.load.workload import WorkItem
+
+    streams, requests, tokens = int(args.streams), args.requests, args.tokens
+    http_client = []
+
+    async def drive():
+        hot = asyncio.create_task(keep_loop_hot()) if args.mode == "busy-poll" else None
+        anchor = perf_ns()
+        # "read-time": the event loop's own clock at each read (how every tree before issue 15 timed reads)
+        http = HttpClient(args.url, kernel_stamps=False) if args.mode == "read-time" else HttpClient(args.url)
+        http_client.append(http)
+        client = StreamingClient(http, COMPLETIONS, "calibration", {}, 300.0, anchor)
+        records = []
+        work = (WorkItem([PreparedRequest(f"calibrate #{i}", tokens)]) for i in range(requests + streams))
+        runner = LoadRunner(client, work, records.append)
+        stage = Stage(0, f"c{streams}", ClosedLoop(streams), requests=requests, warmup_requests=streams)
+        try:
+            await runner.run_stage(stage)
+        finally:
+            if hot:
+                hot.cancel()
+            await client.http.close()
+        return records, anchor
+
+    before, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+    if args.mode in ("read-time", "no-slice"):  # ablations: without the short scheduler slice
+        records, anchor = run_event_loop(drive, latency_slice_ns=0)
+    else:
+        records, anchor = run_event_loop(drive)
+    after, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    clock = getattr(http_client[0], "clock", None)  # kernel-stamped reads (trees since issue 15)
+    loop = {"timestamps": getattr(http_client[0], "stamps", "event-loop read time")}
+    if clock is not None:
+        loop.update(reads=clock.reads, late_reads=clock.late_reads, max_read_lag_ms=clock.max_read_lag_ns / 1e6)
+    out = {"anchor": anchor, "cpu_s": cpu, "wall_s": wall, "bench": bench.__file__, "records": records, "loop": loop}
+    Path(args.out).write_bytes(orjson.dumps(out))
+    return 0
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def others_running(seconds: float = 2.0) -> float:
+    """How many other tasks were runnable on average over `seconds` (/proc/stat procs_running, less this one)."""
+    samples = []
+    for _ in range(int(seconds / 0.1)):
+        with open("/proc/stat") as handle:
+            running = next(int(line.split()[1]) for line in handle if line.startswith("procs_running"))
+        samples.append(running - 1)
+        time.sleep(0.1)
+    return sum(samples) / len(samples)
+
+
+def wait_for_quiet(below: float, most_s: float) -> float:
+    """Wait (at most most_s) until other tasks keep fewer than `below` cores busy; returns what was seen last."""
+    deadline = time.monotonic() + most_s
+    while True:
+        busy = others_running()
+        if busy < below or time.monotonic() > deadline:
+            return busy
+        time.sleep(5)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", type=Path, default=REPO, help="the tree whose client is measured (default this)")
+    parser.add_argument("--streams", default="1,16,64,256,1024", help="latency-shape stream counts")
+    parser.add_argument("--capacity-streams", default="256", help="capacity-shape stream counts ('' for none)")
+    parser.add_argument(
+        "--modes",
+        default="default,busy-poll",
+        help="comma-separated: default, busy-poll; the ablations read-time (this tree's parser with reads timed by "
+        "the event loop's clock and the kernel's default slice, as before issue 15) and no-slice (kernel receive "
+        "times without the short scheduler slice); --tree of an older tree: default and busy-poll only",
+    )
+    parser.add_argument("--requests-per-stream", type=int, default=2)
+    parser.add_argument("--wire", default="auto", choices=("auto", "tcpdump", "raw-socket"))
+    parser.add_argument("--json", type=Path, help="also write every level's figures here")
+    parser.add_argument(
+        "--quiet-below",
+        type=float,
+        help="before each level, wait (up to --quiet-wait s) until other tasks keep fewer cores than this busy",
+    )
+    parser.add_argument("--quiet-wait", type=float, default=600.0)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--tokens", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--mode", default="default", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        return child(args)
+
+    sys.path.insert(0, str(REPO))
+    from bench.calibrate import MIN_REQUESTS_PER_LEVEL, SERVER_SCRIPT, SHAPES, level_figures
+    from bench.calibrate.wire import capture_method, start_capture
+    from bench.engines.base import free_port, http_json, wait_until_ready
+    from bench.engines.process import ManagedProcess
+    from bench.records import RequestRecord
+
+    method, note = capture_method(args.wire)
+    print(f"client under test: {args.tree}; wire: {note}", file=sys.stderr)
+    plan = [("latency", [int(s) for s in args.streams.split(",") if s])]
+    if args.capacity_streams:
+        plan.append(("capacity", [int(s) for s in args.capacity_streams.split(",") if s]))
+    modes = [m for m in args.modes.split(",") if m]
+    rows, levels = [], []
+    env = {**os.environ, "PYTHONPATH": str(args.tree.resolve()), "PYTHONUNBUFFERED": "1"}
+    with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
+        work = Path(tmp)
+        for shape_name, counts in plan:
+            shape = SHAPES[shape_name]
+            port = free_port("127.0.0.1")
+            argv = [sys.executable, str(SERVER_SCRIPT), "--port", str(port), "--ttft-ms", str(shape.ttft_ms)]
+            server = ManagedProcess([*argv, "--gap-ms", str(shape.gap_ms)], work / f"server-{shape_name}.log")
+            server.start()
+            url = f"http://127.0.0.1:{port}"
+            try:
+                wait_until_ready(
+                    server,
+                    lambda url=url: None if http_json("GET", f"{url}/health", timeout_s=2)[0] == 200 else "not ready",
+                    30,
+                    "calibration server",
+                )
+                for streams in counts:
+                    for mode in modes:
+                        requests = max(MIN_REQUESTS_PER_LEVEL, streams * args.requests_per_stream)
+                        busy = wait_for_quiet(args.quiet_below, args.quiet_wait) if args.quiet_below else None
+                        load = load_average()
+                        capture = start_capture(port, work, method, "wire") if method else None
+                        out = work / "records.json"
+                        cmd = [sys.executable, __file__, "--child", "--url", url, "--streams", str(streams)]
+                        cmd += ["--requests", str(requests), "--tokens", str(shape.tokens), "--out", str(out)]
+                        cmd += ["--mode", mode]
+                        try:
+                            subprocess.run(cmd, env=env, check=True, cwd=tmp)
+                        finally:
+                            captured = capture.stop() if capture else None
+                        data = json.loads(out.read_bytes())
+                        records = [RequestRecord.from_row(r) for r in data["records"]]
+                        level = level_figures(
+                            records, data["anchor"], streams, data["cpu_s"], data["wall_s"], captured, port
+                        )
+                        level.update(
+                            shape=shape_name,
+                            mode=mode,
+                            load_average=load,
+                            others_busy=busy,
+                            client=data["bench"],
+                            loop=data.get("loop"),
+                        )
+                        levels.append(level)
+                        rows.append(_row(level))
+                        print(rows[-1], file=sys.stderr, flush=True)
+            finally:
+                server.stop()
+    print(f"\nclient: {args.tree} | wire: {note}")
+    print(HEADER)
+    print("\n".join(rows))
+    if args.json:
+        args.json.write_text(json.dumps(levels, indent=1))
+    return 0
+
+
+HEADER = (
+    "| shape | streams | mode | TTFT err vs wire p50 / p99 / max (ms) | p99 vs log (ms) | TPOT err p99 (ms) "
+    "| CPU-s per 1M tok | client CPU | tok/s delivered | failed | load (others busy) |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+)
+
+
+def _row(level: dict) -> str:
+    def ms(v):
+        return "-" if v is None else f"{v:+.3f}"
+
+    wire = level.get("wire") or {}
+    w = wire.get("ttft_error_ms") or {}
+    tpot = (wire.get("tpot_error_ms") or {}).get("p99")
+    if tpot is None:
+        tpot = level["tpot_error_ms"]["p99"]
+    cpu = level["client_cpu_s_per_million_tokens"]
+    return (
+        f"| {level['shape']} | {level['streams']:,} | {level['mode']} | {ms(w.get('p50'))} / {ms(w.get('p99'))} / "
+        f"{ms(w.get('max'))} | {ms(level['ttft_error_ms']['p99'])} | {ms(tpot)} | "
+        f"{'-' if cpu is None else f'{cpu:.1f}'} | {level['client_cpu_percent'] or 0:.0f}% | "
+        f"{level['output_tokens_per_s'] or 0:,.0f} | {level['failed']} | {level['load_average']:.2f}"
+        + ("" if level.get("others_busy") is None else f" ({level['others_busy']:.1f})")
+        + " |"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
