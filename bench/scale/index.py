@@ -19,7 +19,7 @@ from bench.results import RunDirectory
 from bench.runs import run_identity, stage_row, write_table
 
 if TYPE_CHECKING:
-    from bench.scale.matrix import MatrixState
+    from bench.scale.state import MatrixState
 
 INDEX_CSV, INDEX_PARQUET = "index.csv", "index.parquet"
 FIXED = (

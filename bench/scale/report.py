@@ -29,8 +29,8 @@ from bench.report.render import Figure, Heading, Paragraph, Table, write_documen
 from bench.results import RunDirectory, write_json_atomic
 
 if TYPE_CHECKING:
-    from bench.scale.matrix import MatrixState
     from bench.scale.plan import ReportSettings
+    from bench.scale.state import MatrixState
 
 REPORT_DIR = "report"
 PLOT = "latency_throughput.png"
