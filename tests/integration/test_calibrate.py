@@ -48,9 +48,10 @@ def test_calibration_reports_small_client_error(small_calibration):
     assert [level["streams"] for level in shape["levels"]] == [1, 8]
     for level in shape["levels"]:
         assert level["failed"] == 0 and level["judged"] == level["requests"] >= 32
-        # every request was judged against the server's own write times; the client sees tokens after
-        # they were written (up to the clock read's own granularity) and well within the 50 ms TTFT
-        assert -0.1 < level["ttft_error_ms"]["p50"] < 50 and level["ttft_error_ms"]["max"] < 50
+        # every request was judged against the server's own write times, well within the 50 ms TTFT; the server
+        # stamps a write when write() has returned, and the woken client can run (and time the token by the
+        # kernel's clock) before that, so the log may put the token after the client saw it
+        assert -1 < level["ttft_error_ms"]["p50"] < 50 and level["ttft_error_ms"]["max"] < 50
         assert abs(level["tpot_error_ms"]["p50"]) < 5
         assert level["output_tokens_per_s"] > 0
     assert "p99 TTFT error within 1 ms" in done.stdout
