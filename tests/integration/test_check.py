@@ -36,6 +36,7 @@ def test_two_runs_of_one_setup_pass(runs, tmp_path):
         "ttft_p99",
         "tpot_p50",
         "tpot_p99",
+        "e2e_p50",
         "e2e_p99",
         "output_tok_s",
         "error_rate",

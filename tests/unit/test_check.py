@@ -41,7 +41,7 @@ def test_tolerances_keep_the_defaults_the_flag_does_not_name():
     assert (t["ttft_p99"].limit, t["tpot_p50"].limit, t["output_tok_s"].limit) == (0.10, 0.05, 0.05)
     assert t["success_rate"].limit == pytest.approx(0.02) and t["success_rate"].text() == "-2pp"
     assert t["e2e_p99"].limit is None and t["e2e_p99"].text() == "off"
-    assert t["ttft_p50"].text() == "+10%" and t["error_rate"].text() == "+1pp"  # defaults kept
+    assert t["ttft_p50"].text() == "+25%" and t["error_rate"].text() == "+1pp"  # defaults kept
     assert parse_tolerances("tpot_mean=7.5%")["tpot_mean"].text() == "+7.5%"  # the sign may be left out
 
 
@@ -176,9 +176,20 @@ def test_identical_setups_pass_and_a_slowed_run_fails(runs, tmp_path):
     assert (tmp_path / "s.md").read_text().count("## bench check") == 2  # a job summary is appended to
 
 
+def test_a_percentile_with_too_few_requests_above_it_is_not_judged(runs):
+    """40 requests a run: 40 x (1 - 0.99) = 0.4 requests above a p99, fewer than 5: shown, not judged (it would
+    need 500 requests); 40 x 0.5 = 20 above a p50: judged."""
+    slow = {f.metric: f for f in check(runs["slow"], runs["base"]).findings}
+    assert slow["ttft_p99"].verdict == "too few requests" and slow["ttft_p99"].change > 0.5  # about doubled
+    assert "would be regression" in slow["ttft_p99"].note and "judged from 500 requests" in slow["ttft_p99"].note
+    assert slow["ttft_p50"].verdict == "regression"
+    p90 = check(runs["slow"], runs["base"], parse_tolerances("tpot_p90=+10%", base="")).findings
+    assert [f.verdict for f in p90] == ["too few requests"]  # 40 x 0.1 = 4 < 5: from 50
+
+
 def test_tolerances_change_the_verdict_and_gates_hold_absolutely(runs):
     lax = parse_tolerances(
-        "ttft_p50=+150%,ttft_p99=+150%,tpot_p50=+150%,tpot_p99=+150%,e2e_p99=+150%,output_tok_s=-60%"
+        "ttft_p50=+150%,ttft_p99=+150%,tpot_p50=+150%,tpot_p99=+150%,e2e_p50=+150%,e2e_p99=+150%,output_tok_s=-60%"
     )
     assert check(runs["slow"], runs["base"], lax).exit_code == 0  # a doubling is within 150%
     # absolute gates on the run alone: TTFT is 60 ms by construction, so a 45 ms SLO fails and 200 ms holds
@@ -219,35 +230,45 @@ def test_what_differs_in_the_measurement_is_warned(runs, tmp_path):
     assert "model digest" in text and "hardware cpu_model" in text and "'Another CPU'" in text
 
 
-def test_timing_is_not_judged_when_other_processes_held_the_cpus(runs, tmp_path):
-    """The slowed run again, as if measured on a 2-core machine where the engine got half a core while the
-    system was 90% busy and the client used 5%: other processes held 0.9 x 2 - 0.5 - 0.05 = 1.25 cores, 62% of
-    the machine, past the 25% default. Its latency and throughput are shown, not judged; the gate passes and
-    says so. Judged regardless (max_contention=None), it fails as before."""
-    busy = tmp_path / "busy"
-    busy.mkdir()
-    for f in runs["slow"].iterdir():
+def _with_telemetry(src: Path, dst: Path, system: float, engine: float = 50.0, client: float = 5.0) -> Path:
+    """A copy of a run as if measured on a 2-core machine, with flat telemetry over its measured window."""
+    dst.mkdir()
+    for f in src.iterdir():
         if f.is_file():
-            (busy / f.name).write_bytes(f.read_bytes())
-    manifest = json.loads((busy / "manifest.json").read_text())
+            (dst / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((dst / "manifest.json").read_text())
     manifest["hardware"]["cpu_cores_logical"] = 2
-    (busy / "manifest.json").write_text(json.dumps(manifest))
-    sends = [r["t_send_ns"] for r in map(json.loads, (busy / "requests.jsonl").read_text().splitlines())]
+    (dst / "manifest.json").write_text(json.dumps(manifest))
+    sends = [r["t_send_ns"] for r in map(json.loads, (dst / "requests.jsonl").read_text().splitlines())]
     rows = [
-        {"t_ns": t, "engine_cpu_percent": 50.0, "client_cpu_percent": 5.0, "system_cpu_percent": 90.0}
+        {"t_ns": t, "engine_cpu_percent": engine, "client_cpu_percent": client, "system_cpu_percent": system}
         for t in np.linspace(min(sends), max(sends), 5).astype(int).tolist()
     ]
-    (busy / "telemetry.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (dst / "telemetry.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return dst
+
+
+def test_timing_is_not_judged_when_other_processes_held_the_saturated_cpus(runs, tmp_path):
+    """The slowed run again, as if measured on a 2-core machine 98% busy while the engine got half a core and the
+    client 5%: other processes held 0.98 x 2 - 0.5 - 0.05 = 1.41 cores (70%) of a saturated machine. Its latency
+    and throughput are shown, not judged; the gate passes and says so. At 80% busy (other processes on
+    1.6 - 0.55 = 1.05 cores, but a core's worth idle) the machine had room: judged, failed. Judged regardless
+    (max_contention=None) it fails as before."""
+    busy = _with_telemetry(runs["slow"], tmp_path / "busy", system=98.0)
     result = check(busy, runs["base"])
     assert result.exit_code == 0 and result.status.startswith("PASS (timing not judged")
     judged = {f.metric: f.verdict for f in result.findings}
     assert judged["ttft_p50"] == "not judged" and judged["error_rate"] == "ok"
     (label,) = result.contention
-    assert result.contention[label]["run"]["other_cores"] == pytest.approx(1.25)
+    assert result.contention[label]["run"]["other_cores"] == pytest.approx(1.41)
+    assert result.contention[label]["run"]["busy"] == pytest.approx(0.98)
     assert result.contention[label]["baseline"] is None  # an --endpoint run: the engine's CPU is not the rig's
-    assert "the machine was busy during the run" in result.warnings[0]
+    assert "the machine was saturated during the run" in result.warnings[0]
     assert 'skipped message="not judged' in junit_xml(result)
     assert check(busy, runs["base"], max_contention=None).exit_code == 1
+    roomy = _with_telemetry(runs["slow"], tmp_path / "roomy", system=80.0)
+    result = check(roomy, runs["base"])
+    assert result.exit_code == 1 and "machine 80% busy, 1.05 of 2 cores used by other processes" in result.notes[0]
 
 
 # -- golden runs ---------------------------------------------------------------------------------------------
