@@ -156,8 +156,12 @@ class ApiOffer(_Strict):
 
     provider: str
     model: str
+    mode: Literal["chat", "embedding"] = Field(
+        default="chat", description="chat: a generator (chat or completion); embedding: an embeddings API"
+    )
     input_per_1m: float = Field(ge=0)
-    output_per_1m: float = Field(ge=0)
+    output_per_1m: float = Field(default=0, ge=0, description="0 for embedding offers (no output tokens)")
+    output_vector_size: int | None = Field(default=None, gt=0, description="embedding offers: vector length")
     cached_input_per_1m: float | None = Field(default=None, ge=0, description="input read from the cache")
     cache_write_input_per_1m: float | None = Field(
         default=None, ge=0, description="input written to the cache (Anthropic); unset: billed as input"

@@ -1253,3 +1253,93 @@ def stage_costs(summary: RunSummary, hourly: float, utilization: float) -> list[
 def monthly_curve(option: Option, volumes: list[float]) -> list[float]:
     """Monthly cost at each volume: a step function of instances for self-hosting, a line for an API."""
     return [option.monthly(v) for v in volumes]
+
+
+# -- embeddings and rerank: cost per 1M embedded tokens --------------------------------------------
+def embedding_cost(
+    summary: RunSummary,
+    offer_name: str,
+    offer,
+    api_offers: dict[str, Any],
+    utilization: float = 1.0,
+    today: datetime.date | None = None,
+    stale_after: int = STALE_AFTER_DAYS,
+    tokens_per_month: float | None = None,
+) -> dict[str, Any]:
+    """An embeddings (or rerank) run priced per 1M embedded tokens, against the API embedding offers.
+
+    Self-hosted, per stage: $ per 1M tokens = H / (tokens/s x 3600 x u) x 1e6, H the instance's hourly cost
+    (labour included) and tokens/s the stage's embedded tokens per second (successful requests over the
+    window); the run is priced at its fastest stage. An API: its input price per 1M tokens (and its batch
+    price, where it has one). At a monthly volume of T tokens: self-hosted ceil(T / (tokens/s x 3600 x u x 730))
+    instances x H x 730; the API T x price / 1e6. Break-even (one instance): T* = H x 730 / (price / 1e6), valid
+    while one instance carries it."""
+    _check_utilization(utilization)
+    today = today or datetime.date.today()
+    hourly = instance_hourly(offer)
+    stages = []
+    for stage in summary.stages:
+        pool = stage.pooling
+        if pool is None or not pool.tokens_per_s:
+            continue
+        stages.append(
+            {
+                "stage": stage.stage,
+                "label": stage.label,
+                "batch_size": pool.batch_size.mean,
+                "inputs_per_s": pool.inputs_per_s,
+                "tokens_per_s": pool.tokens_per_s,
+                "e2e_p99_ms": stage.e2e_ms.p99,
+                "per_1m_tokens": per_million_tokens(hourly, pool.tokens_per_s, utilization),
+                "per_1m_inputs": per_million_tokens(hourly, pool.inputs_per_s, utilization),
+            }
+        )
+    if not stages:
+        raise CostError("no stage of this run embedded anything (no successful embeddings or rerank request)")
+    best = max(stages, key=lambda s: s["tokens_per_s"])
+    capacity = best["tokens_per_s"] * 3600 * utilization * 730  # tokens a month one instance carries
+    apis = []
+    for name, api in sorted(api_offers.items()):
+        price = api.input_per_1m
+        batch = price * (1 - api.batch_discounts[0]) if api.batch_discounts[0] else None
+        break_even = hourly * 730 / (price / 1e6) if price > 0 else None
+        apis.append(
+            {
+                "name": name,
+                "provider": api.provider,
+                "model": api.model,
+                "per_1m_tokens": price,
+                "batch_per_1m_tokens": batch,
+                "output_vector_size": api.output_vector_size,
+                "self_hosted_ratio": best["per_1m_tokens"] / price if price > 0 else None,
+                "break_even_tokens_per_month": break_even if break_even and break_even <= capacity else None,
+                "price_source": api.source,
+                "as_of": api.as_of.isoformat() if api.as_of else None,
+                "price_age": price_age(api.as_of, today, stale_after),
+                "deprecation": deprecation_state(api.deprecation, today),
+            }
+        )
+    monthly = None
+    if tokens_per_month:
+        instances = max(1, math.ceil(tokens_per_month / capacity))
+        monthly = {
+            "tokens_per_month": tokens_per_month,
+            "self_hosted": {"instances": instances, "monthly": instances * hourly * 730},
+            "apis": {a["name"]: tokens_per_month * a["per_1m_tokens"] / 1e6 for a in apis},
+        }
+    cheaper = [a for a in apis if a["per_1m_tokens"] < best["per_1m_tokens"]]
+    return {
+        "kind": "embedding",
+        "today": today.isoformat(),
+        "hardware_offer": offer_name,
+        "instance_hourly": hourly,
+        "utilization": utilization,
+        "stages": stages,
+        "priced_stage": best,
+        "tokens_per_month_one_instance": capacity,
+        "apis": apis,
+        "cheaper_apis": [a["name"] for a in cheaper],
+        "monthly": monthly,
+        "formula": "self-hosted $/1M tokens = instance $/h / (embedded tokens/s x 3600 x utilization) x 1e6; "
+        "API: its input price per 1M tokens",
+    }

@@ -291,6 +291,57 @@ def stage_table(summary: RunSummary, heading: str, run_dir: str, timing_bound: s
     return "\n".join(lines)
 
 
+def _memory_cell(tel: TelemetrySummary | None) -> str:
+    """The engine's peak memory in a stage: GPU (its own, else the device's) where there is one, else its RSS."""
+    if tel is None:
+        return "-"
+    for gpu in tel.gpus or ():
+        peak = gpu.engine_memory_peak_bytes if gpu.engine_memory_peak_bytes is not None else gpu.memory_peak_bytes
+        if peak is not None:
+            return f"{peak / 2**30:.2f} GiB GPU"
+    return f"{mib(tel.engine_peak_rss_bytes)} RSS" if tel.engine_peak_rss_bytes is not None else "-"
+
+
+def pooling_table(summary: RunSummary, heading: str, run_dir: str, timing_bound: str | None = None) -> str:
+    """An embeddings or rerank run: one row per stage (streams or rate, and batch size), its end-to-end latency
+    (nothing is streamed), inputs/s and tokens/s, and the engine's peak memory (VRAM on a GPU)."""
+    head = (
+        f"{'stage':<30}{'ok':>5}{'fail':>5}{'batch':>6}{'req/s':>8}{'inputs/s':>10}{'tok/s':>10}"
+        f"{'E2E p50':>9}{'E2E p90':>9}{'E2E p99':>9}{'ms/input':>9}{'memory':>16}"
+    )
+    lines = [heading, "", head]
+    for stage in summary.stages:
+        pool, req, rps = stage.pooling, stage.requests, stage.request_throughput_per_s
+        batch = pool.batch_size.mean if pool else None
+        name = f"{stage.stage} {stage.label or ''}"[:29]
+        lines.append(
+            f"{name:<30}{req.successful:>5}{req.failed:>5}"
+            f"{'-' if batch is None else f'{batch:g}':>6}{'-' if rps is None else f'{rps:.2f}':>8}"
+            f"{rate(pool.inputs_per_s if pool else None, '').strip():>10}"
+            f"{rate(pool.tokens_per_s if pool else None, '').strip():>10}"
+            f"{_cell(stage.e2e_ms, 'p50')}{_cell(stage.e2e_ms, 'p90')}{_cell(stage.e2e_ms, 'p99')}"
+            f"{_cell(pool.ms_per_input if pool else None, 'p50')}{_memory_cell(stage.telemetry):>16}"
+        )
+    pool = summary.pooling
+    if pool:
+        sources = ", ".join(f"{k} {v}" for k, v in summary.tokens_source.items())
+        dims = f"; {pool.dimensions}-dimensional vectors" if pool.dimensions else ""
+        lines += [
+            "",
+            f"{'Embedded' if pool.api == 'embeddings' else 'Scored':<13}{pool.inputs:,} inputs, {pool.tokens:,} tokens "
+            f"({_fmt(pool.tokens_per_input, 0).strip()} per input; counted from: {sources}){dims}",
+        ]
+    for error in summary.errors[:5]:
+        lines.append(f"Error        {error.count} x {error.error}")
+    if timing_bound:
+        lines.append(f"Timing       client timing error: {timing_bound}")
+    lines.append(
+        f"Run dir      {run_dir}  (times in ms, end to end: the answers are not streamed; ms/input = E2E over "
+        "the request's inputs, p50; tok/s = tokens embedded or scored per second)"
+    )
+    return "\n".join(lines)
+
+
 # -- cost: the answer and the itemised breakdowns (bench cost's terminal output; the report's tables) ------
 SECTIONS = {
     "task": "Task and workflow",
@@ -786,3 +837,45 @@ def search_line(search: SearchResult) -> str:
         f"Search       max rate with SLOs held: {found:.3g} req/s (bracket {held:.3g}-{upper} req/s: {top}; "
         f"{steps} stage(s)){reached}"
     )
+
+
+def format_embedding_cost(report: dict[str, Any]) -> str:
+    """bench cost of an embeddings (or rerank) run: $ per 1M embedded tokens, self-hosted at each stage and
+    against each API embedding offer."""
+    best = report["priced_stage"]
+    u = report["utilization"]
+    lines = [
+        "Answer",
+        f"  Self-hosted on {report['hardware_offer']} (${report['instance_hourly']:,.4g}/h, utilization {u:.0%}): "
+        f"{money(best['per_1m_tokens'])} per 1M embedded tokens at its fastest stage ({best['label']}: "
+        f"{best['tokens_per_s']:,.0f} tokens/s, {best['inputs_per_s']:,.1f} inputs/s).",
+    ]
+    for api in report["apis"]:
+        ratio = api["self_hosted_ratio"]
+        compare = (
+            "-"
+            if ratio is None
+            else f"self-hosted costs {ratio:,.1f}x as much"
+            if ratio >= 1
+            else f"self-hosted costs {ratio:.0%} of it"
+        )
+        batch = f" ({money(api['batch_per_1m_tokens'])} in batch)" if api["batch_per_1m_tokens"] is not None else ""
+        even = api["break_even_tokens_per_month"]
+        even_text = f"; break-even {even / 1e9:,.2f}B tokens/month" if even else "; no break-even on one instance"
+        age = "" if not api["price_age"]["stale"] else f" [{api['price_age']['note']}]"
+        lines.append(
+            f"  API {api['name']}: {money(api['per_1m_tokens'])} per 1M tokens{batch}: {compare}{even_text} "
+            f"({api['price_source']}, as of {api['as_of'] or 'unknown'}){age}"
+        )
+    if not report["apis"]:
+        lines.append("  No API embedding offers to compare with: bench prices import 'text-embedding-3-*'")
+    lines += ["", "By stage (self-hosted)"]
+    for s in report["stages"]:
+        lines.append(
+            f"  {s['stage']} {s['label']}: {s['tokens_per_s']:,.0f} tokens/s, {s['inputs_per_s']:,.1f} inputs/s, "
+            f"E2E p99 {_fmt(s['e2e_p99_ms'], 0).strip()} ms: {money(s['per_1m_tokens'])} per 1M tokens, "
+            f"{money(s['per_1m_inputs'])} per 1M inputs"
+        )
+    one = report["tokens_per_month_one_instance"]
+    lines += ["", f"One instance carries {one / 1e9:,.2f}B tokens a month at the priced stage.", report["formula"]]
+    return "\n".join(lines)

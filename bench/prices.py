@@ -11,7 +11,9 @@ the litellm package, so `as_of` is null (every output then says the date is unkn
 gives the day the map was published (e.g. the litellm release's date on PyPI). `source_version` names the
 litellm version, `retrieved` the day it was read. Besides the base prices the import keeps the cache-read
 and cache-write prices, separate batch prices for input and output (as discounts), long-prompt tiers
-(`*_above_<N>k_tokens`) and the model's announced deprecation date.
+(`*_above_<N>k_tokens`) and the model's announced deprecation date. Embedding models (`mode: embedding`) are
+imported too, as offers of mode `embedding` (input prices only, and their vector size): `bench cost` prices an
+embeddings run per 1M embedded tokens against them, and never a generation run.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from bench.errors import UsageError
 from bench.results import write_atomic
 
 LITELLM_PRICE_FILE = "litellm/model_prices_and_context_window_backup.json"
-PRICED_MODES = ("chat", "completion", "responses")
+PRICED_MODES = ("chat", "completion", "responses", "embedding")  # embedding: offers with input prices only
 TIER_KEY = re.compile(
     r"^(input_cost_per_token|output_cost_per_token|cache_read_input_token_cost|cache_creation_input_token_cost)"
     r"_above_(\d+)k_tokens$"
@@ -96,7 +98,10 @@ def offer_from_litellm(key: str, entry: dict[str, Any], source: str, dates: dict
     (the source's own date, or None), retrieved (the day it was read), source_version."""
     if entry.get("mode") not in PRICED_MODES:
         return None
+    embedding = entry["mode"] == "embedding"
     input_price, output_price = entry.get("input_cost_per_token"), entry.get("output_cost_per_token")
+    if embedding and output_price is None:
+        output_price = 0.0  # an embeddings API bills its input alone
     if input_price is None or output_price is None:
         return None
     offer: dict[str, Any] = {
@@ -105,6 +110,11 @@ def offer_from_litellm(key: str, entry: dict[str, Any], source: str, dates: dict
         "input_per_1m": _per_million(input_price),
         "output_per_1m": _per_million(output_price),
     }
+    if embedding:
+        offer["mode"] = "embedding"
+        vector = entry.get("output_vector_size")
+        if isinstance(vector, int) and vector > 0:
+            offer["output_vector_size"] = vector
     cached = _per_million(entry.get("cache_read_input_token_cost"))
     if cached is not None:
         offer["cached_input_per_1m"] = cached
@@ -156,8 +166,8 @@ def select_offers(
                 matched = True
         if not matched:
             raise UsageError(
-                f"no priced chat or completion model in the price map matches {pattern!r}; "
-                "try a pattern such as 'gpt-4o*' or 'claude-*haiku*'"
+                f"no priced chat, completion or embedding model in the price map matches {pattern!r}; "
+                "try a pattern such as 'gpt-4o*', 'claude-*haiku*' or 'text-embedding-3-*'"
             )
     return offers
 

@@ -27,7 +27,8 @@ SCHEMA_VERSION = 2
 Phase = Literal["warmup", "measured", "cooldown"]
 Status = Literal["ok", "error", "cancelled"]
 RunStatus = Literal["complete", "incomplete", "failed"]
-TokensSource = Literal["usage", "tokenizer", "chunks"]
+# tokenizer+template: a chat prompt counted as the server renders it (its chat template applied), output by tokenizer
+TokensSource = Literal["usage", "tokenizer", "tokenizer+template", "chunks"]
 
 
 @dataclass(slots=True)
@@ -70,6 +71,8 @@ class RequestRecord:
     turn: int | None = None
     case_id: str | None = None  # a prompt file's or golden set's id
     ramp_level: float | None = None  # sent during a ramp: the streams running, or the arrival rate, then
+    inputs: int | None = None  # embeddings and rerank: the texts embedded, or documents scored, in this request
+    dimensions: int | None = None  # embeddings: the length of each vector returned
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RequestRecord:
@@ -162,6 +165,7 @@ class StageRecord(Record):
     cooldown_s: float = 0.0
     max_errors: int | None = None
     max_error_rate: float | None = None
+    batch_size: int | None = None  # embeddings and rerank: inputs per request in this stage
     outcome: StageOutcome | None = None
 
 
@@ -184,6 +188,7 @@ class WorkloadRecord(Record):
     cases: int | None = None
     copy_: str | None = Field(default=None, alias="copy")  # the run's own copy of a golden set
     trace: dict[str, Any] | None = None  # a trace's format, requests, span, capped count, speed and window
+    batch_size: list[int] | None = None  # embeddings and rerank: the inputs per request, one stage each
     model_config = ConfigDict(extra="allow", populate_by_name=True, serialize_by_alias=True)
 
 

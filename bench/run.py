@@ -75,7 +75,7 @@ from bench.results import (
     write_json_atomic,
 )
 from bench.roofline import HardwareLimits, cpu_limits
-from bench.spec import RunSpec
+from bench.spec import POOLING_APIS, RunSpec
 from bench.summary import RunSummary, StageSummary
 from bench.telemetry.nvml import open_nvml
 from bench.telemetry.process import TelemetrySampler
@@ -293,6 +293,15 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
         )
     plan = build_plan(spec.load, workload, len(rows) if workload.golden else None)
     longest = _longest_request_tokens(spec, rows, api in ("chat", "ollama-chat"))
+    request_tokens = longest  # what the longest request sends, for its timeout
+    if api in POOLING_APIS:  # a sequence is one input (a rerank pair: query and document); nothing is generated
+        longest = workload.input_tokens.upper() + (workload.query_tokens + 4 if api == "rerank" else 0)
+        request_tokens = longest * max(workload.batch_size or [1]) + workload.output_tokens.upper()
+        record.batch_size = workload.batch_size or [1]
+        if spec.engine.kind == "ollama":
+            raise UsageError(f"--api {api}: the Ollama driver speaks its generate and chat APIs only")
+    elif workload.batch_size is not None:
+        raise UsageError(f"--batch-size is the inputs per embeddings or rerank request; --api {api} has none")
     model_path = None if attached else resolve_model_path(spec.model, entry, catalog_path)
     if model_path is not None:
         context = read_shape(model_path).context_length  # also checks the file is a whole model (GGUF, HF folder)
@@ -320,7 +329,7 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
     timeout, basis = (
         (spec.load.request_timeout_s, "--request-timeout")
         if spec.load.request_timeout_s
-        else default_request_timeout(longest, spec)
+        else default_request_timeout(request_tokens, spec)
     )
     # served model names can be paths: keep the last part, in characters safe for a folder name
     model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.model.rstrip("/").rsplit("/", 1)[-1])[:48]
@@ -445,7 +454,9 @@ class Run:
                 f"engine ready in {self.manifest.engine.load_time_s or 0:.1f} s at {endpoint.base_url}; "
                 f"request timeout {self.p.request_timeout_s:g} s ({self.p.request_timeout_basis})"
             )
-            work = WorkSource(self.p.spec.workload, self.p.spec.seed, endpoint.count_tokens, self.p.rows)
+            work = WorkSource(
+                self.p.spec.workload, self.p.spec.seed, endpoint.count_tokens, self.p.rows, api=self.p.api
+            )
             process = driver.process
             self.sampler = TelemetrySampler(
                 self.telemetry_out,
@@ -622,7 +633,7 @@ class Run:
             index = 0
             while index < len(stages) and runner.stop_reason is None:
                 stage = stages[index]
-                work.prepare(requests_needed(stage))
+                work.prepare(requests_needed(stage), stage.batch_size)
                 record = stage.record()
                 self.manifest.stages.append(record)
                 self.write_manifest()

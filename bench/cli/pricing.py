@@ -24,7 +24,7 @@ from bench.cost import (
     with_measured_tokens,
 )
 from bench.errors import UsageError
-from bench.format import format_cost
+from bench.format import format_cost, format_embedding_cost
 from bench.results import RunDirectory, write_atomic, write_json_atomic
 
 
@@ -79,8 +79,10 @@ def add_parsers(sub) -> None:
             "mdr",
             "write a model decision record (Markdown) from measured runs and catalog facts",
             "Sections: decision and context, candidates, evaluation, rationale, default and fallback, risks, review "
-            "triggers. The default is the cheapest candidate per successful task among those that meet "
-            "--min-success-rate on the golden set, unless --choose names one.",
+            "triggers, and the decision inputs in a machine-readable block (prices with their dates, success rates "
+            "with each case's verdict, throughput, the volume and the range it holds for) that `bench mdr --check "
+            "MDR.md` reads to say which trigger fires now. The default is the cheapest candidate per successful "
+            "task among those that meet --min-success-rate on the golden set, unless --choose names one.",
         ),
     ):
         p = sub.add_parser(
@@ -413,7 +415,28 @@ def _pricing_catalog(args, hardware_offers: list[str]):
             f"--api-offer {unknown[0]!r} is not in {catalog_path} or its prices.yaml (offers: "
             f"{', '.join(sorted(catalog.api_offers)) or 'none'})"
         )
-    return catalog, args.api_offer or sorted(catalog.api_offers)
+    # by default the generation offers; an embeddings run is priced against the embedding ones (_embedding_cost)
+    return catalog, args.api_offer or sorted(n for n, o in catalog.api_offers.items() if o.mode == "chat")
+
+
+def _embedding_cost(args, pricing, catalog, run_dir: RunDirectory, summary, offer_name: str) -> dict:
+    """An embeddings (or rerank) run priced per 1M embedded tokens against the API embedding offers
+    (--api-offer names them; default: every offer of mode embedding)."""
+    from bench.cost import embedding_cost
+
+    names = args.api_offer or sorted(n for n, o in catalog.api_offers.items() if o.mode == "embedding")
+    try:
+        return embedding_cost(
+            summary,
+            offer_name,
+            catalog.hardware_offers[offer_name],
+            {n: catalog.api_offers[n] for n in names},
+            pricing.task.utilization,
+            pricing.today,
+            pricing.stale_after,
+        )
+    except CostError as exc:
+        raise UsageError(f"{run_dir.path}: {exc}") from None
 
 
 def api_successes(args, api_names: list[str]) -> dict[str, dict]:
@@ -439,6 +462,11 @@ def cmd_cost(args) -> int:
     pricing = replace(pricing, api_success=api_successes(args, api_names))
     run_dir = RunDirectory(args.run_dir)
     summary, manifest = run_dir.summary(), run_dir.manifest()
+    if summary.pooling is not None:  # an embeddings or rerank run: $ per 1M embedded tokens
+        report = _embedding_cost(args, pricing, catalog, run_dir, summary, args.hardware_offer)
+        write_json_atomic(run_dir.file("cost.json"), report)
+        print(format_embedding_cost(report))
+        return 0
     try:
         measured = priced_throughput(summary)
         pricing = replace(pricing, task=with_measured_tokens(pricing.task, measured))
@@ -467,6 +495,16 @@ def cmd_cost(args) -> int:
     return 0
 
 
+def _pooled(path: Path) -> bool:
+    """An embeddings or rerank run (a path that is no run says so in build_report, after the flags' checks)."""
+    from bench.report.embedding import is_pooling_run
+
+    try:
+        return is_pooling_run(RunDirectory(path).summary())
+    except UsageError:
+        return False
+
+
 def cmd_report(args) -> int:
     from bench.report import build_report, write_report  # matplotlib: loaded only when a report is drawn
 
@@ -480,9 +518,19 @@ def cmd_report(args) -> int:
             if len(args.run_dirs) == 1
             else Path("results") / time.strftime("report-%Y%m%d-%H%M%S")
         )
-    data = build_report(args.run_dirs, args.hardware_offer, catalog, api_names, pricing)
-    say(f"drawing the plots and writing the report of {len(args.run_dirs)} run(s) to {out}")
-    paths = write_report(data, out)
+    from bench.report.embedding import build_embedding_report, write_embedding_report
+
+    pooled = [_pooled(p) for p in args.run_dirs]
+    if any(pooled) and not all(pooled):
+        raise UsageError("embeddings or rerank runs and generation runs make different reports; give one kind")
+    if all(pooled):  # embeddings, rerank: their own table, priced per 1M embedded tokens
+        names = args.api_offer or sorted(n for n, o in catalog.api_offers.items() if o.mode == "embedding")
+        data = build_embedding_report(args.run_dirs, args.hardware_offer, catalog, names, pricing)
+        paths = write_embedding_report(data, out)
+    else:
+        data = build_report(args.run_dirs, args.hardware_offer, catalog, api_names, pricing)
+        say(f"drawing the plots and writing the report of {len(args.run_dirs)} run(s) to {out}")
+        paths = write_report(data, out)
     for warning in data["warnings"]:
         say(f"warning: {warning}")
     print(f"report  {paths['markdown']}\nhtml    {paths['html']}  (self-contained)\nplots   {out / 'plots'}")
@@ -600,5 +648,6 @@ def cmd_models(args) -> int:
     print(f"catalog {path}")
     for name, entry in sorted(catalog.models.items()):
         engines = ",".join(entry.engines) or "any"
-        print(f"  {name:24} {entry.format:5} {entry.api:12} engines={engines:10} {entry.description}")
+        roles = ",".join(entry.roles)
+        print(f"  {name:24} {entry.format:5} {entry.api:12} roles={roles:10} engines={engines:10} {entry.description}")
     return 0

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from bench.console import display_for, say
 from bench.errors import UsageError
-from bench.format import quality_lines, search_line, stage_table, summary_table
+from bench.format import pooling_table, quality_lines, search_line, stage_table, summary_table
 from bench.results import EVAL, REQUESTS, read_yaml
 from bench.run import EXIT_CODES, EXIT_ENGINE, EXIT_INTERRUPTED, EXIT_OK, RunResult, execute
 from bench.spec import APIS, ARRIVALS, ENGINE_KINDS, SLO_METRICS, LoadSpec, RunSpec, WorkloadSpec
@@ -277,6 +277,15 @@ FLAGS = (
         "START:END",
     ),
     Flag("--trace-block-tokens", "workload.trace_block_tokens", "prompt tokens per Mooncake hash id", WORKLOAD, "N"),
+    Flag(
+        "--batch-size",
+        "workload.batch_size",
+        "--api embeddings or rerank: inputs per request (texts embedded, or documents scored against one "
+        "query), each --input-tokens long; a list (1,8,32) runs one stage per batch size and stream count",
+        WORKLOAD,
+        "N",
+    ),
+    Flag("--query-tokens", "workload.query_tokens", "--api rerank: the query's length in tokens", WORKLOAD, "N"),
     Flag("--seed", "seed", "seed for prompts, arrivals and sampling", WORKLOAD),
     Flag("--temperature", "workload.temperature", "sampling temperature", WORKLOAD),
     Flag("--dtype", "engine.dtype", "weights and activations dtype", VLLM),
@@ -645,6 +654,9 @@ def print_result(result: RunResult) -> None:
             if workload.kind == "trace"
             else f"{workload.input_tokens} input / {workload.output_tokens} output tokens"
         )
+        if workload.batch_size:  # embeddings, rerank: inputs per request, and each input's length
+            batches = ",".join(str(b) for b in workload.batch_size)
+            shape = f"batches of {batches} input(s) of {workload.input_tokens} tokens"
         launcher = (manifest.engine.launcher if manifest.engine else None) or manifest.engine_kind
         heading = (
             f"Run {manifest.run_id}: {manifest.status}{reason}\n"
@@ -652,7 +664,9 @@ def print_result(result: RunResult) -> None:
             f"{shape}"
         )
         bound = timing_bound(result)
-        if len(summary.stages) == 1:
+        if summary.pooling is not None:  # embeddings, rerank: their own table (inputs/s, tokens/s, E2E)
+            print(pooling_table(summary, heading, str(run_dir.path), bound))
+        elif len(summary.stages) == 1:
             stage = manifest.stages[0].label if manifest.stages else ""
             print(
                 summary_table(

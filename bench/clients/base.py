@@ -18,6 +18,7 @@ class PreparedRequest:
     max_tokens: int
     prompt_tokens_expected: int | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)
+    inputs: list[str] | None = None  # embeddings: the texts to embed; rerank: the documents (prompt: the query)
 
 
 @dataclass(slots=True)
@@ -36,9 +37,14 @@ class StreamReading:
     first_reasoning_ns: int | None = None
     first_answer_ns: int | None = None  # the first chunk of the answer (text or a tool call)
     tool_calls: list[dict[str, Any]] | None = None  # {"id", "name", "arguments" (the JSON text as streamed)}
+    inputs: int | None = None  # embeddings and rerank: the vectors or scores the response carried
+    dimensions: int | None = None  # embeddings: each vector's length
 
 
 class Dialect(Protocol):
+    """A streamed dialect reads its events (`read`); one whose `streamed` is False (embeddings, rerank:
+    bench.clients.pooling) answers with one JSON body, read by its `read_body(body)` instead."""
+
     name: str
     path: str  # the endpoint path under the server's base URL
     accept: str  # the stream's content type

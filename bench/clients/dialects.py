@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from bench.clients import ollama, openai
+from bench.clients import ollama, openai, pooling
 from bench.clients.base import Dialect
 
-DIALECTS: dict[str, Dialect] = {d.name: d for d in (openai.COMPLETIONS, openai.CHAT, ollama.GENERATE, ollama.CHAT)}
+DIALECTS: dict[str, Dialect] = {
+    d.name: d
+    for d in (openai.COMPLETIONS, openai.CHAT, ollama.GENERATE, ollama.CHAT, pooling.EMBEDDINGS, pooling.RERANK)
+}
 
 
 def dialect(name: str) -> Dialect:

@@ -129,6 +129,9 @@ class StreamingClient:
             if failure:
                 record.error += f" ({failure})"
             return
+        if not getattr(self.dialect, "streamed", True):  # embeddings, rerank: one JSON body (bench.clients.pooling)
+            await self.dialect.fill(record, request, response.body, failure, self.count_tokens)  # type: ignore[attr-defined]
+            return
         reading = self.dialect.read(response.events)
         record.output_times_ns = [t - a for t in reading.output_times_ns]
         record.output_text, record.finish_reason, record.server_timings = (

@@ -59,6 +59,22 @@ FLAG_SPELLINGS: dict[str, tuple[str | None, str | None, str | None]] = {
 }
 
 
+# Embeddings and rerank: the server computes pooled vectors (--embedding, with the model's pooling) or
+# query-document scores (--reranking: pooling "rank", the model's classifier head). What each launcher takes,
+# for a pooling name P: (xllamacpp CommonParams fields, llama-server flags, llama-cpp-python flags); None: no such mode.
+POOLING_SPELLINGS: dict[str, tuple[list[str] | None, list[str] | None, list[str] | None]] = {
+    "embeddings": (["embedding=true", "pooling_type=P"], ["--embedding", "--pooling", "P"], ["--embedding", "True"]),
+    "rerank": (["embedding=true", "pooling_type=rank"], ["--reranking"], None),
+}
+POOLING_NAMES = {0: "none", 1: "mean", 2: "cls", 3: "last", 4: "rank"}  # llama.h enum llama_pooling_type
+
+
+def pooling_type(path: Path) -> str | None:
+    """The pooling an embedding model's GGUF header names (`<arch>.pooling_type`), or None."""
+    meta = gguf_metadata(path, lambda k: k == "general.architecture" or k.endswith(".pooling_type"))
+    return POOLING_NAMES.get(meta.get(f"{meta.get('general.architecture')}.pooling_type"))
+
+
 GPU_LOG_VERBOSITY = 4  # llama.cpp logs its own load lines (offload, buffers) at trace level, 4
 OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 MODEL_BUFFER = re.compile(r"load_tensors:\s+(\S+) model buffer size =\s+([\d.]+) MiB")
@@ -281,6 +297,29 @@ class LlamaCppDriver(LaunchedEngine):
         if s.port is not None:
             ensure_port_free(s.host, s.port)
         self._swa = self._choose_swa_full()
+        self._pooling = self._choose_pooling()
+
+    def _choose_pooling(self) -> dict[str, Any] | None:
+        """Embeddings or rerank: the server's mode and the pooling it uses (recorded), or None for generation."""
+        if self.api not in POOLING_SPELLINGS:
+            return None
+        column = LAUNCHERS.index(self.launcher) - 1
+        if POOLING_SPELLINGS[self.api][column] is None:
+            raise UsageError(
+                f"--api {self.api}: the {self.launcher} server has no such mode; use --launcher llama-server"
+            )
+        if self.api == "rerank":
+            return {"mode": "reranking", "pooling": "rank", "why": "a reranker scores with its classifier head"}
+        named = pooling_type(self.settings.model_path)
+        if named == "rank":
+            raise UsageError(
+                f"--api embeddings: {self.settings.model_path.name} is a reranker (pooling rank); use --api rerank"
+            )
+        return {
+            "mode": "embedding",
+            "pooling": named or "mean",
+            "why": "the model's own (GGUF pooling_type)" if named else "mean: the GGUF names no pooling",
+        }
 
     def _choose_swa_full(self) -> dict[str, Any]:
         """Whether the sliding-window cache is full-size, and why (recorded)."""
@@ -336,17 +375,23 @@ class LlamaCppDriver(LaunchedEngine):
                 argv += [spellings[column], str(values[setting])]
         gpu = s.gpu_layers > 0
         swa = bool(self._swa.get("on"))
+        pooled: list[str] = []
+        if self._pooling is not None:
+            pooled = [
+                a.replace("P", self._pooling["pooling"]) if a in ("P", "pooling_type=P") else a
+                for a in POOLING_SPELLINGS[self.api][column] or ()
+            ]
         if self.launcher == "xllamacpp":
             argv += ["--info-file", str((self.run_dir / "engine-info.json").resolve())]
-            own = [f"verbosity={GPU_LOG_VERBOSITY}"] * gpu + ["swa_full=true"] * swa
+            own = [f"verbosity={GPU_LOG_VERBOSITY}"] * gpu + ["swa_full=true"] * swa + pooled
             for arg in [*own, *s.extra_args]:
                 argv += ["--set", arg]
             return argv
         if self.launcher == "llama-server":
-            own = ["-lv", str(GPU_LOG_VERBOSITY)] * gpu + ["--swa-full"] * swa
+            own = ["-lv", str(GPU_LOG_VERBOSITY)] * gpu + ["--swa-full"] * swa + pooled
             return [*argv, "--metrics", *own, *s.extra_args]
         # without --interrupt_requests False a new request cuts off a running stream
-        return [*argv, "--interrupt_requests", "False", *s.extra_args]
+        return [*argv, "--interrupt_requests", "False", *pooled, *s.extra_args]
 
     def start(self, run_dir: Path) -> Endpoint:
         s = self.settings
@@ -369,6 +414,8 @@ class LlamaCppDriver(LaunchedEngine):
         wait_until_ready(self._process, lambda: self._probe(base_url), s.ready_timeout_s, what)
         self._record["load_time_s"] = time.monotonic() - started
         self._record["swa_full"] = self._swa
+        if self._pooling is not None:
+            self._record["pooling"] = self._pooling
         self._check_offload()
         model_id = self._served_model(base_url)
         self._describe(base_url)
@@ -405,11 +452,20 @@ class LlamaCppDriver(LaunchedEngine):
             )
 
     def _probe(self, base_url: str) -> str | None:
-        """Ready when the server lists a model and a one-token completion succeeds."""
+        """Ready when the server lists a model and a one-token completion succeeds (embeddings: one text
+        embedded; rerank: one document scored)."""
         status, models = http_json("GET", f"{base_url}/v1/models", timeout_s=5)
         if status != 200:
             return f"GET /v1/models answered {status}"
         model = models["data"][0]["id"]
+        if self.api in POOLING_SPELLINGS:
+            path, body = (
+                ("/v1/rerank", {"model": model, "query": "Hello", "documents": ["Hello"]})
+                if self.api == "rerank"
+                else ("/v1/embeddings", {"model": model, "input": "Hello"})
+            )
+            status, answer = http_json("POST", f"{base_url}{path}", body, timeout_s=60)
+            return None if status == 200 else f"test {self.api} request answered {status}: {str(answer)[:200]}"
         status, body = http_json(
             "POST", f"{base_url}/v1/completions", {"model": model, "prompt": "Hello", "max_tokens": 1}, timeout_s=60
         )

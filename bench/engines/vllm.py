@@ -217,6 +217,10 @@ class VllmDriver(LaunchedEngine):
             argv.append("--enforce-eager")
         if entry.prompt_tokens_details and "--enable-prompt-tokens-details" not in s.extra_args:
             argv.append("--enable-prompt-tokens-details")  # usage carries each request's cached prompt tokens
+        if self.api in ("embeddings", "rerank") and "--runner" not in s.extra_args:
+            # a pooling model (vLLM 0.32: --runner pooling): an embedding model embeds, and its /v1/rerank scores
+            # a query against each document by the cosine of their embeddings; a cross-encoder scores the pair
+            argv += ["--runner", "pooling"]
         return argv + s.extra_args
 
     def _env(self, run_dir: Path) -> dict[str, str]:
@@ -275,9 +279,12 @@ class VllmDriver(LaunchedEngine):
         if status != 200:
             return f"GET /v1/models answered {status}"
         self._model_id = models["data"][0]["id"]
-        probe = {"model": self._model_id, "prompt": "Hello", "max_tokens": 1}
-        status, body = http_json("POST", f"{base_url}/v1/completions", probe, timeout_s=120)
-        return None if status == 200 else f"test completion answered {status}: {str(body)[:200]}"
+        path, probe = {
+            "embeddings": ("/v1/embeddings", {"model": self._model_id, "input": "Hello"}),
+            "rerank": ("/v1/rerank", {"model": self._model_id, "query": "Hello", "documents": ["Hello"]}),
+        }.get(self.api, ("/v1/completions", {"model": self._model_id, "prompt": "Hello", "max_tokens": 1}))
+        status, body = http_json("POST", f"{base_url}{path}", probe, timeout_s=120)
+        return None if status == 200 else f"test request to {path} answered {status}: {str(body)[:200]}"
 
     def count_tokens(self, base_url: str, text: str, add_special: bool) -> int:
         request = {"model": self._model_id, "prompt": text, "add_special_tokens": add_special}

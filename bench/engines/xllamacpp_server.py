@@ -6,6 +6,7 @@ version, build and CPU features, every parameter it set) to --info-file, then se
 """
 
 import argparse
+import enum
 import json
 import signal
 import sys
@@ -13,13 +14,18 @@ import threading
 
 
 def _set_param(params, dotted: str, raw: str) -> None:
-    """--set name=value for any CommonParams field, e.g. n_batch=512, sampling.seed=1 or api_keys=a,b."""
+    """--set name=value for any CommonParams field, e.g. n_batch=512, sampling.seed=1, api_keys=a,b or
+    pooling_type=mean (an enum by its name's last part, or its number)."""
     target = params
     *parents, leaf = dotted.split(".")
     for part in parents:
         target = getattr(target, part)
     current = getattr(target, leaf)
-    if isinstance(current, list):
+    if isinstance(current, enum.Enum):  # e.g. pooling_type=mean (or its number, 1)
+        kind = type(current)
+        named = [m for m in kind if m.name.lower().endswith("_" + raw.lower()) or m.name.lower() == raw.lower()]
+        value = named[0] if named else kind(int(raw))
+    elif isinstance(current, list):
         value = [item for item in raw.split(",") if item]
     elif isinstance(current, bool):
         value = raw.lower() in ("1", "true", "yes", "on")

@@ -49,6 +49,7 @@ class Stage:
     cooldown_s: float = 0.0
     max_errors: int | None = None
     max_error_rate: float | None = None  # a fraction, 0..1
+    batch_size: int | None = None  # embeddings and rerank: inputs per request
 
     @property
     def open_loop(self) -> bool:
@@ -67,7 +68,7 @@ class Stage:
             **fields,
             kind="open-loop" if self.open_loop else "closed-loop",
             schedule=asdict(self.schedule),
-            label=self.schedule.label(),
+            label=self.schedule.label() + (f", batch {self.batch_size}" if self.batch_size else ""),
         )
 
 
@@ -220,6 +221,8 @@ def build_plan(
         load.max_errors,
         load.max_error_rate,
     )
+    batches = workload.batch_size or [None]  # embeddings and rerank: a stage per batch size (the workload's axis)
+    template.batch_size = batches[0]
     plan = LoadPlan([], template=template, spec=load, notes=notes)
     per_stream_warmup = load.warmup is None and not golden and not ramp_s  # one warmup request per stream
 
@@ -244,8 +247,16 @@ def build_plan(
         plan.sweep_rates = load.sweep
         plan.spec = load.model_copy(update={"max_concurrency": throughput_streams})
         return plan
+
+    def by_batch(stages: list[Stage]) -> list[Stage]:
+        """Each stage once per batch size, numbered in order (one batch size: the stages as they are)."""
+        if len(batches) == 1:
+            return stages
+        out = [replace(st, batch_size=b, name=f"{st.name}-b{b}") for st in stages for b in batches]
+        return [replace(st, index=i) for i, st in enumerate(out)]
+
     if load.rate is not None:
-        plan.stages = [plan.rate_stage(i, r) for i, r in enumerate(load.rate)]
+        plan.stages = by_batch([plan.rate_stage(i, r) for i, r in enumerate(load.rate)])
         return plan
-    plan.stages = [closed(i, f"c{c}", c) for i, c in enumerate(load.concurrency)]
+    plan.stages = by_batch([closed(i, f"c{c}", c) for i, c in enumerate(load.concurrency)])
     return plan

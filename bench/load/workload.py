@@ -158,6 +158,34 @@ def synthetic_items(
     return items
 
 
+def pooling_items(
+    workload: SyntheticWorkload,
+    count: int,
+    fitter: TokenFitter,
+    batch: int,
+    first: int = 0,
+    query_tokens: int | None = None,
+    verify: bool = True,
+) -> list[WorkItem]:
+    """count embeddings requests of `batch` texts each (input lengths drawn per text), or with query_tokens
+    rerank requests: a query of that length and `batch` documents; item i seeded by (seed, first + i), so a
+    batch size's requests are the same whatever ran before."""
+    items = []
+    for i in range(first, first + count):
+        rng = random.Random(f"{workload.seed}:pooled:{batch}:{i}")
+        texts, expected = [], 0
+        for _ in range(batch):
+            text, tokens = fitter.fit(rng, workload.input.sample(rng), verify)
+            texts.append(text)
+            expected += tokens
+        query = ""
+        if query_tokens is not None:
+            query, tokens = fitter.fit(rng, query_tokens, verify)
+            expected = None  # the server pairs the query with each document in its own way
+        items.append(WorkItem([PreparedRequest(query, 0, prompt_tokens_expected=expected, inputs=texts)]))
+    return items
+
+
 def load_prompt_file(path: Path) -> list[dict[str, Any]]:
     """JSONL, one object per line: {"prompt": str} or {"messages": [...]}, optional "max_tokens"
     (or "output_tokens", the expected output length), and optional "tools" (OpenAI's format: a list of
@@ -209,11 +237,16 @@ class WorkSource:
         count_tokens: Callable[..., int] | None,
         rows: list[dict[str, Any]] | None,
         trace: Trace | None = None,
+        api: str | None = None,
     ) -> None:
         self.rows = file_items(rows, int(workload.output_tokens.a)) if rows else None
         self.ready: deque[WorkItem] = deque()
         self.made_during_stage = 0
         self.next_index = 0
+        # embeddings and rerank: requests of `batch` inputs (set per stage), a rerank query of query_tokens
+        self.pooled = api in ("embeddings", "rerank")
+        self.query_tokens = workload.query_tokens if api == "rerank" else None
+        self.batch = 1
         if rows:
             return
         if count_tokens is None:
@@ -231,10 +264,21 @@ class WorkSource:
         if trace is not None:  # a trace's requests, all made now (their lengths are the trace's)
             self.rows = iter(trace_items(trace, self.fitter, seed, workload.trace_block_tokens))
 
-    def prepare(self, items: int) -> None:
-        """Make `items` work items (requests, or conversations with turns) ahead of a stage."""
+    def prepare(self, items: int, batch_size: int | None = None) -> None:
+        """Make `items` work items (requests, or conversations with turns) ahead of a stage; embeddings and
+        rerank requests of `batch_size` inputs each."""
         self.made_during_stage = 0
         if self.rows is not None:
+            return
+        if self.pooled:
+            if (batch_size or 1) != self.batch:  # another batch size: the requests made for the last one go
+                self.ready.clear()
+                self.batch = batch_size or 1
+            count = max(0, items - len(self.ready))
+            self.ready.extend(
+                pooling_items(self.workload, count, self.fitter, self.batch, self.next_index, self.query_tokens)
+            )
+            self.next_index += count
             return
         count = max(0, items - len(self.ready))
         self.ready.extend(synthetic_items(self.workload, count, self.fitter, self.next_index, self.prefixes))
@@ -249,6 +293,12 @@ class WorkSource:
         if self.ready:
             return self.ready.popleft()
         self.made_during_stage += 1  # more than planned: made now, from word costs, with no tokenizer call
+        if self.pooled:
+            (item,) = pooling_items(
+                self.workload, 1, self.fitter, self.batch, self.next_index, self.query_tokens, verify=False
+            )
+            self.next_index += 1
+            return item
         (item,) = synthetic_items(self.workload, 1, self.fitter, self.next_index, self.prefixes, False)
         self.next_index += 1
         return item

@@ -53,6 +53,7 @@ from bench.summary import (
     ErrorKind,
     Intervals,
     MaxSloCompliant,
+    PoolingFigures,
     RequestCounts,
     RequestSummary,
     SloMetric,
@@ -95,6 +96,8 @@ class RequestTable:
     t_first_answer: np.ndarray
     tool_calls: np.ndarray  # calls per request
     tool_calls_well_formed: np.ndarray  # of them, those with a name and JSON-object arguments
+    inputs: np.ndarray  # embeddings and rerank: inputs per request (NaN for generation)
+    dimensions: np.ndarray  # embeddings: each vector's length
     chunk_start: np.ndarray
     chunks: np.ndarray
     tokens_source: list[str | None] = field(default_factory=list)
@@ -191,6 +194,8 @@ _ROW_COLUMNS = (
     "t_first_answer",
     "tool_calls",
     "tool_calls_well_formed",
+    "inputs",
+    "dimensions",
 )
 _FLOAT_FIELDS = (
     ("t_intended", "t_intended_ns"),
@@ -202,6 +207,8 @@ _FLOAT_FIELDS = (
     ("max_tokens", "max_tokens"),
     ("reasoning_tokens", "reasoning_tokens"),
     ("t_first_answer", "t_first_answer_ns"),
+    ("inputs", "inputs"),
+    ("dimensions", "dimensions"),
 )
 
 
@@ -371,6 +378,21 @@ def summarize_requests(table: RequestTable) -> RequestSummary:
         )
         answered = ~np.isnan(ok.t_first_answer)
         summary.time_to_first_answer_ms = describe((ok.t_first_answer - ok.t_send)[answered] / NS_PER_MS)
+    pooled = ~np.isnan(ok.inputs)
+    if pooled.any():  # embeddings or rerank: inputs and the tokens processed, not generated
+        inputs, tokens = float(ok.inputs[pooled].sum()), float(np.nansum(ok.prompt_tokens[pooled]))
+        dims = ok.dimensions[pooled & ~np.isnan(ok.dimensions)]
+        summary.pooling = PoolingFigures(
+            api="embeddings" if len(dims) else "rerank",
+            inputs=int(inputs),
+            inputs_per_s=rate(inputs),
+            tokens=int(tokens),
+            tokens_per_s=rate(tokens),
+            tokens_per_input=tokens / inputs if inputs else None,
+            batch_size=describe(ok.inputs[pooled]),
+            ms_per_input=describe(e2e[pooled] / ok.inputs[pooled]),
+            dimensions=int(np.bincount(dims.astype(np.int64)).argmax()) if len(dims) else None,
+        )
     if ok.tool_calls.any():
         calls = int(ok.tool_calls.sum())
         summary.tool_calls = ToolCalls(
