@@ -616,6 +616,7 @@ class Run:
             self.anchor_perf,
             endpoint.count_tokens,
             driver.secrets,
+            endpoint.count_chat_tokens,
         )
         runner = LoadRunner(client, work, sink, driver.failure)
         if spec.load.workers > 1:  # load from several client hosts: Ray actors, records merged (bench.scale.workers)

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from bench.clients.base import Dialect, PreparedRequest
 from bench.clients.http import HttpClient, HttpProtocolError, PartialResponse, RequestTimeout, Response, perf_ns
 from bench.records import RequestRecord
@@ -51,12 +53,15 @@ class StreamingClient:
         anchor_ns: int,
         count_tokens: Callable[..., int] | None = None,
         secrets: list[str] | None = None,
+        count_chat_tokens: Callable[[dict[str, Any]], int] | None = None,
     ) -> None:
         self.http, self.dialect, self.model, self.sampling = http, dialect, model, sampling
         self.timeout_s = timeout_s
         self.anchor_ns = anchor_ns  # records hold times relative to this perf_counter_ns reading
         self.count_tokens = count_tokens  # (text, add_special) -> tokens, used only when the server gives no usage
         self.secrets = [x for x in (secrets or []) if x]
+        # a chat request's prompt tokens as the server renders it (its template applied), where usage is absent
+        self.count_chat_tokens = count_chat_tokens
 
     @property
     def chat(self) -> bool:
@@ -158,7 +163,10 @@ class StreamingClient:
             # Counted after the stream ended, so the extra calls never touch this request's timestamps.
             source = "tokenizer"
             output_tokens = await asyncio.to_thread(self.count_tokens, reading.text, False) if reading.text else 0
-            if isinstance(request.prompt, str):
+            if self.chat and self.count_chat_tokens is not None:  # the template's own tokens counted too
+                body = orjson.loads(self.dialect.encode(self.model, request, self.sampling))
+                prompt_tokens, source = await asyncio.to_thread(self.count_chat_tokens, body), "tokenizer+template"
+            elif isinstance(request.prompt, str):
                 prompt_tokens = await asyncio.to_thread(self.count_tokens, request.prompt, True)
         elif output_tokens is None:
             output_tokens, source = len(reading.output_times_ns), "chunks"

@@ -47,6 +47,9 @@ class Endpoint:
     # the served model's tokenizer, when exposed: count_tokens(text, add_special) -> tokens
     count_tokens: Callable[..., int] | None = None
     headers: dict[str, str] = field(default_factory=dict)  # e.g. Authorization: never recorded
+    # a chat request's prompt tokens as the server renders it (request body -> tokens, its chat template applied),
+    # for servers that send no usage in streams (llama-cpp-python)
+    count_chat_tokens: Callable[[dict[str, Any]], int] | None = None
 
 
 class EngineDriver(ABC):

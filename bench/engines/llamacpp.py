@@ -22,6 +22,7 @@ import shutil
 import struct
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ from bench.spec import LlamaCppEngine
 
 LAUNCHERS = ("auto", "xllamacpp", "llama-server", "llama-cpp-python")
 XLLAMACPP_SCRIPT = Path(__file__).with_name("xllamacpp_server.py")
+PROMPT_SCRIPT = Path(__file__).with_name("llama_cpp_python_prompt.py")  # llama-cpp-python's chat prompts, counted
 CTX_MARGIN_TOKENS = 64
 # One setting, three spellings: (xllamacpp_server.py, llama-server, llama-cpp-python); None: no such flag
 # (llama-cpp-python serves one request at a time, so it has no parallel slots).
@@ -243,6 +245,8 @@ class LlamaCppDriver(LaunchedEngine):
         self.run_dir: Path | None = None
         super().__init__()
         self._special_prefix: int | None = None
+        self._prompt_counter: subprocess.Popen | None = None  # llama-cpp-python: the chat prompt counter
+        self._prompt_lock = threading.Lock()
         self.launcher, self._launcher_version = self._choose_launcher()
         self._validate()
 
@@ -421,6 +425,9 @@ class LlamaCppDriver(LaunchedEngine):
         self._describe(base_url)
         serialized = self.serializes_requests
         self._record["limits"] = self._limits(serialized)
+        count_chat = None
+        if self.api == "chat":
+            count_chat = self._chat_prompt_counter(base_url)
         return Endpoint(
             base_url=base_url,
             model=model_id,
@@ -428,7 +435,83 @@ class LlamaCppDriver(LaunchedEngine):
             max_concurrent_requests=1 if serialized else s.parallel,
             supports_ignore_eos=not serialized,
             count_tokens=lambda text, add_special=False: self.count_tokens(base_url, text, add_special),
+            count_chat_tokens=count_chat,
         )
+
+    # -- a chat prompt's tokens, template included (used where a stream carries no usage) ---------------
+    def _chat_prompt_counter(self, base_url: str):
+        """body -> prompt tokens, as the server renders and tokenizes a chat request. The native server (llama-server,
+        xllamacpp): POST /apply-template (its own template code, tools included) then /tokenize with the flags its
+        chat handler tokenizes with (add_special, parse_special). llama-cpp-python: its own chat-format code run
+        in its interpreter on the model's vocabulary (bench/engines/llama_cpp_python_prompt.py)."""
+        if self.launcher != "llama-cpp-python":
+            self._record["chat_prompt_tokens"] = {"how": "POST /apply-template, then /tokenize add_special=true"}
+            return lambda body: self._native_chat_tokens(base_url, body)
+        argv = [self.settings.python, str(PROMPT_SCRIPT), "--model", str(self.settings.model_path)]
+        counter = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            start_new_session=True,
+        )
+        self._prompt_counter = counter
+        first = counter.stdout.readline() if counter.stdout else ""
+        try:
+            ready = json.loads(first)
+        except ValueError:
+            ready = {}
+        if not ready.get("ready"):
+            self._stop_prompt_counter()
+            raise EngineError(f"llama-cpp-python's chat prompt counter did not start ({first.strip()[:200]!r})")
+        self._record["chat_prompt_tokens"] = {
+            "how": "llama-cpp-python's create_chat_completion on the vocabulary, in its interpreter "
+            "(bench/engines/llama_cpp_python_prompt.py)",
+            "chat_format": ready.get("chat_format"),
+        }
+        return self._python_chat_tokens
+
+    def _native_chat_tokens(self, base_url: str, body: dict[str, Any]) -> int:
+        status, answer = http_json("POST", f"{base_url}/apply-template", body)
+        if status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("prompt"), str):
+            raise EngineError(f"{base_url}/apply-template answered {status}: {str(answer)[:200]}")
+        request = {"content": answer["prompt"], "add_special": True, "parse_special": True}
+        return len(self._tokenize(f"{base_url}/tokenize", request))
+
+    def _python_chat_tokens(self, body: dict[str, Any]) -> int:
+        counter = self._prompt_counter
+        if counter is None or counter.stdin is None or counter.stdout is None:
+            raise EngineError("llama-cpp-python's chat prompt counter is not running")
+        with self._prompt_lock:
+            counter.stdin.write(json.dumps(body) + "\n")
+            counter.stdin.flush()
+            line = counter.stdout.readline()
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            answer = {"error": f"no answer ({line.strip()[:120]!r})"}
+        if "tokens" not in answer:
+            raise EngineError(f"llama-cpp-python's chat prompt counter: {answer.get('error')}")
+        return int(answer["tokens"])
+
+    def _stop_prompt_counter(self) -> None:
+        counter, self._prompt_counter = self._prompt_counter, None
+        if counter is None:
+            return
+        if counter.stdin:
+            counter.stdin.close()  # it ends at the end of its input
+        try:
+            counter.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            counter.kill()
+            counter.wait()
+        if counter.stdout:
+            counter.stdout.close()
+
+    def stop(self) -> None:
+        self._stop_prompt_counter()
+        super().stop()
 
     def _check_offload(self) -> None:
         """With --gpu-layers > 0, the engine's load lines must show layers on a GPU: else the run would
