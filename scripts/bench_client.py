@@ -9,12 +9,14 @@ the p99 against the server's log beside it, the client's CPU-seconds per million
 (user + system, from getrusage over the drive), its CPU use, and the tokens/s delivered.
 
     .venv/bin/python scripts/bench_client.py                      # this tree
-    git worktree add /tmp/before <commit>
-    .venv/bin/python scripts/bench_client.py --tree /tmp/before   # the client code of another tree
+    mkdir /tmp/before && git archive <commit> bench | tar -x -C /tmp/before
+    .venv/bin/python scripts/bench_client.py --tree before=/tmp/before --tree after=.   # both, level by level
 
---tree only swaps the client under test (bench.clients, bench.load): the server, the capture and the
-arithmetic are this tree's, so both tables measure the same way. The client process and the server share
-the machine's cores with whatever else runs: the load average is printed with each row; measure quiet.
+--tree (repeatable, NAME=PATH) only swaps the client under test (bench.clients, bench.load): the server,
+the capture and the arithmetic are this tree's, so every table measures the same way; with several trees
+each level runs for each tree in turn, so a change in the machine's load falls on all of them alike. The
+client process and the server share the machine's cores with whatever else runs: the load average (and
+how many cores other tasks kept busy just before) is printed with each row; measure quiet.
 """
 
 from __future__ import annotations
@@ -113,7 +115,11 @@ def wait_for_quiet(below: float, most_s: float) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tree", type=Path, default=REPO, help="the tree whose client is measured (default this)")
+    parser.add_argument(
+        "--tree",
+        action="append",
+        help="NAME=PATH (or PATH) of a tree whose client is measured; repeatable (default: this tree)",
+    )
     parser.add_argument("--streams", default="1,16,64,256,1024", help="latency-shape stream counts")
     parser.add_argument("--capacity-streams", default="256", help="capacity-shape stream counts ('' for none)")
     parser.add_argument(
@@ -143,20 +149,22 @@ def main() -> int:
         return child(args)
 
     sys.path.insert(0, str(REPO))
-    from bench.calibrate import MIN_REQUESTS_PER_LEVEL, SERVER_SCRIPT, SHAPES, level_figures
-    from bench.calibrate.wire import capture_method, start_capture
+    from bench.calibrate import SERVER_SCRIPT, SHAPES
+    from bench.calibrate.wire import capture_method
     from bench.engines.base import free_port, http_json, wait_until_ready
     from bench.engines.process import ManagedProcess
-    from bench.records import RequestRecord
 
     method, note = capture_method(args.wire)
-    print(f"client under test: {args.tree}; wire: {note}", file=sys.stderr)
+    trees = []
+    for item in args.tree or [f"this={REPO}"]:
+        name, _, where = item.rpartition("=")
+        trees.append((name or Path(where).name, Path(where).resolve()))
+    print(f"clients under test: {', '.join(f'{n} ({p})' for n, p in trees)}; wire: {note}", file=sys.stderr)
     plan = [("latency", [int(s) for s in args.streams.split(",") if s])]
     if args.capacity_streams:
         plan.append(("capacity", [int(s) for s in args.capacity_streams.split(",") if s]))
     modes = [m for m in args.modes.split(",") if m]
-    rows, levels = [], []
-    env = {**os.environ, "PYTHONPATH": str(args.tree.resolve()), "PYTHONUNBUFFERED": "1"}
+    levels = []
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         work = Path(tmp)
         for shape_name, counts in plan:
@@ -174,43 +182,53 @@ def main() -> int:
                     "calibration server",
                 )
                 for streams in counts:
-                    for mode in modes:
-                        requests = max(MIN_REQUESTS_PER_LEVEL, streams * args.requests_per_stream)
-                        busy = wait_for_quiet(args.quiet_below, args.quiet_wait) if args.quiet_below else None
-                        load = load_average()
-                        capture = start_capture(port, work, method, "wire") if method else None
-                        out = work / "records.json"
-                        cmd = [sys.executable, __file__, "--child", "--url", url, "--streams", str(streams)]
-                        cmd += ["--requests", str(requests), "--tokens", str(shape.tokens), "--out", str(out)]
-                        cmd += ["--mode", mode]
-                        try:
-                            subprocess.run(cmd, env=env, check=True, cwd=tmp)
-                        finally:
-                            captured = capture.stop() if capture else None
-                        data = json.loads(out.read_bytes())
-                        records = [RequestRecord.from_row(r) for r in data["records"]]
-                        level = level_figures(
-                            records, data["anchor"], streams, data["cpu_s"], data["wall_s"], captured, port
-                        )
-                        level.update(
-                            shape=shape_name,
-                            mode=mode,
-                            load_average=load,
-                            others_busy=busy,
-                            client=data["bench"],
-                            loop=data.get("loop"),
-                        )
-                        levels.append(level)
-                        rows.append(_row(level))
-                        print(rows[-1], file=sys.stderr, flush=True)
+                    for tree_name, tree in trees:
+                        env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
+                        for mode in modes:
+                            level = _level(args, work, url, port, shape, streams, mode, env, method, tmp)
+                            level.update(tree=tree_name)
+                            levels.append(level)
+                            print(f"{tree_name:>8} " + _row(level), file=sys.stderr, flush=True)
             finally:
                 server.stop()
-    print(f"\nclient: {args.tree} | wire: {note}")
-    print(HEADER)
-    print("\n".join(rows))
+    for tree_name, tree in trees:
+        print(f"\nclient: {tree_name} ({tree}) | wire: {note}")
+        print(HEADER)
+        print("\n".join(_row(level) for level in levels if level["tree"] == tree_name))
     if args.json:
         args.json.write_text(json.dumps(levels, indent=1))
     return 0
+
+
+def _level(args, work, url, port, shape, streams, mode, env, method, tmp) -> dict:
+    """One level for one tree and mode: wait for quiet, capture, drive the client in its own interpreter."""
+    from bench.calibrate import MIN_REQUESTS_PER_LEVEL, level_figures
+    from bench.calibrate.wire import start_capture
+    from bench.records import RequestRecord
+
+    requests = max(MIN_REQUESTS_PER_LEVEL, streams * args.requests_per_stream)
+    busy = wait_for_quiet(args.quiet_below, args.quiet_wait) if args.quiet_below else None
+    load = load_average()
+    capture = start_capture(port, work, method, "wire") if method else None
+    out = work / "records.json"
+    cmd = [sys.executable, __file__, "--child", "--url", url, "--streams", str(streams)]
+    cmd += ["--requests", str(requests), "--tokens", str(shape.tokens), "--out", str(out), "--mode", mode]
+    try:
+        subprocess.run(cmd, env=env, check=True, cwd=tmp)
+    finally:
+        captured = capture.stop() if capture else None
+    data = json.loads(out.read_bytes())
+    records = [RequestRecord.from_row(r) for r in data["records"]]
+    level = level_figures(records, data["anchor"], streams, data["cpu_s"], data["wall_s"], captured, port)
+    level.update(
+        shape=shape.name,
+        mode=mode,
+        load_average=load,
+        others_busy=busy,
+        client=data["bench"],
+        loop=data.get("loop"),
+    )
+    return level
 
 
 HEADER = (

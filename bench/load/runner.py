@@ -404,9 +404,12 @@ def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> An
 async def keep_loop_hot() -> None:
     """Busy-poll: keep the event loop from sleeping in the kernel, at the cost of one core.
 
-    A sleeping loop must be woken by the kernel when a token arrives; on virtual machines that can
-    take a millisecond or more, which lands in every timestamp. Measured on a 2-core VM with
-    `bench calibrate`: p99 TTFT error 0.6-2.7 ms idle, 0.04-0.12 ms busy-polling.
+    Where reads carry the kernel's receive time (bench.clients.http: Linux, plain http) how soon the
+    loop wakes no longer enters a timestamp, and this only shortens how late reads are (so fewer
+    tokens of one stream are ever read together). Where they carry the loop's read time (https, other
+    systems) it removes the kernel's (and a VM's) wake-up latency from every timestamp. Either way it
+    helps only with a core to spare: on a machine whose cores are busy the spinning loop waits its
+    turn like any other task, where a sleeping one is woken at once.
     """
     while True:
         await asyncio.sleep(0)
