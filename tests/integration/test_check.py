@@ -50,13 +50,14 @@ def test_a_slowed_run_is_refused_then_told_apart(runs, tmp_path):
     assert "workload stages.0.schedule.concurrency: 2 -> 8" in refused.stderr
     xml, md = tmp_path / "check.xml", tmp_path / "check.md"
     # judged whatever else the machine was doing: eight streams on one engine thread are several times slower
-    # per request than two, beyond what a busy machine did to identical runs here (up to +110% TTFT p50)
+    # per request than two, beyond what a busy machine did to identical runs here (up to +110% TTFT p50, when the
+    # gate would not have judged them)
     args = ["--allow-different-workload", "--max-contention", "off", "--junit", str(xml), "--markdown", str(md)]
     done = run_bench("check", str(runs["slowed"]), "--baseline", str(runs["base"]), *args, results=tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "warning: different workload (allowed): workload stages.0.schedule.concurrency: 2 -> 8" in done.stdout
     regressed = {line.split()[5] for line in done.stdout.splitlines() if line.rstrip().endswith("REGRESSION")}
-    assert {"ttft_p50", "tpot_p50"} <= regressed
+    assert "ttft_p50" in regressed  # about 4x here (2 streams ~0.6 s, 8 streams ~2.2 s); TPOT ~2x, busy or not
     suite = ET.parse(xml).getroot().find("testsuite")
     failed = {c.get("name") for c in suite.iter("testcase") if c.find("failure") is not None}
     assert failed == regressed and int(suite.get("failures")) == len(failed)

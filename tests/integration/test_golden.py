@@ -127,3 +127,69 @@ def test_mdr_and_comparison_from_the_golden_run(golden_run, tmp_path):
     assert header.count("|") == 9  # candidate + the seven columns
     row = next(line for line in table.splitlines() if line.startswith("| gemma3-270m"))
     assert "(measured: run" in row and "(catalog:" in row
+
+
+def test_variants_consistency_and_invalid_output_on_the_real_model(tmp_path):
+    """The fixture set with variants and a format regex. count-on gets two variants: its own prompt again
+    (temperature 0, seed 0: the same answer, a pass) and the multiply prompt, which its `^\\s*6\\b` check fails:
+    inconsistent. alphabet's variant is its own prompt (consistent, passing), multiply's its own prompt
+    (consistent, failing). Consistency: 2 of 3 cases = 67%, Wilson 21%-94%. count-on's regex is marked a format:
+    with ticket-json (not JSON, as above), 2 cases with a format check; 1 invalid output (50%), 0 wrong answers
+    among them. The success rate still counts the 9 cases' own prompts: 5/9."""
+    lines = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
+    by_id = {c["id"]: c for c in lines}
+    by_id["count-on"]["variants"] = [by_id["count-on"]["prompt"], by_id["multiply"]["prompt"]]
+    by_id["count-on"]["checks"][0]["format"] = True
+    by_id["alphabet"]["variants"] = [by_id["alphabet"]["prompt"]]
+    by_id["multiply"]["variants"] = [by_id["multiply"]["prompt"]]
+    path = tmp_path / "variants.jsonl"
+    path.write_text("".join(json.dumps(c) + "\n" for c in lines))
+    results = tmp_path / "results"
+    done = run_bench("eval", *RUN_GEMMA[1:], "--golden", str(path), "--concurrency", "1", results=results)
+    assert done.returncode == 0, done.stderr
+    run_dir = only_run_dir(results)
+    quality = json.loads((run_dir / "summary.json").read_text())["quality"]
+    assert (quality["passed"], quality["cases"], quality["golden"]["prompts"]) == (5, 9, 13)
+    c = quality["consistency"]
+    assert (c["cases"], c["consistent"], c["consistent_passing"], c["consistent_failing"]) == (3, 2, 1, 1)
+    assert c["ci95"] == pytest.approx(wilson_interval(2, 3))
+    assert [x["id"] for x in c["inconsistent"]] == ["count-on"]
+    assert c["inconsistent"][0]["verdicts"] == {"count-on": True, "count-on~1": True, "count-on~2": False}
+    v = quality["output_validity"]
+    assert (v["cases"], v["invalid"], v["wrong_answer"], v["invalid_cases"]) == (2, 1, 0, ["ticket-json"])
+    assert v["by_kind"] == {"not JSON": 1}
+    records = [json.loads(line) for line in (run_dir / "requests.jsonl").read_text().splitlines()]
+    assert sum(r["case_id"].startswith("count-on") for r in records) == 3  # every variant was sent
+
+
+def test_bench_check_of_two_golden_runs_pairs_their_verdicts(golden_run, tmp_path):
+    run_dir, _ = golden_run
+    done = run_bench("check", str(run_dir), "--baseline", str(run_dir), results=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "golden cases paired: 9; passed before 55.6%, now 55.6%" in done.stdout
+    assert "exact McNemar p = 1" in done.stdout
+
+
+def test_an_mdr_review_trigger_fires_after_a_price_change(golden_run, tmp_path):
+    """The MDR of the real golden run against a catalog whose prices are dated a week before; then gpt-4o-mini's
+    prices rise by half: the task's attempt costs 50% more, past the 20% threshold: exit 1."""
+    import yaml
+
+    run_dir, _ = golden_run
+    raw = yaml.safe_load((REPO / "models.yaml").read_text())
+    raw["api_offers"]["openai-gpt-4o-mini"]["as_of"] = "2026-11-24"
+    (tmp_path / "then.yaml").write_text(yaml.safe_dump(raw))
+    mdr = tmp_path / "mdr.md"
+    common = ["--today", "2026-12-01"]
+    args = ["--hardware-offer", "cpu-2-core-vm", "--catalog", str(tmp_path / "then.yaml"), "--min-success-rate", "0.5"]
+    done = run_bench("mdr", str(run_dir), *args, "--out", str(mdr), *common, results=tmp_path)
+    assert done.returncode == 0, done.stderr
+    quiet = run_bench("mdr", "--check", str(mdr), "--catalog", str(tmp_path / "then.yaml"), *common, results=tmp_path)
+    assert quiet.returncode == 0, quiet.stdout
+    offer = raw["api_offers"]["openai-gpt-4o-mini"]
+    offer["input_per_1m"], offer["output_per_1m"] = offer["input_per_1m"] * 1.5, offer["output_per_1m"] * 1.5
+    (tmp_path / "now.yaml").write_text(yaml.safe_dump(raw))
+    fired = run_bench("mdr", "--check", str(mdr), "--catalog", str(tmp_path / "now.yaml"), *common, results=tmp_path)
+    assert fired.returncode == 1, fired.stdout
+    line = next(x for x in fired.stdout.splitlines() if x.startswith("| price: openai-gpt-4o-mini |"))
+    assert "| FIRES |" in line and "+50.0%" in line
