@@ -46,6 +46,8 @@ from bench.errors import BenchError, EngineError, UsageError
 from bench.hardware import inventory, software
 from bench.load.plan import LoadPlan, Stage, build_plan
 from bench.load.runner import LoadRunner, keep_loop_hot, run_event_loop
+from bench.load.schedules import TraceArrivals
+from bench.load.trace import Trace, load_trace
 from bench.load.workload import WorkSource, load_prompt_file
 from bench.metrics.requests import slo_report, summarize_requests, table_of
 from bench.modelshape import read_shape
@@ -152,6 +154,7 @@ class Prepared:
     hardware: HardwareRecord = field(default_factory=HardwareRecord)
     gpus: Any = None
     efficiency_inputs: dict[str, Any] = field(default_factory=dict)
+    trace: Trace | None = None
 
 
 def _golden_rows(path: Path) -> tuple[list[dict[str, Any]], WorkloadRecord]:
@@ -169,19 +172,24 @@ def _golden_rows(path: Path) -> tuple[list[dict[str, Any]], WorkloadRecord]:
     )
 
 
-def _longest_request_tokens(spec: RunSpec, rows: list[dict[str, Any]] | None, chat: bool) -> int:
-    """Input + output tokens of the longest request, by the workload (a prompt file's length is estimated
+def _longest_request(
+    spec: RunSpec, rows: list[dict[str, Any]] | None, trace: Trace | None, chat: bool
+) -> tuple[int, int]:
+    """(prompt, output) tokens of the longest request, by the workload (a prompt file's length is estimated
     from its characters, generously; a chat template adds its own tokens)."""
     w = spec.workload
+    if trace is not None:
+        row = max(trace.rows, key=lambda r: r.input_tokens + r.output_tokens)
+        return row.input_tokens, row.output_tokens
     if rows is None:
-        return (w.input_tokens.upper() + w.output_tokens.upper()) * w.turns
+        return w.input_tokens.upper() * w.turns, w.output_tokens.upper() * w.turns
     default_output = int(w.output_tokens.a)
-    longest = 0
+    sizes = []
     for row in rows:
         text = row["prompt"] if "prompt" in row else "".join(str(m.get("content", "")) for m in row["messages"])
         prompt = math.ceil(len(text) / CHARS_PER_TOKEN * 1.5) + (CHAT_TEMPLATE_TOKENS if chat else 0)
-        longest = max(longest, prompt + (row.get("max_tokens") or row.get("output_tokens") or default_output))
-    return longest
+        sizes.append((prompt, row.get("max_tokens") or row.get("output_tokens") or default_output))
+    return max(sizes, key=sum)
 
 
 def _check_results_dir(root: Path) -> None:
@@ -249,11 +257,14 @@ def _efficiency_inputs(spec: RunSpec, p: Prepared) -> dict[str, Any]:
     return inputs
 
 
-def default_request_timeout(longest_tokens: int, spec: RunSpec) -> tuple[float, str]:
+def _per_slot_context(engine) -> int | None:
+    """The context each request gets when the user sized it (--ctx-size over --parallel), else None."""
+    ctx, parallel = getattr(engine, "ctx_size", None), getattr(engine, "parallel", None)
+    return ctx // (parallel or 1) if ctx else None
+
+
+def default_request_timeout(prompt: int, output: int) -> tuple[float, str]:
     """A generous multiple of the time the longest request takes on a slow machine, with a floor."""
-    w = spec.workload
-    output = w.output_tokens.upper() * w.turns if spec.workload.kind == "synthetic" else longest_tokens
-    prompt = max(0, longest_tokens - output)
     expected = prompt / SLOW_PREFILL_TOKENS_PER_S + output / SLOW_DECODE_TOKENS_PER_S
     timeout = max(REQUEST_TIMEOUT_FLOOR_S, math.ceil(REQUEST_TIMEOUT_FACTOR * expected))
     return float(timeout), (
@@ -285,27 +296,54 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
             prefix_tokens=workload.prefix_tokens,
             turns=workload.turns,
         )
+    model_path = None if attached else resolve_model_path(spec.model, entry, catalog_path)
+    # the model's context (from the catalog, else its header, which is checked to be a whole model here)
+    window = (entry.context_window if entry else None) or (
+        read_shape(model_path).context_length if model_path else None
+    )
+    trace = None
+    if workload.trace is not None:
+        slot = _per_slot_context(spec.engine)
+        limit = min(x for x in (window, slot) if x) if (window or slot) else None
+        trace = load_trace(workload.trace, workload.trace_speed, workload.trace_window, limit)
+        record = WorkloadRecord(
+            kind="trace",
+            path=str(workload.trace),
+            sha256=golden_digest(workload.trace),
+            trace=trace.describe()
+            | {
+                "speed": workload.trace_speed,
+                "window": workload.trace_window,
+                "block_tokens": workload.trace_block_tokens,
+            },
+        )
+        if trace.capped:
+            display.note(
+                f"{trace.capped} of {len(trace.rows)} trace requests were capped to the {limit:,}-token "
+                "context (prompt + output)"
+            )
     api = spec.api or (entry.api if entry else "chat")
     if rows and api == "completions" and any("messages" in row for row in rows):
         raise UsageError(
             f"{'--golden' if workload.golden else '--prompts'} {workload.golden or workload.prompts}: "
             f"chat messages need --api chat; model {spec.model} uses completions"
         )
-    plan = build_plan(spec.load, workload, len(rows) if workload.golden else None)
-    longest = _longest_request_tokens(spec, rows, api in ("chat", "ollama-chat"))
-    request_tokens = longest  # what the longest request sends, for its timeout
+    offsets = (trace.offsets_s, trace.path.name) if trace else None
+    plan = build_plan(spec.load, workload, len(rows) if workload.golden else None, offsets)
+    for note in plan.notes:
+        display.note(note)
+    prompt_tokens, output_tokens = _longest_request(spec, rows, trace, api in ("chat", "ollama-chat"))
+    request_tokens = prompt_tokens  # what the longest request sends, for its timeout
     if api in POOLING_APIS:  # a sequence is one input (a rerank pair: query and document); nothing is generated
-        longest = workload.input_tokens.upper() + (workload.query_tokens + 4 if api == "rerank" else 0)
-        request_tokens = longest * max(workload.batch_size or [1]) + workload.output_tokens.upper()
+        prompt_tokens = workload.input_tokens.upper() + (workload.query_tokens + 4 if api == "rerank" else 0)
+        output_tokens, request_tokens = 0, prompt_tokens * max(workload.batch_size or [1])
         record.batch_size = workload.batch_size or [1]
         if spec.engine.kind == "ollama":
             raise UsageError(f"--api {api}: the Ollama driver speaks its generate and chat APIs only")
     elif workload.batch_size is not None:
         raise UsageError(f"--batch-size is the inputs per embeddings or rerank request; --api {api} has none")
-    model_path = None if attached else resolve_model_path(spec.model, entry, catalog_path)
+    longest = prompt_tokens + output_tokens
     if model_path is not None:
-        context = read_shape(model_path).context_length  # also checks the file is a whole model (GGUF, HF folder)
-        window = (entry.context_window if entry else None) or context
         if window and longest > window:
             raise UsageError(
                 f"a request needs up to {longest:,} tokens (prompt + output), more than model "
@@ -324,12 +362,13 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
     calibration = _calibration_figures(
         spec.calibration, spec.output.results_dir, plan.max_streams, spec.client.busy_poll
     )
-    launch = LaunchContext(spec.model, entry, model_path, api, plan.max_streams, longest, spec.seed)
+    reuses = workload.prefix_count > 0 or workload.turns > 1 or bool(trace and any(r.hash_ids for r in trace.rows))
+    launch = LaunchContext(spec.model, entry, model_path, api, plan.max_streams, longest, spec.seed, reuses)
     driver = make_driver(spec.engine, launch)
     timeout, basis = (
         (spec.load.request_timeout_s, "--request-timeout")
         if spec.load.request_timeout_s
-        else default_request_timeout(request_tokens, spec)
+        else default_request_timeout(request_tokens, output_tokens)
     )
     # served model names can be paths: keep the last part, in characters safe for a folder name
     model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.model.rstrip("/").rsplit("/", 1)[-1])[:48]
@@ -353,6 +392,7 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
         run_id,
         calibration,
     )
+    prepared.trace = trace
     if model_path is not None:
         checking = " (checking sha256 ...)" if entry and entry.sha256 else ""
         display.note(f"model {spec.model}: {model_path}{checking}")
@@ -369,7 +409,9 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
 def requests_needed(stage: Stage) -> int:
     """Work items to make before a stage: its count bounds, or for a time-bound stage what its duration is
     likely to use (a guess of CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND per stream; more are made during the
-    stage from word costs, with no tokenizer call, if the guess falls short)."""
+    stage from word costs, with no tokenizer call, if the guess falls short); a trace's, all of them."""
+    if isinstance(stage.schedule, TraceArrivals):
+        return len(stage.schedule.offsets_s)
     streams = stage.schedule.concurrency if not stage.open_loop else 0  # type: ignore[union-attr]
     per_second = stage.schedule.rate if stage.open_loop else streams * CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND  # type: ignore[union-attr]
     measured = stage.requests
@@ -407,6 +449,17 @@ class Run:
             busy_poll=spec.client.busy_poll,
             request_timeout_s=prepared.request_timeout_s,
             sweep_rates=prepared.plan.sweep_rates,
+            search=(
+                {
+                    "low": plan_search.low,
+                    "high": plan_search.high,
+                    "precision": plan_search.precision,
+                    "percentile": load.slo_percentile,
+                    "requests_per_stage": plan_search.min_requests,
+                }
+                if (plan_search := prepared.plan.search)
+                else None
+            ),
             efficiency_inputs=prepared.efficiency_inputs,
             model=ModelRecord(
                 name=spec.model,
@@ -455,7 +508,7 @@ class Run:
                 f"request timeout {self.p.request_timeout_s:g} s ({self.p.request_timeout_basis})"
             )
             work = WorkSource(
-                self.p.spec.workload, self.p.spec.seed, endpoint.count_tokens, self.p.rows, api=self.p.api
+                self.p.spec.workload, self.p.spec.seed, endpoint.count_tokens, self.p.rows, self.p.trace, self.p.api
             )
             process = driver.process
             self.sampler = TelemetrySampler(

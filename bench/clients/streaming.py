@@ -139,6 +139,9 @@ class StreamingClient:
             return
         reading = self.dialect.read(response.events)
         record.output_times_ns = [t - a for t in reading.output_times_ns]
+        record.reasoning_text, record.tool_calls = reading.reasoning_text, reading.tool_calls
+        record.t_first_reasoning_ns = reading.first_reasoning_ns - a if reading.first_reasoning_ns else None
+        record.t_first_answer_ns = reading.first_answer_ns - a if reading.first_answer_ns else None
         record.output_text, record.finish_reason, record.server_timings = (
             reading.text,
             reading.finish_reason,
@@ -170,5 +173,12 @@ class StreamingClient:
                 prompt_tokens = await asyncio.to_thread(self.count_tokens, request.prompt, True)
         elif output_tokens is None:
             output_tokens, source = len(reading.output_times_ns), "chunks"
+        if source.startswith("tokenizer") and reading.reasoning_text:  # the tokenizer counted the answer alone
+            output_tokens += await asyncio.to_thread(self.count_tokens, reading.reasoning_text, False)
         record.output_tokens, record.prompt_tokens, record.tokens_source = output_tokens, prompt_tokens, source
+        if reading.reasoning_text:  # of the output tokens, those spent reasoning: the server's count, else counted
+            details = usage.get("completion_tokens_details") or {}
+            record.reasoning_tokens = details.get("reasoning_tokens")
+            if record.reasoning_tokens is None and self.count_tokens is not None:
+                record.reasoning_tokens = await asyncio.to_thread(self.count_tokens, reading.reasoning_text, False)
         record.cached_prompt_tokens = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")

@@ -29,7 +29,7 @@ from bench.clients.base import PreparedRequest
 from bench.clients.http import ClientLimitError, perf_ns
 from bench.clients.streaming import StreamingClient
 from bench.load.plan import Stage
-from bench.load.schedules import ClosedLoop, OpenLoop, interarrival_gaps
+from bench.load.schedules import ClosedLoop, OpenLoop, TraceArrivals, intended_offsets
 from bench.load.workload import WorkItem
 from bench.records import RequestRecord
 
@@ -131,7 +131,8 @@ class LoadRunner:
         return self.stop_reason is not None or self._stage_stop is not None
 
     # -- one work item ---------------------------------------------------------------------------
-    async def _execute(self, item: WorkItem, stage: Stage, phase: str, worker: int, t_intended_ns: int | None):
+    async def _execute(self, item: WorkItem, stage: Stage, phase: str, worker: int, t_intended_ns: int | None,
+                       ramp_level: float | None = None):  # fmt: skip
         previous: PreparedRequest | None = None
         output = ""
         conversation = len(item.turns) > 1
@@ -139,7 +140,7 @@ class LoadRunner:
             request = turn if previous is None else follow_up(self.client.chat, previous, output, turn)
             request_id = self._next_id
             self._next_id += 1
-            load = {"stage": stage.index, "phase": phase, "case_id": item.case_id}
+            load = {"stage": stage.index, "phase": phase, "case_id": item.case_id, "ramp_level": ramp_level}
             if t_intended_ns is not None:
                 load["t_intended_ns"] = (t_intended_ns if turn_index == 0 else perf_ns()) - self.client.anchor_ns
             if item.conversation is not None:
@@ -226,36 +227,44 @@ class LoadRunner:
 
     # -- schedules -------------------------------------------------------------------------------
     async def _closed_loop(self, stage: Stage, clock: PhaseClock) -> None:
-        async def worker(worker_id: int) -> None:
+        schedule = stage.schedule
+        assert isinstance(schedule, ClosedLoop)
+
+        async def worker(worker_id: int, start_s: float) -> None:
+            if start_s:  # a ramp: this stream joins later
+                await self._wait_until(clock.start_ns + int(start_s * NS))
             while not self._stopping():
-                phase = clock.next(perf_ns())
+                now = perf_ns()
+                phase = clock.next(now)
                 item = next(self.work, None) if phase else None
                 if item is None:
                     return
-                await self._execute(item, stage, phase, worker_id, None)
+                level = schedule.level_at((now - clock.start_ns) / NS)
+                await self._execute(item, stage, phase, worker_id, None, level)
 
-        assert isinstance(stage.schedule, ClosedLoop)
-        tasks = [asyncio.create_task(self._tracked(worker(w))) for w in range(stage.schedule.concurrency)]
+        starts = schedule.start_offsets_s()
+        tasks = [asyncio.create_task(self._tracked(worker(w, start))) for w, start in enumerate(starts)]
         await self._join(tasks)
 
     async def _open_loop(self, stage: Stage, clock: PhaseClock, seed: int) -> None:
         schedule = stage.schedule
-        assert isinstance(schedule, OpenLoop)
+        assert isinstance(schedule, OpenLoop | TraceArrivals)
         cap = asyncio.Semaphore(schedule.max_concurrency) if schedule.max_concurrency else None
-        # Enough gaps for the stage's count bound; a duration ends it sooner.
-        budget = stage.warmup_requests + stage.requests + stage.cooldown_requests
-        budget += int(schedule.rate * (stage.warmup_s + stage.cooldown_s)) + 1
+        if isinstance(schedule, TraceArrivals):
+            budget = len(schedule.offsets_s)
+        else:  # enough arrivals for the stage's count bound; a duration ends it sooner
+            budget = stage.warmup_requests + stage.requests + stage.cooldown_requests
+            budget += int(schedule.rate * (stage.warmup_s + stage.cooldown_s + schedule.ramp_s)) + 1
         tasks: list[asyncio.Task] = []
-        intended = clock.start_ns
 
-        async def send(item: WorkItem, phase: str, index: int, t_intended: int) -> None:
+        async def send(item: WorkItem, phase: str, index: int, t_intended: int, level: float | None) -> None:
             if cap is None:
-                return await self._execute(item, stage, phase, index, t_intended)
+                return await self._execute(item, stage, phase, index, t_intended, level)
             async with cap:  # the wait here is client queueing: t_send - t_intended shows it
-                await self._execute(item, stage, phase, index, t_intended)
+                await self._execute(item, stage, phase, index, t_intended, level)
 
-        for index, gap in enumerate(interarrival_gaps(schedule, budget, seed, stage.index)):
-            intended += int(gap * NS)
+        for index, offset in enumerate(intended_offsets(schedule, budget, seed, stage.index)):
+            intended = clock.start_ns + round(offset * NS)
             phase = clock.next(intended)
             if phase is None or self._stopping():
                 break
@@ -265,7 +274,8 @@ class LoadRunner:
             item = next(self.work, None)
             if item is None:
                 break
-            tasks.append(asyncio.create_task(self._tracked(send(item, phase, index, intended))))
+            level = schedule.level_at(offset)
+            tasks.append(asyncio.create_task(self._tracked(send(item, phase, index, intended, level))))
         await self._join(tasks)
 
     async def _wait_until(self, t_ns: int) -> None:
