@@ -184,7 +184,8 @@ def figures(data: dict[str, Any]) -> dict[str, bytes]:
     for run in data["runs"]:
         labels = [s["label"] for s in run["stages"]]
         values = [s["tokens_per_s"] or 0 for s in run["stages"]]
-        ax.bar([f"{run['run_id'][-4:]} {label}" for label in labels], values)
+        names = labels if len(data["runs"]) == 1 else [f"{run['run_id']}: {label}" for label in labels]
+        ax.bar(names, values)
     ax.set_ylabel("embedded tokens/s")
     ax.tick_params(axis="x", labelrotation=30, labelsize=7)
     fig.tight_layout()
