@@ -105,8 +105,9 @@ def add_parser(sub) -> None:
         type=_contention,
         default=MAX_CONTENTION,
         metavar="SHARE|off",
-        help=f"do not judge timing when, in either run, the machine was saturated (>= {SATURATED:.0%} busy) with other "
-        f"processes on more than this share of its CPUs (default {MAX_CONTENTION:g}); off: judge it regardless",
+        help=f"do not judge timing when, in either run, the machine was saturated (>= {SATURATED * 100:g}%% busy) "
+        f"with other processes on more than this share of its CPUs (default {MAX_CONTENTION:g}); off: judge it "
+        "regardless",
     )
     p.add_argument(
         "--allow-different-workload",

@@ -387,3 +387,16 @@ def test_the_ci_examples_run_the_smoke_benchmark_and_the_gate_with_flags_bench_a
     )
     assert gate.baseline == Path("ci/baseline") and gate.junit == Path("results/bench-check.xml")
     assert gate.run_dir.name.startswith("ci-") and gate.markdown is not None
+
+
+@pytest.mark.parametrize("verb", ["check", "route", "mdr"])
+def test_the_help_of_each_new_verb_renders(verb, capsys):
+    from bench.cli import build_parser
+
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args([verb, "--help"])
+    assert done.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: bench {verb}")
+    if verb == "check":
+        assert "--max-contention SHARE|off" in text and ">= 90% busy" in text
