@@ -69,6 +69,28 @@ def rate(value: float | None, unit: str) -> str:
     return "-" if value is None else f"{value:,.2f} {unit}"
 
 
+def quality_notes(quality: Quality) -> list[str]:
+    """Lines on consistency and invalid outputs, for a console summary (empty when the run had neither)."""
+    lines = []
+    c = quality.consistency
+    if c is not None:
+        lines.append(
+            f"consistent under rephrasing: {c.consistent}/{c.cases} cases with variants ({c.share:.0%}, 95% Wilson "
+            f"interval {c.ci95[0]:.0%}-{c.ci95[1]:.0%}); {c.consistent_passing} pass and {c.consistent_failing} fail "
+            f"on every prompt"
+            + (f"; inconsistent: {', '.join(r.id for r in c.inconsistent)}" if c.inconsistent else "")
+        )
+    v = quality.output_validity
+    if v is not None:
+        kinds = ", ".join(f"{k} {n}" for k, n in v.by_kind.items())
+        lines.append(
+            f"invalid output: {v.invalid}/{v.cases} answered cases with a format check ({v.rate:.0%}, 95% Wilson "
+            f"interval {v.ci95[0]:.0%}-{v.ci95[1]:.0%}){f' ({kinds})' if kinds else ''}; wrong answers in a valid "
+            f"format: {v.wrong_answer}"
+        )
+    return lines
+
+
 def quality_lines(quality: Quality, eval_path: str) -> str:
     """The golden-set verdict: success rate with its Wilson interval, by tag, and the failed cases."""
     if quality.success_rate is None or quality.ci95 is None:
@@ -83,6 +105,7 @@ def quality_lines(quality: Quality, eval_path: str) -> str:
     tags = ", ".join(f"{tag} {t.passed}/{t.cases}" for tag, t in quality.by_tag.items())
     if tags:
         lines.append(f"             by tag: {tags}")
+    lines += [f"             {note}" for note in quality_notes(quality)]
     failed = [f.id for f in quality.failures]
     if failed:
         shown = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")

@@ -444,28 +444,6 @@ def evaluate(records: list[RequestRecord], cases: list[GoldenCase]) -> tuple[Qua
 OUTCOMES = ("passed", "wrong answer", "invalid output", "request failed")
 
 
-def quality_notes(quality: Quality) -> list[str]:
-    """Lines on consistency and invalid outputs, for a console summary (empty when the run had neither)."""
-    lines = []
-    c = quality.consistency
-    if c is not None:
-        lines.append(
-            f"consistent under rephrasing: {c.consistent}/{c.cases} cases with variants ({c.share:.0%}, 95% Wilson "
-            f"interval {c.ci95[0]:.0%}-{c.ci95[1]:.0%}); {c.consistent_passing} pass and {c.consistent_failing} fail "
-            f"on every prompt"
-            + (f"; inconsistent: {', '.join(r.id for r in c.inconsistent)}" if c.inconsistent else "")
-        )
-    v = quality.output_validity
-    if v is not None:
-        kinds = ", ".join(f"{k} {n}" for k, n in v.by_kind.items())
-        lines.append(
-            f"invalid output: {v.invalid}/{v.cases} answered cases with a format check ({v.rate:.0%}, 95% Wilson "
-            f"interval {v.ci95[0]:.0%}-{v.ci95[1]:.0%}){f' ({kinds})' if kinds else ''}; wrong answers in a valid "
-            f"format: {v.wrong_answer}"
-        )
-    return lines
-
-
 # -- drift between two golden runs ----------------------------------------------------------------------
 def mcnemar_exact(b: int, c: int) -> float:
     """The two-sided exact McNemar p-value of b and c discordant pairs (see the module docstring)."""

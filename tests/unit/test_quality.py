@@ -5,6 +5,7 @@ import json
 import pytest
 
 from bench.errors import UsageError
+from bench.format import quality_lines
 from bench.metrics.stats import wilson_interval
 from bench.quality import GoldenCase, drift, evaluate, load_golden, own_cases, run_check
 from bench.records import RequestRecord
@@ -185,6 +186,9 @@ def test_consistency_across_variants_by_hand():
     }
     assert len(verdicts) == 10 and quality.failures[0].id == "b"  # variants have verdicts, but no failure lines
     assert quality.by_tag == {}
+    printed = quality_lines(quality, "eval.jsonl")
+    assert "consistent under rephrasing: 2/3 cases with variants (67%, 95% Wilson interval 21%-94%)" in printed
+    assert "1 pass and 1 fail on every prompt; inconsistent: c" in printed
 
 
 def test_invalid_output_is_reported_apart_from_wrong_answers():
@@ -214,6 +218,9 @@ def test_invalid_output_is_reported_apart_from_wrong_answers():
     assert v.invalid_cases == ["j3", "j4", "r1"]
     assert quality.outcomes == {"passed": 1, "wrong answer": 2, "invalid output": 3, "request failed": 0}
     assert {x["id"]: x["outcome"] for x in verdicts}["t"] == "wrong answer"
+    printed = quality_lines(quality, "eval.jsonl")
+    assert "invalid output: 3/5 answered cases with a format check (60%, 95% Wilson interval" in printed
+    assert "(JSON against the schema 1, format regex 1, not JSON 1); wrong answers in a valid format: 1" in printed
 
 
 def test_drift_pairs_the_cases_and_counts_both_ways():
