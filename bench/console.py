@@ -1,10 +1,10 @@
 """What a person sees while a run goes: notes on stderr, and live progress per stage.
 
 On a terminal, one live bar per stage (rich): measured requests done of planned, failures, req/s,
-output tok/s, elapsed and remaining time; finished stages stay on screen. When stderr is not a
-terminal (CI logs), plain lines: the same figures every PLAIN_INTERVAL_S seconds and at each stage's
-end. Redraws happen on the client's event loop between requests, never from another thread, so no
-redraw lands inside a timestamp.
+output tok/s (inputs/s and input tok/s for embeddings and rerank), elapsed and remaining time;
+finished stages stay on screen. When stderr is not a terminal (CI logs), plain lines: the same
+figures every PLAIN_INTERVAL_S seconds and at each stage's end. Redraws happen on the client's
+event loop between requests, never from another thread, so no redraw lands inside a timestamp.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ class StageCounts:
         self.phases = {"warmup": 0, "measured": 0, "cooldown": 0}
         self.ok = self.failed = self.cancelled = 0
         self.output_tokens = 0
+        self.inputs = self.input_tokens = 0  # embeddings and rerank: nothing is generated
         self.started = time.monotonic()
 
     def add(self, record: RequestRecord) -> None:
@@ -41,6 +42,9 @@ class StageCounts:
         if record.status == "ok":
             self.ok += 1
             self.output_tokens += record.output_tokens or 0
+            if record.inputs is not None:
+                self.inputs += record.inputs
+                self.input_tokens += record.prompt_tokens or 0
         elif record.status == "error":
             self.failed += 1
         else:
@@ -52,6 +56,8 @@ class StageCounts:
 
     def rates(self) -> str:
         elapsed = max(self.elapsed, 1e-9)
+        if self.inputs:
+            return f"{self.inputs / elapsed:6.1f} inputs/s | {self.input_tokens / elapsed:7.1f} in tok/s"
         return f"{self.ok / elapsed:5.2f} req/s | {self.output_tokens / elapsed:7.1f} out tok/s"
 
     def line(self) -> str:
