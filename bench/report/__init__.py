@@ -248,10 +248,18 @@ def figures(data: dict[str, Any]) -> dict[str, bytes]:
 
 def blocks(data: dict[str, Any]) -> list:
     """The report's content, in order, as blocks both renderers understand: the answer first."""
-    task, runs, cost = data["task"], data["runs"], data["cost"]
-    u = task["utilization"]
     out: list = [Heading(1, "Self-hosted versus API: cost report")]
+    for section in REPORT_SECTIONS:
+        out += section(data)
+    return out
 
+
+def _answer_blocks(data: dict[str, Any]) -> list:
+    """The answer first: the cheapest option per successful task, warnings, and what quality was measured."""
+    task = data["task"]
+    runs = data["runs"]
+    cost = data["cost"]
+    out: list = []
     out.append(Heading(2, "Answer"))
     lines = answer_lines(cost)
     out.append(Paragraph(lines[0]))
@@ -276,7 +284,15 @@ def blocks(data: dict[str, Any]) -> list:
             "(deprecated offers marked).",
         )
     )
+    return out
 
+
+def _task_blocks(data: dict[str, Any]) -> list:
+    """The task priced: its source, volume, calls and tokens, and the assumptions."""
+    task = data["task"]
+    cost = data["cost"]
+    u = task["utilization"]
+    out: list = []
     out.append(Heading(2, SECTIONS["task"]))
     source = f"measured: the mean of run {data['task_measured_from']}" if data["task_measured_from"] else "given"
     out.append(
@@ -311,7 +327,14 @@ def blocks(data: dict[str, Any]) -> list:
             ["input", "value", "basis"], [[a["input"], a["value"], a["basis"]] for a in cost["decision"]["assumptions"]]
         )
     )
+    return out
 
+
+def _self_hosted_blocks(data: dict[str, Any]) -> list:
+    """Each self-hosted instance: its figures, their inputs and how each is computed."""
+    task = data["task"]
+    cost = data["cost"]
+    out: list = []
     out.append(Heading(2, SECTIONS["self-hosted"]))
     out.append(
         Paragraph(
@@ -326,7 +349,14 @@ def blocks(data: dict[str, Any]) -> list:
     for sh in cost["self_hosted"]:
         out.append(Heading(3, f"{sh['name']} ({_gpus_text(sh['gpus'])})"))
         out.append(Table(["item", "value", "how"], [[r[0], r[2], r[1]] for r in self_hosted_rows(sh, task)]))
+    return out
 
+
+def _api_blocks(data: dict[str, Any]) -> list:
+    """The API offers side by side, then each one worked out."""
+    task = data["task"]
+    cost = data["cost"]
+    out: list = []
     out.append(Heading(2, SECTIONS["api"]))
     if not cost["apis"]:
         out.append(
@@ -363,7 +393,13 @@ def blocks(data: dict[str, Any]) -> list:
     for api in cost["apis"]:
         out.append(Heading(3, f"{api['name']} ({api['provider']} {api['model']})"))
         out.append(Table(["item", "value", "how"], [[r[0], r[2], r[1]] for r in api_rows(api, task)]))
+    return out
 
+
+def _break_even_blocks(data: dict[str, Any]) -> list:
+    """Break-even volumes, and why self-hosting is a step function."""
+    cost = data["cost"]
+    out: list = []
     out.append(Heading(2, SECTIONS["break-even"]))
     if cost["apis"]:
         out.append(Table(BREAK_EVEN_HEADERS, break_even_rows(cost)))
@@ -376,7 +412,13 @@ def blocks(data: dict[str, Any]) -> list:
         )
     )
     out.append(Figure("monthly_cost.png", "Monthly cost against tasks per month, with break-even points."))
+    return out
 
+
+def _runs_blocks(data: dict[str, Any]) -> list:
+    """The runs the report rests on: engine, model digest, hardware and start time."""
+    runs = data["runs"]
+    out: list = []
     out.append(Heading(2, "Runs"))
     out.append(
         Table(
@@ -395,7 +437,13 @@ def blocks(data: dict[str, Any]) -> list:
             ],
         )
     )
+    return out
 
+
+def _stages_blocks(data: dict[str, Any]) -> list:
+    """Latency and throughput of every stage of every run."""
+    runs = data["runs"]
+    out: list = []
     out.append(Heading(2, "Latency and throughput by stage"))
     rows = []
     for r in runs:
@@ -432,7 +480,13 @@ def blocks(data: dict[str, Any]) -> list:
         )
     )
     out.append(Figure("latency_throughput.png", "Latency against throughput: one point per stage."))
+    return out
 
+
+def _quality_blocks(data: dict[str, Any]) -> list:
+    """Golden-set success rates, where a run was scored."""
+    runs = data["runs"]
+    out: list = []
     scored = [r for r in runs if r["quality"]]
     if scored:
         out.append(Heading(2, "Quality on the golden set"))
@@ -453,7 +507,14 @@ def blocks(data: dict[str, Any]) -> list:
             )
         out.append(Table(["run", "golden set", "passed", "success rate (95% Wilson)", "by tag", "failed cases"], rows))
         out.append(Paragraph("Each case's output and check verdicts are in the run's eval.json."))
+    return out
 
+
+def _stage_costs_blocks(data: dict[str, Any]) -> list:
+    """Each stage priced at its own workload."""
+    runs = data["runs"]
+    u = data["task"]["utilization"]
+    out: list = []
     out.append(Heading(2, "Cost by stage (each at its own workload)"))
     out.append(
         Table(
@@ -479,7 +540,13 @@ def blocks(data: dict[str, Any]) -> list:
             "utilization). These price each stage's own requests, not the task."
         )
     )
+    return out
 
+
+def _telemetry_blocks(data: dict[str, Any]) -> list:
+    """Memory, CPU, GPU and energy: the priced stage first."""
+    runs = data["runs"]
+    out: list = []
     out.append(Heading(2, "Telemetry"))
     out.append(
         Table(
@@ -509,7 +576,13 @@ def blocks(data: dict[str, Any]) -> list:
         )
     )
     out.append(Figure("telemetry.png", "Telemetry over time."))
+    return out
 
+
+def _prices_blocks(data: dict[str, Any]) -> list:
+    """Every price with its source and date, and how prices are aged."""
+    cost = data["cost"]
+    out: list = []
     out.append(Heading(2, SECTIONS["prices"]))
     rows = []
     for n, o in data["hardware_offers"].items():
@@ -552,6 +625,21 @@ def blocks(data: dict[str, Any]) -> list:
         )
     )
     return out
+
+
+REPORT_SECTIONS = (
+    _answer_blocks,
+    _task_blocks,
+    _self_hosted_blocks,
+    _api_blocks,
+    _break_even_blocks,
+    _runs_blocks,
+    _stages_blocks,
+    _quality_blocks,
+    _stage_costs_blocks,
+    _telemetry_blocks,
+    _prices_blocks,
+)
 
 
 def _flags(api: dict[str, Any], long: bool = False) -> str:
