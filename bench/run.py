@@ -274,20 +274,19 @@ def default_request_timeout(prompt: int, output: int) -> tuple[float, str]:
     )
 
 
-def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
-    """Everything that can be wrong with the input, checked before anything starts or is written."""
-    catalog, catalog_path = load_catalog(spec.catalog)
-    attached = spec.attached
-    # attach mode: the model is the served model's name; the catalog describes it if it knows it
-    entry = catalog.models.get(spec.model) if attached else get_model(catalog, catalog_path, spec.model)
+def _workload_input(
+    spec: RunSpec, window: int | None, display: RunDisplay
+) -> tuple[list[dict[str, Any]] | None, WorkloadRecord, Trace | None]:
+    """The workload's rows (a golden set or prompt file), its record for the manifest, and its trace (capped
+    to the context each request gets)."""
     workload = spec.workload
-    rows: list[dict[str, Any]] | None = None
     if workload.golden is not None:
         rows, record = _golden_rows(workload.golden)
-    elif workload.prompts is not None:
-        rows = load_prompt_file(workload.prompts)
+        return rows, record, None
+    if workload.prompts is not None:
         record = WorkloadRecord(kind="file", path=str(workload.prompts), output_tokens=str(workload.output_tokens))
-    else:
+        return load_prompt_file(workload.prompts), record, None
+    if workload.trace is None:
         record = WorkloadRecord(
             kind="synthetic",
             input_tokens=str(workload.input_tokens),
@@ -296,59 +295,52 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
             prefix_tokens=workload.prefix_tokens,
             turns=workload.turns,
         )
-    model_path = None if attached else resolve_model_path(spec.model, entry, catalog_path)
-    # the model's context (from the catalog, else its header, which is checked to be a whole model here)
-    window = (entry.context_window if entry else None) or (
-        read_shape(model_path).context_length if model_path else None
+        return None, record, None
+    slot = _per_slot_context(spec.engine)
+    limit = min(x for x in (window, slot) if x) if (window or slot) else None
+    trace = load_trace(workload.trace, workload.trace_speed, workload.trace_window, limit)
+    replay = {
+        "speed": workload.trace_speed,
+        "window": workload.trace_window,
+        "block_tokens": workload.trace_block_tokens,
+    }
+    record = WorkloadRecord(
+        kind="trace", path=str(workload.trace), sha256=golden_digest(workload.trace), trace=trace.describe() | replay
     )
-    trace = None
-    if workload.trace is not None:
-        slot = _per_slot_context(spec.engine)
-        limit = min(x for x in (window, slot) if x) if (window or slot) else None
-        trace = load_trace(workload.trace, workload.trace_speed, workload.trace_window, limit)
-        record = WorkloadRecord(
-            kind="trace",
-            path=str(workload.trace),
-            sha256=golden_digest(workload.trace),
-            trace=trace.describe()
-            | {
-                "speed": workload.trace_speed,
-                "window": workload.trace_window,
-                "block_tokens": workload.trace_block_tokens,
-            },
+    if trace.capped:
+        display.note(
+            f"{trace.capped} of {len(trace.rows)} trace requests were capped to the {limit:,}-token context "
+            "(prompt + output)"
         )
-        if trace.capped:
-            display.note(
-                f"{trace.capped} of {len(trace.rows)} trace requests were capped to the {limit:,}-token "
-                "context (prompt + output)"
-            )
-    api = spec.api or (entry.api if entry else "chat")
+    return None, record, trace
+
+
+def _request_sizes(
+    spec: RunSpec, api: str, rows: list[dict[str, Any]] | None, trace: Trace | None, record: WorkloadRecord
+) -> tuple[int, int, int]:
+    """(prompt, output) tokens of the longest request, and the tokens it sends (for its timeout): for
+    embeddings and rerank a sequence is one input (a rerank pair: query and document) and nothing is generated."""
+    workload = spec.workload
+    if api not in POOLING_APIS:
+        if workload.batch_size is not None:
+            raise UsageError(f"--batch-size is the inputs per embeddings or rerank request; --api {api} has none")
+        prompt_tokens, output_tokens = _longest_request(spec, rows, trace, api in ("chat", "ollama-chat"))
+        return prompt_tokens, output_tokens, prompt_tokens
+    if spec.engine.kind == "ollama":
+        raise UsageError(f"--api {api}: the Ollama driver speaks its generate and chat APIs only")
+    prompt_tokens = workload.input_tokens.upper() + (workload.query_tokens + 4 if api == "rerank" else 0)
+    record.batch_size = workload.batch_size or [1]
+    return prompt_tokens, 0, prompt_tokens * max(record.batch_size)
+
+
+def _check_choices(spec: RunSpec, catalog, catalog_path: Path, api: str, rows: list[dict[str, Any]] | None) -> None:
+    """Flags that must agree with the catalog, the engine and the workload."""
+    workload = spec.workload
     if rows and api == "completions" and any("messages" in row for row in rows):
         raise UsageError(
             f"{'--golden' if workload.golden else '--prompts'} {workload.golden or workload.prompts}: "
             f"chat messages need --api chat; model {spec.model} uses completions"
         )
-    offsets = (trace.offsets_s, trace.path.name) if trace else None
-    plan = build_plan(spec.load, workload, len(rows) if workload.golden else None, offsets)
-    for note in plan.notes:
-        display.note(note)
-    prompt_tokens, output_tokens = _longest_request(spec, rows, trace, api in ("chat", "ollama-chat"))
-    request_tokens = prompt_tokens  # what the longest request sends, for its timeout
-    if api in POOLING_APIS:  # a sequence is one input (a rerank pair: query and document); nothing is generated
-        prompt_tokens = workload.input_tokens.upper() + (workload.query_tokens + 4 if api == "rerank" else 0)
-        output_tokens, request_tokens = 0, prompt_tokens * max(workload.batch_size or [1])
-        record.batch_size = workload.batch_size or [1]
-        if spec.engine.kind == "ollama":
-            raise UsageError(f"--api {api}: the Ollama driver speaks its generate and chat APIs only")
-    elif workload.batch_size is not None:
-        raise UsageError(f"--batch-size is the inputs per embeddings or rerank request; --api {api} has none")
-    longest = prompt_tokens + output_tokens
-    if model_path is not None:
-        if window and longest > window:
-            raise UsageError(
-                f"a request needs up to {longest:,} tokens (prompt + output), more than model "
-                f"{spec.model}'s {window:,}-token context; lower --output-tokens or --input-tokens"
-            )
     if spec.hardware and spec.hardware not in catalog.hardware:
         known = ", ".join(sorted(catalog.hardware)) or "none"
         raise UsageError(f"--hardware {spec.hardware!r} is not in {catalog_path} (hardware: {known})")
@@ -359,6 +351,45 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
         from bench.scale.workers import check
 
         check(spec)
+
+
+def _new_run_id(spec: RunSpec) -> str:
+    """--run-id, else time, engine, model and a random tag; never a directory that exists."""
+    # served model names can be paths: keep the last part, in characters safe for a folder name
+    model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.model.rstrip("/").rsplit("/", 1)[-1])[:48]
+    kind = spec.engine.kind
+    run_id = spec.output.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{kind}-{model_tag}-{secrets.token_hex(2)}"
+    if (spec.output.results_dir / run_id).exists():
+        raise UsageError(f"run directory {spec.output.results_dir / run_id} already exists; choose another --run-id")
+    return run_id
+
+
+def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
+    """Everything that can be wrong with the input, checked before anything starts or is written."""
+    catalog, catalog_path = load_catalog(spec.catalog)
+    attached = spec.attached
+    # attach mode: the model is the served model's name; the catalog describes it if it knows it
+    entry = catalog.models.get(spec.model) if attached else get_model(catalog, catalog_path, spec.model)
+    model_path = None if attached else resolve_model_path(spec.model, entry, catalog_path)
+    # the model's context (from the catalog, else its header, which is checked to be a whole model here)
+    window = (entry.context_window if entry else None) or (
+        read_shape(model_path).context_length if model_path else None
+    )
+    workload = spec.workload
+    rows, record, trace = _workload_input(spec, window, display)
+    api = spec.api or (entry.api if entry else "chat")
+    _check_choices(spec, catalog, catalog_path, api, rows)
+    offsets = (trace.offsets_s, trace.path.name) if trace else None
+    plan = build_plan(spec.load, workload, len(rows) if workload.golden else None, offsets)
+    for note in plan.notes:
+        display.note(note)
+    prompt_tokens, output_tokens, request_tokens = _request_sizes(spec, api, rows, trace, record)
+    longest = prompt_tokens + output_tokens
+    if model_path is not None and window and longest > window:
+        raise UsageError(
+            f"a request needs up to {longest:,} tokens (prompt + output), more than model "
+            f"{spec.model}'s {window:,}-token context; lower --output-tokens or --input-tokens"
+        )
     calibration = _calibration_figures(
         spec.calibration, spec.output.results_dir, plan.max_streams, spec.client.busy_poll
     )
@@ -370,29 +401,24 @@ def prepare(spec: RunSpec, display: RunDisplay) -> Prepared:
         if spec.load.request_timeout_s
         else default_request_timeout(request_tokens, output_tokens)
     )
-    # served model names can be paths: keep the last part, in characters safe for a folder name
-    model_tag = re.sub(r"[^A-Za-z0-9._-]+", "-", spec.model.rstrip("/").rsplit("/", 1)[-1])[:48]
-    kind = spec.engine.kind
-    run_id = spec.output.run_id or f"{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}-{kind}-{model_tag}-{secrets.token_hex(2)}"
-    if (spec.output.results_dir / run_id).exists():
-        raise UsageError(f"run directory {spec.output.results_dir / run_id} already exists; choose another --run-id")
+    run_id = _new_run_id(spec)
     prepared = Prepared(
-        spec,
-        catalog,
-        catalog_path,
-        entry,
-        model_path,
-        api,
-        plan,
-        rows,
-        record,
-        driver,
-        timeout,
-        basis,
-        run_id,
-        calibration,
+        spec=spec,
+        catalog=catalog,
+        catalog_path=catalog_path,
+        entry=entry,
+        model_path=model_path,
+        api=api,
+        plan=plan,
+        rows=rows,
+        workload=record,
+        driver=driver,
+        request_timeout_s=timeout,
+        request_timeout_basis=basis,
+        run_id=run_id,
+        calibration=calibration,
+        trace=trace,
     )
-    prepared.trace = trace
     if model_path is not None:
         checking = " (checking sha256 ...)" if entry and entry.sha256 else ""
         display.note(f"model {spec.model}: {model_path}{checking}")
