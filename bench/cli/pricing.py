@@ -29,6 +29,12 @@ from bench.results import RunDirectory, write_atomic, write_json_atomic
 
 
 def add_parsers(sub) -> None:
+    for add in (_add_cost, _add_report, _add_decisions, _add_route, _add_prices, _add_models):
+        add(sub)
+
+
+def _add_cost(sub) -> None:
+    """`bench cost RUN`: one task priced on both sides."""
     cost = sub.add_parser(
         "cost",
         help="price a task: self-hosted against API offers per successful task, the answer first, itemised",
@@ -45,6 +51,9 @@ def add_parsers(sub) -> None:
     cost.add_argument("--hardware-offer", required=True, metavar="NAME", help="a hardware_offers entry of models.yaml")
     add_pricing_args(cost)
 
+
+def _add_report(sub) -> None:
+    """`bench report RUN...`: the cost report with plots."""
     report = sub.add_parser(
         "report",
         help="write the self-host-versus-API cost report (Markdown and self-contained HTML with plots)",
@@ -69,6 +78,9 @@ def add_parsers(sub) -> None:
     )
     add_pricing_args(report)
 
+
+def _add_decisions(sub) -> None:
+    """`bench compare` and `bench mdr` (with --check): the candidates side by side, and the decision record."""
     for verb, summary, extra in (
         (
             "compare",
@@ -138,6 +150,9 @@ def add_parsers(sub) -> None:
             review.add_argument("--volume", type=float, metavar="N", help="today's volume in tasks a month")
         add_pricing_args(p, api_offers=False)
 
+
+def _add_route(sub) -> None:
+    """`bench route`: each tag of a golden set to its cheapest good-enough candidate."""
     route = sub.add_parser(
         "route",
         help="route each tag of a golden set to the cheapest candidate that meets the bar, priced against the best "
@@ -172,6 +187,9 @@ def add_parsers(sub) -> None:
     route.add_argument("--out", type=Path, help="output file (default: results/route-<date>.md)")
     add_pricing_args(route, api_offers=False)
 
+
+def _add_prices(sub) -> None:
+    """`bench prices import`: offers from LiteLLM's bundled price map."""
     prices = sub.add_parser(
         "prices",
         help="import API prices from LiteLLM's bundled price map",
@@ -202,6 +220,9 @@ def add_parsers(sub) -> None:
     prices_import.add_argument("--catalog", type=Path, help="the catalog whose prices.yaml to update")
     prices_import.add_argument("--out", type=Path, help="where to write (default: prices.yaml beside the catalog)")
 
+
+def _add_models(sub) -> None:
+    """`bench models`: the catalog's models."""
     models = sub.add_parser("models", help="list the models in the catalog")
     models.add_argument("--catalog", type=Path, help="models.yaml to read")
 
