@@ -131,115 +131,147 @@ def assess(
         task = with_measured_tokens(task, priced_throughput(first_golden["summary"]))
     if task.input_tokens is None or task.output_tokens is None:
         raise UsageError("no run to measure the task from: give --input-tokens and --output-tokens")
-    out = []
-    for name in names:
-        c = catalog.candidates[name]
-        golden, load = paired[name]
-        entry: dict[str, Any] = {
-            "name": name,
-            "candidate": c.model_dump(mode="json"),
-            "golden_run": golden and golden["run_id"],
-            "load_run": load and load["run_id"],
-        }
-        if golden:
-            q = golden["summary"].quality
-            entry["quality"] = {
-                "passed": q.passed,
-                "cases": q.cases,
-                "success_rate": q.success_rate,
-                "ci95": q.ci95,
-                "golden": q.golden,
-                "verdicts": golden["verdicts"],
-            }
-            entry["meets_bar"] = q.success_rate is not None and q.success_rate >= pricing.bar
-        tp = None
-        if load:
-            try:
-                tp = priced_throughput(load["summary"])
-            except CostError as exc:
-                raise UsageError(f"run {load['run_id']}: {exc}") from None
-            stage = load["summary"].stage(tp["stage"])
-            slo = load["slo"]
-            entry["latency"] = {
-                "stage": tp["label"],
-                "ttft_p99_ms": stage.ttft_ms.p99,
-                "e2e_p99_ms": stage.e2e_ms.p99,
-                "tpot_p50_ms": stage.tpot_ms.p50,
-                "slo": slo.model_dump() if slo else None,
-                "compliant": bool(slo and slo.max_slo_compliant),
-            }
-            entry["throughput"] = {
-                "requests_per_s": tp["requests_per_s"],
-                "output_tokens_per_s": tp["output_tokens_per_s"],
-            }
-            entry["operations"] = {
-                "load_time_s": load["engine"].load_time_s if load["engine"] else None,
-                "engine_peak_rss_bytes": stage.telemetry.engine_peak_rss_bytes,
-            }
-        success = api_success_from_run(golden["summary"], golden["run_id"]) if golden else None
-        section = None
-        try:
-            if c.access == "self-hosted" and load and hardware_offer:
-                offer = catalog.hardware_offers[hardware_offer]
-                if success is None:
-                    success = self_hosted_success(tp, load["run_id"], pricing.self_hosted_success_rate)
-                section = self_hosted_section(
-                    name, load["run_id"], tp, hardware_offer, offer, task, success, today, pricing.stale_after
-                )
-                age = section["price_age"]
-                basis = (
-                    f"measured throughput on {hardware_offer} ({money(section['instance_hourly'])}/h incl. labour, "
-                    f"{offer.source}, {offer.as_of}{'; STALE' if age['stale'] else ''}) at "
-                    f"{task.utilization:.0%} utilization"
-                    + ("" if section["rate"]["method"] == "measured" else f"; {section['rate']['note']}")
-                )
-            elif c.api_offer:
-                offer = catalog.api_offers[c.api_offer]
-                if success is None:
-                    rate = pricing.api_success_rate
-                    success = {
-                        "rate": rate,
-                        "ci95": None,
-                        "basis": f"assumed {rate:.0%} (--api-success-rate)",
-                        "measured": False,
-                        "source": "flag",
-                    }
-                section = api_section(c.api_offer, offer, task, success, today, pricing.stale_after)
-                age = section["price_age"]
-                basis = f"catalog price {offer.source}, {offer.as_of or 'date unknown'}" + (
-                    "; STALE" if age["stale"] else ""
-                )
-        except CostError as exc:
-            raise UsageError(f"candidate {name}: {exc}") from None
-        if section is not None:
-            volume = task.tasks_per_month
-            entry["cost"] = {
-                "basis": basis,
-                "linear": section["kind"] == "api",
-                # at the stated volume (self-hosted: whole instances), like the cost per successful task
-                "per_task": section["monthly"] / volume if volume else section["per_task"],
-                "per_task_at_utilization": section["per_task"],
-                "success": section["success"],
-                "per_successful_task_at_volume": section["per_successful_task_at_volume"],
-                "per_successful_task_at_volume_ci95": section["per_successful_task_at_volume_ci95"],
-                "monthly": section["monthly"],
-                "price_age": section["price_age"],
-                "deprecation": section.get("deprecation"),
-            }
-            if entry.get("quality") and entry["quality"]["success_rate"]:  # measured quality: a successful task
-                entry["cost"]["per_successful_task"] = section["per_successful_task_at_volume"]
-                entry["cost"]["per_successful_task_ci95"] = section["per_successful_task_at_volume_ci95"]
-            entry["_section"] = section
-        out.append(entry)
+    candidates = [_candidate(name, catalog, *paired[name], hardware_offer, pricing, task, today) for name in names]
     return {
         "task": task.to_json(),
         "today": today.isoformat(),
         "min_success_rate": pricing.bar,
         "stale_after_days": pricing.stale_after,
         "hardware_offer": hardware_offer,
-        "candidates": out,
+        "candidates": candidates,
         "runs": [r["run_id"] for r in runs],
     }
+
+
+def _candidate(
+    name: str,
+    catalog: Catalog,
+    golden: dict[str, Any] | None,
+    load: dict[str, Any] | None,
+    hardware_offer: str | None,
+    pricing: PricingInputs,
+    task: TaskProfile,
+    today: datetime.date,
+) -> dict[str, Any]:
+    """One candidate: quality from its golden run, latency and throughput from its load run, and its cost."""
+    c = catalog.candidates[name]
+    entry: dict[str, Any] = {
+        "name": name,
+        "candidate": c.model_dump(mode="json"),
+        "golden_run": golden and golden["run_id"],
+        "load_run": load and load["run_id"],
+    }
+    if golden:
+        q = golden["summary"].quality
+        entry["quality"] = {
+            "passed": q.passed,
+            "cases": q.cases,
+            "success_rate": q.success_rate,
+            "ci95": q.ci95,
+            "golden": q.golden,
+            "verdicts": golden["verdicts"],
+        }
+        entry["meets_bar"] = q.success_rate is not None and q.success_rate >= pricing.bar
+    tp = _load_figures(entry, load) if load else None
+    try:
+        priced = _priced(name, c, catalog, golden, load, tp, hardware_offer, pricing, task, today)
+    except CostError as exc:
+        raise UsageError(f"candidate {name}: {exc}") from None
+    if priced is None:
+        return entry
+    section, basis = priced
+    volume = task.tasks_per_month
+    entry["cost"] = {
+        "basis": basis,
+        "linear": section["kind"] == "api",
+        # at the stated volume (self-hosted: whole instances), like the cost per successful task
+        "per_task": section["monthly"] / volume if volume else section["per_task"],
+        "per_task_at_utilization": section["per_task"],
+        "success": section["success"],
+        "per_successful_task_at_volume": section["per_successful_task_at_volume"],
+        "per_successful_task_at_volume_ci95": section["per_successful_task_at_volume_ci95"],
+        "monthly": section["monthly"],
+        "price_age": section["price_age"],
+        "deprecation": section.get("deprecation"),
+    }
+    if entry.get("quality") and entry["quality"]["success_rate"]:  # measured quality: a successful task
+        entry["cost"]["per_successful_task"] = section["per_successful_task_at_volume"]
+        entry["cost"]["per_successful_task_ci95"] = section["per_successful_task_at_volume_ci95"]
+    entry["_section"] = section
+    return entry
+
+
+def _load_figures(entry: dict[str, Any], load: dict[str, Any]) -> dict[str, Any]:
+    """The load run's priced stage into the entry (latency, throughput, operations); its throughput back."""
+    try:
+        tp = priced_throughput(load["summary"])
+    except CostError as exc:
+        raise UsageError(f"run {load['run_id']}: {exc}") from None
+    stage = load["summary"].stage(tp["stage"])
+    slo = load["slo"]
+    entry["latency"] = {
+        "stage": tp["label"],
+        "ttft_p99_ms": stage.ttft_ms.p99,
+        "e2e_p99_ms": stage.e2e_ms.p99,
+        "tpot_p50_ms": stage.tpot_ms.p50,
+        "slo": slo.model_dump() if slo else None,
+        "compliant": bool(slo and slo.max_slo_compliant),
+    }
+    entry["throughput"] = {"requests_per_s": tp["requests_per_s"], "output_tokens_per_s": tp["output_tokens_per_s"]}
+    entry["operations"] = {
+        "load_time_s": load["engine"].load_time_s if load["engine"] else None,
+        "engine_peak_rss_bytes": stage.telemetry.engine_peak_rss_bytes,
+    }
+    return tp
+
+
+def _priced(
+    name: str,
+    c: Candidate,
+    catalog: Catalog,
+    golden: dict[str, Any] | None,
+    load: dict[str, Any] | None,
+    tp: dict[str, Any] | None,
+    hardware_offer: str | None,
+    pricing: PricingInputs,
+    task: TaskProfile,
+    today: datetime.date,
+) -> tuple[dict[str, Any], str] | None:
+    """The candidate's cost section and its basis in words: self-hosted from its load run on the hardware
+    offer, an API from its catalog price; None when neither can be priced."""
+    success = api_success_from_run(golden["summary"], golden["run_id"]) if golden else None
+    if c.access == "self-hosted" and load and hardware_offer:
+        offer = catalog.hardware_offers[hardware_offer]
+        if success is None:
+            success = self_hosted_success(tp, load["run_id"], pricing.self_hosted_success_rate)
+        section = self_hosted_section(
+            name, load["run_id"], tp, hardware_offer, offer, task, success, today, pricing.stale_after
+        )
+        age = section["price_age"]
+        basis = (
+            f"measured throughput on {hardware_offer} ({money(section['instance_hourly'])}/h incl. labour, "
+            f"{offer.source}, {offer.as_of}{'; STALE' if age['stale'] else ''}) at "
+            f"{task.utilization:.0%} utilization"
+            + ("" if section["rate"]["method"] == "measured" else f"; {section['rate']['note']}")
+        )
+        return section, basis
+    if c.api_offer:
+        offer = catalog.api_offers[c.api_offer]
+        if success is None:
+            rate = pricing.api_success_rate
+            success = {
+                "rate": rate,
+                "ci95": None,
+                "basis": f"assumed {rate:.0%} (--api-success-rate)",
+                "measured": False,
+                "source": "flag",
+            }
+        section = api_section(c.api_offer, offer, task, success, today, pricing.stale_after)
+        basis = f"catalog price {offer.source}, {offer.as_of or 'date unknown'}" + (
+            "; STALE" if section["price_age"]["stale"] else ""
+        )
+        return section, basis
+    return None
 
 
 # -- the comparison table ------------------------------------------------------------------------
