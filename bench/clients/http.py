@@ -537,6 +537,7 @@ READ_BYTES = 64 * 1024  # one read's buffer: a backlog of 64 KiB, under malloc's
 LATE_READ_NS = 1_000_000  # a read this long after its bytes arrived is counted as late
 MAX_STAMP_AGE_NS = 60 * 1_000_000_000  # a kernel time older than this is not believed
 _TIMESPEC = struct.Struct("ll")
+_unpack_timespec = _TIMESPEC.unpack_from
 
 
 class KernelClock:
@@ -549,7 +550,7 @@ class KernelClock:
         self._read_at = perf_ns()
         self.steps = 0  # times the offset moved by more than 50 µs (a clock step)
         self.unbelieved = 0  # kernel times replaced by the read's own (outside [read - 60 s, read])
-        self.reads = 0
+        self.reads = 0  # reads that carried the kernel's time
         self.late_reads = 0  # reads more than LATE_READ_NS after their bytes arrived
         self.max_read_lag_ns = 0
 
@@ -582,21 +583,36 @@ class _StampedSocket:
     level-triggered (one recvmsg per readiness); writes go straight to send(), any rest when the
     socket is writable again."""
 
-    __slots__ = ("_loop", "_sock", "_fd", "_protocol", "_clock", "_out", "_closing", "_buf", "_view", "_space")
+    __slots__ = (
+        "_loop",
+        "_sock",
+        "_fd",
+        "_protocol",
+        "_clock",
+        "_out",
+        "_closing",
+        "_view",
+        "_views",
+        "_space",
+        "_recv",
+        "_feed",
+    )
 
     def __init__(self, loop, sock: socket.socket, protocol: _Connection, clock: KernelClock) -> None:
         self._loop, self._sock, self._fd, self._protocol, self._clock = loop, sock, sock.fileno(), protocol, clock
         self._out = b""
         self._closing = False
-        self._buf = bytearray(READ_BYTES)
-        self._view = memoryview(self._buf)
+        self._view = memoryview(bytearray(READ_BYTES))
+        self._views = (self._view,)
         self._space = socket.CMSG_SPACE(_TIMESPEC.size)
+        self._recv = sock.recvmsg_into
+        self._feed = protocol.feed
         protocol.connection_made(self)  # type: ignore[arg-type]
         loop.add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
         try:
-            n, ancillary, _, _ = self._sock.recvmsg_into((self._view,), self._space)
+            n, ancillary, _, _ = self._recv(self._views, self._space)
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
@@ -607,22 +623,23 @@ class _StampedSocket:
             self._protocol.eof_received()
             self._lost(None)
             return
-        clock = self._clock
-        clock.reads += 1
         now = read
-        if ancillary and ancillary[0][1] == SO_TIMESTAMPNS:
-            sec, nsec = _TIMESPEC.unpack_from(ancillary[0][2])
-            stamped = sec * 1_000_000_000 + nsec - clock.offset_ns
-            lag = read - stamped
-            if 0 <= lag < MAX_STAMP_AGE_NS or -50_000 < lag < 0:  # within the offset's own error of the read
-                now = stamped if lag > 0 else read
-                if lag > LATE_READ_NS:
-                    clock.late_reads += 1
-                if lag > clock.max_read_lag_ns:
-                    clock.max_read_lag_ns = lag
-            else:
-                clock.unbelieved += 1
-        self._protocol.feed(bytes(self._view[:n]), now)
+        if ancillary:
+            clock = self._clock
+            level, kind, value = ancillary[0]
+            if kind == SO_TIMESTAMPNS:
+                clock.reads += 1
+                sec, nsec = _unpack_timespec(value)
+                lag = read + clock.offset_ns - sec * 1_000_000_000 - nsec
+                if 0 < lag < MAX_STAMP_AGE_NS:
+                    now = read - lag
+                    if lag > LATE_READ_NS:
+                        clock.late_reads += 1
+                        if lag > clock.max_read_lag_ns:
+                            clock.max_read_lag_ns = lag
+                elif lag < -50_000 or lag >= MAX_STAMP_AGE_NS:  # beyond the offset's own error: not believed
+                    clock.unbelieved += 1
+        self._feed(self._view[:n].tobytes(), now)
 
     def write(self, data: bytes) -> None:
         if self._closing:

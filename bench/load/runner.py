@@ -347,6 +347,7 @@ def _placed(record: RequestRecord, load: dict[str, Any]) -> RequestRecord:
 
 LATENCY_SLICE_NS = 100_000  # the shortest slice Linux grants (0.1 ms)
 _gc_by_runner = False  # run_event_loop turned automatic garbage collection off: LoadRunner collects
+_latency_slice_ns = 0  # the slice run_event_loop asked for (restored when busy-polling stops)
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274, "arm64": 274}
 
 
@@ -387,8 +388,9 @@ def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> An
     of collection, automatic collection is off, and LoadRunner collects the young generation after
     each response it decodes (tens of µs) and everything between stages; the timed path allocates
     nothing the collector tracks (http.py keeps times and bytes in plain lists)."""
-    global _gc_by_runner
+    global _gc_by_runner, _latency_slice_ns
     sliced = latency_slice_ns > 0 and request_latency_slice(latency_slice_ns)
+    _latency_slice_ns = latency_slice_ns if sliced else 0
     managed = gc.isenabled() and not _gc_by_runner
     if managed:
         gc.collect()
@@ -408,6 +410,7 @@ def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> An
             gc.unfreeze()
             gc.enable()
         if sliced:
+            _latency_slice_ns = 0
             request_latency_slice(0)
 
 
@@ -419,7 +422,15 @@ async def keep_loop_hot() -> None:
     tokens of one stream are ever read together). Where they carry the loop's read time (https, other
     systems) it removes the kernel's (and a VM's) wake-up latency from every timestamp. Either way it
     helps only with a core to spare: on a machine whose cores are busy the spinning loop waits its
-    turn like any other task, where a sleeping one is woken at once.
+    turn like any other task, where a sleeping one is woken at once. While it spins the loop thread
+    runs with the kernel's default slice: a spinner on a short one is preempted every 0.1 ms when
+    another task wants the core, and a preemption between reading the clock for a send and the send
+    itself would land in that request's TTFT.
     """
-    while True:
-        await asyncio.sleep(0)
+    request_latency_slice(0)
+    try:
+        while True:
+            await asyncio.sleep(0)
+    finally:
+        if _latency_slice_ns:
+            request_latency_slice(_latency_slice_ns)
