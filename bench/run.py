@@ -217,7 +217,7 @@ def _calibration_figures(path: Path | None, results_dir: Path, streams: int, bus
 
     how = "given"
     if path is None:
-        path, how = find_calibration(results_dir, busy_poll) if results_dir.is_dir() else None, "automatic"
+        path, how = find_calibration(results_dir, busy_poll, streams) if results_dir.is_dir() else None, "automatic"
         if path is None:
             return no_calibration(streams, busy_poll, results_dir)
     report = read_json(path)

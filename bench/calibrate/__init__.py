@@ -381,9 +381,10 @@ def _calibrated_machine(report: dict[str, Any]) -> dict[str, Any]:
     return report.get("machine") or {"cpu_model": (report.get("hardware") or {}).get("cpu_model")}
 
 
-def find_calibration(results_dir: Path, busy_poll: bool) -> Path | None:
-    """The newest calibration.json under results_dir made on this machine, in this waiting mode if there is
-    one (else in the other, which the run's bound then warns about), or None."""
+def find_calibration(results_dir: Path, busy_poll: bool, streams: int = 1) -> Path | None:
+    """The calibration.json under results_dir made on this machine that fits a run best: in its waiting mode
+    if there is one (else the other, which the run's bound then warns about), covering its stream count if
+    one does, the newest of those; or None."""
     here, candidates = machine(), []
     for path in results_dir.glob("*/calibration.json"):
         try:
@@ -395,8 +396,9 @@ def find_calibration(results_dir: Path, busy_poll: bool) -> Path | None:
         if not _same_machine(_calibrated_machine(report), here):
             continue
         same_mode = bool(report.get("busy_poll")) == busy_poll
-        candidates.append((same_mode, str(report.get("created_at") or ""), path))
-    return max(candidates)[2] if candidates else None
+        most = max((lv.get("streams", 0) for sh in report["shapes"] for lv in sh.get("levels") or []), default=0)
+        candidates.append((same_mode, most >= streams, str(report.get("created_at") or ""), path))
+    return max(candidates)[-1] if candidates else None
 
 
 def _level_bound_figures(shape: dict[str, Any], level: dict[str, Any]) -> dict[str, Any]:

@@ -128,7 +128,9 @@ def test_the_newest_calibration_of_this_machine_in_the_run_mode_is_found(tmp_pat
     write("calibration-4", created="2025-04-01", hostname="elsewhere")
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "calibration.json").write_text("{")
-    assert find_calibration(tmp_path, busy_poll=False) == new != old
+    small = write("calibration-5", created="2025-05-01", streams=(1, 16))  # the newest, but only up to 16 streams
+    assert find_calibration(tmp_path, busy_poll=False, streams=64) == new != old  # the newest that covers 64
+    assert find_calibration(tmp_path, busy_poll=False, streams=8) == small
     assert find_calibration(tmp_path, busy_poll=True) == busy
     assert find_calibration(tmp_path / "nothing-here", busy_poll=False) is None
 
