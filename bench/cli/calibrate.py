@@ -9,6 +9,7 @@ from pathlib import Path
 from bench.calibrate import SHAPES, WITHIN_MS, Shape, calibrate
 from bench.cli.common import positive_int
 from bench.cli.run import BUSY_POLL_HELP
+from bench.clients.http import HttpClient
 from bench.console import say
 from bench.errors import UsageError
 from bench.hardware import inventory, software
@@ -75,7 +76,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(f"--run-id {run_id!r}: a folder name, without '/'")
     run_dir = RunDirectory.create(args.results_dir, run_id)
     say("calibrating the load generator against a loopback server with known timing (shares this machine's cores)")
-    say(f"client event loop: {'busy-polling (one core kept busy)' if args.busy_poll else 'idle-waiting'}")
+    stamps = HttpClient("http://127.0.0.1:1").stamps  # what times this machine's reads (bench.clients.http)
+    say(
+        f"client event loop: {'busy-polling (one core kept busy)' if args.busy_poll else 'idle-waiting'}; "
+        f"each read timed by the {stamps}"
+    )
     report = calibrate(shapes, args.requests_per_stream, run_dir.path, args.busy_poll, progress=say, wire=args.wire)
     if args.wire != "off":
         say(f"wire: {report['wire']['note']}")
