@@ -261,6 +261,8 @@ class _Connection(asyncio.Protocol):
             self.transport.write(raw_request)
         except RuntimeError as exc:  # uvloop: "unable to perform operation on <TCPTransport closed=True>"
             self.closed = True
+            if self._future.done() and not self._future.cancelled():
+                self._future.exception()  # the loss already failed it: said here instead
             raise ConnectionError(f"the connection closed as the request was written: {exc}") from None
         return await self._future
 
