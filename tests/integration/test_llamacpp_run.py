@@ -221,6 +221,8 @@ def test_duration_stops_sending(tmp_path):
     assert 2 <= len(records) < 1000
     first_send = min(r["t_send_ns"] for r in records)
     assert max(r["t_send_ns"] for r in records) - first_send < 3e9  # nothing new was sent after 3 s
+    # and the stage ran to its deadline: a stream stops only once a request of its own ends past 3 s
+    assert max(r["t_end_ns"] for r in records) - first_send >= 2.95e9
 
 
 def test_three_stage_sweep_finds_the_max_slo_compliant_throughput(tmp_path):

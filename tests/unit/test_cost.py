@@ -528,3 +528,56 @@ def test_the_priced_stage_is_the_fastest_that_met_its_slos_not_the_fastest():
     priced = priced_throughput(summary)
     assert priced["stage"] == 0 and priced["basis"] == "max SLO-compliant throughput"
     assert 3.60 / (priced["requests_per_s"] * 3600) == pytest.approx(0.0005)
+
+
+def test_cost_per_1m_output_tokens_carries_the_throughput_interval_flipped():
+    """$3.60/h at 100 % and 100 output tok/s: 3.60 / (100 x 3,600) x 1e6 = $10 per 1M output tokens. The
+    throughput's 95 % interval 80-125 tok/s gives 3.60 / (125 x 3,600) x 1e6 = $8 and 3.60 / (80 x 3,600) x 1e6
+    = $12.50: the slow end is the dear end."""
+    run = measured(attempts_per_s=1.0, output_tokens_per_s=100.0, output_tokens_per_s_ci95=[80.0, 125.0])
+    sh = self_hosted_section(
+        "x", "r", run, "box", rented(3.6), TaskProfile(100, 50, utilization=1.0), success(1.0), TODAY, 90
+    )
+    assert sh["per_1m_output_tokens"] == pytest.approx(10.0)
+    assert sh["per_1m_output_tokens_ci95"] == pytest.approx([8.0, 12.5])
+    no_interval = self_hosted_section(
+        "x", "r", measured(attempts_per_s=1.0), "box", rented(3.6), TaskProfile(100, 50), success(1.0), TODAY, 90
+    )
+    assert "per_1m_output_tokens_ci95" not in no_interval
+
+
+def test_break_even_by_the_apis_price_and_by_utilization():
+    """Self-hosted: $1/h ($730 a month), 1 attempt/s; one instance carries 2,628,000 x u tasks a month. API:
+    $0.0005 a task. Break-even 730 / 0.0005 = 1,460,000 tasks a month at the option's 100 %. By the API's
+    price: -50 % ($0.00025) puts it at 2,920,000, beyond the 2,628,000 one instance carries: none; +50 %
+    ($0.00075) at 973,333. By utilization: the volume is the same 1,460,000 wherever one instance carries it
+    (2,628,000 x u >= 1,460,000: u >= 55.6 %), so 70 % and 90 % have it and 10 %, 30 % and 50 % have none."""
+    from bench.cost import break_even_entry
+
+    sh = {"name": "sh", "_option": Option("sh", "self-hosted", 1.0, hardware_hourly=1.0, attempt_rate=1.0)}
+    ap = {"name": "api", "_option": Option("api", "api", 1.0, attempt_cost=0.0005)}
+    entry = break_even_entry(sh, ap)
+    assert entry["tasks_per_month"] == pytest.approx(1_460_000)
+    assert entry["by_price"] == {"-50%": None, "+0%": pytest.approx(1_460_000), "+50%": pytest.approx(973_333.33)}
+    at = pytest.approx(1_460_000)
+    assert entry["by_utilization"] == {"10%": None, "30%": None, "50%": None, "70%": at, "90%": at}
+
+
+def test_energy_cost_per_1m_output_tokens_uses_the_owned_boxs_tariff_else_the_flag():
+    """0.36 J per output token: 1M tokens = 0.1 kWh; an owned box at $0.20/kWh pays $0.02, a rented one priced
+    with --electricity-per-kwh 0.30 $0.03, and a rented one without it has no energy cost to show."""
+    owned = HardwareOffer(
+        owned={"purchase": 1000, "amortization_years": 1, "power_w": 100, "electricity_per_kwh": 0.20},
+        source="our purchase",
+        as_of="2026-11-01",
+    )
+    run = measured(attempts_per_s=1.0, gpu_energy_j_per_output_token=0.36)
+    task = TaskProfile(100, 50, utilization=1.0)
+    mine = self_hosted_section("x", "r", run, "box", owned, task, success(1.0), TODAY, 90, electricity_per_kwh=0.30)
+    assert mine["electricity_per_kwh"] == 0.20 and mine["energy_per_1m_output_tokens"] == pytest.approx(0.02)
+    hired = self_hosted_section(
+        "x", "r", run, "box", rented(1.0), task, success(1.0), TODAY, 90, electricity_per_kwh=0.30
+    )
+    assert hired["energy_per_1m_output_tokens"] == pytest.approx(0.03)
+    bare = self_hosted_section("x", "r", run, "box", rented(1.0), task, success(1.0), TODAY, 90)
+    assert bare["energy_per_1m_output_tokens"] is None and bare["energy_j_per_output_token"] == 0.36

@@ -66,6 +66,15 @@ def test_more_failures_than_allowed_stop_the_stage_and_exit_4(tmp_path):
     assert 0 < result.summary.requests.successful < 40  # what finished is kept and summarised
 
 
+def test_more_errors_than_max_errors_stop_the_stage_and_exit_4(tmp_path):
+    with fake_engine(faults=lambda n, body: "http-500" if n % 2 else None) as url:
+        result = execute(spec(url, tmp_path, requests=40, max_errors=3, warmup="0"))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_NOT_MEASURED and m["status"] == "incomplete"
+    assert "stage 0 stopped early: more than 3 errors" in m["incomplete_reason"]
+    assert result.summary.requests.failed >= 4 and result.summary.requests.successful < 40
+
+
 def test_an_internal_error_is_one_line_with_its_traceback_kept(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise ValueError("cannot convert float NaN to integer")

@@ -158,3 +158,65 @@ def test_the_timing_line_under_the_latency_table():
         "shapes": [{"levels": [{"streams": 8, "ttft_error_ms": {"p99": 0.5}}]}],
     }
     assert timing_bound(result(old_style, 4)) == "p99 TTFT error +0.50 ms at 8 streams (c.json, x)"
+
+
+def _calibrate_with_levels(monkeypatch, tmp_path, capsys, p99s: dict[int, tuple[float | None, float]]):
+    """`bench calibrate` with every level's figures given (streams -> (wire p99 or None, log p99)), no server
+    started: returns the report's latency shape and what it printed."""
+    import json
+
+    import bench.calibrate as calibrate
+    from bench.cli import main
+
+    class NoServer:
+        pid = 0
+
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            pass
+
+        def stop(self):
+            pass
+
+    def level(url, shape, streams, requests, pid, busy_poll=False, capture=None):
+        wire, log = p99s[streams]
+        return {
+            "streams": streams,
+            "ttft_error_ms": {"p50": 0.1, "p99": log, "max": log},
+            "wire": {"paired": 64, "ttft_error_ms": {"p99": wire}} if wire is not None else None,
+            "output_tokens_per_s": 100.0 * streams,  # tokens/s that tell the levels apart
+        }
+
+    monkeypatch.setattr(calibrate, "ManagedProcess", NoServer)
+    monkeypatch.setattr(calibrate, "wait_until_ready", lambda *args, **kwargs: None)
+    monkeypatch.setattr(calibrate, "run_level", level)
+    monkeypatch.setattr(calibrate, "format_level", lambda shape, level: f"level {level['streams']}")
+    streams = ",".join(str(n) for n in p99s)
+    argv = ["calibrate", "--shape", "latency", "--streams", streams, "--results-dir", str(tmp_path), "--run-id", "c"]
+    assert main(argv) == 0
+    (shape,) = json.loads((tmp_path / "c" / "calibration.json").read_text())["shapes"]
+    return shape, capsys.readouterr().out
+
+
+def test_the_most_streams_within_1_ms_ends_before_the_first_level_over_it(monkeypatch, tmp_path, capsys):
+    # wire p99 0.4, 1.0 (on the budget: within), 1.3 (over), 0.7 (within, but after a level that was not); the
+    # log's p99 is within everywhere and must not count where the wire was captured
+    levels = {1: (0.4, 0.2), 8: (1.0, 0.2), 64: (1.3, 0.2), 256: (0.7, 0.2)}
+    shape, out = _calibrate_with_levels(monkeypatch, tmp_path, capsys, levels)
+    assert [lv["streams"] for lv in shape["levels"]] == [1, 8, 64, 256]
+    assert shape["max_streams_p99_ttft_error_within_1ms"] == 8
+    assert shape["output_tokens_per_s_at_that_level"] == 800.0 and shape["max_output_tokens_per_s"] == 25600.0
+    assert "p99 TTFT error within 1 ms up to 8 streams (800 tok/s); most delivered 25,600 tok/s" in out
+
+
+def test_without_a_wire_the_log_decides_and_a_first_level_over_budget_leaves_none(monkeypatch, tmp_path, capsys):
+    shape, out = _calibrate_with_levels(monkeypatch, tmp_path, capsys, {1: (None, 0.9), 16: (None, 1.01)})
+    assert shape["max_streams_p99_ttft_error_within_1ms"] == 1 and shape["output_tokens_per_s_at_that_level"] == 100
+    assert "within 1 ms up to 1 streams (100 tok/s)" in out
+
+    shape, out = _calibrate_with_levels(monkeypatch, tmp_path / "2", capsys, {1: (1.5, 0.1), 16: (0.2, 0.1)})
+    assert shape["max_streams_p99_ttft_error_within_1ms"] is None
+    assert shape["output_tokens_per_s_at_that_level"] is None
+    assert "p99 TTFT error within 1 ms up to no tested streams; most delivered 1,600 tok/s" in out

@@ -15,15 +15,18 @@ BODY = b'data: {"n": 1}\n\ndata: [DONE]\n\n'
 class Origin:
     """A tiny HTTP/1.1 origin: answers each request with one SSE body, counts connections, records paths.
     close_after_response: it closes every connection after answering (while advertising keep-alive, as
-    some servers do), so a reused connection gets no bytes. silent: it reads and never answers."""
+    some servers do), so a reused connection gets no bytes. silent: it reads and never answers.
+    drop_second: it reads the second request on a connection and closes without a byte (the race of a
+    keep-alive timeout firing as the request arrives)."""
 
-    def __init__(self, close_after_response=False, silent=False):
+    def __init__(self, close_after_response=False, silent=False, drop_second=False):
         self.connections = 0
         self.paths: list[str] = []
-        self.close_after_response, self.silent = close_after_response, silent
+        self.close_after_response, self.silent, self.drop_second = close_after_response, silent, drop_second
 
     async def handle(self, reader, writer):
         self.connections += 1
+        served = 0
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -35,6 +38,10 @@ class Origin:
                 await reader.readexactly(length)
                 if self.silent:
                     await asyncio.sleep(3600)
+                served += 1
+                if self.drop_second and served == 2:
+                    writer.close()
+                    return
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: %d\r\n\r\n%s"
                     % (len(BODY), BODY)
@@ -82,6 +89,26 @@ def test_a_reused_connection_the_server_closed_is_retried_once_on_a_new_one():
     origin, first, second = asyncio.run(go())
     assert first.status == second.status == 200 and origin.connections == 2 and origin.paths == ["/a", "/b"]
     assert [p for _, p in second.events] == [b'{"n": 1}', b"[DONE]"]
+
+
+def test_a_request_a_reused_connection_lost_without_a_byte_is_sent_again_on_a_new_one():
+    """The connection was open when handed out and the request was written; the server closed it unanswered.
+    Nothing came back, so the server never served it: the client sends it once more on a fresh connection."""
+
+    async def go():
+        origin = Origin(drop_second=True)
+        server, port = await serve(origin)
+        client = HttpClient(f"http://127.0.0.1:{port}")
+        first = await client.post("/a", b"{}", 5.0)
+        second = await client.post("/b", b"{}", 5.0)  # on the kept-alive connection, which the server drops
+        await client.close()
+        server.close()
+        return origin, first, second
+
+    origin, first, second = asyncio.run(go())
+    assert first.status == second.status == 200 and [p for _, p in second.events] == [b'{"n": 1}', b"[DONE]"]
+    assert origin.connections == 2 and origin.paths == ["/a", "/b", "/b"]  # /b read, dropped, then served
+    assert second.connect_ns is not None  # the answer came on the new connection
 
 
 def test_the_request_timeout_ends_a_request_that_gets_no_answer():

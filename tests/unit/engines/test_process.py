@@ -54,6 +54,20 @@ def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(t
     assert holder.death() is None  # the rig's own SIGKILL after the grace is not a death
 
 
+def test_a_child_that_ignores_sigterm_is_killed_when_the_leader_exits_within_the_grace(tmp_path):
+    """The leader goes at SIGTERM (no escalation), but its worker ignores it, as an engine's worker process
+    may: the stop still leaves nothing of the group alive."""
+    proc = ManagedProcess(["sh", "-c", "(trap '' TERM; sleep 60) & wait"], tmp_path / "engine.log")
+    proc.start()
+    time.sleep(0.3)
+    children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    assert children
+    proc.stop(grace_s=2.0)
+    time.sleep(0.1)
+    assert not proc.escalated and proc.popen.returncode == -signal.SIGTERM
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in children)
+
+
 def test_an_engine_killed_by_someone_else_is_a_death_even_after_a_clean_stop(tmp_path):
     proc = ManagedProcess(["sleep", "60"], tmp_path / "engine.log")
     proc.start()

@@ -129,3 +129,11 @@ def test_a_sweep_places_its_rates_between_the_two_measured_throughputs_or_adds_n
     added = plan.next_stages([stage_summary(0, 10, 0, 1.0), stage_summary(1, 10, 0, 5.0)])
     assert [s.schedule.rate for s in added] == [2.0, 3.0, 4.0] and [s.index for s in added] == [2, 3, 4]
     assert plan.next_stages([stage_summary(0, 0, 10, None), stage_summary(1, 10, 0, 5.0)]) == []
+
+
+def test_the_error_stops_given_as_flags_bound_every_stage_of_the_plan():
+    plan = plan_of("--concurrency", "1,2", "--max-errors", "3", "--max-error-rate", "0.2")
+    assert [(s.max_errors, s.max_error_rate) for s in plan.stages] == [(3, 0.2), (3, 0.2)]
+    swept = plan_of("--sweep", "2", "--max-concurrency", "4", "--max-errors", "5")
+    added = swept.next_stages([stage_summary(0, 10, 0, 1.0), stage_summary(1, 10, 0, 3.0)])
+    assert [s.max_errors for s in swept.stages + added] == [5, 5, 5, 5]  # the sweep's rate stages too

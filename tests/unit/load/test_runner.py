@@ -117,6 +117,16 @@ def test_a_duration_bound_stage_sends_until_its_deadline_and_no_later():
     assert len(sends) == pytest.approx(40, abs=1)
 
 
+def test_a_duration_bound_closed_loop_stage_keeps_every_stream_busy_until_its_deadline():
+    records, outcome, _ = asyncio.run(drive(stage(ClosedLoop(2), requests=1000, duration_s=0.5)))
+    measured = [r for r in records if r.phase == "measured"]
+    first = min(r.t_send_ns for r in measured)
+    assert outcome.stop_reason is None and all(r.status == "ok" for r in measured)
+    assert max(r.t_send_ns for r in measured) - first < 0.5e9  # nothing new was sent after the deadline
+    for worker in (0, 1):  # a stream stops only when a request of its own ends past the deadline
+        assert max(r.t_end_ns for r in measured if r.worker == worker) - first >= 0.49e9, worker
+
+
 def test_a_chat_conversation_carries_the_earlier_turns_and_answers():
     bodies = []
 
@@ -127,16 +137,21 @@ def test_a_chat_conversation_carries_the_earlier_turns_and_answers():
         records = []
         async with running(2.0, 0.5, capture) as url:
             client = StreamingClient(HttpClient(url), DIALECTS["chat"], "fake", {}, 30.0, perf_ns())
-            turns = [PreparedRequest("first question", 3), PreparedRequest("second question", 3)]
+            turns = [PreparedRequest(f"{n} question", 3) for n in ("first", "second", "third")]
             runner = LoadRunner(client, iter([WorkItem(turns, conversation=0)] * 1), records.append)
             await runner.run_stage(stage(ClosedLoop(1), requests=1))
             await client.http.close()
         return records
 
     records = asyncio.run(go())
-    assert [r.turn for r in records] == [0, 1] and all(r.status == "ok" for r in records)
+    assert [r.turn for r in records] == [0, 1, 2] and all(r.status == "ok" for r in records)
     assert bodies[1]["messages"] == [
         {"role": "user", "content": "first question"},
         {"role": "assistant", "content": " tok tok tok"},  # the first answer, as the fake engine streamed it
         {"role": "user", "content": "second question"},
+    ]
+    assert bodies[2]["messages"] == [  # the third turn carries the whole conversation so far, as messages
+        *bodies[1]["messages"],
+        {"role": "assistant", "content": " tok tok tok"},
+        {"role": "user", "content": "third question"},
     ]

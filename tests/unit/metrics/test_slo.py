@@ -87,6 +87,16 @@ def test_itl_and_e2e_slos_judge_the_worst_gap_and_the_whole_request():
     assert r.fraction_meeting_all == 0.5
 
 
+def test_an_itl_slo_judges_the_worst_gap_not_the_mean_one():
+    """Ten tokens at 110, 120, ..., 190 ms, then one 80 ms stall to 270 ms: TPOT (270 - 110) / 9 = 17.8 ms is
+    within 50 ms, the worst gap (80 ms) is not. An ITL SLO that judged the mean gap would pass it."""
+    times = [(110 + 10 * i) * MS for i in range(9)] + [270 * MS]
+    stalled = dict(rec(10, 100, 10, 10), output_times_ns=times, t_end_ns=271 * MS)
+    r = report([rec(0, 100, 10, 10), stalled], {"itl": 50.0}, 50)
+    assert r.by_metric["itl"].fraction_meeting == 0.5 and r.fraction_meeting_all == 0.5
+    assert report([stalled], {"tpot": 50.0}, 50).compliant is True  # the same request meets a 50 ms TPOT
+
+
 def test_bootstrap_interval_brackets_the_estimate_and_is_reproducible():
     values = [float(v) for v in range(1, 101)]
     low, high = bootstrap_ci(values, lambda d: d[len(d) // 2])
