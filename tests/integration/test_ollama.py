@@ -253,7 +253,8 @@ def test_ctx_size_is_the_total_over_the_slots_and_must_fit_a_request(fake_ollama
     assert not (tmp_path / "results").exists()
 
 
-def test_a_tag_gets_a_derived_model_that_carries_the_settings(fake_ollama, tmp_path):
+def test_a_tag_gets_a_derived_model_that_carries_the_settings(fake_ollama, tmp_path, monkeypatch):
+    monkeypatch.setenv("OLLAMA_EMULATOR_VRAM_BYTES", str(8 * 2**30))  # the emulator with a GPU, for --gpu-layers
     store = Path(str(tmp_path / "ollama-store"))
     with Ollama0_32_15Emulator(models_dir=store) as server:
         _blob_model(server, "gemma3:270m")  # a model "pulled" into Ollama's own store
@@ -267,6 +268,8 @@ def test_a_tag_gets_a_derived_model_that_carries_the_settings(fake_ollama, tmp_p
         "2",
         "--threads",
         "1",
+        "--gpu-layers",
+        "12",
         results=tmp_path / "results",
     )
     assert done.returncode == 0, done.stderr[-3000:]
@@ -274,10 +277,13 @@ def test_a_tag_gets_a_derived_model_that_carries_the_settings(fake_ollama, tmp_p
     engine = json.loads((run_dir / "manifest.json").read_text())["engine"]
     assert engine["import"] == {
         "from": "gemma3:270m",
-        "parameters": {"num_ctx": 1024, "num_thread": 1},
+        "parameters": {"num_ctx": 1024, "num_gpu": 12, "num_thread": 1},
         "status": "success",
     }
     assert engine["context_length"] == 1024 and engine["loaded"]["name"] == engine["model"]
+    # /api/ps's details of the loaded model, as the store holds them for the tag it derives from
+    details = engine["loaded"]["details"]
+    assert (details["format"], details["family"], details["quantization_level"]) == ("gguf", "gemma3", "Q4_K_M")
     assert "-c 2048 -np 2" in (run_dir / "engine.log").read_text()
     assert engine["derived_model_deleted"] is True
     with Ollama0_32_15Emulator(models_dir=store) as server:
