@@ -127,7 +127,12 @@ FLAGS = (
         LOAD,
         "N|Ns",
     ),
-    Flag("--max-errors", "load.max_errors", "stop a stage after more errors than this (the run then exits 4)", LOAD),
+    Flag(
+        "--max-errors",
+        "load.max_errors",
+        "stop a stage after more errors than this, warmup included (the run then exits 4)",
+        LOAD,
+    ),
     Flag(
         "--max-error-rate",
         "load.max_error_rate",
