@@ -347,7 +347,7 @@ def _check_choices(spec: RunSpec, catalog, catalog_path: Path, api: str, rows: l
     if spec.api is not None and spec.api.startswith("ollama") and spec.engine.kind not in ("ollama", "endpoint"):
         raise UsageError(f"--api {spec.api} is Ollama's own API; --engine {spec.engine.kind} serves OpenAI's")
     _check_results_dir(spec.output.results_dir)
-    if spec.load.workers > 1:  # load from several client hosts (bench.scale.workers): Ray must be installed
+    if spec.load.on_ray:  # load from client hosts of a Ray cluster (bench.scale.workers): Ray must be installed
         from bench.scale.workers import check
 
         check(spec)
@@ -698,7 +698,7 @@ class Run:
             endpoint.count_chat_tokens,
         )
         runner = LoadRunner(client, work, sink, driver.failure)
-        if spec.load.workers > 1:  # load from several client hosts: Ray actors, records merged (bench.scale.workers)
+        if spec.load.on_ray:  # load from client hosts: Ray actors, records merged (bench.scale.workers)
             from bench.scale.workers import WorkerPool
 
             runner = WorkerPool(self, endpoint, work, sink, sampling)

@@ -6,7 +6,8 @@ and one logical GPU each, as tests/integration/test_ray.py makes it),
    on the node minus the later of its submission and the end of the cell before it on the same node (what Ray
    adds: lease, worker, task start), and return = its end on the node until its run directory is unpacked on the
    driver (packing, object store, unpacking). Also the matrix's wall time both ways.
-2. one load generator against two load actors (`bench run --load-workers 2`) on the calibration server (its own
+2. this process's load generator against one load actor (`bench run --ray ADDRESS`) and two
+   (`bench run --load-workers 2 --ray ADDRESS`) on the calibration server (its own
    process): delivered output tokens/s and the client's TTFT and TPOT error (measured minus the server's
    recorded truth, on the host that measured it) at p50 and p99.
 
@@ -152,26 +153,27 @@ def errors(run_dir: Path) -> dict:
     }
 
 
-def load_actors(url: str, root: Path, streams: int, tokens: int) -> dict:
+def load_actors(url: str, root: Path, streams: int, tokens: int, address: str) -> dict:
     from bench.console import RunDisplay
     from bench.run import execute
     from bench.spec import EndpointEngine, LoadSpec, RunSpec, WorkloadSpec
     from bench.spec import Length as L
 
     out = {}
-    for workers in (1, 2):
+    # this process's own load generator, then one and two Ray actors on the cluster
+    for name, workers, ray_address in (("in_process", 1, None), ("1_actor", 1, address), ("2_actors", 2, address)):
         spec = RunSpec(
             engine=EndpointEngine(url=url),
             model="calibration",
             api="completions",
             workload=WorkloadSpec(input_tokens=L(a=8), output_tokens=L(a=tokens)),
-            load=LoadSpec(concurrency=[streams], requests=REQUESTS, workers=workers),
-            output={"results_dir": root, "run_id": f"c{streams}-w{workers}"},
+            load=LoadSpec(concurrency=[streams], requests=REQUESTS, workers=workers, ray_address=ray_address),
+            output={"results_dir": root, "run_id": f"c{streams}-{name}"},
         )
         result = execute(spec, RunDisplay())
         assert result.exit_code == 0, result.message
         stage = result.summary.stages[0]
-        out[f"{workers}_worker{'s' if workers > 1 else ''}"] = {
+        out[name] = {
             "output_tokens_per_s": stage.output_throughput_tokens_per_s,
             **errors(result.path),
         }
@@ -192,10 +194,10 @@ def main() -> int:
         with calibration_server(ttft_ms=20, gap_ms=5) as url:
             report["dispatch"] = dispatch(cluster.address, url, root)
             report["load_latency_shape"] = {"ttft_ms": 20, "gap_ms": 5, "tokens": 64, "streams": 16}
-            report["load_latency"] = load_actors(url, root, streams=16, tokens=64)
+            report["load_latency"] = load_actors(url, root, streams=16, tokens=64, address=cluster.address)
         with calibration_server(ttft_ms=5, gap_ms=1) as url:
             report["load_capacity_shape"] = {"ttft_ms": 5, "gap_ms": 1, "tokens": 256, "streams": 64}
-            report["load_capacity"] = load_actors(url, root, streams=64, tokens=256)
+            report["load_capacity"] = load_actors(url, root, streams=64, tokens=256, address=cluster.address)
     finally:
         ray.shutdown()
         cluster.shutdown()

@@ -212,8 +212,8 @@ FLAGS = (
     Flag(
         "--ray",
         "load.ray_address",
-        "with --load-workers: the Ray cluster (auto, HOST:PORT, ray://HOST:10001; default: a private Ray "
-        "instance on this machine)",
+        "with --endpoint: the Ray cluster of the load workers (auto, HOST:PORT, ray://HOST:10001; default with "
+        "--load-workers: a private Ray instance on this machine); alone, one load worker runs there",
         LOAD,
         "ADDRESS",
     ),

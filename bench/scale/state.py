@@ -66,5 +66,3 @@ class MatrixState(BaseModel):
     @classmethod
     def load(cls, matrix_dir: Path) -> MatrixState:
         return cls.model_validate(read_json(matrix_dir / STATE_FILE))
-
-

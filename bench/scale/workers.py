@@ -1,6 +1,7 @@
 """Load from several client hosts: `bench run --endpoint URL --load-workers N [--ray ADDRESS]`.
 
-For endpoints that one client host cannot saturate. N Ray actors (one CPU each, spread over the nodes:
+For endpoints that one client host cannot saturate (or, with `--ray ADDRESS` and one worker, to generate
+the load from a cluster node rather than this machine). N Ray actors (one CPU each, spread over the nodes:
 each on its own process, on its own node where the cluster has enough) each run this rig's own
 LoadRunner and StreamingClient against the endpoint, driving their share of every stage:
 
@@ -69,7 +70,7 @@ TIME_FIELDS = ("t_intended_ns", "t_send_ns", "t_end_ns")
 
 def check(spec) -> None:
     """Prepare-time checks (nothing started): the spec asks for workers and Ray is installed."""
-    if spec.load.workers > 1 and not ray_available():
+    if spec.load.on_ray and not ray_available():
         require_ray("--load-workers")
 
 
@@ -377,8 +378,8 @@ class WorkerPool:
         nodes = len({w.get("ray_node_id") for w in self.workers})
         worst = max(w["clock_start"]["uncertainty_ns"] for w in self.workers) / 1e6
         self.run.display.note(
-            f"{self.n} load workers on {nodes} Ray node(s) ({', '.join(hosts)}); clock offsets measured to "
-            f"+-{worst:.3f} ms"
+            f"{self.n} load worker{'s' if self.n > 1 else ''} on {nodes} Ray node(s) ({', '.join(hosts)}); clock "
+            f"offsets measured to +-{worst:.3f} ms"
         )
 
     def _clock(self, actor) -> dict[str, Any]:

@@ -230,13 +230,13 @@ else:
         assert ray_index["ray_node_id"].notna().all() and local_index["ray_node_id"].isna().all()
         assert cell_files(m / "report") == cell_files(local.matrix_dir / "report")
 
-    def calibration_spec(url: str, tmp_path: Path, workers: int, run_id: str) -> RunSpec:
+    def calibration_spec(url: str, tmp_path: Path, workers: int, run_id: str, ray: str | None = None) -> RunSpec:
         return RunSpec(
             engine=EndpointEngine(url=url),
             model="calibration",
             api="completions",
             workload=WorkloadSpec(input_tokens=L(a=8), output_tokens=L(a=16)),
-            load=LoadSpec(concurrency=[4], requests=64, workers=workers),
+            load=LoadSpec(concurrency=[4], requests=64, workers=workers, ray_address=ray),
             output={"results_dir": tmp_path, "run_id": run_id},
         )
 
@@ -258,11 +258,16 @@ else:
         return np.array(errors)
 
     def test_two_load_actors_merge_into_one_run_whose_summary_is_that_of_the_merged_records(cluster, tmp_path):
-        _, nodes = cluster
+        c, nodes = cluster
         with calibration_server(ttft_ms=20, gap_ms=5) as url:
             one = execute(calibration_spec(url, tmp_path, 1, "one"))
             two = execute(calibration_spec(url, tmp_path, 2, "two"))
+            actor = execute(calibration_spec(url, tmp_path, 1, "one-actor", ray=c.address))  # --ray alone
         assert one.exit_code == 0 and two.exit_code == 0 and two.manifest.status == "complete"
+        assert "load_workers" not in json.loads((one.path / "manifest.json").read_text())  # this process's own
+        alone = json.loads((actor.path / "manifest.json").read_text())["load_workers"]
+        assert actor.exit_code == 0 and alone["count"] == 1 and alone["workers"][0]["ray_node_id"] in nodes.values()
+        assert {r["worker"] for r in read_jsonl(actor.path / "requests.jsonl")} == {0}
         manifest = json.loads((two.path / "manifest.json").read_text())
         section = manifest["load_workers"]
         workers = section["workers"]

@@ -108,9 +108,12 @@ def test_load_workers_need_an_endpoint_and_ray_goes_with_them(tmp_path):
 
     s = spec("--endpoint", "http://127.0.0.1:9", "--model", "m", "--load-workers", "2", "--ray", "auto")
     assert s.load.workers == 2 and s.load.ray_address == "auto"
-    with pytest.raises(UsageError, match="drives a running server from several client hosts"):
+    with pytest.raises(UsageError, match="drive a running server from client hosts of a Ray cluster"):
         spec("--engine", "llamacpp", "--model", "gemma3-270m", "--load-workers", "2")
-    with pytest.raises(UsageError, match="is where the load workers run"):
-        spec("--endpoint", "http://127.0.0.1:9", "--model", "m", "--ray", "auto")
+    with pytest.raises(UsageError, match="drive a running server from client hosts of a Ray cluster"):
+        spec("--engine", "llamacpp", "--model", "gemma3-270m", "--ray", "auto")
+    one = spec("--endpoint", "http://127.0.0.1:9", "--model", "m", "--ray", "auto")  # one load worker on the cluster
+    assert one.load.workers == 1 and one.load.on_ray
+    assert not spec("--endpoint", "http://127.0.0.1:9", "--model", "m").load.on_ray
     with pytest.raises(UsageError, match="--load-workers 0"):
         spec("--endpoint", "http://127.0.0.1:9", "--model", "m", "--load-workers", "0")
