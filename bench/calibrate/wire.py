@@ -326,13 +326,17 @@ def _raw_capture(port: int, out: Path, snaplen: int) -> int:
         write_pcap_header(handle, snaplen)
         print(f"listening on lo (raw socket), port {port}", file=sys.stderr, flush=True)
         cmsg_space = socket.CMSG_SPACE(16)
-        while not stop:
+        draining = False
+        while True:
+            if stop and not draining:  # what the kernel queued before the stop was sent is part of the capture
+                draining = True
+                sock.setblocking(False)
             try:
                 frame, ancdata, _, address = sock.recvmsg(snaplen, cmsg_space)
-            except TimeoutError:
+            except (TimeoutError, InterruptedError):
                 continue
-            except InterruptedError:
-                continue
+            except BlockingIOError:
+                break
             if address[2] == packet_outgoing:  # loopback shows every packet twice: keep the delivered copy
                 continue
             t_ns = time.time_ns()

@@ -176,14 +176,36 @@ def test_identical_setups_pass_and_a_slowed_run_fails(runs, tmp_path):
     assert (tmp_path / "s.md").read_text().count("## bench check") == 2  # a job summary is appended to
 
 
-def test_a_percentile_with_too_few_requests_above_it_is_not_judged(runs):
+def _stretched(src: Path, dst: Path, factor: float) -> Path:
+    """A copy of a run whose every request took `factor` times as long from its send (first token, each token,
+    end), summarized again: every latency percentile changes by exactly factor - 1, whatever the machine did."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name not in ("requests.jsonl", "summary.json"):
+            (dst / f.name).write_bytes(f.read_bytes())
+    rows = []
+    for line in (src / "requests.jsonl").read_bytes().splitlines():
+        r = orjson.loads(line)
+        send = r["t_send_ns"]
+        r["output_times_ns"] = [send + round(factor * (t - send)) for t in r["output_times_ns"]]
+        r["t_end_ns"] = send + round(factor * (r["t_end_ns"] - send))
+        rows.append(orjson.dumps(r) + b"\n")
+    (dst / "requests.jsonl").write_bytes(b"".join(rows))
+    run_dir = RunDirectory(dst)
+    run_dir.write_summary(analyse(run_dir).summary)
+    return dst
+
+
+def test_a_percentile_with_too_few_requests_above_it_is_not_judged(runs, tmp_path):
     """40 requests a run: 40 x (1 - 0.99) = 0.4 requests above a p99, fewer than 5: shown, not judged (it would
-    need 500 requests); 40 x 0.5 = 20 above a p50: judged."""
-    slow = {f.metric: f for f in check(runs["slow"], runs["base"]).findings}
-    assert slow["ttft_p99"].verdict == "too few requests" and slow["ttft_p99"].change > 0.5  # about doubled
+    need 500 requests); 40 x 0.5 = 20 above a p50: judged. The slowed run is the baseline stretched to exactly
+    twice its latency, so its p99 is +100% on any machine (a second engine run's p99 is its slowest request)."""
+    doubled = _stretched(runs["base"], tmp_path / "doubled", 2.0)
+    slow = {f.metric: f for f in check(doubled, runs["base"]).findings}
+    assert slow["ttft_p99"].verdict == "too few requests" and slow["ttft_p99"].change == pytest.approx(1.0)
     assert "would be regression" in slow["ttft_p99"].note and "judged from 500 requests" in slow["ttft_p99"].note
     assert slow["ttft_p50"].verdict == "regression"
-    p90 = check(runs["slow"], runs["base"], parse_tolerances("tpot_p90=+10%", base="")).findings
+    p90 = check(doubled, runs["base"], parse_tolerances("tpot_p90=+10%", base="")).findings
     assert [f.verdict for f in p90] == ["too few requests"]  # 40 x 0.1 = 4 < 5: from 50
 
 
