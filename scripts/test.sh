@@ -44,4 +44,4 @@ echo "== embedding model (all-MiniLM-L6-v2: GGUF for llama.cpp, its folder for v
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check bench tests
 .venv/bin/hadolint Dockerfile.gpu  # the GPU image cannot be built here; it is linted
-.venv/bin/python -m pytest -ra tests "$@"
+.venv/bin/python -m pytest -ra --durations=15 tests "$@"  # the 15 slowest tests close the log
