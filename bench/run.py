@@ -116,6 +116,17 @@ def _ignore_signals() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _signal_handlers() -> dict[int, Any]:
+    """The caller's SIGINT and SIGTERM handlers, given back when a run ends (a caller that runs several, or a
+    test process, keeps its Ctrl-C, and its children do not inherit an ignored SIGTERM)."""
+    return {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    for signum, handler in handlers.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+
+
 def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
 
@@ -520,6 +531,7 @@ class Run:
 
     def go(self) -> RunResult:
         driver = self.p.driver
+        callers_handlers = _signal_handlers()
         try:
             _install_signal_handlers()
             launcher = getattr(driver, "launcher", None) or driver.record().get("launcher") or self.p.spec.engine.kind
@@ -570,7 +582,10 @@ class Run:
             self._internal_error(exc)
         finally:
             _ignore_signals()
-            summary = self._finish()
+            try:
+                summary = self._finish()
+            finally:
+                _restore_signal_handlers(callers_handlers)
         return RunResult(self.run_dir, self.manifest, summary, self.exit_code, self.message)
 
     def _internal_error(self, exc: BaseException) -> None:

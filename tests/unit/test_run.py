@@ -2,6 +2,7 @@
 (attached with an endpoint spec), with faults injected by request number."""
 
 import json
+import signal
 
 import pytest
 
@@ -36,6 +37,24 @@ def test_a_clean_run_is_complete_and_exits_0(tmp_path):
     assert result.exit_code == EXIT_OK and m["status"] == "complete" and m["incomplete_reason"] is None
     assert m["exit_code"] == 0 and result.summary.requests.successful == 8
     assert Manifest.load(m).spec == spec(url, tmp_path)  # the manifest keeps the spec it ran
+
+
+def test_a_run_gives_the_caller_its_signal_handlers_back(tmp_path):
+    """A run handles SIGINT and SIGTERM itself and ignores them while it writes its results; afterwards the
+    caller's handlers are back (a caller left ignoring Ctrl-C, or with children that inherit an ignored SIGTERM,
+    cannot be stopped)."""
+
+    def mine(*_):
+        pass
+
+    before = {s: signal.signal(s, mine) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with fake_engine() as url:
+            assert execute(spec(url, tmp_path)).exit_code == EXIT_OK
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
 
 
 @pytest.mark.parametrize(
