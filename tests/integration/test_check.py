@@ -1,6 +1,6 @@
 """bench check on real runs of the bundled model on llama.cpp (the CI smoke benchmark of examples/ci): two runs
-of one setup pass the gate, and a run slowed by four times the concurrent streams is told apart, refused as a
-different workload until allowed, then failed with its JUnit and Markdown written."""
+of one setup pass the gate (with wide tolerances), and a run slowed by four times the concurrent streams is
+told apart, refused as a different workload until allowed, then failed with its JUnit and Markdown written."""
 
 import re
 import xml.etree.ElementTree as ET
@@ -24,8 +24,13 @@ def runs(tmp_path_factory):
     return out
 
 
+# Wide enough that a second run of one setup passes whatever else a CI machine is doing; how often the default
+# tolerances raise a false alarm is a rate, measured by scripts/check_false_alarms.py (README), not one test.
+WIDE = ["--tolerance", "ttft_p50=+100%,ttft_p99=+100%,tpot_p50=+50%,tpot_p99=+50%,e2e_p50=+100%,output_tok_s=-50%"]
+
+
 def test_two_runs_of_one_setup_pass(runs, tmp_path):
-    done = run_bench("check", str(runs["same"]), "--baseline", str(runs["base"]), results=tmp_path)
+    done = run_bench("check", str(runs["same"]), "--baseline", str(runs["base"]), *WIDE, results=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     last = done.stdout.rstrip().splitlines()[-1]
     assert last.startswith("PASS")
