@@ -1,6 +1,8 @@
 """Bad input: one line naming what to fix, exit code 2, no traceback, nothing started or written."""
 
+import os
 import socket
+import subprocess
 
 import pytest
 
@@ -103,3 +105,22 @@ def test_golden_input_errors_start_nothing(tmp_path):
     good.write_text('{"id": "a", "prompt": "p", "checks": [{"type": "exact", "value": "x"}]}\n')
     done = run_bench("eval", *RUN_GEMMA[1:], "--golden", str(good), "--temperature", "0.7", results=results)
     assert_usage_error(done, "a golden set runs with fixed decoding; leave out --temperature 0.7", results=results)
+
+
+def test_a_results_folder_that_is_a_file_or_read_only_starts_nothing(tmp_path):
+    """Checked before the engine starts: a file where the folder should be, and (as root, which CI is) a
+    read-only file system, each one line naming --results-dir and what to do, exit 2."""
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    assert_usage_error(run_bench(*RUN, results=a_file), f"--results-dir {a_file}", "is a file, not a folder")
+    if os.geteuid() != 0:
+        pytest.skip("a read-only file system needs root to mount")
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(read_only)]).returncode != 0:
+        pytest.skip("mount -t tmpfs -o ro failed here")
+    try:
+        done = run_bench(*RUN, results=read_only / "results")
+        assert_usage_error(done, f"--results-dir {read_only / 'results'}", "Read-only file system", "writable")
+    finally:
+        subprocess.run(["umount", str(read_only)], check=False)
