@@ -28,6 +28,7 @@ import yaml
 from .conftest import REPO, installed, needs_xllamacpp
 
 pytestmark = pytest.mark.integration
+GAP_MS = 25.0  # the calibration server's token gap in the load actors' test
 INSIDE = os.environ.get("BENCH_RAY_NETNS") == "1"
 NEEDS_RAY = "Ray is not installed: pip install -e '.[ray]'"
 
@@ -235,7 +236,7 @@ else:
             engine=EndpointEngine(url=url),
             model="calibration",
             api="completions",
-            workload=WorkloadSpec(input_tokens=L(a=8), output_tokens=L(a=16)),
+            workload=WorkloadSpec(input_tokens=L(a=8), output_tokens=L(a=8)),  # 8 tokens: 225 ms at GAP_MS
             load=LoadSpec(concurrency=[4], requests=64, workers=workers, ray_address=ray),
             output={"results_dir": tmp_path, "run_id": run_id},
         )
@@ -259,7 +260,9 @@ else:
 
     def test_two_load_actors_merge_into_one_run_whose_summary_is_that_of_the_merged_records(cluster, tmp_path):
         c, nodes = cluster
-        with calibration_server(ttft_ms=20, gap_ms=5) as url:
+        # a token gap far above a loaded machine's scheduling delays: a first token merges with the second
+        # (the read is stamped with the later one's arrival) only when its reader is a whole gap late
+        with calibration_server(ttft_ms=50, gap_ms=GAP_MS) as url:
             one = execute(calibration_spec(url, tmp_path, 1, "one"))
             two = execute(calibration_spec(url, tmp_path, 2, "two"))
             actor = execute(calibration_spec(url, tmp_path, 1, "one-actor", ray=c.address))  # --ray alone
@@ -288,14 +291,17 @@ else:
         assert stage.window_s == pytest.approx(window / 1e9)
         tokens = sum(r["output_tokens"] for r in measured if r["status"] == "ok")
         assert stage.output_throughput_tokens_per_s == pytest.approx(tokens / (window / 1e9))
-        # timing error: as each host measured it, within what one host gives, and never early
+        # timing error, as each host measured it: each run on its own against the server's write times (two
+        # timed runs are not compared: on a loaded machine either can have its few slow reads). The median is
+        # within 1 ms (the server stamps a token just after writing it, so a preempted server can stamp it
+        # after the client read it: small negative errors are the instrument's); the p99 of 64, set by the
+        # two slowest, is under one gap: a read a whole gap late merges the first token into the second and
+        # costs one gap, and only two such reads would reach it
         single, split = ttft_errors_ms(one.path), ttft_errors_ms(two.path)
         assert len(single) == len(split) == 64
-        p99_one, p99_two = np.percentile(single, 99), np.percentile(split, 99)
-        # (the server stamps a token just after writing it, so a preempted server can stamp it after the client
-        # read it: small negative errors are the instrument's, on one host as on two)
-        assert abs(np.median(split) - np.median(single)) < 1.0, (np.median(single), np.median(split))
-        assert p99_two <= max(2 * p99_one, p99_one + 2.0), (p99_one, p99_two)
+        for name, errors in (("one host", single), ("two actors", split)):
+            median, p99 = np.median(errors), np.percentile(errors, 99)
+            assert abs(median) < 1.0 and p99 < GAP_MS, (name, median, p99, np.sort(errors)[-4:])
         # on the common clock (one machine: the true offsets are 0) the errors move by the measured offsets only
         common = ttft_errors_ms(two.path, common_clock=True)
         worst = max(w["clock_start"]["uncertainty_ns"] for w in workers) / 1e6

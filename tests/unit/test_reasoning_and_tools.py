@@ -13,11 +13,12 @@ from bench.run import execute
 from bench.spec import EndpointEngine, Length, LoadSpec, RunSpec, WorkloadSpec
 
 THINK, ANSWER, GAP_S = 3, 2, 0.01
+THOUGHT_S = 0.1  # the pause after each reasoning chunk: far above the client's scheduling delays
 
 
 class ReasoningServer:
-    """Odd requests: 3 reasoning chunks, then 2 answer chunks, 10 ms apart. Even requests: a tool call (the
-    fourth one's arguments are not JSON)."""
+    """Odd requests: 3 reasoning chunks 100 ms apart, then 2 answer chunks (the first 100 ms after the last
+    reasoning chunk), 10 ms apart. Even requests: a tool call (the fourth one's arguments are not JSON)."""
 
     def __init__(self):
         self.count = 0
@@ -51,11 +52,11 @@ class ReasoningServer:
                 writer.write(
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
                 )
-                for event in self.events(self.count):
+                for i, event in enumerate(self.events(self.count)):
                     payload = f"data: {event}\n\n".encode()
                     writer.write(b"%x\r\n%s\r\n" % (len(payload), payload))
                     await writer.drain()
-                    await asyncio.sleep(GAP_S)
+                    await asyncio.sleep(THOUGHT_S if self.count % 2 and i < THINK else GAP_S)
                 writer.write(b"0\r\n\r\n")
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
@@ -115,8 +116,12 @@ def test_reasoning_and_answer_are_kept_apart_and_tool_calls_judged(tmp_path):
     assert len(thinking) == 3 and all(
         r["reasoning_tokens"] == 6 and r["output_text"] == "answer 0 answer 1 " for r in thinking
     )
-    for r in thinking:  # the answer's first chunk came after the three reasoning chunks, 10 ms apart
-        assert r["t_first_answer_ns"] - r["t_first_reasoning_ns"] >= 3 * GAP_S * 1e9 * 0.9
+    # each is stamped when its own first chunk came: the answer 3 pauses after the first reasoning chunk (1
+    # after the last one). A first read a whole pause late merges the first two reasoning chunks, stamped with
+    # the second one's arrival (2 pauses: it fails, as stamping the last reasoning chunk would); 2.5 pauses
+    # leave a read up to half a pause (50 ms) late
+    for r in thinking:
+        assert r["t_first_answer_ns"] - r["t_first_reasoning_ns"] >= 2.5 * THOUGHT_S * 1e9, r
     calls = [r for r in records if r["tool_calls"]]
     assert [c["tool_calls"][0]["name"] for c in calls] == ["get_weather"] * 3
     summary = result.summary

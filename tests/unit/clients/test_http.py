@@ -196,9 +196,10 @@ def _stamped_client(url, **kwargs):
 
 
 def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
-    """The loop stalls from 30 to 70 ms while a server thread writes a token every 50 ms: the first token, read
-    some 20 ms late, still carries the time it arrived. (Tokens that queue up behind each other, when the loop
-    is later than their gap, are merged by the kernel and carry the last one's time.)"""
+    """The loop stalls from 30 to 150 ms while a server thread writes the first token at about 80 ms, then one
+    every 250 ms: the first token, read some 70 ms late, still carries the time it arrived. (Tokens that queue
+    up behind each other, when the loop is later than their gap, are merged by the kernel and carry the last
+    one's time: with 250 ms gaps, only a loop scheduled 180 ms after its stall would see that.)"""
     import socket
     import threading
 
@@ -212,7 +213,7 @@ def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
             conn.recv(4096)
             conn.sendall(SSE_HEAD)
             for i in range(3):
-                time.sleep(0.05)
+                time.sleep(0.08 if i == 0 else 0.25)
                 conn.sendall(chunked(b'data: {"n": %d}\n\n' % i)[: -len(b"0\r\n\r\n")])
                 written.append(perf_ns())
             time.sleep(0.05)
@@ -226,8 +227,8 @@ def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
         client = _stamped_client(f"http://127.0.0.1:{listener.getsockname()[1]}")
         stalled = []
 
-        def stall():  # the loop is busy from 30 to 70 ms
-            time.sleep(0.04)
+        def stall():  # the loop is busy from 30 to 150 ms
+            time.sleep(0.12)
             stalled.append(perf_ns())
 
         asyncio.get_running_loop().call_later(0.03, stall)
