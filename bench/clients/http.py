@@ -264,7 +264,10 @@ class _Connection(asyncio.Protocol):
             if self._future.done() and not self._future.cancelled():
                 self._future.exception()  # the loss already failed it: said here instead
             raise ConnectionError(f"the connection closed as the request was written: {exc}") from None
-        return await self._future
+        try:
+            return await self._future
+        finally:  # a failed future holds its exception, whose traceback holds this frame and so this connection:
+            self._future = None  # a cycle, kept for good while a run keeps the collector to the young (runner.py)
 
     def usable(self) -> bool:
         return self.reusable and not self.closed and self.transport is not None and not self.transport.is_closing()
@@ -689,7 +692,8 @@ class _StampedSocket:
             self._loop.remove_writer(self._fd)
         self._sock.close()
         self._fd = -1
-        self._protocol.connection_lost(exc)
+        protocol, self._protocol, self._feed = self._protocol, None, None  # no cycle left for the collector,
+        protocol.connection_lost(exc)  # which a run keeps from the older generations (run_event_loop)
 
 
 async def _open_stamped(loop, host: str, port: int, clock: KernelClock) -> _Connection:
