@@ -220,7 +220,9 @@ def test_duration_stops_sending(tmp_path):
     records = [r for r in read_records(only_run_dir(tmp_path)) if r["phase"] == "measured"]
     assert 2 <= len(records) < 1000
     first_send = min(r["t_send_ns"] for r in records)
-    assert max(r["t_send_ns"] for r in records) - first_send < 3e9  # nothing new was sent after 3 s
+    # nothing new was sent after 3 s; the deadline is checked before t_send is stamped, so a send let through
+    # just in time may be stamped a preemption later: 0.1 s of slack, well under one request (0.5-1.2 s here)
+    assert max(r["t_send_ns"] for r in records) - first_send < 3e9 + 0.1e9
     # and the stage ran to its deadline: a stream stops only once a request of its own ends past 3 s
     assert max(r["t_end_ns"] for r in records) - first_send >= 2.95e9
 

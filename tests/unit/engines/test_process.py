@@ -6,6 +6,7 @@ import signal
 import time
 
 import psutil
+import pytest
 
 from bench.engines.base import EngineDriver
 from bench.engines.process import ManagedProcess
@@ -40,17 +41,52 @@ class Holder(EngineDriver):
 STUBBORN = ["sh", "-c", "trap '' TERM; sleep 60 & wait; sleep 60"]  # ignores SIGTERM, has a child
 
 
+def until(condition, unmet, timeout_s=10.0):
+    """Wait for condition() to come true, polling, and return its value; past the deadline fail with `unmet`."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"after {timeout_s} s, {unmet}")
+        time.sleep(0.01)
+    return value
+
+
+def sleeping_tree(proc):
+    """The child's descendants once its `sleep` runs: the shell starts it only after its `trap` line, so from
+    then on the shell and the sleep ignore SIGTERM as the test means them to."""
+
+    def descendants():
+        try:
+            tree = psutil.Process(proc.pid).children(recursive=True)
+            return tree if any(p.name() == "sleep" for p in tree) else None
+        except psutil.NoSuchProcess:  # a shell forked for a moment
+            return None
+
+    return until(descendants, "the child's sleep has not started")
+
+
+def gone(pids):
+    """No process left of these, but zombies (a SIGKILLed process still needs a CPU to exit: wait for this)."""
+
+    def alive(pid):
+        try:
+            return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    return not any(alive(pid) for pid in pids)
+
+
 def test_a_child_that_ignores_sigterm_is_killed_with_its_group_after_the_grace(tmp_path):
     proc = ManagedProcess(STUBBORN, tmp_path / "engine.log")
     proc.start()
-    time.sleep(0.3)
-    children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
+    children = [p.pid for p in sleeping_tree(proc)]
     started = time.monotonic()
     holder = Holder(proc)
     holder.stop()
     assert 0.5 <= time.monotonic() - started < 5
     assert proc.escalated and proc.popen.returncode == -signal.SIGKILL
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in children)
+    until(lambda: gone(children), "a descendant is still alive")
     assert holder.death() is None  # the rig's own SIGKILL after the grace is not a death
 
 
@@ -59,13 +95,10 @@ def test_a_child_that_ignores_sigterm_is_killed_when_the_leader_exits_within_the
     may: the stop still leaves nothing of the group alive."""
     proc = ManagedProcess(["sh", "-c", "(trap '' TERM; sleep 60) & wait"], tmp_path / "engine.log")
     proc.start()
-    time.sleep(0.3)
-    children = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
-    assert children
+    children = [p.pid for p in sleeping_tree(proc)]
     proc.stop(grace_s=2.0)
-    time.sleep(0.1)
     assert not proc.escalated and proc.popen.returncode == -signal.SIGTERM
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE for pid in children)
+    until(lambda: gone(children), "a descendant is still alive")
 
 
 def test_an_engine_killed_by_someone_else_is_a_death_even_after_a_clean_stop(tmp_path):
@@ -73,6 +106,7 @@ def test_an_engine_killed_by_someone_else_is_a_death_even_after_a_clean_stop(tmp
     proc.start()
     holder = Holder(proc)
     os.kill(proc.pid, signal.SIGKILL)
-    time.sleep(0.2)
+    # until it has died, but unreaped: stop() reaps it, as in a run
+    until(lambda: os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG), "the engine has not died")
     holder.stop()
     assert proc.exited_before_stop and "exited with code -9 before the run ended" in holder.death()
