@@ -74,8 +74,10 @@ def _run_view(run_dir: RunDirectory) -> dict[str, Any]:
         }
         for stage in summary.stages
     ]
+    trace = manifest.workload is not None and manifest.workload.kind == "trace"
+    rows = list(run_dir.request_rows()) if trace else run_dir.request_rows()  # read twice only for a trace
     starts: dict[int, int] = {}
-    for r in run_dir.request_rows():
+    for r in rows:
         if r.get("t_send_ns") is not None:
             stage = r.get("stage", 0)
             starts[stage] = min(starts.get(stage, r["t_send_ns"]), r["t_send_ns"])
@@ -94,7 +96,30 @@ def _run_view(run_dir: RunDirectory) -> dict[str, Any]:
         "stages": stages,
         "telemetry": _telemetry_series(run_dir.telemetry()),
         "stage_starts_s": sorted(t / 1e9 for t in starts.values()),
+        "timeline": _timeline(rows) if trace else None,
     }
+
+
+def _timeline(rows: list[dict[str, Any]]) -> dict[str, list]:
+    """A replayed trace's measured requests in the order the trace sent them: each one's intended send time (s
+    from the first), TTFT and E2E from that time (ms; None for a failed request), and whether it succeeded."""
+    measured = sorted(
+        (r for r in rows if r.get("phase", "measured") == "measured" and r.get("t_send_ns") is not None),
+        key=lambda r: r.get("t_intended_ns") or r["t_send_ns"],
+    )
+    if not measured:
+        return {"t_s": [], "ttft_ms": [], "e2e_ms": [], "ok": []}
+    origin = measured[0].get("t_intended_ns") or measured[0]["t_send_ns"]
+    out: dict[str, list] = {"t_s": [], "ttft_ms": [], "e2e_ms": [], "ok": []}
+    for r in measured:
+        start = r.get("t_intended_ns") or r["t_send_ns"]
+        ok = r.get("status") == "ok"
+        times = r.get("output_times_ns") or []
+        out["t_s"].append((start - origin) / 1e9)
+        out["ttft_ms"].append((times[0] - start) / 1e6 if ok and times else None)
+        out["e2e_ms"].append((r["t_end_ns"] - start) / 1e6 if ok and r.get("t_end_ns") else None)
+        out["ok"].append(ok)
+    return out
 
 
 def _telemetry_series(rows: list[TelemetrySample]) -> dict[str, list]:
@@ -243,6 +268,7 @@ def figures(data: dict[str, Any]) -> dict[str, bytes]:
         "cost_per_successful_task.png": plots.cost_per_successful_task(bars, volume),
         "monthly_cost.png": plots.monthly_cost(data["volumes"], self_hosted, apis),
         "telemetry.png": plots.telemetry(runs),
+        **({"trace.png": plots.trace_timeline(traced)} if (traced := [r for r in runs if r["timeline"]]) else {}),
     }
 
 
@@ -480,6 +506,14 @@ def _stages_blocks(data: dict[str, Any]) -> list:
         )
     )
     out.append(Figure("latency_throughput.png", "Latency against throughput: one point per stage."))
+    if any(r["timeline"] for r in runs):
+        out.append(
+            Figure(
+                "trace.png",
+                "A replayed trace over time: arrivals per second as the trace sent them, and each request's TTFT "
+                "and end-to-end latency from its intended send time (failed requests marked on the axis).",
+            )
+        )
     return out
 
 

@@ -1,4 +1,4 @@
-"""The report's four figures, drawn with matplotlib's Agg backend into PNG bytes."""
+"""The report's figures (a replayed trace adds its timeline), drawn with matplotlib's Agg backend into PNG bytes."""
 
 from __future__ import annotations
 
@@ -117,4 +117,32 @@ def telemetry(runs: list[dict[str, Any]]) -> bytes:
     axes[0].legend(fontsize=7, loc="upper right")
     axes[0].set_title("Telemetry over time (dotted lines: stage starts)")
     axes[-1].set_xlabel("seconds since the engine was ready")
+    return _png(fig)
+
+
+def trace_timeline(runs: list[dict[str, Any]]) -> bytes:
+    """A replayed trace: arrivals per second (intended send times, 1 s bins) above each request's TTFT and E2E
+    from its intended send time, on one time axis; a failed request is an x on the axis."""
+    fig, (arrivals, latency) = plt.subplots(2, 1, figsize=(10, 5.5), sharex=True, height_ratios=[1, 2])
+    for color, run in zip(COLORS, runs, strict=False):
+        line = run["timeline"]
+        t = line["t_s"]
+        if not t:
+            continue
+        bins = range(int(max(t)) + 2)
+        arrivals.hist(t, bins=bins, color=color, alpha=0.5, label=run["label"])
+        ok = [i for i, good in enumerate(line["ok"]) if good]
+        when = [t[i] for i in ok]
+        latency.plot(when, [line["ttft_ms"][i] for i in ok], "o", color=color, ms=3, label=f"{run['label']} TTFT")
+        latency.plot(
+            when, [line["e2e_ms"][i] for i in ok], "^", color=color, ms=3, alpha=0.5, label=f"{run['label']} E2E"
+        )
+        failed = [t[i] for i, good in enumerate(line["ok"]) if not good]
+        if failed:
+            latency.plot(failed, [0] * len(failed), "x", color="red", label=f"{run['label']} failed")
+    arrivals.set(title="Trace replay: arrivals and latency over time", ylabel="requests / s")
+    latency.set(xlabel="seconds since the trace's first intended send", ylabel="ms from intended send")
+    for ax in (arrivals, latency):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
     return _png(fig)

@@ -34,6 +34,20 @@ def test_a_mooncake_trace_keeps_its_times_and_its_shared_prefixes(tmp_path):
     assert sum(r["cached_prompt_tokens"] or 0 for r in records) >= 16 * 12
     assert manifest["engine"]["swa_full"]["on"] is True  # Gemma 3 reuses prefixes only with it: set for the trace
     assert "client queue (ms)" in done.stdout and "TTFT from intended" in done.stdout
+    # the report draws the replay over time: arrivals as the trace sent them, each request's latency from its
+    # intended send (the timeline is the records', in the trace's order); a run that is not a trace has none
+    from bench.report import _run_view
+    from bench.results import RunDirectory
+
+    line = _run_view(RunDirectory(run_dir))["timeline"]
+    assert line["t_s"] == pytest.approx([e - expected[0] for e in expected], abs=1e-6) and all(line["ok"])
+    assert line["ttft_ms"] == pytest.approx([(r["output_times_ns"][0] - r["t_intended_ns"]) / 1e6 for r in by_order])
+    out = tmp_path / "report"
+    built = run_bench("report", str(run_dir), "--hardware-offer", "cpu-2-core-vm", "--out", str(out), results=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert (out / "plots" / "trace.png").stat().st_size > 10_000 and "plots/trace.png" in (
+        out / "report.md"
+    ).read_text()
 
 
 def test_an_azure_trace_gives_its_lengths_and_a_window_takes_a_slice(tmp_path):
