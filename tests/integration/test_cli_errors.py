@@ -1,11 +1,10 @@
 """Bad input: one line naming what to fix, exit code 2, no traceback, nothing started or written."""
 
-import os
 import socket
-import subprocess
 
 import pytest
 
+from ..mounts import tmpfs
 from .conftest import RUN_GEMMA, needs_xllamacpp, run_bench
 
 RUN = [*RUN_GEMMA, "--requests", "1"]
@@ -113,14 +112,6 @@ def test_a_results_folder_that_is_a_file_or_read_only_starts_nothing(tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
     assert_usage_error(run_bench(*RUN, results=a_file), f"--results-dir {a_file}", "is a file, not a folder")
-    if os.geteuid() != 0:
-        pytest.skip("a read-only file system needs root to mount")
-    read_only = tmp_path / "ro"
-    read_only.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(read_only)]).returncode != 0:
-        pytest.skip("mount -t tmpfs -o ro failed here")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=64k") as read_only:
         done = run_bench(*RUN, results=read_only / "results")
         assert_usage_error(done, f"--results-dir {read_only / 'results'}", "Read-only file system", "writable")
-    finally:
-        subprocess.run(["umount", str(read_only)], check=False)

@@ -35,16 +35,16 @@ def run_dir(tmp_path_factory):
     return only_run_dir(results)
 
 
-def price(run_dir, *extra):
+def price(run_dir, *extra, api_offer="openai-gpt-4o-mini", utilization=U):
     done = run_bench(
         "cost",
         str(run_dir),
         "--hardware-offer",
         "cpu-2-core-vm",
         "--api-offer",
-        "openai-gpt-4o-mini",
+        api_offer,
         "--utilization",
-        str(U),
+        str(utilization),
         "--tasks-per-month",
         str(VOLUME),
         "--today",
@@ -94,23 +94,7 @@ def test_a_dearer_api_has_a_break_even_one_instance_carries(run_dir):
     $0.00009 there, so $36.50 a month of the VM pays for itself at about 400,000 tasks a month; at 90 %
     utilization one instance carries attempts/s x 0.9 x 2,628,000 (over 2M here). The break-even must be that
     volume worked out by hand (a pricing that never found a break-even would pass the test above)."""
-    done = run_bench(
-        "cost",
-        str(run_dir),
-        "--hardware-offer",
-        "cpu-2-core-vm",
-        "--api-offer",
-        "anthropic-claude-3-5-haiku",
-        "--utilization",
-        "0.9",
-        "--tasks-per-month",
-        str(VOLUME),
-        "--today",
-        "2026-12-01",
-        results=run_dir.parent,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads((run_dir / "cost.json").read_text())
+    report, _ = price(run_dir, api_offer="anthropic-claude-3-5-haiku", utilization=0.9)
     stage = json.loads((run_dir / "summary.json").read_text())["stages"][0]
     req = stage["requests"]
     finished = req["successful"] + req["failed"]

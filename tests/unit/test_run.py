@@ -12,6 +12,7 @@ from bench.run import EXIT_INTERNAL, EXIT_NOT_MEASURED, EXIT_OK, execute
 from bench.spec import EndpointEngine, LoadSpec, RunSpec, WorkloadSpec
 from bench.spec import Length as L
 
+from ..mounts import tmpfs
 from .conftest import fake_engine
 
 
@@ -111,17 +112,8 @@ def test_an_internal_error_is_one_line_with_its_traceback_kept(tmp_path, monkeyp
 @pytest.fixture
 def tiny_disk(tmp_path):
     """A 64 KiB tmpfs (root only: CI runs as root); skipped with the reason elsewhere."""
-    import os
-    import subprocess
-
-    if os.geteuid() != 0:
-        pytest.skip("a full-disk test needs root to mount a small tmpfs")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)]).returncode != 0:
-        pytest.skip("mount -t tmpfs failed here")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    with tmpfs(tmp_path / "disk", "size=64k") as mount:
+        yield mount
 
 
 def test_a_full_disk_stops_the_run_keeps_what_is_on_disk_and_says_so(tiny_disk):
