@@ -422,15 +422,19 @@ def _worst_gap_ms(table: RequestTable) -> np.ndarray:
     return out
 
 
+def intended_start(table: RequestTable) -> np.ndarray:
+    """Per request, when it was meant to be sent: its intended time in open loop or a trace, else its send."""
+    return np.where(np.isnan(table.t_intended), table.t_send, table.t_intended)
+
+
 def _slo_values(table: RequestTable, metric: str) -> np.ndarray:
     """The value an SLO judges per request; open-loop TTFT and E2E count from the intended send time."""
     if metric == "itl":
         return _worst_gap_ms(table)
     if metric == "tpot":
         return table.tpot_ms()
-    start = np.where(np.isnan(table.t_intended), table.t_send, table.t_intended)
     end = table.first_chunk if metric == "ttft" else table.t_end
-    return (end - start) / NS_PER_MS
+    return (end - intended_start(table)) / NS_PER_MS
 
 
 def slo_report(table: RequestTable, slo_ms: Mapping[str, float], percentile_q: float) -> SloReport:

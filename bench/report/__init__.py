@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench.cost import (
     CostError,
     PricingInputs,
@@ -39,6 +41,7 @@ from bench.format import (
     self_hosted_rows,
     task_text,
 )
+from bench.metrics.requests import MEASURED, NS_PER_MS, NS_PER_S, OK, intended_start, table_of
 from bench.records import TelemetrySample
 from bench.report import plots
 from bench.report.render import Figure, Heading, Paragraph, Table, write_documents
@@ -102,24 +105,23 @@ def _run_view(run_dir: RunDirectory) -> dict[str, Any]:
 
 def _timeline(rows: list[dict[str, Any]]) -> dict[str, list]:
     """A replayed trace's measured requests in the order the trace sent them: each one's intended send time (s
-    from the first), TTFT and E2E from that time (ms; None for a failed request), and whether it succeeded."""
-    measured = sorted(
-        (r for r in rows if r.get("phase", "measured") == "measured" and r.get("t_send_ns") is not None),
-        key=lambda r: r.get("t_intended_ns") or r["t_send_ns"],
-    )
-    if not measured:
-        return {"t_s": [], "ttft_ms": [], "e2e_ms": [], "ok": []}
-    origin = measured[0].get("t_intended_ns") or measured[0]["t_send_ns"]
-    out: dict[str, list] = {"t_s": [], "ttft_ms": [], "e2e_ms": [], "ok": []}
-    for r in measured:
-        start = r.get("t_intended_ns") or r["t_send_ns"]
-        ok = r.get("status") == "ok"
-        times = r.get("output_times_ns") or []
-        out["t_s"].append((start - origin) / 1e9)
-        out["ttft_ms"].append((times[0] - start) / 1e6 if ok and times else None)
-        out["e2e_ms"].append((r["t_end_ns"] - start) / 1e6 if ok and r.get("t_end_ns") else None)
-        out["ok"].append(ok)
-    return out
+    from the first), TTFT and E2E from that time (ms, as its SLOs judge them; None for a failed request), and
+    whether it succeeded."""
+    table = table_of(rows)
+    measured = table.select((table.phase == MEASURED) & ~np.isnan(intended_start(table)))
+    start = intended_start(measured)
+    order = np.argsort(start, kind="stable")
+    start, ok = start[order], measured.status[order] == OK
+
+    def ms(end: np.ndarray) -> list[float | None]:
+        return [float(v) if good else None for v, good in zip((end[order] - start) / NS_PER_MS, ok, strict=True)]
+
+    return {
+        "t_s": ((start - start[0]) / NS_PER_S).tolist() if len(start) else [],
+        "ttft_ms": ms(measured.first_chunk),
+        "e2e_ms": ms(measured.t_end),
+        "ok": ok.tolist(),
+    }
 
 
 def _telemetry_series(rows: list[TelemetrySample]) -> dict[str, list]:
