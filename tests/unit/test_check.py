@@ -131,15 +131,21 @@ def _run(url, root, run_id, streams=2, output_tokens=8):
     return root / run_id
 
 
+def _copy_run(src: Path, dst: Path, leave_out: tuple[str, ...] = ()) -> Path:
+    """A new run directory `dst` holding src's files (those named in leave_out apart)."""
+    dst.mkdir()
+    for f in src.iterdir():
+        if f.is_file() and f.name not in leave_out:
+            (dst / f.name).write_bytes(f.read_bytes())
+    return dst
+
+
 def _stretched(src: Path, dst: Path, factor: float, jitter: float = 0.0) -> Path:
     """A copy of a run with every time stretched `factor`-fold about its first send (sends, first tokens, tokens,
     ends), summarized again: every latency changes by exactly factor - 1 and throughput by 1/factor - 1, whatever
     the machine did. `jitter` > 0 also stretches each request's own durations by a seeded factor within
     1 +- jitter: a run of the same setup, noisy but no slower."""
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.is_file() and f.name not in ("requests.jsonl", "summary.json"):
-            (dst / f.name).write_bytes(f.read_bytes())
+    _copy_run(src, dst, leave_out=("requests.jsonl", "summary.json"))
     records = [orjson.loads(line) for line in (src / "requests.jsonl").read_bytes().splitlines()]
     origin = min(r["t_send_ns"] for r in records)
     noise = np.random.default_rng(7).uniform(1 - jitter, 1 + jitter, len(records))
@@ -244,11 +250,7 @@ def test_different_workloads_are_refused_unless_allowed(runs):
 
 def test_what_differs_in_the_measurement_is_warned(runs, tmp_path):
     """Another engine version, model digest and hardware are warnings, not refusals."""
-    copy = tmp_path / "other"
-    copy.mkdir()
-    for f in runs["same"].iterdir():
-        if f.is_file():
-            (copy / f.name).write_bytes(f.read_bytes())
+    copy = _copy_run(runs["same"], tmp_path / "other")
     manifest = json.loads((copy / "manifest.json").read_text())
     manifest["engine"]["version"] = "9.9"
     manifest["model"]["file"] = {"sha256": "0" * 64}
@@ -262,10 +264,7 @@ def test_what_differs_in_the_measurement_is_warned(runs, tmp_path):
 
 def _with_telemetry(src: Path, dst: Path, system: float, engine: float = 50.0, client: float = 5.0) -> Path:
     """A copy of a run as if measured on a 2-core machine, with flat telemetry over its measured window."""
-    dst.mkdir()
-    for f in src.iterdir():
-        if f.is_file():
-            (dst / f.name).write_bytes(f.read_bytes())
+    _copy_run(src, dst)
     manifest = json.loads((dst / "manifest.json").read_text())
     manifest["hardware"]["cpu_cores_logical"] = 2
     (dst / "manifest.json").write_text(json.dumps(manifest))
