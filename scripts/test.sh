@@ -26,7 +26,8 @@ if ! command -v tcpdump >/dev/null && command -v apt-get >/dev/null && [ "$(id -
     || echo "warning: tcpdump could not be installed; bench calibrate --wire uses a raw socket (root) instead" >&2
 fi
 # vLLM's environment and the embedding model need nothing from llama.cpp and are mostly unpacking: they are made
-# beside the llama.cpp compile (about 3 minutes off a first run), and the tests start when both are done.
+# beside the llama.cpp compile (a first run's set-up 8 min 35 s here, 10 min 25 s one after the other), and the
+# tests start when both are done.
 # The embedding model (all-MiniLM-L6-v2 from PyPI, converted to GGUF with .venv-vllm's torch) is made once and
 # cached in ~/.cache/selfhost-bench (about 40 s the first time, nothing after); without it its tests skip.
 (

@@ -78,7 +78,8 @@ def _run_view(run_dir: RunDirectory) -> dict[str, Any]:
         for stage in summary.stages
     ]
     trace = manifest.workload is not None and manifest.workload.kind == "trace"
-    rows = list(run_dir.request_rows()) if trace else run_dir.request_rows()  # read twice only for a trace
+    # a trace's rows are kept for its timeline below; any other run's are streamed once
+    rows = list(run_dir.request_rows()) if trace else run_dir.request_rows()
     starts: dict[int, int] = {}
     for r in rows:
         if r.get("t_send_ns") is not None:
@@ -108,8 +109,9 @@ def _timeline(rows: list[dict[str, Any]]) -> dict[str, list]:
     from the first), TTFT and E2E from that time (ms, as its SLOs judge them; None for a failed request), and
     whether it succeeded."""
     table = table_of(rows)
-    measured = table.select((table.phase == MEASURED) & ~np.isnan(intended_start(table)))
-    start = intended_start(measured)
+    start = intended_start(table)
+    kept = (table.phase == MEASURED) & ~np.isnan(start)
+    measured, start = table.select(kept), start[kept]
     order = np.argsort(start, kind="stable")
     start, ok = start[order], measured.status[order] == OK
 
