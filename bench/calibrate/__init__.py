@@ -164,6 +164,7 @@ def loop_figures(http: HttpClient) -> dict[str, Any]:
         "max_read_lag_ms": clock.max_read_lag_ns / 1e6,
         "clock_steps": clock.steps,
         "unbelieved_stamps": clock.unbelieved,
+        "first_reads_ahead": http.first_reads.early if http.first_reads else 0,  # read ahead of the loop's turn
     }
 
 
@@ -352,7 +353,7 @@ def format_level(shape: Shape, level: dict[str, Any]) -> str:
     if loop.get("reads"):
         reads = (
             f" | reads timed by the kernel, {loop['late_reads'] / loop['reads']:.1%} read over 1 ms late "
-            f"(worst {loop['max_read_lag_ms']:.1f} ms)"
+            f"(worst {loop['max_read_lag_ms']:.1f} ms), {loop.get('first_reads_ahead', 0):,} first tokens read ahead"
         )
     return (
         f"{shape.name:9} {level['streams']:>5} streams {level['requests']:>5} req | {wire}log TTFT err p50 "

@@ -7,7 +7,8 @@ with recvmsg, and every read brings the moment the kernel queued its last segmen
 wake up, or what else it was doing (decoding, collecting garbage, waiting for a core), never
 enters a timestamp: the loop can sleep in the kernel between tokens and cost nothing, and still
 time every token as a busy-polling loop would. A read that gathered several segments (the loop
-fell behind by more than a token's gap) carries the time of the last one. Elsewhere (https, other
+fell behind by more than a token's gap) carries the time of the last one; so that this never happens
+to a first token, the sockets awaiting one are read ahead of the loop's turn (FirstReads). Elsewhere (https, other
 systems) the time is ``perf_counter_ns()`` at the top of ``data_received``, the first moment the
 event loop hands the bytes over.
 
@@ -29,11 +30,13 @@ import errno
 import ipaddress
 import os
 import platform
+import select
 import socket
 import ssl
 import struct
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
@@ -268,6 +271,10 @@ class _Connection(asyncio.Protocol):
             return await self._future
         finally:  # a failed future holds its exception, whose traceback holds this frame and so this connection:
             self._future = None  # a cycle, kept for good while a run keeps the collector to the young (runner.py)
+
+    def awaiting_body(self) -> bool:
+        """A request is in flight and no byte of its body has arrived."""
+        return self._state not in (_IDLE, _DONE) and not self._times
 
     def usable(self) -> bool:
         return self.reusable and not self.closed and self.transport is not None and not self.transport.is_closing()
@@ -581,6 +588,59 @@ class KernelClock:
             self.offset_ns, self._read_at = offset, now
 
 
+FIRST_READ_EVERY = 16  # reads of other sockets between two looks for a first token (each look one epoll_wait)
+
+
+class FirstReads:
+    """Reads the first bytes of each response ahead of the event loop's turn.
+
+    A kernel time is exact while each read gathers one segment. When the loop falls behind (a turn of
+    hundreds of ready sockets, a burst of decoding), a socket's first token can wait in the kernel until
+    the next token arrives and the two are read, and timed, together: TTFT late by a token's gap. So each
+    socket between its request and the first bytes of the body is also in an epoll set of its own, which is
+    looked at (without waiting) every FIRST_READ_EVERY reads of other sockets, as each request starts, and
+    after each response is decoded: a first token waits for at most a few reads, never for a whole turn.
+    The loop still owns the socket; its own readiness for bytes read here finds none, which costs one
+    recvmsg."""
+
+    __slots__ = ("_epoll", "_readers", "reads_to_look", "_looking", "early")
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._readers: dict[int, Callable[[], None]] = {}
+        self.reads_to_look = FIRST_READ_EVERY  # counted down by each read of any socket (_StampedSocket)
+        self._looking = False
+        self.early = 0  # reads made here, ahead of the loop
+
+    def watch(self, fd: int, reader: Callable[[], None]) -> None:
+        if fd not in self._readers:
+            self._epoll.register(fd, select.EPOLLIN)
+            self._readers[fd] = reader
+
+    def unwatch(self, fd: int) -> None:
+        if self._readers.pop(fd, None) is not None:
+            self._epoll.unregister(fd)
+
+    def look(self) -> None:
+        """Read each watched socket that has bytes now (no waiting)."""
+        self.reads_to_look = FIRST_READ_EVERY
+        if not self._readers or self._looking:
+            return
+        self._looking = True
+        try:
+            for fd, _ in self._epoll.poll(0):
+                reader = self._readers.get(fd)
+                if reader is not None:
+                    self.early += 1
+                    reader()
+        finally:
+            self._looking = False
+
+    def close(self) -> None:
+        self._readers.clear()
+        self._epoll.close()
+
+
 class _StampedSocket:
     """A plain TCP connection read with recvmsg, each read with the kernel's receive time (Linux).
 
@@ -601,10 +661,16 @@ class _StampedSocket:
         "_space",
         "_recv",
         "_feed",
+        "_first_reads",
+        "_awaiting_first",
     )
 
-    def __init__(self, loop, sock: socket.socket, protocol: _Connection, clock: KernelClock) -> None:
+    def __init__(
+        self, loop, sock: socket.socket, protocol: _Connection, clock: KernelClock, first_reads: FirstReads
+    ) -> None:
         self._loop, self._sock, self._fd, self._protocol, self._clock = loop, sock, sock.fileno(), protocol, clock
+        self._first_reads = first_reads
+        self._awaiting_first = False  # a request was written and no body byte has come back yet
         self._out = b""
         self._closing = False
         self._view = memoryview(bytearray(READ_BYTES))
@@ -645,10 +711,20 @@ class _StampedSocket:
                 elif lag < -50_000 or lag >= MAX_STAMP_AGE_NS:  # beyond the offset's own error: not believed
                     clock.unbelieved += 1
         self._feed(self._view[:n].tobytes(), now)
+        first_reads = self._first_reads
+        if self._awaiting_first and self._protocol is not None and not self._protocol.awaiting_body():
+            self._awaiting_first = False
+            first_reads.unwatch(self._fd)
+        first_reads.reads_to_look -= 1
+        if first_reads.reads_to_look <= 0:
+            first_reads.look()
 
     def write(self, data: bytes) -> None:
         if self._closing:
             raise RuntimeError("unable to perform operation on a closed connection")
+        if not self._awaiting_first:  # a request: its first bytes back are read ahead of the loop (FirstReads)
+            self._awaiting_first = True
+            self._first_reads.watch(self._fd, self._readable)
         if not self._out:
             try:
                 sent = self._sock.send(data)
@@ -687,6 +763,7 @@ class _StampedSocket:
         if self._fd < 0:
             return
         self._closing = True
+        self._first_reads.unwatch(self._fd)
         self._loop.remove_reader(self._fd)
         if self._out:
             self._loop.remove_writer(self._fd)
@@ -696,7 +773,7 @@ class _StampedSocket:
         protocol.connection_lost(exc)  # which a run keeps from the older generations (run_event_loop)
 
 
-async def _open_stamped(loop, host: str, port: int, clock: KernelClock) -> _Connection:
+async def _open_stamped(loop, host: str, port: int, clock: KernelClock, first_reads: FirstReads) -> _Connection:
     """A connection whose reads carry the kernel's receive time (see the module's docstring)."""
     try:  # an address needs no lookup (the lookup runs in a thread: milliseconds)
         ip = ipaddress.ip_address(host)
@@ -722,7 +799,7 @@ async def _open_stamped(loop, host: str, port: int, clock: KernelClock) -> _Conn
             sock.close()
             raise
         conn = _Connection()
-        _StampedSocket(loop, sock, conn, clock)
+        _StampedSocket(loop, sock, conn, clock, first_reads)
         return conn
     raise error or OSError(f"no address for {host}:{port}")
 
@@ -749,6 +826,7 @@ class HttpClient:
         self._open: set[_Connection] = set()
         stamped = KERNEL_STAMPS and self._ssl is None and kernel_stamps is not False
         self.clock: KernelClock | None = KernelClock() if stamped else None
+        self.first_reads: FirstReads | None = FirstReads() if stamped else None
         self.stamps = "kernel receive time" if stamped else "event-loop read time"
 
     def reserve(self, connections: int) -> dict[str, int | None]:
@@ -766,7 +844,8 @@ class HttpClient:
         start = perf_ns()
         try:
             if self.clock is not None:
-                conn = await _open_stamped(loop, self.host, self.port, self.clock)
+                assert self.first_reads is not None
+                conn = await _open_stamped(loop, self.host, self.port, self.clock, self.first_reads)
             else:
                 _, conn = await loop.create_connection(
                     _Connection, self.host, self.port, ssl=self._ssl, server_hostname=self.host if self._ssl else None
@@ -793,7 +872,14 @@ class HttpClient:
         ).encode("latin-1") + body
         if self.clock is not None:
             self.clock.refresh()
+        self.look_for_first_reads()
         return await self._post(raw, timeout_s)
+
+    def look_for_first_reads(self) -> None:
+        """Read now any first token that has arrived (FirstReads); callers with long untimed work call it between
+        pieces of that work."""
+        if self.first_reads is not None:
+            self.first_reads.look()
 
     async def _post(self, raw: bytes, timeout_s: float) -> Response:
         # One timer for the whole request (connecting included): cheaper than a wait_for per step.
@@ -835,3 +921,5 @@ class HttpClient:
             conn.close()
         self._open.clear()
         self._idle.clear()
+        if self.first_reads is not None:
+            self.first_reads.close()

@@ -115,6 +115,7 @@ class StreamingClient:
                 record.error = record.error.replace(secret, "***")
             if record.output_text and secret in record.output_text:
                 record.output_text = record.output_text.replace(secret, "***")
+        self.http.look_for_first_reads()  # a decode is the longest stretch without a read
         return record
 
     async def execute(self, request: PreparedRequest, worker: int, request_id: int) -> RequestRecord:

@@ -104,6 +104,7 @@ class LoadRunner:
         self._stage_stop: str | None = None  # stops the current stage
         self._in_flight: set[asyncio.Task] = set()
         self._next_id = 0
+        self._starts_to_collect = COLLECT_EVERY_STARTS
         self._finished = 0
         self._errors = 0
         self._finishing: asyncio.Queue = asyncio.Queue()
@@ -145,6 +146,8 @@ class LoadRunner:
                 load["t_intended_ns"] = (t_intended_ns if turn_index == 0 else perf_ns()) - self.client.anchor_ns
             if item.conversation is not None:
                 load.update(conversation=item.conversation, turn=turn_index)
+            if _gc_by_runner:
+                self._collect_young()
             started = perf_ns()
             try:
                 sent = await self.client.send(request, worker, request_id)
@@ -180,6 +183,13 @@ class LoadRunner:
                 return
             previous, output = request, record.output_text or ""
 
+    def _collect_young(self) -> None:
+        """Every COLLECT_EVERY_STARTS request starts, collect the young generation (see run_event_loop)."""
+        self._starts_to_collect -= 1
+        if self._starts_to_collect <= 0:
+            self._starts_to_collect = COLLECT_EVERY_STARTS
+            gc.collect(0)
+
     async def _decode(self, sent) -> RequestRecord:
         try:
             return await self.client.complete(sent)
@@ -192,16 +202,13 @@ class LoadRunner:
         self._count(stage, record)
 
     async def _finalizer(self) -> None:
-        """Decodes finished responses one per event-loop turn, so sockets are polled between any two; under
-        run_event_loop it also collects the young garbage after each (see there), a pause of tens of µs."""
+        """Decodes finished responses one per event-loop turn, so sockets are polled between any two."""
         while True:
             job = await self._finishing.get()
             if job is None:
                 return
             stage, sent, load = job
             self._finalize(stage, _placed(await self._decode(sent), load))
-            if _gc_by_runner:
-                gc.collect(0)
             await asyncio.sleep(0)
 
     def _count(self, stage: Stage, record: RequestRecord) -> None:
@@ -346,7 +353,10 @@ def _placed(record: RequestRecord, load: dict[str, Any]) -> RequestRecord:
 
 
 LATENCY_SLICE_NS = 100_000  # the shortest slice Linux grants (0.1 ms)
-_gc_by_runner = False  # run_event_loop turned automatic garbage collection off: LoadRunner collects
+YOUNG_THRESHOLD = 100  # new tracked objects (net) that start a young collection while the load runs
+COLLECT_EVERY_STARTS = 32  # request starts between two young collections by LoadRunner
+YOUNG_ONLY = 2**31 - 1  # a threshold for the older generations that is never reached
+_gc_by_runner = False  # run_event_loop keeps the collector to the young generation: LoadRunner collects
 _latency_slice_ns = 0  # the slice run_event_loop asked for (restored when busy-polling stops)
 _SCHED_SETATTR = {"x86_64": 314, "aarch64": 274, "arm64": 274}
 
@@ -385,17 +395,24 @@ def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> An
     a read's callback too), and a collection of the older generations walks every live object: at 256
     streams x 256 tokens it paused the loop for 100-190 ms at a time, which landed in the timestamps
     of every stream then in flight. Here everything that exists before the load starts is frozen out
-    of collection, automatic collection is off, and LoadRunner collects the young generation after
-    each response it decodes (tens of µs) and everything between stages; the timed path allocates
-    nothing the collector tracks (http.py keeps times and bytes in plain lists)."""
+    of collection, only the young generation is collected while the load runs, and LoadRunner collects
+    everything between stages. The young generation is collected as it fills (Python's own threshold,
+    YOUNG_THRESHOLD objects) and every COLLECT_EVERY_STARTS request starts: collected once per decoded
+    response instead, it held what a wave of 1,024 request starts had allocated and took 9-26 ms, long
+    enough for first tokens to queue up unread (bench.clients.http). Python's count alone does not bound
+    it: the count is new objects less freed ones, and a wave frees as many old requests' objects as it
+    makes new ones (10,177 young objects were seen under a count of 100). The timed path allocates
+    nothing the collector tracks (http.py keeps times and bytes in plain lists), so no collection starts
+    inside a read."""
     global _gc_by_runner, _latency_slice_ns
     sliced = latency_slice_ns > 0 and request_latency_slice(latency_slice_ns)
     _latency_slice_ns = latency_slice_ns if sliced else 0
     managed = gc.isenabled() and not _gc_by_runner
+    thresholds = gc.get_threshold()
     if managed:
         gc.collect()
         gc.freeze()
-        gc.disable()
+        gc.set_threshold(YOUNG_THRESHOLD, YOUNG_ONLY, YOUNG_ONLY)
         _gc_by_runner = True
     try:
         try:
@@ -407,8 +424,8 @@ def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> An
     finally:
         if managed:
             _gc_by_runner = False
+            gc.set_threshold(*thresholds)
             gc.unfreeze()
-            gc.enable()
         if sliced:
             _latency_slice_ns = 0
             request_latency_slice(0)

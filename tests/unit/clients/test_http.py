@@ -252,6 +252,82 @@ def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
         assert times[0] < stall_end and client.clock.late_reads >= 1
 
 
+@pytest.mark.parametrize("read_ahead", [True, False], ids=["read-ahead", "loop-only"])
+def test_a_first_token_is_read_ahead_of_a_busy_loop_and_keeps_its_own_time(read_ahead, monkeypatch):
+    """The loop is busy from 30 to 150 ms (as with a turn of hundreds of ready sockets, or a run of decodes),
+    looking for first tokens every millisecond between pieces of its work, while a server thread writes the
+    first token at about 80 ms and the second 10 ms later. Read ahead (FirstReads), the first token is read
+    before the second arrives and carries its own time. Without it (the control: what every earlier tree
+    did), both wait in the kernel until the loop's turn, are read together and carry the second's time: the
+    TTFT error of a saturated client, a token's gap late."""
+    import socket
+    import threading
+
+    from bench.clients.http import FirstReads
+
+    if not read_ahead:
+        monkeypatch.setattr(FirstReads, "look", lambda self: None)
+    listener = socket.create_server(("127.0.0.1", 0))
+    written = []
+
+    def serve():
+        conn, _ = listener.accept()
+        with conn:
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.recv(4096)
+            conn.sendall(SSE_HEAD)
+            for gap in (0.08, 0.01, 0.25):
+                time.sleep(gap)
+                conn.sendall(chunked(b'data: {"n": %d}\n\n' % len(written))[: -len(b"0\r\n\r\n")])
+                written.append(perf_ns())
+            conn.sendall(b"0\r\n\r\n")
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+
+    async def go():
+        client = _stamped_client(f"http://127.0.0.1:{listener.getsockname()[1]}")
+        busy_until = []
+
+        def busy():  # 120 ms of work in 1 ms pieces, a look for first tokens between two
+            end = perf_ns() + 120_000_000
+            while perf_ns() < end:
+                time.sleep(0.001)
+                client.look_for_first_reads()
+            busy_until.append(perf_ns())
+
+        asyncio.get_running_loop().call_later(0.03, busy)
+        try:
+            response = await client.post("/", b"{}", 5.0)
+            return response, client, busy_until[0], dict(client.first_reads._readers)
+        finally:
+            await client.close()
+
+    try:
+        response, client, busy_end, watched_after = asyncio.run(go())
+    finally:
+        thread.join(5)
+        listener.close()
+    times = [t for t, _ in response.events]
+    assert len(times) == 3 and watched_after == {}  # a socket is watched only until its first body byte
+    if written[1] >= busy_end:
+        pytest.skip("the server thread was not scheduled in time: both tokens came after the busy stretch")
+    if read_ahead:
+        assert client.first_reads.early >= 1
+        assert written[0] - 50_000_000 < times[0] < written[1], "the first token took a later token's time"
+    else:
+        assert client.first_reads.early == 0
+        assert times[0] >= written[1] - 1_000_000, "the control read the first token alone: the test proves nothing"
+
+
+def test_the_first_read_watch_forgets_closed_sockets_and_closes_with_its_client():
+    responses, opened, client = asyncio.run(_fake_engine_streams(64, 4, keep_client=True))
+    assert opened == 64 and all(len(r.events) == 6 for r in responses)
+    watch = client.first_reads
+    assert watch._readers == {} and watch._epoll.closed  # every socket unwatched; the set closed with the client
+
+
 def test_https_and_kernel_stamps_off_use_the_loops_read_time():
     assert HttpClient("https://example.invalid").clock is None
     plain = HttpClient("http://127.0.0.1:9", kernel_stamps=False)
@@ -268,11 +344,11 @@ def test_a_clock_step_is_counted_and_the_offset_follows():
     assert clock.steps == 1 and abs(clock.offset_ns - KernelClock._measure()) < 1_000_000
 
 
-async def _fake_engine_streams(streams: int, tokens: int, kernel_stamps=None):
+async def _fake_engine_streams(streams: int, tokens: int, kernel_stamps=None, keep_client=False):
     from bench.calibrate.server import running
 
     async with running(1.0, 1.0) as url:
-        client = HttpClient(url, kernel_stamps=kernel_stamps)
+        client = _stamped_client(url) if keep_client else HttpClient(url, kernel_stamps=kernel_stamps)
         body = b'{"prompt":"x","max_tokens":%d,"stream":true}' % tokens
         client.reserve(streams)
         try:
@@ -280,7 +356,7 @@ async def _fake_engine_streams(streams: int, tokens: int, kernel_stamps=None):
             opened = len(client._open)
         finally:
             await client.close()
-    return responses, opened
+    return (responses, opened, client) if keep_client else (responses, opened)
 
 
 @pytest.mark.parametrize("kernel_stamps", [None, False], ids=["kernel-stamped", "transports"])

@@ -173,3 +173,40 @@ def test_a_chat_conversation_carries_the_earlier_turns_and_answers():
         {"role": "assistant", "content": " tok tok tok"},
         {"role": "user", "content": "third question"},
     ]
+
+
+def test_while_the_load_runs_the_collector_sweeps_the_young_generation_as_it_fills_and_nothing_older():
+    """run_event_loop: objects from before the load are frozen, young garbage is collected as it fills (a few
+    hundred objects at a time, so no single collection holds a wave of request starts), the older generations
+    never (their sweep paused the loop for 100-190 ms); the collector's settings come back afterwards."""
+    import gc
+
+    from bench.load.runner import YOUNG_THRESHOLD, run_event_loop
+
+    before = gc.get_threshold()
+    seen = {}
+
+    def count(phase, info):
+        if phase == "stop":
+            seen[info["generation"]] = seen.get(info["generation"], 0) + 1
+
+    async def allocate():
+        seen["threshold"], seen["frozen"] = gc.get_threshold(), gc.get_freeze_count()
+        kept = []
+        for i in range(20_000):  # tracked objects, as a wave of request starts allocates them
+            kept.append([i])
+            if i % 1000 == 0:
+                await asyncio.sleep(0)
+        seen["young_left"] = gc.get_count()[0]
+        return len(kept)
+
+    gc.callbacks.append(count)
+    try:
+        assert run_event_loop(allocate) == 20_000
+    finally:
+        gc.callbacks.remove(count)
+    assert seen["threshold"][0] == YOUNG_THRESHOLD and min(seen["threshold"][1:]) > 10**9
+    assert seen["frozen"] > 0
+    assert seen.get(0, 0) >= 20_000 // (YOUNG_THRESHOLD + 50)  # collected as it filled, not once at the end
+    assert seen.get(1, 0) == 0 and seen["young_left"] <= YOUNG_THRESHOLD + 1
+    assert gc.get_threshold() == before and gc.get_freeze_count() == 0
