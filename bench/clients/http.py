@@ -614,6 +614,8 @@ class FirstReads:
 
     def watch(self, fd: int, reader: Callable[[], None]) -> None:
         if fd not in self._readers:
+            if self._epoll.closed:  # the client was closed and is used again, as its pool allows
+                self._epoll = select.epoll()
             self._epoll.register(fd, select.EPOLLIN)
             self._readers[fd] = reader
 

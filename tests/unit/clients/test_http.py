@@ -195,11 +195,9 @@ def _stamped_client(url, **kwargs):
     return client
 
 
-def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
-    """The loop stalls from 30 to 150 ms while a server thread writes the first token at about 80 ms, then one
-    every 250 ms: the first token, read some 70 ms late, still carries the time it arrived. (Tokens that queue
-    up behind each other, when the loop is later than their gap, are merged by the kernel and carry the last
-    one's time: with 250 ms gaps, only a loop scheduled 180 ms after its stall would see that.)"""
+def _token_server(gaps_s, pause_before_end_s=0.0):
+    """A loopback server thread that answers one request with SSE headers, then one token after each gap,
+    then the end of the chunked body; returns (listener, written: perf_ns after each token's write, thread)."""
     import socket
     import threading
 
@@ -212,16 +210,25 @@ def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             conn.recv(4096)
             conn.sendall(SSE_HEAD)
-            for i in range(3):
-                time.sleep(0.08 if i == 0 else 0.25)
-                conn.sendall(chunked(b'data: {"n": %d}\n\n' % i)[: -len(b"0\r\n\r\n")])
+            for gap in gaps_s:
+                time.sleep(gap)
+                conn.sendall(chunked(b'data: {"n": %d}\n\n' % len(written))[: -len(b"0\r\n\r\n")])
                 written.append(perf_ns())
-            time.sleep(0.05)
+            time.sleep(pause_before_end_s)
             conn.sendall(b"0\r\n\r\n")
             time.sleep(0.05)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
+    return listener, written, thread
+
+
+def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
+    """The loop stalls from 30 to 150 ms while a server thread writes the first token at about 80 ms, then one
+    every 250 ms: the first token, read some 70 ms late, still carries the time it arrived. (Tokens that queue
+    up behind each other, when the loop is later than their gap, are merged by the kernel and carry the last
+    one's time: with 250 ms gaps, only a loop scheduled 180 ms after its stall would see that.)"""
+    listener, written, thread = _token_server((0.08, 0.25, 0.25), pause_before_end_s=0.05)
 
     async def go():
         client = _stamped_client(f"http://127.0.0.1:{listener.getsockname()[1]}")
@@ -260,31 +267,11 @@ def test_a_first_token_is_read_ahead_of_a_busy_loop_and_keeps_its_own_time(read_
     before the second arrives and carries its own time. Without it (the control: what every earlier tree
     did), both wait in the kernel until the loop's turn, are read together and carry the second's time: the
     TTFT error of a saturated client, a token's gap late."""
-    import socket
-    import threading
-
     from bench.clients.http import FirstReads
 
     if not read_ahead:
         monkeypatch.setattr(FirstReads, "look", lambda self: None)
-    listener = socket.create_server(("127.0.0.1", 0))
-    written = []
-
-    def serve():
-        conn, _ = listener.accept()
-        with conn:
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            conn.recv(4096)
-            conn.sendall(SSE_HEAD)
-            for gap in (0.08, 0.01, 0.25):
-                time.sleep(gap)
-                conn.sendall(chunked(b'data: {"n": %d}\n\n' % len(written))[: -len(b"0\r\n\r\n")])
-                written.append(perf_ns())
-            conn.sendall(b"0\r\n\r\n")
-            time.sleep(0.05)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
+    listener, written, thread = _token_server((0.08, 0.01, 0.25))
 
     async def go():
         client = _stamped_client(f"http://127.0.0.1:{listener.getsockname()[1]}")
@@ -326,6 +313,25 @@ def test_the_first_read_watch_forgets_closed_sockets_and_closes_with_its_client(
     assert opened == 64 and all(len(r.events) == 6 for r in responses)
     watch = client.first_reads
     assert watch._readers == {} and watch._epoll.closed  # every socket unwatched; the set closed with the client
+
+
+def test_a_closed_client_can_send_again():
+    """close() empties the pool; a later request opens a new connection (and a new watch set) as before."""
+
+    async def go():
+        from bench.calibrate.server import running
+
+        async with running(1.0, 1.0) as url:
+            client = _stamped_client(url)
+            body = b'{"prompt":"x","max_tokens":2,"stream":true}'
+            first = await client.post("/v1/completions", body, 10.0)
+            await client.close()
+            again = await client.post("/v1/completions", body, 10.0)
+            await client.close()
+        return first, again
+
+    first, again = asyncio.run(go())
+    assert first.status == again.status == 200 and len(again.events) == 4
 
 
 def test_https_and_kernel_stamps_off_use_the_loops_read_time():
