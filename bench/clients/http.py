@@ -208,17 +208,23 @@ class _Connection(asyncio.Protocol):
         if state in (_IDLE, _DONE):
             self.reusable = False  # bytes nobody asked for: never reuse this connection
             return
-        if state == _CHUNK_SIZE and not self._pending:  # the usual read: one whole chunk, nothing pending
-            end = data.find(b"\r\n")
-            if 0 < end < 16:
+        if state == _CHUNK_SIZE and not self._pending:  # the usual read: one whole chunk, or a few (the loop
+            pos, end = 0, data.find(b"\r\n")  # fell behind), nothing pending; what is left takes the general path
+            while 0 < end - pos < 16:
                 try:
-                    stop = end + 2 + int(data[:end], 16)
+                    stop = end + 2 + int(data[pos:end], 16)
                 except ValueError:  # a chunk extension, or not a size: the general path says which
-                    stop = -1
-                if stop > end + 2 and len(data) == stop + 2 and data.endswith(b"\r\n"):
-                    self._times.append(now)
-                    self._datas.append(data[end + 2 : stop])
+                    break
+                if stop <= end + 2 or not data.startswith(b"\r\n", stop):  # the last chunk, or one cut short
+                    break
+                self._times.append(now)
+                self._datas.append(data[end + 2 : stop])
+                pos = stop + 2
+                if pos == len(data):
                     return
+                end = data.find(b"\r\n", pos)
+            if pos:
+                data = data[pos:]
         if self._pending:
             data = self._pending + data
             self._pending = b""

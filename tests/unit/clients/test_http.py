@@ -65,6 +65,39 @@ def test_chunked_event_stream_survives_any_split(cut):
     assert times == sorted(times) and response.t_send_ns <= times[0] <= response.t_end_ns
 
 
+def test_reads_of_several_whole_chunks_or_a_chunk_cut_anywhere_keep_every_event_and_its_reads_time():
+    """After the head, the body in two reads cut at each byte: whole chunks in a read take the quick path,
+    the rest the general one; each event carries the time of the read that completed it."""
+    body = chunked(*EVENTS)
+    for cut in range(len(body) + 1):
+        conn = _Connection()
+        conn.connection_made(RecordingTransport())
+
+        async def go(conn=conn, cut=cut):
+            task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
+            await asyncio.sleep(0)
+            conn.feed(SSE_HEAD, 1)
+            for data, now in ((body[:cut], 2), (body[cut:], 3)):
+                if data:  # a socket read is never empty (that is the end of the stream)
+                    conn.feed(data, now)
+            return await asyncio.wait_for(task, 1)
+
+        response = asyncio.run(go())
+        ends = [body.index(event) + len(event) for event in EVENTS]  # where each event's last byte lies
+        assert response.events == [
+            (2 if end <= cut else 3, event[6:-2]) for end, event in zip(ends, EVENTS, strict=True)
+        ], cut
+        assert conn.usable(), cut
+
+
+@pytest.mark.parametrize("size_line", [b"-2", b"+", b"1 x"])
+def test_a_bad_chunk_size_after_whole_chunks_is_a_protocol_error(size_line):
+    with pytest.raises(HttpProtocolError):
+        run_response(SSE_HEAD + b"%s\r\n\r\nab\r\n" % size_line)
+    with pytest.raises(HttpProtocolError):  # behind a whole chunk in the same read
+        run_response(SSE_HEAD + chunked(EVENTS[0])[:-5] + b"%s\r\n\r\nab\r\n" % size_line)
+
+
 def test_events_split_across_chunks_and_crlf_line_endings():
     body = b'data: {"a":\r\n\r\ndata: 1}\r\n\r\n'
     stream = SSE_HEAD + chunked(body[:9], body[9:20], body[20:])
