@@ -104,7 +104,7 @@ class LoadRunner:
         self._stage_stop: str | None = None  # stops the current stage
         self._in_flight: set[asyncio.Task] = set()
         self._next_id = 0
-        self._starts_to_collect = COLLECT_EVERY_STARTS
+        self._young_work = 0  # what the next young collection will follow, estimated (_add_young_work)
         self._finished = 0
         self._errors = 0
         self._finishing: asyncio.Queue = asyncio.Queue()
@@ -147,7 +147,7 @@ class LoadRunner:
             if item.conversation is not None:
                 load.update(conversation=item.conversation, turn=turn_index)
             if _gc_by_runner:
-                self._collect_young()
+                self._add_young_work(YOUNG_WORK_PER_START)
             started = perf_ns()
             try:
                 sent = await self.client.send(request, worker, request_id)
@@ -183,11 +183,12 @@ class LoadRunner:
                 return
             previous, output = request, record.output_text or ""
 
-    def _collect_young(self) -> None:
-        """Every COLLECT_EVERY_STARTS request starts, collect the young generation (see run_event_loop)."""
-        self._starts_to_collect -= 1
-        if self._starts_to_collect <= 0:
-            self._starts_to_collect = COLLECT_EVERY_STARTS
+    def _add_young_work(self, work: int) -> None:
+        """Collect the young generation once what it holds reaches YOUNG_WORK_PER_COLLECTION (see run_event_loop):
+        a request start counts YOUNG_WORK_PER_START, a decoded record its output times."""
+        self._young_work += work
+        if self._young_work >= YOUNG_WORK_PER_COLLECTION:
+            self._young_work = 0
             gc.collect(0)
 
     async def _decode(self, sent) -> RequestRecord:
@@ -200,6 +201,8 @@ class LoadRunner:
     def _finalize(self, stage: Stage, record: RequestRecord) -> None:
         self.sink(record)
         self._count(stage, record)
+        if _gc_by_runner:  # the record's list of output times is young until the next collection follows it
+            self._add_young_work(len(record.output_times_ns))
 
     async def _finalizer(self) -> None:
         """Decodes finished responses one per event-loop turn, so sockets are polled between any two."""
@@ -354,7 +357,10 @@ def _placed(record: RequestRecord, load: dict[str, Any]) -> RequestRecord:
 
 LATENCY_SLICE_NS = 100_000  # the shortest slice Linux grants (0.1 ms)
 YOUNG_THRESHOLD = 100  # new tracked objects (net) that start a young collection while the load runs
-COLLECT_EVERY_STARTS = 32  # request starts between two young collections by LoadRunner
+# How much a young collection may follow, counted as references (an object of a request start, an item of a list):
+# at about 45 ns each on the development VM, 2,048 are about 0.1 ms, well under a token gap.
+YOUNG_WORK_PER_COLLECTION = 2048
+YOUNG_WORK_PER_START = 64  # a request start's new objects (its task, coroutines, futures, response): 32 per collection
 YOUNG_ONLY = 2**31 - 1  # a threshold for the older generations that is never reached
 _gc_by_runner = False  # run_event_loop keeps the collector to the young generation: LoadRunner collects
 _latency_slice_ns = 0  # the slice run_event_loop asked for (restored when busy-polling stops)
@@ -397,11 +403,14 @@ def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> An
     of every stream then in flight. Here everything that exists before the load starts is frozen out
     of collection, only the young generation is collected while the load runs, and LoadRunner collects
     everything between stages. The young generation is collected as it fills (Python's own threshold,
-    YOUNG_THRESHOLD objects) and every COLLECT_EVERY_STARTS request starts: collected once per decoded
-    response instead, it held what a wave of 1,024 request starts had allocated and took 9-26 ms, long
-    enough for first tokens to queue up unread (bench.clients.http). Python's count alone does not bound
-    it: the count is new objects less freed ones, and a wave frees as many old requests' objects as it
-    makes new ones (10,177 young objects were seen under a count of 100). The timed path allocates
+    YOUNG_THRESHOLD objects) and by LoadRunner whenever what it holds reaches YOUNG_WORK_PER_COLLECTION
+    references (32 request starts, or decoded records of 2,048 output times in all). Python's count alone
+    does not bound it: the count is new objects less freed ones, and a wave frees as many old requests'
+    objects as it makes new ones. Collected once per decoded response, a young collection held what a wave
+    of 1,024 request starts had allocated (10,177 objects under a count of 100) and took 9-26 ms; collected
+    by the count and every 32 starts, one held the records of a wave of ~100 decodes (the lists of their
+    output times: 27,000 references) and took 0.5-1.4 ms, over a 1 ms token gap. Either way first tokens
+    queued up unread (bench.clients.http). The timed path allocates
     nothing the collector tracks (http.py keeps times and bytes in plain lists), so no collection starts
     inside a read."""
     global _gc_by_runner, _latency_slice_ns

@@ -210,3 +210,37 @@ def test_while_the_load_runs_the_collector_sweeps_the_young_generation_as_it_fil
     assert seen.get(0, 0) >= 20_000 // (YOUNG_THRESHOLD + 50)  # collected as it filled, not once at the end
     assert seen.get(1, 0) == 0 and seen["young_left"] <= YOUNG_THRESHOLD + 1
     assert gc.get_threshold() == before and gc.get_freeze_count() == 0
+
+
+def test_decoded_records_are_swept_from_the_young_generation_before_their_output_times_pile_up():
+    """A wave of decodes frees about as much as it allocates, so Python's count alone let the records of ~100
+    decodes (their lists of output times) wait for one young collection that took over a token gap. LoadRunner
+    counts each finished record's output times toward the next collection: none follows much more than
+    YOUNG_WORK_PER_COLLECTION of them."""
+    import gc
+
+    from bench.load.runner import YOUNG_WORK_PER_COLLECTION, run_event_loop
+    from bench.records import RequestRecord
+
+    tokens, followed = 256, []
+
+    def young_output_times(phase, info):
+        if phase == "start" and info["generation"] == 0:
+            followed.append(sum(len(o) for o in gc.get_objects(0) if type(o) is list and len(o) == tokens))
+
+    async def finish_a_wave():  # as the finalizer does after a wave of completions: one record after another
+        kept = []
+        runner = LoadRunner(None, work(), kept.append)  # type: ignore[arg-type]
+        for i in range(128):
+            record = RequestRecord(request_id=i, worker=0, status="ok", output_times_ns=list(range(tokens)))
+            runner._finalize(stage(), record)
+        return kept
+
+    gc.callbacks.append(young_output_times)
+    try:
+        kept = run_event_loop(finish_a_wave)
+    finally:
+        gc.callbacks.remove(young_output_times)
+    assert len(kept) == 128
+    assert len(followed) >= 128 * tokens // YOUNG_WORK_PER_COLLECTION
+    assert max(followed) <= YOUNG_WORK_PER_COLLECTION + tokens, followed
