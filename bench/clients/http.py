@@ -208,23 +208,24 @@ class _Connection(asyncio.Protocol):
         if state in (_IDLE, _DONE):
             self.reusable = False  # bytes nobody asked for: never reuse this connection
             return
-        if state == _CHUNK_SIZE and not self._pending:  # the usual read: one whole chunk, or a few (the loop
-            pos, end = 0, data.find(b"\r\n")  # fell behind), nothing pending; what is left takes the general path
-            while 0 < end - pos < 16:
+        if state == _CHUNK_SIZE and not self._pending:  # the usual read: one whole chunk, nothing pending
+            end = data.find(b"\r\n")
+            if 0 < end < 16:
                 try:
-                    stop = end + 2 + int(data[pos:end], 16)
+                    stop = end + 2 + int(data[:end], 16)
                 except ValueError:  # a chunk extension, or not a size: the general path says which
-                    break
-                if stop <= end + 2 or not data.startswith(b"\r\n", stop):  # the last chunk, or one cut short
-                    break
-                self._times.append(now)
-                self._datas.append(data[end + 2 : stop])
-                pos = stop + 2
-                if pos == len(data):
+                    stop = -1
+                if stop > end + 2 and len(data) == stop + 2 and data.endswith(b"\r\n"):
+                    self._times.append(now)
+                    self._datas.append(data[end + 2 : stop])
                     return
-                end = data.find(b"\r\n", pos)
-            if pos:
-                data = data[pos:]
+                if stop > end + 2 and data.startswith(b"\r\n", stop):  # more: a loop behind by a token or two
+                    self._times.append(now)
+                    self._datas.append(data[end + 2 : stop])
+                    pos = self._whole_chunks(data, stop + 2, now)
+                    if pos == len(data):
+                        return
+                    data = data[pos:]
         if self._pending:
             data = self._pending + data
             self._pending = b""
@@ -232,6 +233,23 @@ class _Connection(asyncio.Protocol):
             self._advance(data, now)
         except (HttpProtocolError, ValueError) as exc:
             self._fail(HttpProtocolError(f"malformed HTTP response: {exc}"))
+
+    def _whole_chunks(self, data: bytes, pos: int, now: int) -> int:
+        """Take the whole chunks from data[pos:] (a read that brought several); return where they end. The
+        last chunk, one cut short and anything unusual are left to the general path (_advance)."""
+        while True:
+            end = data.find(b"\r\n", pos)
+            if not 0 < end - pos < 16:
+                return pos
+            try:
+                stop = end + 2 + int(data[pos:end], 16)
+            except ValueError:
+                return pos
+            if stop <= end + 2 or not data.startswith(b"\r\n", stop):
+                return pos
+            self._times.append(now)
+            self._datas.append(data[end + 2 : stop])
+            pos = stop + 2
 
     def eof_received(self) -> bool:
         self.closed = True  # the server will send nothing more: never hand this connection out again

@@ -184,8 +184,9 @@ class LoadRunner:
             previous, output = request, record.output_text or ""
 
     def _add_young_work(self, work: int) -> None:
-        """Collect the young generation once what it holds reaches YOUNG_WORK_PER_COLLECTION (see run_event_loop):
-        a request start counts YOUNG_WORK_PER_START, a decoded record its output times."""
+        """Collect the young generation once the work counted since this runner's last collection reaches
+        YOUNG_WORK_PER_COLLECTION (see run_event_loop): a request start counts YOUNG_WORK_PER_START, a finished
+        record its output times."""
         self._young_work += work
         if self._young_work >= YOUNG_WORK_PER_COLLECTION:
             self._young_work = 0
@@ -403,8 +404,9 @@ def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> An
     of every stream then in flight. Here everything that exists before the load starts is frozen out
     of collection, only the young generation is collected while the load runs, and LoadRunner collects
     everything between stages. The young generation is collected as it fills (Python's own threshold,
-    YOUNG_THRESHOLD objects) and by LoadRunner whenever what it holds reaches YOUNG_WORK_PER_COLLECTION
-    references (32 request starts, or decoded records of 2,048 output times in all). Python's count alone
+    YOUNG_THRESHOLD objects) and by LoadRunner whenever the request starts and output times it counted since
+    its own last collection reach YOUNG_WORK_PER_COLLECTION (a start counts YOUNG_WORK_PER_START, a finished
+    record its output times: 32 starts, 8 records of 256 tokens, or any mix). Python's count alone
     does not bound it: the count is new objects less freed ones, and a wave frees as many old requests'
     objects as it makes new ones. Collected once per decoded response, a young collection held what a wave
     of 1,024 request starts had allocated (10,177 objects under a count of 100) and took 9-26 ms; collected

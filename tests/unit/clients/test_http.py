@@ -37,17 +37,22 @@ SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Enco
 EVENTS = [b'data: {"n": 1}\n\n', b'data: {"n": 2}\n\n', b"data: [DONE]\n\n"]
 
 
-def run_response(raw: bytes, cut_every: int | None = None, close_after: bool = False):
-    """Send a request on a connection and deliver `raw` in pieces; return the response (or raise)."""
+def run_response(raw: bytes, cut_every: int | None = None, close_after: bool = False, head_apart: bool = False):
+    """Send a request on a connection and deliver `raw` in pieces (head_apart: its first SSE_HEAD bytes in a read
+    of their own, so the body's first read starts at a chunk); return the response (or raise)."""
 
     async def go():
         conn = _Connection()
         conn.connection_made(RecordingTransport())
         task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
         await asyncio.sleep(0)
-        step = cut_every or len(raw)
-        for i in range(0, len(raw), step):
-            conn.data_received(raw[i : i + step])
+        rest = raw
+        if head_apart:
+            conn.data_received(raw[: len(SSE_HEAD)])
+            rest = raw[len(SSE_HEAD) :]
+        step = cut_every or len(rest)
+        for i in range(0, len(rest), step):
+            conn.data_received(rest[i : i + step])
         if close_after:
             conn.connection_lost(None)
         return await asyncio.wait_for(task, 1), conn
@@ -92,10 +97,10 @@ def test_reads_of_several_whole_chunks_or_a_chunk_cut_anywhere_keep_every_event_
 
 @pytest.mark.parametrize("size_line", [b"-2", b"+", b"1 x"])
 def test_a_bad_chunk_size_after_whole_chunks_is_a_protocol_error(size_line):
-    with pytest.raises(HttpProtocolError):
-        run_response(SSE_HEAD + b"%s\r\n\r\nab\r\n" % size_line)
+    with pytest.raises(HttpProtocolError):  # the body's first read starts at the bad size
+        run_response(SSE_HEAD + b"%s\r\n\r\nab\r\n" % size_line, head_apart=True)
     with pytest.raises(HttpProtocolError):  # behind a whole chunk in the same read
-        run_response(SSE_HEAD + chunked(EVENTS[0])[:-5] + b"%s\r\n\r\nab\r\n" % size_line)
+        run_response(SSE_HEAD + chunked(EVENTS[0])[:-5] + b"%s\r\n\r\nab\r\n" % size_line, head_apart=True)
 
 
 def test_events_split_across_chunks_and_crlf_line_endings():
