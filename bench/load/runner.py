@@ -104,7 +104,7 @@ class LoadRunner:
         self._stage_stop: str | None = None  # stops the current stage
         self._in_flight: set[asyncio.Task] = set()
         self._next_id = 0
-        self._young_work = 0  # what the next young collection will follow, estimated (_add_young_work)
+        self._young_work = 0  # starts and output times counted since this runner's last young collection
         self._finished = 0
         self._errors = 0
         self._finishing: asyncio.Queue = asyncio.Queue()
@@ -146,8 +146,7 @@ class LoadRunner:
                 load["t_intended_ns"] = (t_intended_ns if turn_index == 0 else perf_ns()) - self.client.anchor_ns
             if item.conversation is not None:
                 load.update(conversation=item.conversation, turn=turn_index)
-            if _gc_by_runner:
-                self._add_young_work(YOUNG_WORK_PER_START)
+            self._add_young_work(YOUNG_WORK_PER_START)
             started = perf_ns()
             try:
                 sent = await self.client.send(request, worker, request_id)
@@ -186,7 +185,9 @@ class LoadRunner:
     def _add_young_work(self, work: int) -> None:
         """Collect the young generation once the work counted since this runner's last collection reaches
         YOUNG_WORK_PER_COLLECTION (see run_event_loop): a request start counts YOUNG_WORK_PER_START, a finished
-        record its output times."""
+        record its output times. Only while run_event_loop keeps the collector to the young generation."""
+        if not _gc_by_runner:
+            return
         self._young_work += work
         if self._young_work >= YOUNG_WORK_PER_COLLECTION:
             self._young_work = 0
@@ -202,8 +203,7 @@ class LoadRunner:
     def _finalize(self, stage: Stage, record: RequestRecord) -> None:
         self.sink(record)
         self._count(stage, record)
-        if _gc_by_runner:  # the record's list of output times is young until the next collection follows it
-            self._add_young_work(len(record.output_times_ns))
+        self._add_young_work(len(record.output_times_ns))  # its list is young until a collection follows it
 
     async def _finalizer(self) -> None:
         """Decodes finished responses one per event-loop turn, so sockets are polled between any two."""
@@ -412,9 +412,8 @@ def run_event_loop(coro_factory, latency_slice_ns: int = LATENCY_SLICE_NS) -> An
     of 1,024 request starts had allocated (10,177 objects under a count of 100) and took 9-26 ms; collected
     by the count and every 32 starts, one held the records of a wave of ~100 decodes (the lists of their
     output times: 27,000 references) and took 0.5-1.4 ms, over a 1 ms token gap. Either way first tokens
-    queued up unread (bench.clients.http). The timed path allocates
-    nothing the collector tracks (http.py keeps times and bytes in plain lists), so no collection starts
-    inside a read."""
+    queued up unread (bench.clients.http). The timed path allocates nothing the collector tracks (http.py
+    keeps times and bytes in plain lists), so no collection starts inside a read."""
     global _gc_by_runner, _latency_slice_ns
     sliced = latency_slice_ns > 0 and request_latency_slice(latency_slice_ns)
     _latency_slice_ns = latency_slice_ns if sliced else 0
