@@ -156,9 +156,10 @@ def loop_figures(http: HttpClient) -> dict[str, Any]:
     """How the client timed its reads, and how late its event loop read them (kernel-stamped reads only)."""
     clock = http.clock
     if clock is None:
-        return {"timestamps": http.stamps}
+        return {"timestamps": http.stamps, "read_path": http.read_path}
     return {
         "timestamps": http.stamps,
+        "read_path": http.read_path,
         "reads": clock.reads,
         "late_reads": clock.late_reads,  # read more than 1 ms after their bytes arrived
         "max_read_lag_ms": clock.max_read_lag_ns / 1e6,

@@ -76,10 +76,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         raise UsageError(f"--run-id {run_id!r}: a folder name, without '/'")
     run_dir = RunDirectory.create(args.results_dir, run_id)
     say("calibrating the load generator against a loopback server with known timing (shares this machine's cores)")
-    stamps = HttpClient("http://127.0.0.1:1").stamps  # what times this machine's reads (bench.clients.http)
+    probe = HttpClient("http://127.0.0.1:1")  # what reads and times this machine's sockets (bench.clients.http)
     say(
         f"client event loop: {'busy-polling (one core kept busy)' if args.busy_poll else 'idle-waiting'}; "
-        f"each read timed by the {stamps}"
+        f"each read timed by the {probe.stamps}, read by the {probe.read_path} path"
     )
     report = calibrate(shapes, args.requests_per_stream, run_dir.path, args.busy_poll, progress=say, wire=args.wire)
     if args.wire != "off":

@@ -187,7 +187,9 @@ class _Connection(asyncio.Protocol):
         self._state = _IDLE
         self._future: asyncio.Future[Response] | None = None
         self._pending = b""
-        self.bytes_received = 0
+        self._times: list[int] = []
+        self._datas: list[bytes] = []
+        self.received = False  # any byte of the response came back (reads of whole chunks skip feed: after the head)
 
     # -- asyncio.Protocol ------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -199,7 +201,7 @@ class _Connection(asyncio.Protocol):
     def feed(self, data: bytes, now: int) -> None:
         """Bytes that arrived at `now` (perf_counter_ns)."""
         state = self._state
-        self.bytes_received += len(data)
+        self.received = True
         if state == _CHUNK_DATA and len(data) < self._remaining:  # the middle of a long chunk
             self._times.append(now)
             self._datas.append(data)
@@ -277,7 +279,7 @@ class _Connection(asyncio.Protocol):
         self._datas: list[bytes] = []
         self._remaining = 0
         self._t_headers = 0
-        self.bytes_received = 0
+        self.received = False
         assert self.transport is not None
         # The server may close a kept-alive connection between its hand-out and this write (the loop ran
         # in between); that is a connection error the caller retries, not a client defect.
@@ -572,6 +574,13 @@ KERNEL_STAMPS = sys.platform.startswith("linux") and platform.machine() in (
 READ_BYTES = 64 * 1024  # one read's buffer: a backlog of 64 KiB, under malloc's mmap threshold
 LATE_READ_NS = 1_000_000  # a read this long after its bytes arrived is counted as late
 MAX_STAMP_AGE_NS = 60 * 1_000_000_000  # a kernel time older than this is not believed
+UNBELIEVED_AHEAD_NS = 50_000  # a kernel time this far after the read is beyond the offset's own error
+try:  # the read's hot path compiled (bench/clients/_stamped.c), where the install could build it
+    from bench.clients import _stamped
+except ImportError:
+    _stamped = None
+else:
+    _stamped.configure(LATE_READ_NS, MAX_STAMP_AGE_NS, UNBELIEVED_AHEAD_NS)
 _TIMESPEC = struct.Struct("ll")
 _unpack_timespec = _TIMESPEC.unpack_from
 
@@ -686,6 +695,7 @@ class _StampedSocket:
         "_views",
         "_space",
         "_recv",
+        "_read",
         "_feed",
         "_first_reads",
         "_awaiting_first",
@@ -703,26 +713,49 @@ class _StampedSocket:
         self._views = (self._view,)
         self._space = socket.CMSG_SPACE(_TIMESPEC.size)
         self._recv = sock.recvmsg_into
+        self._read = _stamped.read if _stamped is not None else self._read_in_python
         self._feed = protocol.feed
         protocol.connection_made(self)  # type: ignore[arg-type]
         loop.add_reader(self._fd, self._readable)
 
     def _readable(self) -> None:
+        protocol = self._protocol
         try:
-            n, ancillary, _, _ = self._recv(self._views, self._space)
+            rest = self._read(
+                self._fd,
+                self._view,
+                self._clock,
+                protocol._times,
+                protocol._datas,
+                protocol._state == _CHUNK_SIZE and not protocol._pending,
+            )
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:
             self._lost(exc)
             return
+        if rest is not None:  # what the read did not take as whole chunks, for the parser
+            data, now = rest
+            if not data:
+                protocol.eof_received()
+                self._lost(None)
+                return
+            self._feed(data, now)
+        first_reads = self._first_reads
+        if self._awaiting_first and self._protocol is not None and not self._protocol.awaiting_body():
+            self._awaiting_first = False
+            first_reads.unwatch(self._fd)
+        first_reads.reads_to_look -= 1
+        if first_reads.reads_to_look <= 0:
+            first_reads.look()
+
+    def _read_in_python(self, fd, view, clock, times, datas, at_chunk) -> tuple[bytes, int]:
+        """One read and its arrival time, as bench.clients._stamped.read makes them (where it was not built):
+        the whole read is left to _Connection.feed, whose quick path takes the whole chunks."""
+        n, ancillary, _, _ = self._recv(self._views, self._space)
         read = perf_ns()
-        if not n:
-            self._protocol.eof_received()
-            self._lost(None)
-            return
         now = read
-        if ancillary:
-            clock = self._clock
+        if n and ancillary:
             level, kind, value = ancillary[0]
             if kind == SO_TIMESTAMPNS:
                 clock.reads += 1
@@ -734,16 +767,9 @@ class _StampedSocket:
                         clock.late_reads += 1
                         if lag > clock.max_read_lag_ns:
                             clock.max_read_lag_ns = lag
-                elif lag < -50_000 or lag >= MAX_STAMP_AGE_NS:  # beyond the offset's own error: not believed
+                elif lag < -UNBELIEVED_AHEAD_NS or lag >= MAX_STAMP_AGE_NS:  # beyond the offset's own error
                     clock.unbelieved += 1
-        self._feed(self._view[:n].tobytes(), now)
-        first_reads = self._first_reads
-        if self._awaiting_first and self._protocol is not None and not self._protocol.awaiting_body():
-            self._awaiting_first = False
-            first_reads.unwatch(self._fd)
-        first_reads.reads_to_look -= 1
-        if first_reads.reads_to_look <= 0:
-            first_reads.look()
+        return view[:n].tobytes(), now
 
     def write(self, data: bytes) -> None:
         if self._closing:
@@ -854,6 +880,8 @@ class HttpClient:
         self.clock: KernelClock | None = KernelClock() if stamped else None
         self.first_reads: FirstReads | None = FirstReads() if stamped else None
         self.stamps = "kernel receive time" if stamped else "event-loop read time"
+        # which code reads the sockets: bench.clients._stamped (compiled at install), its Python twin, or asyncio's
+        self.read_path = ("compiled" if _stamped is not None else "python") if stamped else "asyncio transport"
 
     def reserve(self, connections: int) -> dict[str, int | None]:
         """Make room for this many connections at once (see reserve_connections)."""
@@ -923,7 +951,7 @@ class HttpClient:
                         response = await conn.request(raw)
                         ok = True
                     except ConnectionError:
-                        if attempt == 1 and connect_ns is None and conn.bytes_received == 0:
+                        if attempt == 1 and connect_ns is None and not conn.received:
                             continue
                         raise
                     finally:

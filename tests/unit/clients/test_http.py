@@ -261,7 +261,7 @@ def _token_server(gaps_s, pause_before_end_s=0.0):
     return listener, written, thread
 
 
-def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
+def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads(read_path):
     """The loop stalls from 30 to 150 ms while a server thread writes the first token at about 80 ms, then one
     every 250 ms: the first token, read some 70 ms late, still carries the time it arrived. (Tokens that queue
     up behind each other, when the loop is later than their gap, are merged by the kernel and carry the last
@@ -298,7 +298,7 @@ def test_reads_carry_the_kernels_receive_time_however_late_the_loop_reads():
 
 
 @pytest.mark.parametrize("read_ahead", [True, False], ids=["read-ahead", "loop-only"])
-def test_a_first_token_is_read_ahead_of_a_busy_loop_and_keeps_its_own_time(read_ahead, monkeypatch):
+def test_a_first_token_is_read_ahead_of_a_busy_loop_and_keeps_its_own_time(read_ahead, monkeypatch, read_path):
     """The loop is busy from 30 to 150 ms (as with a turn of hundreds of ready sockets, or a run of decodes),
     looking for first tokens every millisecond between pieces of its work, while a server thread writes the
     first token at about 80 ms and the second 10 ms later. Read ahead (FirstReads), the first token is read
@@ -353,7 +353,7 @@ def test_the_first_read_watch_forgets_closed_sockets_and_closes_with_its_client(
     assert watch._readers == {} and watch._epoll.closed  # every socket unwatched; the set closed with the client
 
 
-def test_a_closed_client_can_send_again():
+def test_a_closed_client_can_send_again(read_path):
     """close() empties the pool; a later request opens a new connection (and a new watch set) as before."""
 
     async def go():

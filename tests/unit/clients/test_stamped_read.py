@@ -1,0 +1,216 @@
+"""The timed read's two paths: bench.clients._stamped (compiled from bench/clients/_stamped.c at install) and
+_StampedSocket._read_in_python, where it was not built. Each reads a real loopback TCP socket; whatever it does
+not take as whole chunks goes to _Connection.feed. Checked against feed alone, given the same bytes at the same
+time, over random chunked bodies cut at random places."""
+
+import asyncio
+import fcntl
+import random
+import select
+import socket
+import struct
+import sys
+import termios
+
+import pytest
+
+from bench.clients import http
+from bench.clients.http import SO_TIMESTAMPNS, FirstReads, KernelClock, _Connection, _StampedSocket, perf_ns
+
+pytestmark = pytest.mark.skipif(not http.KERNEL_STAMPS, reason="kernel receive times need Linux")
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+@pytest.fixture(autouse=True)
+def timestamping_on():
+    """Keeps the kernel's receive timestamps on for the test. The first socket to ask for them turns them on
+    from a work queue, a moment later (net_enable_timestamp): bytes that come before carry no time, and their
+    reads take the read's own. A socket kept open with SO_TIMESTAMPNS, probed until its reads carry one."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    keeper = socket.create_connection(listener.getsockname())
+    peer, _ = listener.accept()
+    keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    for _ in range(1000):
+        peer.sendall(b"x")
+        if keeper.recvmsg(16, 64)[1]:
+            break
+        select.select([], [], [], 0.001)
+    else:
+        pytest.fail("the kernel gave no receive time within a second")
+    yield
+    for sock in (keeper, peer, listener):
+        sock.close()
+
+
+class _NoLoop:
+    """Stands in for the event loop: these tests call _readable themselves, one read per send."""
+
+    def add_reader(self, fd, callback):
+        pass
+
+    def remove_reader(self, fd):
+        pass
+
+    def call_soon(self, callback, *args):
+        callback(*args)
+
+
+def _random_body(rng: random.Random) -> tuple[bytes, list[bytes], list[int]]:
+    """A chunked body of SSE events (sometimes several to a chunk, one cut across two, a chunk extension, an
+    upper-case size), the events' payloads and where each chunk ends."""
+    events = [b'data: {"n": %d, "t": "%s"}\n\n' % (i, b"x" * rng.randrange(0, 40)) for i in range(12)]
+    stream = b"".join(events)
+    body, pos, ends = b"", 0, []
+    while pos < len(stream):
+        take = min(len(stream) - pos, rng.choice((len(events[0]), rng.randrange(1, 90))))
+        size = f"{take:x}".upper() if rng.random() < 0.2 else f"{take:x}"
+        body += (
+            size.encode() + (b";ext=1" if rng.random() < 0.05 else b"") + b"\r\n" + stream[pos : pos + take] + b"\r\n"
+        )
+        pos += take
+        ends.append(len(body))
+    return body + b"0\r\n\r\n", [e[6:-2] for e in events], ends
+
+
+def _queued(sock: socket.socket) -> int:
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+
+
+def test_reads_take_whole_chunks_as_the_parser_would_and_keep_each_reads_time(read_path):
+    rng = random.Random(15)
+    listener = socket.create_server(("127.0.0.1", 0))
+    all_taken = []  # reads the read itself took whole (it returned no rest for feed)
+    for _ in range(60):
+        client = socket.create_connection(listener.getsockname())
+        server, _ = listener.accept()
+        client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        client.setblocking(False)
+        body, payloads, ends = _random_body(rng)
+
+        async def go(client=client, server=server, body=body, ends=ends):
+            conn, reference = _Connection(), _Connection()
+            clock = KernelClock()
+            stamped = _StampedSocket(_NoLoop(), client, conn, clock, FirstReads())
+            read = stamped._read
+
+            def counted(*args):
+                rest = read(*args)
+                all_taken.append(rest is None)
+                return rest
+
+            stamped._read = counted
+            reference.connection_made(_Sink())
+            tasks = [asyncio.create_task(c.request(b"POST / HTTP/1.1\r\n\r\n")) for c in (conn, reference)]
+            await asyncio.sleep(0)
+            sent, pos, cuts = HEAD + body, 0, 0
+            boundaries = [len(HEAD)] + [len(HEAD) + end for end in ends] + [len(sent)]
+            while pos < len(sent):
+                ahead = [b for b in boundaries if b > pos][: rng.randrange(1, 4)]
+                if rng.random() < 0.6:  # a read that ends where a chunk does (a server writes a chunk at a time)
+                    piece = sent[pos : ahead[-1]]
+                else:  # one cut anywhere
+                    piece = sent[pos : pos + rng.choice((rng.randrange(1, 40), rng.randrange(1, 400)))]
+                sent_at = perf_ns()
+                server.sendall(piece)
+                pos += len(piece)
+                select.select([client], [], [], 1.0)
+                while _queued(client) < len(piece):  # loopback delivers within the send; this is a safety net
+                    select.select([], [], [], 0.001)
+                before = len(conn._times)
+                read_at = perf_ns()
+                stamped._readable()
+                cuts += 1
+                now = conn._times[-1] if len(conn._times) > before else 0  # a read of framing alone keeps no time
+                # the kernel's time: after the send began and before the read (mapped with an offset good to µs)
+                assert now == 0 or sent_at - 50_000 < now < read_at, (now - sent_at, read_at - now)
+                assert all(t == now for t in conn._times[before:])  # every piece of a read: that read's time
+                reference.feed(piece, now)
+                for name in ("_times", "_datas", "_state", "_pending", "_remaining"):
+                    assert getattr(conn, name) == getattr(reference, name), (name, cuts)
+            responses = await asyncio.gather(*(asyncio.wait_for(t, 1) for t in tasks))
+            return responses, clock, cuts
+
+        (response, expected), clock, cuts = asyncio.run(go())
+        client.close()
+        server.close()
+        assert [p for _, p in response.events] == payloads == [p for _, p in expected.events]
+        assert response.complete and clock.reads == cuts and clock.unbelieved == 0
+    listener.close()
+    # the compiled read took the whole chunks of many reads itself; the Python one leaves every read to feed
+    assert (sum(all_taken) > 100) if read_path == "compiled" else not any(all_taken)
+
+
+class _Sink:
+    def write(self, data):
+        pass
+
+    def close(self):
+        pass
+
+    def is_closing(self):
+        return False
+
+
+def test_end_of_file_and_an_empty_socket(read_path):
+    """Nothing to read is BlockingIOError (the loop's readiness was for bytes read ahead); the peer's close is
+    the end of the stream, mid-response a cut."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    client.setblocking(False)
+
+    async def go():
+        conn = _Connection()
+        stamped = _StampedSocket(_NoLoop(), client, conn, KernelClock(), FirstReads())
+        task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
+        await asyncio.sleep(0)
+        stamped._readable()  # nothing there yet: no error, no state change
+        assert conn._state == http._HEADERS and not conn.closed
+        server.sendall(HEAD + b"5\r\nhello\r\n")
+        select.select([client], [], [], 1.0)
+        stamped._readable()
+        server.close()
+        select.select([client], [], [], 1.0)
+        stamped._readable()
+        with pytest.raises(http.StreamCut) as cut:
+            await asyncio.wait_for(task, 1)
+        return conn, cut.value.partial
+
+    conn, partial = asyncio.run(go())
+    assert conn.closed and partial.datas == [b"hello"]
+    listener.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="Linux")
+def test_the_compiled_read_needs_its_bounds_and_lists():
+    if http._stamped is None:
+        pytest.fail("bench.clients._stamped was not built: pip install -e . compiles it")
+    with pytest.raises(TypeError):
+        http._stamped.read(0, bytearray(8), None, (), [], True)
+
+
+@pytest.mark.parametrize("body", [b"5\r\nhelloXX", b"3\r\nabc\r\n5\r\nhello\n\r"], ids=["alone", "behind-a-chunk"])
+def test_a_chunk_not_followed_by_its_crlf_is_a_protocol_error(read_path, body):
+    """The read leaves a chunk it cannot take to the parser, which says what is wrong with it."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    client.setblocking(False)
+
+    async def go():
+        conn = _Connection()
+        stamped = _StampedSocket(_NoLoop(), client, conn, KernelClock(), FirstReads())
+        task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
+        await asyncio.sleep(0)
+        for piece in (HEAD, body):
+            server.sendall(piece)
+            select.select([client], [], [], 1.0)
+            stamped._readable()
+        with pytest.raises(http.HttpProtocolError, match="CRLF"):
+            await asyncio.wait_for(task, 1)
+
+    asyncio.run(go())
+    for sock in (client, server, listener):
+        sock.close()
