@@ -30,6 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import psutil
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -78,12 +80,14 @@ def child(args: argparse.Namespace) -> int:
     else:
         records, anchor = run_event_loop(drive)
     after, wall = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - wall
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     clock = getattr(http_client[0], "clock", None)  # kernel-stamped reads (trees since issue 15)
     loop = {"timestamps": getattr(http_client[0], "stamps", "event-loop read time")}
+    loop["read_path"] = getattr(http_client[0], "read_path", "python")  # trees before the compiled read: python
     if clock is not None:
         loop.update(reads=clock.reads, late_reads=clock.late_reads, max_read_lag_ms=clock.max_read_lag_ns / 1e6)
-    out = {"anchor": anchor, "cpu_s": cpu, "wall_s": wall, "bench": bench.__file__, "records": records, "loop": loop}
+    out = {"anchor": anchor, "cpu_s": user + system, "cpu_system_s": system, "wall_s": wall, "bench": bench.__file__}
+    out.update(records=records, loop=loop)
     Path(args.out).write_bytes(orjson.dumps(out))
     return 0
 
@@ -191,7 +195,7 @@ def main() -> int:
                     for tree_name, tree in trees:
                         env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
                         for mode in modes:
-                            level = _level(args, work, url, port, shape, streams, mode, env, method, tmp)
+                            level = _level(args, work, url, port, shape, streams, mode, env, method, tmp, server)
                             level.update(tree=tree_name)
                             levels.append(level)
                             print(f"{tree_name:>8} " + _row(level), file=sys.stderr, flush=True)
@@ -206,7 +210,7 @@ def main() -> int:
     return 0
 
 
-def _level(args, work, url, port, shape, streams, mode, env, method, tmp) -> dict:
+def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server) -> dict:
     """One level for one tree and mode: wait for quiet, capture, drive the client in its own interpreter."""
     from bench.calibrate import MIN_REQUESTS_PER_LEVEL, level_figures
     from bench.calibrate.wire import start_capture
@@ -216,12 +220,15 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp) -> dic
     busy = wait_for_quiet(args.quiet_below, args.quiet_wait) if args.quiet_below else None
     load = load_average()
     capture = start_capture(port, work, method, "wire") if method else None
+    server_process = psutil.Process(server.pid)
+    server_cpu, started = sum(server_process.cpu_times()[:2]), time.monotonic()
     out = work / "records.json"
     cmd = [sys.executable, __file__, "--child", "--url", url, "--streams", str(streams)]
     cmd += ["--requests", str(requests), "--tokens", str(shape.tokens), "--out", str(out), "--mode", mode]
     try:
         subprocess.run(cmd, env=env, check=True, cwd=tmp)
     finally:
+        server_cpu = (sum(server_process.cpu_times()[:2]) - server_cpu) / (time.monotonic() - started)
         captured = capture.stop() if capture else None
     data = json.loads(out.read_bytes())
     records = [RequestRecord.from_row(r) for r in data["records"]]
@@ -233,15 +240,35 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp) -> dic
         others_busy=busy,
         client=data["bench"],
         loop=data.get("loop"),
+        # the share of the client's CPU in the kernel: its reads and, on loopback, the delivery of its ACKs into
+        # the server's socket, which runs in the client's own system call
+        client_system_share=data["cpu_system_s"] / data["cpu_s"] if data.get("cpu_system_s") is not None else None,
+        server_cpu_percent=server_cpu * 100,
     )
+    reads = (data.get("loop") or {}).get("reads")
+    streamed = sum(len(r.output_times_ns) for r in records if r.status == "ok")
+    level["tokens_per_read"] = streamed / reads if reads else None
     return level
 
 
 HEADER = (
     "| shape | streams | mode | TTFT err vs wire p50 / p99 / max (ms) | p99 vs log (ms) | TPOT err p99 (ms) "
-    "| CPU-s per 1M tok | client CPU | tok/s delivered | failed | load (others busy) |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| CPU-s per 1M tok (kernel share) | client CPU | server CPU | tokens per read | tok/s delivered | failed "
+    "| load (others busy) |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
+
+
+def _number(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _share(value: float | None) -> str:
+    return "" if value is None else f" ({value:.0%})"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.0f}%"
 
 
 def _row(level: dict) -> str:
@@ -257,7 +284,9 @@ def _row(level: dict) -> str:
     return (
         f"| {level['shape']} | {level['streams']:,} | {level['mode']} | {ms(w.get('p50'))} / {ms(w.get('p99'))} / "
         f"{ms(w.get('max'))} | {ms(level['ttft_error_ms']['p99'])} | {ms(tpot)} | "
-        f"{'-' if cpu is None else f'{cpu:.1f}'} | {level['client_cpu_percent'] or 0:.0f}% | "
+        f"{'-' if cpu is None else f'{cpu:.1f}'}{_share(level.get('client_system_share'))} | "
+        f"{level['client_cpu_percent'] or 0:.0f}% | {_percent(level.get('server_cpu_percent'))} | "
+        f"{_number(level.get('tokens_per_read'), '.2f')} | "
         f"{level['output_tokens_per_s'] or 0:,.0f} | {level['failed']} | {level['load_average']:.2f}"
         + ("" if level.get("others_busy") is None else f" ({level['others_busy']:.1f})")
         + " |"
