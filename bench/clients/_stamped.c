@@ -21,6 +21,7 @@ it is: so this takes only what the Python parser would take in the very same way
 #include <Python.h>
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -152,6 +153,10 @@ stamped_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long fd_long = PyLong_AsLong(args[0]);
     if (fd_long == -1 && PyErr_Occurred())
         return NULL;
+    if (fd_long < 0 || fd_long > INT_MAX) {
+        PyErr_Format(PyExc_ValueError, "read(): %ld is not a file descriptor", fd_long);
+        return NULL;
+    }
     int fd = (int)fd_long;
     PyObject *clock = args[2], *times = args[3], *datas = args[4];
     if (!PyList_CheckExact(times) || !PyList_CheckExact(datas)) {
@@ -187,7 +192,8 @@ stamped_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     long long now_ns = read_ns;
     if (n > 0 && clock != Py_None) {
         struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
-        if (cmsg != NULL && cmsg->cmsg_type == SCM_TIMESTAMPNS) {
+        if (cmsg != NULL && cmsg->cmsg_level == SOL_SOCKET && cmsg->cmsg_type == SCM_TIMESTAMPNS
+            && cmsg->cmsg_len >= CMSG_LEN(sizeof(struct timespec))) {
             struct timespec kernel;
             memcpy(&kernel, CMSG_DATA(cmsg), sizeof(kernel));
             if (arrival(clock, read_ns, (long long)kernel.tv_sec * 1000000000LL + kernel.tv_nsec, &now_ns) < 0) {
@@ -227,8 +233,14 @@ stamped_read(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyObject *
 configure(PyObject *module, PyObject *args)
 {
-    if (!PyArg_ParseTuple(args, "LLL", &late_read_ns, &max_stamp_age_ns, &unbelieved_ahead_ns))
+    long long late, max_age, ahead;
+    if (!PyArg_ParseTuple(args, "LLL", &late, &max_age, &ahead))
         return NULL;
+    if (late < 0 || max_age <= 0 || ahead < 0) {
+        PyErr_SetString(PyExc_ValueError, "configure(): the bounds are durations in ns (max_stamp_age_ns > 0)");
+        return NULL;
+    }
+    late_read_ns = late, max_stamp_age_ns = max_age, unbelieved_ahead_ns = ahead;
     Py_RETURN_NONE;
 }
 

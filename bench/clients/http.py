@@ -577,10 +577,10 @@ MAX_STAMP_AGE_NS = 60 * 1_000_000_000  # a kernel time older than this is not be
 UNBELIEVED_AHEAD_NS = 50_000  # a kernel time this far after the read is beyond the offset's own error
 try:  # the read's hot path compiled (bench/clients/_stamped.c), where the install could build it
     from bench.clients import _stamped
-except ImportError:
-    _stamped = None
-else:
+
     _stamped.configure(LATE_READ_NS, MAX_STAMP_AGE_NS, UNBELIEVED_AHEAD_NS)
+except (ImportError, AttributeError):  # not built (no compiler or Python headers), or built from another tree
+    _stamped = None
 _TIMESPEC = struct.Struct("ll")
 _unpack_timespec = _TIMESPEC.unpack_from
 

@@ -9,7 +9,6 @@ import random
 import select
 import socket
 import struct
-import sys
 import termios
 
 import pytest
@@ -56,21 +55,37 @@ class _NoLoop:
         callback(*args)
 
 
-def _random_body(rng: random.Random) -> tuple[bytes, list[bytes], list[int]]:
-    """A chunked body of SSE events (sometimes several to a chunk, one cut across two, a chunk extension, an
-    upper-case size), the events' payloads and where each chunk ends."""
+# Size lines the parser reads (int(x, 16)) besides plain hex digits; the compiled read leaves each to it
+_SIZE_SPELLINGS = (
+    lambda h: h.upper(),
+    lambda h: "0" * 5 + h,  # leading zeros
+    lambda h: h.rjust(16, "0"),  # 16 digits: beyond the quick paths, for the general one
+    lambda h: " " + h,
+    lambda h: h + " ",
+    lambda h: "+" + h,
+    lambda h: "0x" + h,
+    lambda h: h[0] + "_" + h[1:] if len(h) > 1 else h,
+    lambda h: h + ";ext=1",  # a chunk extension
+)
+
+
+def _random_body(rng: random.Random) -> tuple[bytes, list[bytes], list[int], list[int]]:
+    """A chunked body of SSE events (sometimes several to a chunk, one cut across two, a size spelt as only the
+    parser reads it), the events' payloads, and where each chunk and each size line ends."""
     events = [b'data: {"n": %d, "t": "%s"}\n\n' % (i, b"x" * rng.randrange(0, 40)) for i in range(12)]
     stream = b"".join(events)
-    body, pos, ends = b"", 0, []
+    body, pos, chunk_ends, size_ends = b"", 0, [], []
     while pos < len(stream):
         take = min(len(stream) - pos, rng.choice((len(events[0]), rng.randrange(1, 90))))
-        size = f"{take:x}".upper() if rng.random() < 0.2 else f"{take:x}"
-        body += (
-            size.encode() + (b";ext=1" if rng.random() < 0.05 else b"") + b"\r\n" + stream[pos : pos + take] + b"\r\n"
-        )
+        size = f"{take:x}"
+        if rng.random() < 0.25:
+            size = rng.choice(_SIZE_SPELLINGS)(size)
+        body += size.encode() + b"\r\n"
+        size_ends.append(len(body))
+        body += stream[pos : pos + take] + b"\r\n"
         pos += take
-        ends.append(len(body))
-    return body + b"0\r\n\r\n", [e[6:-2] for e in events], ends
+        chunk_ends.append(len(body))
+    return body + b"0\r\n\r\n", [e[6:-2] for e in events], chunk_ends, size_ends
 
 
 def _queued(sock: socket.socket) -> int:
@@ -86,9 +101,9 @@ def test_reads_take_whole_chunks_as_the_parser_would_and_keep_each_reads_time(re
         server, _ = listener.accept()
         client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         client.setblocking(False)
-        body, payloads, ends = _random_body(rng)
+        body, payloads, chunk_ends, size_ends = _random_body(rng)
 
-        async def go(client=client, server=server, body=body, ends=ends):
+        async def go(client=client, server=server, body=body, chunk_ends=chunk_ends, size_ends=size_ends):
             conn, reference = _Connection(), _Connection()
             clock = KernelClock()
             stamped = _StampedSocket(_NoLoop(), client, conn, clock, FirstReads())
@@ -104,13 +119,15 @@ def test_reads_take_whole_chunks_as_the_parser_would_and_keep_each_reads_time(re
             tasks = [asyncio.create_task(c.request(b"POST / HTTP/1.1\r\n\r\n")) for c in (conn, reference)]
             await asyncio.sleep(0)
             sent, pos, cuts = HEAD + body, 0, 0
-            boundaries = [len(HEAD)] + [len(HEAD) + end for end in ends] + [len(sent)]
+            # a server writes a chunk at a time (or a few), or its size line apart
+            chunk_ends = [len(HEAD)] + [len(HEAD) + end for end in chunk_ends] + [len(sent)]
+            size_ends = [len(HEAD) + end for end in size_ends]
             while pos < len(sent):
-                ahead = [b for b in boundaries if b > pos][: rng.randrange(1, 4)]
-                if rng.random() < 0.6:  # a read that ends where a chunk does (a server writes a chunk at a time)
-                    piece = sent[pos : ahead[-1]]
-                else:  # one cut anywhere
-                    piece = sent[pos : pos + rng.choice((rng.randrange(1, 40), rng.randrange(1, 400)))]
+                chunk_end = [b for b in chunk_ends if b > pos][: rng.randrange(1, 4)][-1]
+                size_end = next((b for b in size_ends if b > pos), chunk_end)
+                end = rng.choice((chunk_end, chunk_end, chunk_end, size_end, chunk_end + rng.randrange(-3, 4)))
+                end = end if rng.random() < 0.8 else pos + rng.randrange(1, 400)  # or a cut anywhere
+                piece = sent[pos : max(pos + 1, end)]
                 sent_at = perf_ns()
                 server.sendall(piece)
                 pos += len(piece)
@@ -138,7 +155,7 @@ def test_reads_take_whole_chunks_as_the_parser_would_and_keep_each_reads_time(re
         assert response.complete and clock.reads == cuts and clock.unbelieved == 0
     listener.close()
     # the compiled read took the whole chunks of many reads itself; the Python one leaves every read to feed
-    assert (sum(all_taken) > 100) if read_path == "compiled" else not any(all_taken)
+    assert (sum(all_taken) > 30) if read_path == "compiled" else not any(all_taken), (sum(all_taken), len(all_taken))
 
 
 class _Sink:
@@ -183,12 +200,15 @@ def test_end_of_file_and_an_empty_socket(read_path):
     listener.close()
 
 
-@pytest.mark.skipif(sys.platform != "linux", reason="Linux")
-def test_the_compiled_read_needs_its_bounds_and_lists():
-    if http._stamped is None:
-        pytest.fail("bench.clients._stamped was not built: pip install -e . compiles it")
-    with pytest.raises(TypeError):
-        http._stamped.read(0, bytearray(8), None, (), [], True)
+def test_the_compiled_read_checks_its_arguments(compiled_read):
+    with pytest.raises(TypeError, match="lists"):
+        compiled_read.read(0, bytearray(8), None, (), [], True)
+    with pytest.raises(ValueError, match="file descriptor"):
+        compiled_read.read(-1, bytearray(8), None, [], [], True)
+    with pytest.raises(TypeError, match="6 arguments"):
+        compiled_read.read(0, bytearray(8))
+    with pytest.raises(ValueError, match="durations"):
+        compiled_read.configure(-1, 1, 1)
 
 
 @pytest.mark.parametrize("body", [b"5\r\nhelloXX", b"3\r\nabc\r\n5\r\nhello\n\r"], ids=["alone", "behind-a-chunk"])
@@ -212,5 +232,57 @@ def test_a_chunk_not_followed_by_its_crlf_is_a_protocol_error(read_path, body):
             await asyncio.wait_for(task, 1)
 
     asyncio.run(go())
+    for sock in (client, server, listener):
+        sock.close()
+
+
+@pytest.mark.parametrize(
+    "shift_ns, late, unbelieved",
+    [(0, False, False), (5_000_000, True, False), (-1_000_000, False, True), (61_000_000_000, False, True)],
+    ids=["on-time", "5-ms-late", "1-ms-ahead", "61-s-old"],
+)
+def test_a_reads_time_is_the_kernels_less_the_offset_and_its_lateness_is_counted(read_path, shift_ns, late, unbelieved):
+    """The kernel's time for the queued bytes (peeked) less the clock's offset is the read's time to the ns; with
+    the offset shifted the read looks 5 ms late (counted, and the longest lag kept) or ahead of the read itself
+    (not believed: counted, and the read's own time taken)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    client.setblocking(False)
+
+    async def go():
+        conn = _Connection()
+        clock = KernelClock()
+        clock.offset_ns += shift_ns
+        stamped = _StampedSocket(_NoLoop(), client, conn, clock, FirstReads())
+        task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
+        await asyncio.sleep(0)
+        server.sendall(HEAD)
+        select.select([client], [], [], 1.0)
+        stamped._readable()
+        server.sendall(b"5\r\nhello\r\n")
+        select.select([client], [], [], 1.0)
+        _, ancillary, _, _ = client.recvmsg(64, socket.CMSG_SPACE(16), socket.MSG_PEEK)
+        sec, nsec = struct.unpack("ll", ancillary[0][2])
+        read_at = perf_ns()
+        stamped._readable()
+        after = perf_ns()
+        server.sendall(b"0\r\n\r\n")
+        select.select([client], [], [], 1.0)
+        stamped._readable()
+        await asyncio.wait_for(task, 1)
+        return conn, clock, sec * 1_000_000_000 + nsec, read_at, after
+
+    conn, clock, kernel_ns, read_at, after = asyncio.run(go())
+    (now,) = conn._times[:1]
+    if unbelieved:
+        assert read_at <= now <= after and clock.unbelieved >= 1
+    else:
+        assert now == kernel_ns - clock.offset_ns and clock.unbelieved == 0
+    assert (clock.late_reads >= 1) == late
+    if late:
+        assert 5_000_000 <= clock.max_read_lag_ns < 5_000_000 + (after - now) + 1_000_000
+    assert clock.reads == 3
     for sock in (client, server, listener):
         sock.close()
