@@ -38,56 +38,55 @@ static PyObject *s_offset_ns, *s_reads, *s_late_reads, *s_max_read_lag_ns, *s_un
 /* bench.clients.http's bounds, set once by configure() so both paths read the same numbers */
 static long long late_read_ns = -1, max_stamp_age_ns = -1, unbelieved_ahead_ns = -1;
 
+/* obj.name as a long long; -1 with an error set where it is missing or not an int */
 static int
-add_to(PyObject *obj, PyObject *name, long long delta)
+get_int(PyObject *obj, PyObject *name, long long *out)
 {
     PyObject *value = PyObject_GetAttr(obj, name);
     if (value == NULL)
         return -1;
-    long long x = PyLong_AsLongLong(value);
+    *out = PyLong_AsLongLong(value);
     Py_DECREF(value);
-    if (x == -1 && PyErr_Occurred())
+    return *out == -1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static int
+set_int(PyObject *obj, PyObject *name, long long value)
+{
+    PyObject *number = PyLong_FromLongLong(value);
+    if (number == NULL)
         return -1;
-    PyObject *updated = PyLong_FromLongLong(x + delta);
-    if (updated == NULL)
-        return -1;
-    int failed = PyObject_SetAttr(obj, name, updated);
-    Py_DECREF(updated);
+    int failed = PyObject_SetAttr(obj, name, number);
+    Py_DECREF(number);
     return failed;
+}
+
+static int
+add_one(PyObject *obj, PyObject *name)
+{
+    long long value;
+    return get_int(obj, name, &value) < 0 ? -1 : set_int(obj, name, value + 1);
 }
 
 /* The arrival time of a read made at read_ns that carried the kernel's time `kernel` (CLOCK_REALTIME). */
 static int
 arrival(PyObject *clock, long long read_ns, long long kernel, long long *now)
 {
-    PyObject *offset_obj = PyObject_GetAttr(clock, s_offset_ns);
-    if (offset_obj == NULL)
-        return -1;
-    long long offset = PyLong_AsLongLong(offset_obj);
-    Py_DECREF(offset_obj);
-    if (offset == -1 && PyErr_Occurred())
-        return -1;
-    if (add_to(clock, s_reads, 1) < 0)
+    long long offset, max_lag;
+    if (get_int(clock, s_offset_ns, &offset) < 0 || add_one(clock, s_reads) < 0)
         return -1;
     long long lag = read_ns + offset - kernel;
     if (0 < lag && lag < max_stamp_age_ns) {
         *now = read_ns - lag;
         if (lag > late_read_ns) {
-            if (add_to(clock, s_late_reads, 1) < 0)
+            if (add_one(clock, s_late_reads) < 0 || get_int(clock, s_max_read_lag_ns, &max_lag) < 0)
                 return -1;
-            PyObject *max_obj = PyObject_GetAttr(clock, s_max_read_lag_ns);
-            if (max_obj == NULL)
-                return -1;
-            long long max_lag = PyLong_AsLongLong(max_obj);
-            Py_DECREF(max_obj);
-            if (max_lag == -1 && PyErr_Occurred())
-                return -1;
-            if (lag > max_lag && add_to(clock, s_max_read_lag_ns, lag - max_lag) < 0)
+            if (lag > max_lag && set_int(clock, s_max_read_lag_ns, lag) < 0)
                 return -1;
         }
     }
     else if (lag < -unbelieved_ahead_ns || lag >= max_stamp_age_ns) {
-        if (add_to(clock, s_unbelieved, 1) < 0)
+        if (add_one(clock, s_unbelieved) < 0)
             return -1;
     }
     return 0;

@@ -88,6 +88,24 @@ def _random_body(rng: random.Random) -> tuple[bytes, list[bytes], list[int], lis
     return body + b"0\r\n\r\n", [e[6:-2] for e in events], chunk_ends, size_ends
 
 
+def _stamped_pair(listener: socket.socket) -> tuple[socket.socket, socket.socket]:
+    """A loopback connection: the client's end non-blocking with the kernel's receive times on, and the server's."""
+    client = socket.create_connection(listener.getsockname())
+    server, _ = listener.accept()
+    client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    client.setblocking(False)
+    return client, server
+
+
+@pytest.fixture
+def pair():
+    listener = socket.create_server(("127.0.0.1", 0))
+    client, server = _stamped_pair(listener)
+    yield client, server
+    for sock in (client, server, listener):
+        sock.close()
+
+
 def _queued(sock: socket.socket) -> int:
     return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
 
@@ -97,10 +115,7 @@ def test_reads_take_whole_chunks_as_the_parser_would_and_keep_each_reads_time(re
     listener = socket.create_server(("127.0.0.1", 0))
     all_taken = []  # reads the read itself took whole (it returned no rest for feed)
     for _ in range(60):
-        client = socket.create_connection(listener.getsockname())
-        server, _ = listener.accept()
-        client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        client.setblocking(False)
+        client, server = _stamped_pair(listener)
         body, payloads, chunk_ends, size_ends = _random_body(rng)
 
         async def go(client=client, server=server, body=body, chunk_ends=chunk_ends, size_ends=size_ends):
@@ -169,25 +184,33 @@ class _Sink:
         return False
 
 
-def test_end_of_file_and_an_empty_socket(read_path):
+async def _request_on(client: socket.socket, clock: KernelClock | None = None):
+    """A request in flight on a connection read through _StampedSocket: (connection, its socket, the request)."""
+    conn = _Connection()
+    stamped = _StampedSocket(_NoLoop(), client, conn, clock or KernelClock(), FirstReads())
+    task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
+    await asyncio.sleep(0)
+    return conn, stamped, task
+
+
+def _deliver(server: socket.socket, client: socket.socket, stamped: _StampedSocket, data: bytes) -> None:
+    """Send data and read it as the loop would: while the socket has bytes queued."""
+    server.sendall(data)
+    select.select([client], [], [], 1.0)
+    while stamped._fd >= 0 and _queued(client):
+        stamped._readable()
+
+
+def test_end_of_file_and_an_empty_socket(read_path, pair):
     """Nothing to read is BlockingIOError (the loop's readiness was for bytes read ahead); the peer's close is
     the end of the stream, mid-response a cut."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    client.setblocking(False)
+    client, server = pair
 
     async def go():
-        conn = _Connection()
-        stamped = _StampedSocket(_NoLoop(), client, conn, KernelClock(), FirstReads())
-        task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
-        await asyncio.sleep(0)
+        conn, stamped, task = await _request_on(client)
         stamped._readable()  # nothing there yet: no error, no state change
         assert conn._state == http._HEADERS and not conn.closed
-        server.sendall(HEAD + b"5\r\nhello\r\n")
-        select.select([client], [], [], 1.0)
-        stamped._readable()
+        _deliver(server, client, stamped, HEAD + b"5\r\nhello\r\n")
         server.close()
         select.select([client], [], [], 1.0)
         stamped._readable()
@@ -197,7 +220,6 @@ def test_end_of_file_and_an_empty_socket(read_path):
 
     conn, partial = asyncio.run(go())
     assert conn.closed and partial.datas == [b"hello"]
-    listener.close()
 
 
 def test_the_compiled_read_checks_its_arguments(compiled_read):
@@ -212,28 +234,18 @@ def test_the_compiled_read_checks_its_arguments(compiled_read):
 
 
 @pytest.mark.parametrize("body", [b"5\r\nhelloXX", b"3\r\nabc\r\n5\r\nhello\n\r"], ids=["alone", "behind-a-chunk"])
-def test_a_chunk_not_followed_by_its_crlf_is_a_protocol_error(read_path, body):
+def test_a_chunk_not_followed_by_its_crlf_is_a_protocol_error(read_path, body, pair):
     """The read leaves a chunk it cannot take to the parser, which says what is wrong with it."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    client.setblocking(False)
+    client, server = pair
 
     async def go():
-        conn = _Connection()
-        stamped = _StampedSocket(_NoLoop(), client, conn, KernelClock(), FirstReads())
-        task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
-        await asyncio.sleep(0)
+        conn, stamped, task = await _request_on(client)
         for piece in (HEAD, body):
-            server.sendall(piece)
-            select.select([client], [], [], 1.0)
-            stamped._readable()
+            _deliver(server, client, stamped, piece)
         with pytest.raises(http.HttpProtocolError, match="CRLF"):
             await asyncio.wait_for(task, 1)
 
     asyncio.run(go())
-    for sock in (client, server, listener):
-        sock.close()
 
 
 @pytest.mark.parametrize(
@@ -241,26 +253,19 @@ def test_a_chunk_not_followed_by_its_crlf_is_a_protocol_error(read_path, body):
     [(0, False, False), (5_000_000, True, False), (-1_000_000, False, True), (61_000_000_000, False, True)],
     ids=["on-time", "5-ms-late", "1-ms-ahead", "61-s-old"],
 )
-def test_a_reads_time_is_the_kernels_less_the_offset_and_its_lateness_is_counted(read_path, shift_ns, late, unbelieved):
+def test_a_reads_time_is_the_kernels_less_the_offset_and_its_lateness_is_counted(
+    read_path, pair, shift_ns, late, unbelieved
+):
     """The kernel's time for the queued bytes (peeked) less the clock's offset is the read's time to the ns; with
     the offset shifted the read looks 5 ms late (counted, and the longest lag kept) or ahead of the read itself
     (not believed: counted, and the read's own time taken)."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    client = socket.create_connection(listener.getsockname())
-    server, _ = listener.accept()
-    client.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-    client.setblocking(False)
+    client, server = pair
 
     async def go():
-        conn = _Connection()
         clock = KernelClock()
         clock.offset_ns += shift_ns
-        stamped = _StampedSocket(_NoLoop(), client, conn, clock, FirstReads())
-        task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
-        await asyncio.sleep(0)
-        server.sendall(HEAD)
-        select.select([client], [], [], 1.0)
-        stamped._readable()
+        conn, stamped, task = await _request_on(client, clock)
+        _deliver(server, client, stamped, HEAD)
         server.sendall(b"5\r\nhello\r\n")
         select.select([client], [], [], 1.0)
         _, ancillary, _, _ = client.recvmsg(64, socket.CMSG_SPACE(16), socket.MSG_PEEK)
@@ -268,9 +273,7 @@ def test_a_reads_time_is_the_kernels_less_the_offset_and_its_lateness_is_counted
         read_at = perf_ns()
         stamped._readable()
         after = perf_ns()
-        server.sendall(b"0\r\n\r\n")
-        select.select([client], [], [], 1.0)
-        stamped._readable()
+        _deliver(server, client, stamped, b"0\r\n\r\n")
         await asyncio.wait_for(task, 1)
         return conn, clock, sec * 1_000_000_000 + nsec, read_at, after
 
@@ -284,5 +287,3 @@ def test_a_reads_time_is_the_kernels_less_the_offset_and_its_lateness_is_counted
     if late:
         assert 5_000_000 <= clock.max_read_lag_ns < 5_000_000 + (after - now) + 1_000_000
     assert clock.reads == 3
-    for sock in (client, server, listener):
-        sock.close()
