@@ -6,7 +6,9 @@ server (this tree's bench/calibrate/server.py: the instrument) in a fresh interp
 the loopback traffic is captured (tcpdump, else a raw socket as root). Printed per row: the client's TTFT
 error against the wire (measured TTFT minus request-segment-to-first-data-segment) at p50, p99 and max,
 the p99 against the server's log beside it, the client's CPU-seconds per million streamed tokens
-(user + system, from getrusage over the drive), its CPU use, and the tokens/s delivered.
+(user + system, from getrusage over the drive, with the kernel's share: system time), its CPU use and the
+server's, tokens per read (streamed tokens over kernel-stamped reads), how many first reads of a body also
+brought a later chunk (their first token has the later one's time), and the tokens/s delivered.
 
     .venv/bin/python scripts/bench_client.py                      # this tree
     mkdir /tmp/before && git archive <commit> bench | tar -x -C /tmp/before
@@ -86,6 +88,7 @@ def child(args: argparse.Namespace) -> int:
     loop["read_path"] = getattr(http_client[0], "read_path", "python")  # trees before the compiled read: python
     if clock is not None:
         loop.update(reads=clock.reads, late_reads=clock.late_reads, max_read_lag_ms=clock.max_read_lag_ns / 1e6)
+        loop["first_reads_shared"] = getattr(http_client[0].first_reads, "shared", None)  # trees since 2026-12-02
     out = {"anchor": anchor, "cpu_s": user + system, "cpu_system_s": system, "wall_s": wall, "bench": bench.__file__}
     out.update(records=records, loop=loop)
     Path(args.out).write_bytes(orjson.dumps(out))
@@ -253,9 +256,9 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
 
 HEADER = (
     "| shape | streams | mode | TTFT err vs wire p50 / p99 / max (ms) | p99 vs log (ms) | TPOT err p99 (ms) "
-    "| CPU-s per 1M tok (kernel share) | client CPU | server CPU | tokens per read | tok/s delivered | failed "
-    "| load (others busy) |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| CPU-s per 1M tok (kernel share) | client CPU | server CPU | tokens per read | first reads shared "
+    "| tok/s delivered | failed | load (others busy) |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -281,12 +284,13 @@ def _row(level: dict) -> str:
     if tpot is None:
         tpot = level["tpot_error_ms"]["p99"]
     cpu = level["client_cpu_s_per_million_tokens"]
+    loop = level.get("loop") or {}
     return (
         f"| {level['shape']} | {level['streams']:,} | {level['mode']} | {ms(w.get('p50'))} / {ms(w.get('p99'))} / "
         f"{ms(w.get('max'))} | {ms(level['ttft_error_ms']['p99'])} | {ms(tpot)} | "
         f"{'-' if cpu is None else f'{cpu:.1f}'}{_share(level.get('client_system_share'))} | "
         f"{level['client_cpu_percent'] or 0:.0f}% | {_percent(level.get('server_cpu_percent'))} | "
-        f"{_number(level.get('tokens_per_read'), '.2f')} | "
+        f"{_number(level.get('tokens_per_read'), '.2f')} | {_number(loop.get('first_reads_shared'), 'd')} | "
         f"{level['output_tokens_per_s'] or 0:,.0f} | {level['failed']} | {level['load_average']:.2f}"
         + ("" if level.get("others_busy") is None else f" ({level['others_busy']:.1f})")
         + " |"

@@ -166,6 +166,8 @@ def loop_figures(http: HttpClient) -> dict[str, Any]:
         "clock_steps": clock.steps,
         "unbelieved_stamps": clock.unbelieved,
         "first_reads_ahead": http.first_reads.early if http.first_reads else 0,  # read ahead of the loop's turn
+        # first body reads that also brought a later chunk: those first tokens carry a later segment's time
+        "first_reads_shared": http.first_reads.shared if http.first_reads else 0,
     }
 
 

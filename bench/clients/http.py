@@ -636,7 +636,7 @@ class FirstReads:
     The loop still owns the socket; its own readiness for bytes read here finds none, which costs one
     recvmsg."""
 
-    __slots__ = ("_epoll", "_readers", "reads_to_look", "_looking", "early")
+    __slots__ = ("_epoll", "_readers", "reads_to_look", "_looking", "early", "shared")
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -644,6 +644,9 @@ class FirstReads:
         self.reads_to_look = FIRST_READ_EVERY  # counted down by each read of any socket (_StampedSocket)
         self._looking = False
         self.early = 0  # reads made here, ahead of the loop
+        # first reads of a body that also brought a later chunk: the kernel had merged their segments, so the first
+        # chunk carries the later one's time (a first token read over a token's gap late: preempted, or behind)
+        self.shared = 0
 
     def watch(self, fd: int, reader: Callable[[], None]) -> None:
         if fd not in self._readers:
@@ -745,6 +748,8 @@ class _StampedSocket:
         if self._awaiting_first and self._protocol is not None and not self._protocol.awaiting_body():
             self._awaiting_first = False
             first_reads.unwatch(self._fd)
+            if len(self._protocol._times) > 1:
+                first_reads.shared += 1
         first_reads.reads_to_look -= 1
         if first_reads.reads_to_look <= 0:
             first_reads.look()
