@@ -152,25 +152,6 @@ def tagged_work(tokens: int, count: int):
     return (WorkItem([PreparedRequest(tag_prompt(i), tokens)]) for i in range(count))
 
 
-def loop_figures(http: HttpClient) -> dict[str, Any]:
-    """How the client timed its reads, and how late its event loop read them (kernel-stamped reads only)."""
-    clock = http.clock
-    if clock is None:
-        return {"timestamps": http.stamps, "read_path": http.read_path}
-    return {
-        "timestamps": http.stamps,
-        "read_path": http.read_path,
-        "reads": clock.reads,
-        "late_reads": clock.late_reads,  # read more than 1 ms after their bytes arrived
-        "max_read_lag_ms": clock.max_read_lag_ns / 1e6,
-        "clock_steps": clock.steps,
-        "unbelieved_stamps": clock.unbelieved,
-        "first_reads_ahead": http.first_reads.early if http.first_reads else 0,  # read ahead of the loop's turn
-        # first body reads that also brought a later chunk: those first tokens carry a later segment's time
-        "first_reads_shared": http.first_reads.shared if http.first_reads else 0,
-    }
-
-
 async def _drive(
     base_url: str, shape: Shape, streams: int, requests: int, busy_poll: bool
 ) -> tuple[list[RequestRecord], int, dict[str, Any]]:
@@ -186,7 +167,7 @@ async def _drive(
         if hot:
             hot.cancel()
         await client.http.close()
-    return records, anchor, loop_figures(client.http)
+    return records, anchor, client.http.read_figures()
 
 
 def level_figures(

@@ -606,6 +606,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def timing_bound(result: RunResult) -> str | None:
+    """The client's measured timing error that covers this run (calibration_bound), then what the run's own reads
+    say of it (reads_note)."""
+    bound, reads = calibration_bound(result), reads_note(result.manifest.client_reads)
+    return reads if bound is None else bound if reads is None else f"{bound}; {reads}"
+
+
+def reads_note(reads: dict[str, Any] | None) -> str | None:
+    """How late the run's kernel-timed reads came, and how many first tokens shared a read with a later chunk (their
+    TTFT then carries the later segment's time: late by up to a token's gap)."""
+    if not reads or not reads.get("reads"):
+        return None
+    note = f"this run's reads: {reads['late_reads'] / reads['reads']:.1%} came over 1 ms after their bytes"
+    shared = reads.get("first_reads_shared") or 0
+    if shared:
+        note += (
+            f", {shared} first token(s) read with a later chunk, each late by up to a token's gap (warm-up included)"
+        )
+    return note
+
+
+def calibration_bound(result: RunResult) -> str | None:
     """The client's measured timing error that covers this run, from its calibration (or that none does),
     with the calibration's warnings (more streams than it covered, another waiting mode, another machine)."""
     calibration = result.manifest.calibration

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from operator import itemgetter
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from bench.errors import BenchError
@@ -887,6 +888,24 @@ class HttpClient:
         self.stamps = "kernel receive time" if stamped else "event-loop read time"
         # which code reads the sockets: bench.clients._stamped (compiled at install), its Python twin, or asyncio's
         self.read_path = ("compiled" if _stamped is not None else "python") if stamped else "asyncio transport"
+
+    def read_figures(self) -> dict[str, Any]:
+        """How this client read and timed its sockets, and how late its event loop read them (kernel-stamped reads
+        only): for a calibration's levels and a run's manifest (client_reads)."""
+        figures: dict[str, Any] = {"timestamps": self.stamps, "read_path": self.read_path}
+        clock, first_reads = self.clock, self.first_reads
+        if clock is None or first_reads is None:
+            return figures
+        return figures | {
+            "reads": clock.reads,
+            "late_reads": clock.late_reads,  # read more than 1 ms after their bytes arrived
+            "max_read_lag_ms": clock.max_read_lag_ns / 1e6,
+            "clock_steps": clock.steps,
+            "unbelieved_stamps": clock.unbelieved,
+            "first_reads_ahead": first_reads.early,  # read ahead of the loop's turn
+            # first body reads that also brought a later chunk: those first tokens carry a later segment's time
+            "first_reads_shared": first_reads.shared,
+        }
 
     def reserve(self, connections: int) -> dict[str, int | None]:
         """Make room for this many connections at once (see reserve_connections)."""

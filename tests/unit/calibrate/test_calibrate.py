@@ -141,9 +141,10 @@ def test_the_timing_line_under_the_latency_table():
     from bench.calibrate import calibration_cover, no_calibration
     from bench.cli.run import timing_bound
 
-    def result(calibration, concurrency):
+    def result(calibration, concurrency, client_reads=None):
         stage = SimpleNamespace(schedule={"concurrency": concurrency})
-        return SimpleNamespace(manifest=SimpleNamespace(calibration=calibration, stages=[stage]))
+        manifest = SimpleNamespace(calibration=calibration, stages=[stage], client_reads=client_reads)
+        return SimpleNamespace(manifest=manifest)
 
     covered = timing_bound(result(calibration_cover(_report(), Path("c.json"), 16, False, "automatic"), 16))
     assert covered.startswith("p99 TTFT +0.16 ms (max +0.26) vs the wire at 64 streams, default mode (c.json")
@@ -158,6 +159,15 @@ def test_the_timing_line_under_the_latency_table():
         "shapes": [{"levels": [{"streams": 8, "ttft_error_ms": {"p99": 0.5}}]}],
     }
     assert timing_bound(result(old_style, 4)) == "p99 TTFT error +0.50 ms at 8 streams (c.json, x)"
+    # then what the run's own reads say: how many came late, how many first tokens shared a read
+    reads = {"timestamps": "kernel receive time", "reads": 400, "late_reads": 6, "first_reads_shared": 3}
+    line = timing_bound(result(old_style, 4, reads))
+    assert line.startswith("p99 TTFT error +0.50 ms at 8 streams (c.json, x); this run's reads: 1.5% came over 1 ms")
+    assert "3 first token(s) read with a later chunk, each late by up to a token's gap" in line
+    quiet = timing_bound(result(None, 4, reads | {"first_reads_shared": 0}))
+    assert quiet.startswith("unknown: no calibration")
+    assert quiet.endswith("; this run's reads: 1.5% came over 1 ms after their bytes")
+    assert timing_bound(result(None, 4, {"timestamps": "event-loop read time"})).startswith("unknown")  # no counts
 
 
 def _calibrate_with_levels(monkeypatch, tmp_path, capsys, p99s: dict[int, tuple[float | None, float]]):
