@@ -7,8 +7,9 @@ the loopback traffic is captured (tcpdump, else a raw socket as root). Printed p
 error against the wire (measured TTFT minus request-segment-to-first-data-segment) at p50, p99 and max,
 the p99 against the server's log beside it, the client's CPU-seconds per million streamed tokens
 (user + system, from getrusage over the drive, with the kernel's share: system time), its CPU use and the
-server's, tokens per read (streamed tokens over kernel-stamped reads), how many first reads of a body also
-brought a later chunk (their first token has the later one's time), and the tokens/s delivered.
+server's, tokens per read (streamed tokens over kernel-stamped reads), how many first tokens were over
+0.5 ms late against the wire and how many of those were read with the next token (the kernel had merged
+the two segments: the first then has the second's time), and the tokens/s delivered.
 
     .venv/bin/python scripts/bench_client.py                      # this tree
     mkdir /tmp/before && git archive <commit> bench | tar -x -C /tmp/before
@@ -256,7 +257,7 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
 
 HEADER = (
     "| shape | streams | mode | TTFT err vs wire p50 / p99 / max (ms) | p99 vs log (ms) | TPOT err p99 (ms) "
-    "| CPU-s per 1M tok (kernel share) | client CPU | server CPU | tokens per read | first reads shared "
+    "| CPU-s per 1M tok (kernel share) | client CPU | server CPU | tokens per read | first tokens late (with the next) "
     "| tok/s delivered | failed | load (others busy) |\n"
     "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
@@ -264,6 +265,11 @@ HEADER = (
 
 def _number(value: float | None, spec: str) -> str:
     return "-" if value is None else format(value, spec)
+
+
+def _late(late: dict | None) -> str:
+    """First tokens over 0.5 ms late against the wire, and how many of them were read with the next token."""
+    return "-" if not late else f"{late['count']} ({late['read_with_the_next_token']})"
 
 
 def _share(value: float | None) -> str:
@@ -284,13 +290,12 @@ def _row(level: dict) -> str:
     if tpot is None:
         tpot = level["tpot_error_ms"]["p99"]
     cpu = level["client_cpu_s_per_million_tokens"]
-    loop = level.get("loop") or {}
     return (
         f"| {level['shape']} | {level['streams']:,} | {level['mode']} | {ms(w.get('p50'))} / {ms(w.get('p99'))} / "
         f"{ms(w.get('max'))} | {ms(level['ttft_error_ms']['p99'])} | {ms(tpot)} | "
         f"{'-' if cpu is None else f'{cpu:.1f}'}{_share(level.get('client_system_share'))} | "
         f"{level['client_cpu_percent'] or 0:.0f}% | {_percent(level.get('server_cpu_percent'))} | "
-        f"{_number(level.get('tokens_per_read'), '.2f')} | {_number(loop.get('first_reads_shared'), 'd')} | "
+        f"{_number(level.get('tokens_per_read'), '.2f')} | {_late(wire.get('late_first_tokens'))} | "
         f"{level['output_tokens_per_s'] or 0:,.0f} | {level['failed']} | {level['load_average']:.2f}"
         + ("" if level.get("others_busy") is None else f" ({level['others_busy']:.1f})")
         + " |"

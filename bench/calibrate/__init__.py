@@ -101,6 +101,21 @@ def request_tag(record: RequestRecord) -> int | None:
     return None
 
 
+LATE_FIRST_TOKEN_MS = 0.5  # a first token this late against the wire is counted, with why (late_first_tokens)
+
+
+def late_first_tokens(errors: list[dict[str, float]]) -> dict[str, Any]:
+    """First tokens late against the wire (errors_against_wire's figures), and of them those read with the next
+    token: the kernel had merged the two segments, and a merged read carries the later one's time. What a late
+    group of first tokens is made of."""
+    late = [e for e in errors if e["ttft_error_ms"] > LATE_FIRST_TOKEN_MS]
+    return {
+        "over_ms": LATE_FIRST_TOKEN_MS,
+        "count": len(late),
+        "read_with_the_next_token": int(sum(e["first_read_with_next"] for e in late)),
+    }
+
+
 def wire_figures(records: list[RequestRecord], anchor_ns: int, captured: dict[str, Any], server_port: int):
     """The measured requests' errors against the wire (see calibrate/wire.py), as p50/p99/max per figure."""
     on_wire = wire_requests(captured["segments"], server_port)
@@ -129,6 +144,7 @@ def wire_figures(records: list[RequestRecord], anchor_ns: int, captured: dict[st
     return {
         "paired": len(errors),
         "unpaired": unpaired,
+        "late_first_tokens": late_first_tokens(errors),
         "segments": len(captured["segments"]),
         "dropped_by_kernel": captured.get("dropped"),
         "clock_step_ms": captured.get("clock_step_ms"),
@@ -328,8 +344,14 @@ def format_level(shape: Shape, level: dict[str, Any]) -> str:
     wire = ""
     if w and w.get("paired"):
         wt = w["ttft_error_ms"]
+        late = w.get("late_first_tokens") or {}
+        merged = ""
+        if late.get("count"):
+            merged = f", {late['count']} over {late['over_ms']:g} ms late, {late['read_with_the_next_token']} of them"
+            merged += " read with the next token"
         wire = (
-            f"wire TTFT err p50 {_ms(wt['p50'])} p99 {_ms(wt['p99'])} max {_ms(wt['max'])} ms ({w['paired']} paired) | "
+            f"wire TTFT err p50 {_ms(wt['p50'])} p99 {_ms(wt['p99'])} max {_ms(wt['max'])} ms ({w['paired']} paired"
+            f"{merged}) | "
         )
     cpu = level.get("client_cpu_s_per_million_tokens")
     loop = level.get("loop") or {}

@@ -265,6 +265,10 @@ def errors_against_wire(
         "ttft_error_ms": ((t_1 - t_send_ns) - (w_1 - wire.t_request_ns)) / 1e6,
         "receive_lag_ms": (t_1 - (w_1 - offset_ns)) / 1e6,
         "send_lead_ms": (t_send_ns - (wire.t_request_ns - offset_ns)) / 1e6,
+        # the first two tokens came in one read (one time), though apart on the wire: the first has the second's time
+        "first_read_with_next": float(
+            n >= 2 and len(wire_times) >= 2 and output_times_ns[1] == t_1 and wire_times[1] > w_1
+        ),
     }
     if n >= 2 and tokens == n and len(wire_times) == n:
         measured = (output_times_ns[-1] - t_1) / (n - 1)

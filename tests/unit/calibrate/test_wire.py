@@ -125,7 +125,31 @@ def test_errors_against_the_wire_by_hand():
     assert errors["ttft_error_ms"] == pytest.approx(0.21)  # measured 50.21 ms, the wire's 50 ms
     assert errors["receive_lag_ms"] == pytest.approx(0.2) and errors["send_lead_ms"] == pytest.approx(-0.01)
     assert errors["tpot_error_ms"] == pytest.approx(0.1)  # (20.2 - 20.0) / 2
+    assert errors["first_read_with_next"] == 0.0
     assert errors_against_wire(0, [], 0, req, offset) is None
+    # the first token read with the second (one read, one time: the second's) though 10 ms apart on the wire
+    merged = errors_against_wire(990_000, [61_200_000, 61_200_000, 71_400_000], 3, req, offset, 100)
+    assert merged["ttft_error_ms"] == pytest.approx(10.21) and merged["first_read_with_next"] == 1.0
+    together = wire.WireRequest(1, CLIENT, T0 + 1_000_000)  # the server sent the two in one segment: not a merge
+    together.body = [(T0 + 51_000_000, 200), (T0 + 71_000_000, 300)]
+    same = errors_against_wire(990_000, [51_200_000, 51_200_000, 71_400_000], 3, together, offset, 100)
+    assert same["first_read_with_next"] == 0.0
+
+
+def test_a_levels_late_first_tokens_are_counted_with_those_read_with_the_next():
+    from bench.calibrate import late_first_tokens
+
+    req = wire.WireRequest(1, CLIENT, T0 + 1_000_000)
+    req.body = [(T0 + 51_000_000, 100), (T0 + 61_000_000, 200)]
+    errors = [
+        errors_against_wire(990_000, times, 2, req, T0, 100)
+        for times in (
+            [51_200_000, 61_200_000],  # on time
+            [61_200_000, 61_200_000],  # 10 ms late: read with the next token
+            [52_000_000, 61_200_000],  # 0.8 ms late, read alone (the loop was late)
+        )
+    ]
+    assert late_first_tokens(errors) == {"over_ms": 0.5, "count": 2, "read_with_the_next_token": 1}
 
 
 def test_without_tcpdump_or_root_it_says_so(monkeypatch):
