@@ -758,14 +758,14 @@ class Run:
                 stages += added
                 index += 1
         finally:
+            if not hasattr(runner, "aclose"):  # this process's client read every request: how it read and timed them
+                self.manifest.client_reads = client.http.read_figures()
             for task in (ticker, hot):
                 if task:
                     task.cancel()
             await asyncio.gather(*(t for t in (ticker, hot) if t), return_exceptions=True)
             if hasattr(runner, "aclose"):  # the load workers: clocks measured again, actors stopped
                 await runner.aclose()
-            else:  # this process's client read every request: how it read and timed them
-                self.manifest.client_reads = client.http.read_figures()
             await client.http.close()
             if engine_metrics is not None:
                 engine_metrics.close()

@@ -202,6 +202,9 @@ class RequestSummary(Part):
     tokens_source: dict[str, int] = Field(default_factory=dict)
     output_length_differs_from_max_tokens: int = 0
     cut_streams: int = 0
+    # ok requests whose first output chunk came in one read with the next (one time, the later one's): where they
+    # were apart on the wire, that TTFT is late by the gap between them (the client read it late)
+    first_chunk_read_with_the_next: int = 0
     errors: list[ErrorKind] = Field(default_factory=list)
     reasoning_tokens: Stats | None = None  # a reasoning model's thinking tokens per request
     reasoning_token_share: float | None = None  # of the output tokens

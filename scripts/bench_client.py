@@ -89,7 +89,6 @@ def child(args: argparse.Namespace) -> int:
     loop["read_path"] = getattr(http_client[0], "read_path", "python")  # trees before the compiled read: python
     if clock is not None:
         loop.update(reads=clock.reads, late_reads=clock.late_reads, max_read_lag_ms=clock.max_read_lag_ns / 1e6)
-        loop["first_reads_shared"] = getattr(http_client[0].first_reads, "shared", None)  # trees since 2026-12-02
     out = {"anchor": anchor, "cpu_s": user + system, "cpu_system_s": system, "wall_s": wall, "bench": bench.__file__}
     out.update(records=records, loop=loop)
     Path(args.out).write_bytes(orjson.dumps(out))

@@ -34,7 +34,7 @@ import psutil
 from bench.calibrate.server import TOKEN
 from bench.calibrate.wire import capture_method, errors_against_wire, start_capture, tag_prompt, wire_requests
 from bench.clients.base import PreparedRequest
-from bench.clients.http import HttpClient, perf_ns
+from bench.clients.http import LATE_READ_NS, HttpClient, perf_ns
 from bench.clients.openai import COMPLETIONS
 from bench.clients.streaming import StreamingClient
 from bench.engines.base import free_port, http_json, wait_until_ready
@@ -345,20 +345,21 @@ def format_level(shape: Shape, level: dict[str, Any]) -> str:
     if w and w.get("paired"):
         wt = w["ttft_error_ms"]
         late = w.get("late_first_tokens") or {}
-        merged = ""
+        late_note = ""
         if late.get("count"):
-            merged = f", {late['count']} over {late['over_ms']:g} ms late, {late['read_with_the_next_token']} of them"
-            merged += " read with the next token"
+            late_note = f", {late['count']} over {late['over_ms']:g} ms late, {late['read_with_the_next_token']}"
+            late_note += " of them read with the next token"
         wire = (
             f"wire TTFT err p50 {_ms(wt['p50'])} p99 {_ms(wt['p99'])} max {_ms(wt['max'])} ms ({w['paired']} paired"
-            f"{merged}) | "
+            f"{late_note}) | "
         )
     cpu = level.get("client_cpu_s_per_million_tokens")
     loop = level.get("loop") or {}
     reads = ""
     if loop.get("reads"):
         reads = (
-            f" | reads timed by the kernel, {loop['late_reads'] / loop['reads']:.1%} read over 1 ms late "
+            f" | reads timed by the kernel, {loop['late_reads'] / loop['reads']:.1%} read over "
+            f"{LATE_READ_NS / 1e6:g} ms late "
             f"(worst {loop['max_read_lag_ms']:.1f} ms), {loop.get('first_reads_ahead', 0):,} first tokens read ahead"
         )
     return (

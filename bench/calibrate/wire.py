@@ -261,14 +261,15 @@ def errors_against_wire(
     if not n or not wire_times:
         return None
     t_1, w_1 = output_times_ns[0], wire_times[0]
+    last = 0  # the last token read with the first
+    while last + 1 < n and output_times_ns[last + 1] == t_1:
+        last += 1
     out = {
         "ttft_error_ms": ((t_1 - t_send_ns) - (w_1 - wire.t_request_ns)) / 1e6,
         "receive_lag_ms": (t_1 - (w_1 - offset_ns)) / 1e6,
         "send_lead_ms": (t_send_ns - (wire.t_request_ns - offset_ns)) / 1e6,
-        # the first two tokens came in one read (one time), though apart on the wire: the first has the second's time
-        "first_read_with_next": float(
-            n >= 2 and len(wire_times) >= 2 and output_times_ns[1] == t_1 and wire_times[1] > w_1
-        ),
+        # the first token came in one read with later ones (one time: the last's), though before them on the wire
+        "first_read_with_next": float(0 < last < len(wire_times) and wire_times[last] > w_1),
     }
     if n >= 2 and tokens == n and len(wire_times) == n:
         measured = (output_times_ns[-1] - t_1) / (n - 1)

@@ -15,12 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from bench.clients.http import LATE_READ_NS
 from bench.console import display_for, say
 from bench.errors import UsageError
 from bench.format import pooling_table, quality_lines, search_line, stage_table, summary_table
 from bench.results import EVAL, REQUESTS, read_yaml
 from bench.run import EXIT_CODES, EXIT_ENGINE, EXIT_INTERRUPTED, EXIT_OK, RunResult, execute
 from bench.spec import APIS, ARRIVALS, ENGINE_KINDS, SLO_METRICS, LoadSpec, RunSpec, WorkloadSpec
+from bench.summary import RequestSummary
 
 BUSY_POLL_HELP = (
     "keep the client's event loop from ever sleeping: removes the kernel's (and a VM's) wake-up latency from "
@@ -608,22 +610,28 @@ def cmd_run(args: argparse.Namespace) -> int:
 def timing_bound(result: RunResult) -> str | None:
     """The client's measured timing error that covers this run (calibration_bound), then what the run's own reads
     say of it (reads_note)."""
-    bound, reads = calibration_bound(result), reads_note(result.manifest.client_reads)
-    return reads if bound is None else bound if reads is None else f"{bound}; {reads}"
+    notes = (calibration_bound(result), reads_note(result.manifest.client_reads, getattr(result, "summary", None)))
+    return "; ".join(note for note in notes if note) or None
 
 
-def reads_note(reads: dict[str, Any] | None) -> str | None:
-    """How late the run's kernel-timed reads came, and how many first tokens shared a read with a later chunk (their
-    TTFT then carries the later segment's time: late by up to a token's gap)."""
-    if not reads or not reads.get("reads"):
-        return None
-    note = f"this run's reads: {reads['late_reads'] / reads['reads']:.1%} came over 1 ms after their bytes"
-    shared = reads.get("first_reads_shared") or 0
-    if shared:
-        note += (
-            f", {shared} first token(s) read with a later chunk, each late by up to a token's gap (warm-up included)"
+def reads_note(reads: dict[str, Any] | None, summary: RequestSummary | None) -> str | None:
+    """What the run's own reads say of its timing: the share of its kernel-timed reads that came over LATE_READ_NS
+    after their bytes (timed by the kernel all the same: the loop's lateness, not an error), and the measured
+    requests whose first chunk came in one read with the next (where the two were apart, that TTFT carries the
+    later one's time: late by the gap between them)."""
+    notes = []
+    if reads and reads.get("reads"):
+        late = reads.get("late_reads", 0) / reads["reads"]
+        notes.append(
+            f"{late:.1%} of this run's reads came over {LATE_READ_NS / 1e6:g} ms after their bytes (each timed by "
+            "the kernel all the same)"
         )
-    return note
+    together = summary.first_chunk_read_with_the_next if summary is not None else 0
+    if together:
+        notes.append(
+            f"{together} first token(s) read with the next: where the two came apart, that TTFT is late by the gap"
+        )
+    return "; ".join(notes) or None
 
 
 def calibration_bound(result: RunResult) -> str | None:

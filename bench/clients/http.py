@@ -637,7 +637,7 @@ class FirstReads:
     The loop still owns the socket; its own readiness for bytes read here finds none, which costs one
     recvmsg."""
 
-    __slots__ = ("_epoll", "_readers", "reads_to_look", "_looking", "early", "shared")
+    __slots__ = ("_epoll", "_readers", "reads_to_look", "_looking", "early")
 
     def __init__(self) -> None:
         self._epoll = select.epoll()
@@ -645,9 +645,6 @@ class FirstReads:
         self.reads_to_look = FIRST_READ_EVERY  # counted down by each read of any socket (_StampedSocket)
         self._looking = False
         self.early = 0  # reads made here, ahead of the loop
-        # first reads of a body that also brought a later chunk: the kernel had merged their segments, so the first
-        # chunk carries the later one's time (a first token read over a token's gap late: preempted, or behind)
-        self.shared = 0
 
     def watch(self, fd: int, reader: Callable[[], None]) -> None:
         if fd not in self._readers:
@@ -749,8 +746,6 @@ class _StampedSocket:
         if self._awaiting_first and self._protocol is not None and not self._protocol.awaiting_body():
             self._awaiting_first = False
             first_reads.unwatch(self._fd)
-            if len(self._protocol._times) > 1:
-                first_reads.shared += 1
         first_reads.reads_to_look -= 1
         if first_reads.reads_to_look <= 0:
             first_reads.look()
@@ -903,8 +898,6 @@ class HttpClient:
             "clock_steps": clock.steps,
             "unbelieved_stamps": clock.unbelieved,
             "first_reads_ahead": first_reads.early,  # read ahead of the loop's turn
-            # first body reads that also brought a later chunk: those first tokens carry a later segment's time
-            "first_reads_shared": first_reads.shared,
         }
 
     def reserve(self, connections: int) -> dict[str, int | None]:

@@ -368,6 +368,7 @@ def summarize_requests(table: RequestTable) -> RequestSummary:
         tokens_source=dict(Counter(source or "none" for source in ok.tokens_source)),
         output_length_differs_from_max_tokens=int(differs.sum()),
         cut_streams=int((measured & table.cut).sum()),
+        first_chunk_read_with_the_next=_first_chunk_read_with_the_next(ok),
         errors=[ErrorKind(error=kind, count=count) for kind, count in error_kinds.most_common(10)],
     )
     reasoned = ~np.isnan(ok.reasoning_tokens)
@@ -410,6 +411,12 @@ def summarize_requests(table: RequestTable) -> RequestSummary:
         summary.ttft_from_intended_ms = describe(from_intended[~np.isnan(from_intended)])
         summary.e2e_from_intended_ms = describe((ok.t_end[open_loop] - intended) / NS_PER_MS)
     return summary
+
+
+def _first_chunk_read_with_the_next(table: RequestTable) -> int:
+    """Requests whose first two output chunks carry one time (one read brought both)."""
+    firsts = table.chunk_start[:-1][table.chunk_counts >= 2]
+    return int((table.chunks[firsts] == table.chunks[firsts + 1]).sum()) if len(firsts) else 0
 
 
 def _worst_gap_ms(table: RequestTable) -> np.ndarray:

@@ -40,7 +40,7 @@ def test_a_clean_run_is_complete_and_exits_0(tmp_path):
     assert Manifest.load(m).spec == spec(url, tmp_path)  # the manifest keeps the spec it ran
     reads = m["client_reads"]  # how the client read and timed the run's sockets
     if reads["timestamps"] == "kernel receive time":  # Linux: every token, heads and ends came in timed reads
-        assert reads["reads"] >= (8 + 2) * 2 and reads["first_reads_ahead"] >= 0 and "first_reads_shared" in reads
+        assert reads["reads"] >= (8 + 2) * 2 and reads["read_path"] in ("compiled", "python")
 
 
 def test_a_run_gives_the_caller_its_signal_handlers_back(tmp_path):

@@ -141,10 +141,10 @@ def test_the_timing_line_under_the_latency_table():
     from bench.calibrate import calibration_cover, no_calibration
     from bench.cli.run import timing_bound
 
-    def result(calibration, concurrency, client_reads=None):
+    def result(calibration, concurrency, client_reads=None, together=0):
         stage = SimpleNamespace(schedule={"concurrency": concurrency})
         manifest = SimpleNamespace(calibration=calibration, stages=[stage], client_reads=client_reads)
-        return SimpleNamespace(manifest=manifest)
+        return SimpleNamespace(manifest=manifest, summary=SimpleNamespace(first_chunk_read_with_the_next=together))
 
     covered = timing_bound(result(calibration_cover(_report(), Path("c.json"), 16, False, "automatic"), 16))
     assert covered.startswith("p99 TTFT +0.16 ms (max +0.26) vs the wire at 64 streams, default mode (c.json")
@@ -159,14 +159,16 @@ def test_the_timing_line_under_the_latency_table():
         "shapes": [{"levels": [{"streams": 8, "ttft_error_ms": {"p99": 0.5}}]}],
     }
     assert timing_bound(result(old_style, 4)) == "p99 TTFT error +0.50 ms at 8 streams (c.json, x)"
-    # then what the run's own reads say: how many came late, how many first tokens shared a read
-    reads = {"timestamps": "kernel receive time", "reads": 400, "late_reads": 6, "first_reads_shared": 3}
-    line = timing_bound(result(old_style, 4, reads))
-    assert line.startswith("p99 TTFT error +0.50 ms at 8 streams (c.json, x); this run's reads: 1.5% came over 1 ms")
-    assert "3 first token(s) read with a later chunk, each late by up to a token's gap" in line
-    quiet = timing_bound(result(None, 4, reads | {"first_reads_shared": 0}))
+    # then what the run's own reads say: how many came late, how many first tokens were read with the next
+    reads = {"timestamps": "kernel receive time", "reads": 400, "late_reads": 6}
+    line = timing_bound(result(old_style, 4, reads, together=3))
+    assert line.startswith("p99 TTFT error +0.50 ms at 8 streams (c.json, x); 1.5% of this run's reads came over 1 ms")
+    assert line.endswith(
+        "; 3 first token(s) read with the next: where the two came apart, that TTFT is late by the gap"
+    )
+    quiet = timing_bound(result(None, 4, reads))
     assert quiet.startswith("unknown: no calibration")
-    assert quiet.endswith("; this run's reads: 1.5% came over 1 ms after their bytes")
+    assert quiet.endswith("1 ms after their bytes (each timed by the kernel all the same)")
     assert timing_bound(result(None, 4, {"timestamps": "event-loop read time"})).startswith("unknown")  # no counts
 
 

@@ -134,6 +134,9 @@ def test_errors_against_the_wire_by_hand():
     together.body = [(T0 + 51_000_000, 200), (T0 + 71_000_000, 300)]
     same = errors_against_wire(990_000, [51_200_000, 51_200_000, 71_400_000], 3, together, offset, 100)
     assert same["first_read_with_next"] == 0.0
+    # ...but a read that also took the third token's later segment made the first one late
+    late = errors_against_wire(990_000, [71_200_000] * 3, 3, together, offset, 100)
+    assert late["first_read_with_next"] == 1.0 and late["ttft_error_ms"] == pytest.approx(20.21)
 
 
 def test_a_levels_late_first_tokens_are_counted_with_those_read_with_the_next():

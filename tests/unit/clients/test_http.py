@@ -339,12 +339,11 @@ def test_a_first_token_is_read_ahead_of_a_busy_loop_and_keeps_its_own_time(read_
     if written[1] >= busy_end:
         pytest.skip("the server thread was not scheduled in time: both tokens came after the busy stretch")
     if read_ahead:
-        assert client.first_reads.early >= 1 and client.first_reads.shared == 0
+        assert client.first_reads.early >= 1
         assert written[0] - 50_000_000 < times[0] < written[1], "the first token took a later token's time"
     else:
         assert client.first_reads.early == 0
         assert times[0] >= written[1] - 1_000_000, "the control read the first token alone: the test proves nothing"
-        assert client.first_reads.shared == 1  # and it is counted: the first read also brought the second token
 
 
 def test_the_first_read_watch_forgets_closed_sockets_and_closes_with_its_client():

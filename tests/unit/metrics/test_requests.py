@@ -155,3 +155,12 @@ def test_telemetry_summary_takes_peak_and_means():
     tel = summarize_run(table_of([]), samples, Manifest(run_id="r", started_at="now")).telemetry
     assert tel.engine_peak_rss_bytes == 300 and tel.engine_cpu_percent_mean == 100.0
     assert math.isclose(tel.client_cpu_percent_mean, 3.0)
+
+
+def test_first_chunks_read_with_the_next_are_counted_among_measured_ok_requests():
+    """One read brought the first two chunks (one time): counted; warm-up, failures and one-chunk outputs are not."""
+    together = rec(5, 0, [100, 100, 150], 160, 3)
+    apart = rec(6, 0, [100, 101, 150], 160, 3)
+    warm = rec(7, -500, [-400, -400], -390, 2, phase="warmup")
+    assert summarize([together, apart, warm, B, C]).first_chunk_read_with_the_next == 1
+    assert summarize(RECORDS).first_chunk_read_with_the_next == 0
