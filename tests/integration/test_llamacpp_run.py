@@ -147,6 +147,9 @@ def test_interrupted_run_keeps_finished_requests_and_leaves_no_engine(tmp_path, 
     ok = [r for r in records if r["phase"] == "measured" and r["status"] == "ok"]
     assert len(ok) >= 3 and len(records) < 402
     assert json.loads((run_dir / "summary.json").read_text())["requests"]["successful"] == len(ok)
+    reads = manifest["client_reads"]  # how the client read the run's sockets: kept however the run ended
+    assert reads["read_path"] in ("compiled", "python", "asyncio transport")
+    assert reads.get("reads", len(ok)) >= len(ok)  # every finished request's tokens came in counted reads
     assert not engine_processes(run_dir), "an engine process outlived the run"
 
 
