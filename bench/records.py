@@ -268,8 +268,8 @@ class Manifest(Record):
     hardware: HardwareRecord = Field(default_factory=HardwareRecord)
     software: dict[str, Any] = Field(default_factory=dict)
     calibration: dict[str, Any] | None = None
-    # how the client read and timed this run's sockets (HttpClient.read_figures: reads, late reads, first tokens
-    # read with a later chunk), warm-up included; None under Ray (its workers' clients are their own)
+    # how the client read and timed this run's sockets (HttpClient.read_figures: read path, reads, late reads, first
+    # reads made ahead of the loop), warm-up included; None under Ray (its workers' clients are their own)
     client_reads: dict[str, Any] | None = None
 
     @classmethod

@@ -610,7 +610,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def timing_bound(result: RunResult) -> str | None:
     """The client's measured timing error that covers this run (calibration_bound), then what the run's own reads
     say of it (reads_note)."""
-    notes = (calibration_bound(result), reads_note(result.manifest.client_reads, getattr(result, "summary", None)))
+    notes = (calibration_bound(result), reads_note(result.manifest.client_reads, result.summary))
     return "; ".join(note for note in notes if note) or None
 
 
