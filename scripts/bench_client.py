@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -151,6 +152,14 @@ def main() -> int:
         help="before each level, wait (up to --quiet-wait s) until other tasks keep fewer cores than this busy",
     )
     parser.add_argument("--quiet-wait", type=float, default=600.0)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="run each level's client under py-spy (200 samples/s, native frames too) and write its folded stacks "
+        "to DIR/<tree>-<shape>-<streams>-<mode>.txt, with the functions that hold the most samples printed per "
+        "level; py-spy's own sampling costs the client CPU, so figures taken this way are not the ones to quote",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--requests", type=int, help=argparse.SUPPRESS)
@@ -167,6 +176,11 @@ def main() -> int:
     from bench.engines.base import free_port, http_json, wait_until_ready
     from bench.engines.process import ManagedProcess
 
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        if profiler() is None:
+            print("error: --profile needs py-spy: .venv/bin/pip install py-spy", file=sys.stderr)
+            return 2
     method, note = capture_method(args.wire) if args.wire != "off" else (None, "off (errors against the log only)")
     trees = []
     for item in args.tree or [f"this={REPO}"]:
@@ -198,8 +212,9 @@ def main() -> int:
                     for tree_name, tree in trees:
                         env = {**os.environ, "PYTHONPATH": str(tree), "PYTHONUNBUFFERED": "1"}
                         for mode in modes:
-                            level = _level(args, work, url, port, shape, streams, mode, env, method, tmp, server)
-                            level.update(tree=tree_name)
+                            level = _level(
+                                args, work, url, port, shape, streams, mode, env, method, tmp, server, tree_name
+                            )
                             levels.append(level)
                             print(f"{tree_name:>8} " + _row(level), file=sys.stderr, flush=True)
             finally:
@@ -213,7 +228,33 @@ def main() -> int:
     return 0
 
 
-def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server) -> dict:
+def profiler() -> str | None:
+    """py-spy: beside this interpreter (the venv's), else on PATH."""
+    beside = Path(sys.executable).with_name("py-spy")
+    return str(beside) if beside.exists() else shutil.which("py-spy")
+
+
+def top_functions(folded: Path, count: int = 12) -> list[tuple[float, float, str]]:
+    """(share of samples in the function or below it, share in it alone, function) from py-spy's folded
+    stacks ("frame;frame;... samples" per line), the `count` largest by the first share."""
+    inclusive: dict[str, int] = {}
+    own: dict[str, int] = {}
+    total = 0
+    for line in folded.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        n = int(samples)
+        total += n
+        frames = [frame.split(" (")[0] for frame in stack.split(";")]
+        for frame in set(frames):
+            inclusive[frame] = inclusive.get(frame, 0) + n
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+    ranked = sorted(inclusive.items(), key=lambda item: -item[1])[:count]
+    return [(n / total, own.get(frame, 0) / total, frame) for frame, n in ranked] if total else []
+
+
+def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server, tree_name) -> dict:
     """One level for one tree and mode: wait for quiet, capture, drive the client in its own interpreter."""
     from bench.calibrate import MIN_REQUESTS_PER_LEVEL, level_figures
     from bench.calibrate.wire import start_capture
@@ -228,6 +269,10 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
     out = work / "records.json"
     cmd = [sys.executable, __file__, "--child", "--url", url, "--streams", str(streams)]
     cmd += ["--requests", str(requests), "--tokens", str(shape.tokens), "--out", str(out), "--mode", mode]
+    folded = args.profile / f"{tree_name}-{shape.name}-{streams}-{mode}.txt" if args.profile else None
+    if folded:
+        spy = [profiler(), "record", "--rate", "200", "--native", "--format", "raw"]
+        cmd = [*spy, "--output", str(folded), "--", *cmd]
     try:
         subprocess.run(cmd, env=env, check=True, cwd=tmp)
     finally:
@@ -237,6 +282,7 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
     records = [RequestRecord.from_row(r) for r in data["records"]]
     level = level_figures(records, data["anchor"], streams, data["cpu_s"], data["wall_s"], captured, port)
     level.update(
+        tree=tree_name,
         shape=shape.name,
         mode=mode,
         load_average=load,
@@ -251,6 +297,10 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
     reads = (data.get("loop") or {}).get("reads")
     streamed = sum(len(r.output_times_ns) for r in records if r.status == "ok")
     level["tokens_per_read"] = streamed / reads if reads else None
+    if folded:
+        print(f"profile of {tree_name} {shape.name} {streams} {mode}: {folded}", file=sys.stderr)
+        for inclusive, own, function in top_functions(folded):
+            print(f"  {inclusive:6.1%} {own:6.1%}  {function}", file=sys.stderr)
     return level
 
 
