@@ -11,11 +11,17 @@ calls are kept apart from the answer: the record's output_text is the answer alo
 
 from __future__ import annotations
 
+from itertools import islice
 from typing import Any
 
 import orjson
 
 from bench.clients.base import PreparedRequest, StreamReading
+
+try:  # the usual events' decode compiled (bench/clients/_sse.c), where the install could build it
+    from bench.clients import _sse
+except ImportError:
+    _sse = None
 
 NON_OPENAI_SAMPLING = ("ollama_", "keep_alive")  # sampling keys only Ollama's native API takes
 
@@ -49,14 +55,15 @@ class OpenAIDialect:
         return "choices[].delta.content" if self.chat else "choices[].text"
 
     def read(self, events: list[tuple[int, bytes]]) -> StreamReading:
-        times: list[int] = []
-        answer: list[str] = []
+        # The leading events that only carry text are read in C (_sse.openai_prefix, where built), the rest here
+        start, times, answer = _sse.openai_prefix(events, orjson.loads, self.chat) if _sse else (0, [], [])
         reasoning: list[str] = []
         calls: dict[int, dict[str, Any]] = {}  # tool calls by index, their arguments streamed in pieces
-        first_answer = first_reasoning = None
+        first_answer = next(filter(None, times), None)  # as `first_answer or arrived_ns` would have kept it
+        first_reasoning = None
         usage = finish = timings = error = None
         done = usage_alone = False
-        for arrived_ns, payload in events:
+        for arrived_ns, payload in islice(events, start, None):
             if payload.strip() == b"[DONE]":
                 done = True
                 continue

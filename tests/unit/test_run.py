@@ -41,6 +41,7 @@ def test_a_clean_run_is_complete_and_exits_0(tmp_path):
     reads = m["client_reads"]  # how the client read and timed the run's sockets
     if reads["timestamps"] == "kernel receive time":  # Linux: every token, heads and ends came in timed reads
         assert reads["reads"] >= (8 + 2) * 2 and reads["read_path"] in ("compiled", "python")
+        assert reads["decode_path"] in ("compiled", "python")
 
 
 def test_a_run_gives_the_caller_its_signal_handlers_back(tmp_path):

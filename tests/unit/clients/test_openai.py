@@ -1,9 +1,15 @@
 """Reading OpenAI-style streams: output chunks, usage wherever it rides, errors."""
 
 import orjson
+import pytest
 
 from bench.clients.base import PreparedRequest
 from bench.clients.dialects import DIALECTS
+
+
+@pytest.fixture(autouse=True)
+def _both_decode_paths(decode_path):
+    """Every stream here is read by the compiled decode (bench.clients._sse) and by the Python alone."""
 
 
 def read_stream(api, events):
