@@ -14,12 +14,49 @@ openai_prefix(events, loads, chat) -> (count, times, pieces)
     the arrival time of each that carried text, pieces that text. The first event that is anything else
     (a finish reason, a usage, [DONE], a payload that is not a JSON object, a value of an unusual type)
     ends the run: OpenAIDialect.read reads it and the rest in Python, so this takes only what the
-    Python loop would take in the very same way. */
+    Python loop would take in the very same way.
+
+openai_pieces(times, datas, loads, chat) -> (count, times, pieces)
+    The same, read straight from a body's timed pieces (bench.clients.http.Response: times, datas): the
+    leading pieces that are each one whole event as split's quick path takes them and a usual event; count
+    is how many pieces, and the first piece that is not ends the run. None of those events is made as a
+    (time, payload) tuple, which the collector would have to visit: a stream of 256 tokens made 256.
+
+    Most events of one stream differ only in their text: where an event parsed as usual carried one text
+    and the payload holds no backslash, its bytes before and after that text (quoted, found exactly once)
+    become a template. An event that is the template's bytes around a string holding no quote, backslash
+    or control byte is the same JSON with another text, so its text is that string (checked as UTF-8) and
+    no parse is needed; any other event is parsed and may become the next template. */
 
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <string.h>
+
+/* The bytes an event shares with the last templated one: bytes[:prefix] and bytes[len - suffix:]. */
+typedef struct {
+    PyObject *owner; /* the bytes object holding them (a strong reference), or NULL while there is none */
+    const char *bytes;
+    Py_ssize_t len, prefix, suffix;
+} Template;
+
+/* Whether a body piece is one whole event of one "data: " line ("data: X\n\n", no other newline, no
+   carriage return anywhere); where it is, X's bytes in *payload and *len. */
+static int
+whole_event(PyObject *data, const char **payload, Py_ssize_t *len)
+{
+    if (!PyBytes_CheckExact(data))
+        return 0;
+    const char *b = PyBytes_AS_STRING(data);
+    Py_ssize_t n = PyBytes_GET_SIZE(data);
+    if (n < 8 || memcmp(b, "data: ", 6) != 0 || b[n - 2] != '\n' || b[n - 1] != '\n')
+        return 0;
+    if (memchr(b, '\r', (size_t)n) != NULL || memchr(b, '\n', (size_t)(n - 2)) != NULL)
+        return 0;
+    *payload = b + 6;
+    *len = n - 8;
+    return 1;
+}
 
 static PyObject *s_error, *s_usage, *s_timings, *s_choices, *s_finish_reason, *s_text, *s_delta, *s_content,
     *s_reasoning_content, *s_reasoning, *s_tool_calls;
@@ -38,14 +75,9 @@ sse_split(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (n == 0 || PyList_GET_SIZE(times) != n)
         Py_RETURN_NONE;
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *data = PyList_GET_ITEM(datas, i);
-        if (!PyBytes_CheckExact(data))
-            Py_RETURN_NONE;
-        const char *b = PyBytes_AS_STRING(data);
-        Py_ssize_t len = PyBytes_GET_SIZE(data);
-        if (len < 8 || memcmp(b, "data: ", 6) != 0 || b[len - 2] != '\n' || b[len - 1] != '\n')
-            Py_RETURN_NONE;
-        if (memchr(b, '\r', (size_t)len) != NULL || memchr(b, '\n', (size_t)(len - 2)) != NULL)
+        const char *payload;
+        Py_ssize_t len;
+        if (!whole_event(PyList_GET_ITEM(datas, i), &payload, &len))
             Py_RETURN_NONE;
     }
     PyObject *events = PyList_New(n);
@@ -185,6 +217,122 @@ done:
     return result;
 }
 
+/* The text of an event that matches the template (a new reference), or NULL (never an error set): no
+   template, another shape, or a text that needs the parse (empty, escaped, not UTF-8). */
+static PyObject *
+templated_text(const Template *t, const char *b, Py_ssize_t len)
+{
+    if (t->owner == NULL || len < t->prefix + t->suffix || memcmp(b, t->bytes, (size_t)t->prefix) != 0 ||
+        memcmp(b + len - t->suffix, t->bytes + t->len - t->suffix, (size_t)t->suffix) != 0)
+        return NULL;
+    const unsigned char *text = (const unsigned char *)b + t->prefix;
+    Py_ssize_t n = len - t->prefix - t->suffix;
+    if (n == 0)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (text[i] == '"' || text[i] == '\\' || text[i] < 0x20)
+            return NULL; /* an escape, a quote (a different structure) or a byte JSON forbids: parsed */
+    PyObject *value = PyUnicode_DecodeUTF8((const char *)text, n, NULL);
+    if (value == NULL)
+        PyErr_Clear(); /* not UTF-8: parsed, and the parse says what is wrong */
+    return value;
+}
+
+/* After a parsed event that carried exactly one text: make its bytes the template where they allow. */
+static void
+set_template(Template *t, PyObject *owner, const char *b, Py_ssize_t len, PyObject *text)
+{
+    Py_CLEAR(t->owner);
+    Py_ssize_t tn, found = -1;
+    const char *tu = PyUnicode_AsUTF8AndSize(text, &tn);
+    if (tu == NULL) {
+        PyErr_Clear();
+        return;
+    }
+    if (memchr(b, '\\', (size_t)len) != NULL) /* with no escape anywhere the text is written as it is */
+        return;
+    for (Py_ssize_t i = 0; i + tn + 2 <= len; i++) {
+        if (b[i] == '"' && b[i + tn + 1] == '"' && memcmp(b + i + 1, tu, (size_t)tn) == 0) {
+            if (found >= 0)
+                return; /* twice: which one is the text is not known without the parse */
+            found = i;
+        }
+    }
+    if (found < 0)
+        return;
+    Py_INCREF(owner);
+    *t = (Template){owner, b, len, found + 1, len - found - 1 - tn};
+}
+
+/* One event (its payload's bytes b[:len], held by owner, a bytes object): its text appended to pieces,
+   read through the template where it matches, else parsed (and then perhaps the next template); returns
+   USUAL_TEXT, USUAL_NO_TEXT, UNUSUAL or FAILED. */
+static int
+read_event(Template *t, PyObject *owner, const char *b, Py_ssize_t len, PyObject *loads, int chat, PyObject *pieces)
+{
+    PyObject *text = templated_text(t, b, len);
+    if (text != NULL) {
+        int kind = PyList_Append(pieces, text) < 0 ? FAILED : USUAL_TEXT;
+        Py_DECREF(text);
+        return kind;
+    }
+    PyObject *payload = PyBytes_GET_SIZE(owner) == len ? Py_NewRef(owner) : PyBytes_FromStringAndSize(b, len);
+    if (payload == NULL)
+        return FAILED;
+    Py_ssize_t before = PyList_GET_SIZE(pieces);
+    int kind = usual_event(payload, loads, chat, pieces);
+    if (kind == USUAL_TEXT && PyList_GET_SIZE(pieces) == before + 1)
+        set_template(t, owner, b, len, PyList_GET_ITEM(pieces, before));
+    Py_DECREF(payload);
+    return kind;
+}
+
+/* The leading usual events, as (count, times, pieces): of a list of events (time, payload) where
+   piece_times is NULL, else of a body's pieces (piece_times, datas), each of which must be one whole event. */
+static PyObject *
+leading_usual(PyObject *items, PyObject *piece_times, PyObject *loads, int chat)
+{
+    Template template = {NULL, NULL, 0, 0, 0};
+    PyObject *times = PyList_New(0), *pieces = PyList_New(0);
+    if (times == NULL || pieces == NULL)
+        goto failed;
+    Py_ssize_t count = 0, n = PyList_CheckExact(items) ? PyList_GET_SIZE(items) : 0;
+    if (piece_times != NULL && (!PyList_CheckExact(piece_times) || PyList_GET_SIZE(piece_times) != n))
+        n = 0; /* lengths that differ: the general path says so */
+    for (; count < n; count++) {
+        PyObject *item = PyList_GET_ITEM(items, count), *owner, *time;
+        const char *b;
+        Py_ssize_t len;
+        if (piece_times != NULL) {
+            if (!whole_event(item, &b, &len))
+                break;
+            owner = item;
+            time = PyList_GET_ITEM(piece_times, count);
+        } else {
+            if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1)))
+                break;
+            owner = PyTuple_GET_ITEM(item, 1);
+            b = PyBytes_AS_STRING(owner);
+            len = PyBytes_GET_SIZE(owner);
+            time = PyTuple_GET_ITEM(item, 0);
+        }
+        int kind = read_event(&template, owner, b, len, loads, chat, pieces);
+        if (kind == FAILED)
+            goto failed;
+        if (kind == UNUSUAL)
+            break;
+        if (kind == USUAL_TEXT && PyList_Append(times, time) < 0)
+            goto failed;
+    }
+    Py_XDECREF(template.owner);
+    return Py_BuildValue("(nNN)", count, times, pieces);
+failed:
+    Py_XDECREF(template.owner);
+    Py_XDECREF(times);
+    Py_XDECREF(pieces);
+    return NULL;
+}
+
 static PyObject *
 sse_openai_prefix(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
@@ -192,34 +340,19 @@ sse_openai_prefix(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "openai_prefix(events, loads, chat) takes 3 arguments");
         return NULL;
     }
-    PyObject *events = args[0], *loads = args[1];
     int chat = PyObject_IsTrue(args[2]);
-    if (chat < 0)
+    return chat < 0 ? NULL : leading_usual(args[0], NULL, args[1], chat);
+}
+
+static PyObject *
+sse_openai_pieces(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError, "openai_pieces(times, datas, loads, chat) takes 4 arguments");
         return NULL;
-    PyObject *times = PyList_New(0), *pieces = PyList_New(0);
-    if (times == NULL || pieces == NULL)
-        goto failed;
-    Py_ssize_t count = 0;
-    if (PyList_CheckExact(events)) {
-        for (Py_ssize_t n = PyList_GET_SIZE(events); count < n; count++) {
-            PyObject *event = PyList_GET_ITEM(events, count);
-            if (!PyTuple_CheckExact(event) || PyTuple_GET_SIZE(event) != 2)
-                break;
-            int kind = usual_event(PyTuple_GET_ITEM(event, 1), loads, chat, pieces);
-            if (kind == FAILED)
-                goto failed;
-            if (kind == UNUSUAL)
-                break;
-            if (kind == USUAL_TEXT && PyList_Append(times, PyTuple_GET_ITEM(event, 0)) < 0)
-                goto failed;
-        }
     }
-    PyObject *result = Py_BuildValue("(nNN)", count, times, pieces);
-    return result;
-failed:
-    Py_XDECREF(times);
-    Py_XDECREF(pieces);
-    return NULL;
+    int chat = PyObject_IsTrue(args[3]);
+    return chat < 0 ? NULL : leading_usual(args[1], args[0], args[2], chat);
 }
 
 static PyMethodDef methods[] = {
@@ -227,6 +360,8 @@ static PyMethodDef methods[] = {
      "split(times, datas) -> list[(time, payload)] | None: split_sse's quick path (see the module)"},
     {"openai_prefix", (PyCFunction)(void (*)(void))sse_openai_prefix, METH_FASTCALL,
      "openai_prefix(events, loads, chat) -> (count, times, pieces): the leading usual events (see the module)"},
+    {"openai_pieces", (PyCFunction)(void (*)(void))sse_openai_pieces, METH_FASTCALL,
+     "openai_pieces(times, datas, loads, chat) -> (count, times, pieces): the same, of a body's leading pieces"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -99,14 +99,18 @@ class Response:
         """(arrival time in ns, payload of one server-sent event's data lines, or one NDJSON line), in order.
         An event's time is the arrival of the read that completed it."""
         if self._events is None:
-            t_end = self.t_end_ns if self.complete else None
             if self.kind == _SSE:
-                self._events = split_sse(self.times, self.datas, t_end)
+                self._events = self.events_after(0)
             elif self.kind == _NDJSON:
-                self._events = split_ndjson(self.times, self.datas, t_end)
+                self._events = split_ndjson(self.times, self.datas, self.t_end_ns if self.complete else None)
             else:
                 self._events = []
         return self._events
+
+    def events_after(self, pieces: int) -> list[tuple[int, bytes]]:
+        """A server-sent event stream's events after its first `pieces` pieces, each of which holds one whole
+        event and nothing else (bench.clients._sse.openai_pieces read them): events[k:] for those k pieces."""
+        return split_sse(self.times[pieces:], self.datas[pieces:], self.t_end_ns if self.complete else None)
 
     @property
     def pieces(self) -> list[tuple[int, bytes]]:

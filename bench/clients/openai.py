@@ -11,12 +11,16 @@ calls are kept apart from the answer: the record's output_text is the answer alo
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from bench.clients.base import PreparedRequest, StreamReading
+
+if TYPE_CHECKING:
+    from bench.clients.http import Response
 
 try:  # the usual events' decode compiled (bench/clients/_sse.c), where the install could build it
     from bench.clients import _sse
@@ -57,13 +61,30 @@ class OpenAIDialect:
     def read(self, events: list[tuple[int, bytes]]) -> StreamReading:
         # The leading events that only carry text are read in C (_sse.openai_prefix, where built), the rest here
         start, times, answer = _sse.openai_prefix(events, orjson.loads, self.chat) if _sse else (0, [], [])
+        return self._read_rest(islice(events, start, None), times, answer, events[0][1] if events else None)
+
+    def read_response(self, response: Response) -> StreamReading:
+        """read(response.events), its leading usual events read in C straight from the body's pieces
+        (_sse.openai_pieces), none of them made an event; the rest split and read as read() reads them."""
+        if _sse is None or response.kind != "sse":
+            return self.read(response.events)
+        count, times, answer = _sse.openai_pieces(response.times, response.datas, orjson.loads, self.chat)
+        if not count:
+            return self.read(response.events)
+        first_payload = response.datas[0][6:-2]  # a whole event "data: X\n\n", as openai_pieces took it
+        return self._read_rest(response.events_after(count), times, answer, first_payload)
+
+    def _read_rest(
+        self, rest: Iterable[tuple[int, bytes]], times: list[int], answer: list[str], first_payload: bytes | None
+    ) -> StreamReading:
+        """The reading of a stream whose leading events gave times and answer, its other events still to read."""
         reasoning: list[str] = []
         calls: dict[int, dict[str, Any]] = {}  # tool calls by index, their arguments streamed in pieces
         first_answer = next(filter(None, times), None)  # as `first_answer or arrived_ns` would have kept it
         first_reasoning = None
         usage = finish = timings = error = None
         done = usage_alone = False
-        for arrived_ns, payload in islice(events, start, None):
+        for arrived_ns, payload in rest:
             if payload.strip() == b"[DONE]":
                 done = True
                 continue
@@ -133,7 +154,7 @@ class OpenAIDialect:
             timings,
             error,
             ended,
-            events[0][1] if events else None,
+            first_payload,
             reasoning_text="".join(reasoning) or None,
             first_reasoning_ns=first_reasoning,
             first_answer_ns=first_answer,

@@ -138,7 +138,8 @@ class StreamingClient:
         if not getattr(self.dialect, "streamed", True):  # embeddings, rerank: one JSON body (bench.clients.pooling)
             await self.dialect.fill(record, request, response.body, failure, self.count_tokens)  # type: ignore[attr-defined]
             return
-        reading = self.dialect.read(response.events)
+        read_response = getattr(self.dialect, "read_response", None)  # OpenAI's: its usual events read from the body
+        reading = read_response(response) if read_response else self.dialect.read(response.events)
         record.output_times_ns = [t - a for t in reading.output_times_ns]
         record.reasoning_text, record.tool_calls = reading.reasoning_text, reading.tool_calls
         record.t_first_reasoning_ns = reading.first_reasoning_ns - a if reading.first_reasoning_ns else None

@@ -92,6 +92,76 @@ def test_the_compiled_openai_decode_reads_every_stream_as_the_python_loop_does(d
     assert compared == 3000
 
 
+# Texts (as the payload's bytes) that trip a template taken from one event's bytes: JSON's own syntax, the
+# other fields' names and values, escapes, a byte JSON forbids in a string, bytes that are not UTF-8.
+_TRICKY_TEXTS = [
+    b" tok",
+    b"a",
+    b"",
+    b"0",
+    b"index",
+    b"text",
+    b"content",
+    b",",
+    b'"',
+    b"\\",
+    b"\\n",
+    b"\\u0041",
+    "é".encode(),
+    b"\x01",
+    b"\xff",
+    b"\xc3",
+    b'","x":"',
+    b"null",
+    b"}",
+    b" tok tok",
+    b"A",
+]
+_TRICKY_SHAPES = [
+    b'{"choices":[{"text":"%s","index":0,"finish_reason":null}],"object":"text_completion"}',
+    b'{"id":"0","choices":[{"text":"%s","index":0}]}',
+    b'{"choices":[{"delta":{"content":"%s"},"index":0,"finish_reason":null}]}',
+    b'{"choices":[{"delta":{"role":"assistant","content":"%s"},"index":0}],"created":1}',
+    b'{"choices":[{"text":"a","index":0},{"text":"%s","index":1}]}',
+    b'{"choices":[{"text":"%s","text":"a"}]}',
+    b'{"choices":[{"text":"%s"}],"usage":{"completion_tokens":1}}',
+    b' {"choices":[{"text":"%s","delta":{"content":"%s"}}]}',
+    b'{"model":"%s","choices":[{"text":"\\u0041","delta":{"content":"\\u0041"}}]}',  # the text escaped, "A" beside
+]
+
+
+def _shaped(rng, shape):
+    return shape % tuple(rng.choice(_TRICKY_TEXTS) for _ in range(shape.count(b"%s")))
+
+
+@pytest.mark.parametrize("dialect", [COMPLETIONS, CHAT], ids=["completions", "chat"])
+def test_the_compiled_decode_reads_events_that_differ_in_their_text_alone_as_the_python_loop_does(
+    dialect, sse, monkeypatch
+):
+    """Streams where most events repeat one event's bytes around another text (what the compiled decode
+    reads without a parse), with texts and neighbours chosen to make a template from bytes go wrong."""
+    rng = random.Random(1015)
+    for _ in range(4000):
+        shape = rng.choice(_TRICKY_SHAPES)
+        events = [
+            (t, _shaped(rng, shape if rng.random() < 0.8 else rng.choice(_TRICKY_SHAPES)))
+            for t in range(1, rng.randint(1, 10) + 1)  # arrival times, never 0 (perf_counter_ns)
+        ]
+        compiled = _read(dialect, events)
+        with monkeypatch.context() as python:
+            python.setattr(openai, "_sse", None)
+            alone = _read(dialect, events)
+        assert compiled == alone, events
+
+
+def test_the_compiled_decode_takes_the_text_between_a_templates_bytes(sse):
+    """After the first event, the same shape around other texts: each text as the parse would read it."""
+    shape = b'{"choices":[{"text":"%s","index":0,"finish_reason":null}]}'
+    texts = [b" The", b" quick", b"", " é".encode(), b" brown"]
+    events = [(t, shape % text) for t, text in enumerate(texts, 1)]
+    assert sse.openai_prefix(events, orjson.loads, False) == (5, [1, 2, 4, 5], [" The", " quick", " é", " brown"])
+
+
 def test_the_compiled_prefix_stops_at_the_first_unusual_event(sse):
     usual = orjson.dumps({"choices": [{"text": " a", "index": 0, "finish_reason": None}]})
     finish = orjson.dumps({"choices": [{"text": "", "index": 0, "finish_reason": "length"}]})
@@ -135,3 +205,48 @@ def test_the_compiled_sse_split_cuts_every_stream_as_the_python_path_does(sse, m
         usual += sse.split(times, datas) is not None
     assert usual > 100  # the quick path itself was exercised, not only its refusals
     assert sse.split([1], [b"data: x\n\n", b"data: y\n\n"]) is None  # lengths that differ: the general path raises
+
+
+def _body_piece(rng, shape):
+    kind = rng.random()
+    if kind < 0.7:  # one whole event, as servers usually write them
+        return b"data: " + _shaped(rng, shape) + b"\n\n"
+    return rng.choice(
+        [
+            b"data: " + _shaped(rng, rng.choice(_TRICKY_SHAPES)) + b"\n\n",
+            b'data: {"choices":[{"text":"",' + b'"finish_reason":"length"}]}\n\n',
+            b"data: [DONE]\n\n",
+            b"data: " + _shaped(rng, shape) + b"\n\ndata: " + _shaped(rng, shape) + b"\n\n",  # two in one read
+            b"data: " + _shaped(rng, shape)[:7],  # an event cut across reads
+            b"\n\n",
+            b"data: " + _shaped(rng, shape) + b"\r\n\r\n",
+            b": keep-alive\n\n",
+            b"data:" + _shaped(rng, shape) + b"\n\n",
+        ]
+    )
+
+
+def _sse_response(times, datas, complete):
+    return http.Response(200, {}, 0, 0, 99, list(times), list(datas), kind="sse", complete=complete)
+
+
+@pytest.mark.parametrize("dialect", [COMPLETIONS, CHAT], ids=["completions", "chat"])
+def test_reading_a_response_from_its_pieces_gives_the_reading_of_its_events(dialect, sse, monkeypatch):
+    """OpenAIDialect.read_response (the usual events read from the body's pieces) against read(events) of the
+    same response with nothing compiled, on bodies cut at random into reads."""
+    rng = random.Random(2015)
+    from_pieces = 0
+    for _ in range(3000):
+        shape = rng.choice(_TRICKY_SHAPES)
+        datas = [_body_piece(rng, shape) for _ in range(rng.randint(0, 10))]
+        times = list(range(1, len(datas) + 1))
+        complete = rng.random() < 0.8
+
+        compiled = dialect.read_response(_sse_response(times, datas, complete))
+        with monkeypatch.context() as python:
+            python.setattr(openai, "_sse", None)
+            python.setattr(http, "_sse", None)
+            alone = dialect.read(_sse_response(times, datas, complete).events)
+        assert compiled == alone, datas
+        from_pieces += sse.openai_pieces(times, datas, orjson.loads, dialect.chat)[0] > 0
+    assert from_pieces > 1000  # the pieces were read in C, not only handed to read(events)
