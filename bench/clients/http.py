@@ -585,7 +585,7 @@ KERNEL_STAMPS = sys.platform.startswith("linux") and platform.machine() in (
     "ppc64le",
     "s390x",
 )
-READ_BYTES = 64 * 1024  # one read's buffer: a backlog of 64 KiB, under malloc's mmap threshold
+READ_BYTES = 64 * 1024  # the read buffer: a backlog of 64 KiB in one read
 LATE_READ_NS = 1_000_000  # a read this long after its bytes arrived is counted as late
 MAX_STAMP_AGE_NS = 60 * 1_000_000_000  # a kernel time older than this is not believed
 UNBELIEVED_AHEAD_NS = 50_000  # a kernel time this far after the read is beyond the offset's own error
@@ -716,15 +716,21 @@ class _StampedSocket:
     )
 
     def __init__(
-        self, loop, sock: socket.socket, protocol: _Connection, clock: KernelClock, first_reads: FirstReads
+        self,
+        loop,
+        sock: socket.socket,
+        protocol: _Connection,
+        clock: KernelClock,
+        first_reads: FirstReads,
+        buffer: memoryview,
     ) -> None:
         self._loop, self._sock, self._fd, self._protocol, self._clock = loop, sock, sock.fileno(), protocol, clock
         self._first_reads = first_reads
         self._awaiting_first = False  # a request was written and no body byte has come back yet
         self._out = b""
         self._closing = False
-        self._view = memoryview(bytearray(READ_BYTES))
-        self._views = (self._view,)
+        self._view = buffer  # the client's one read buffer (HttpClient)
+        self._views = (buffer,)
         self._space = socket.CMSG_SPACE(_TIMESPEC.size)
         self._recv = sock.recvmsg_into
         self._read = _stamped.read if _stamped is not None else self._read_in_python
@@ -839,7 +845,9 @@ class _StampedSocket:
         protocol.connection_lost(exc)  # which a run keeps from the older generations (run_event_loop)
 
 
-async def _open_stamped(loop, host: str, port: int, clock: KernelClock, first_reads: FirstReads) -> _Connection:
+async def _open_stamped(
+    loop, host: str, port: int, clock: KernelClock, first_reads: FirstReads, buffer: memoryview
+) -> _Connection:
     """A connection whose reads carry the kernel's receive time (see the module's docstring)."""
     try:  # an address needs no lookup (the lookup runs in a thread: milliseconds)
         ip = ipaddress.ip_address(host)
@@ -865,7 +873,7 @@ async def _open_stamped(loop, host: str, port: int, clock: KernelClock, first_re
             sock.close()
             raise
         conn = _Connection()
-        _StampedSocket(loop, sock, conn, clock, first_reads)
+        _StampedSocket(loop, sock, conn, clock, first_reads, buffer)
         return conn
     raise error or OSError(f"no address for {host}:{port}")
 
@@ -893,6 +901,9 @@ class HttpClient:
         stamped = KERNEL_STAMPS and self._ssl is None and kernel_stamps is not False
         self.clock: KernelClock | None = KernelClock() if stamped else None
         self.first_reads: FirstReads | None = FirstReads() if stamped else None
+        # one buffer for every connection's reads (one loop reads them one at a time, and each read's bytes are
+        # copied out of it at once): 64 KiB per client, not per connection (64 MiB at 1,024 streams)
+        self._read_buffer = memoryview(bytearray(READ_BYTES))
         self.stamps = "kernel receive time" if stamped else "event-loop read time"
         # which code reads the sockets: bench.clients._stamped (compiled at install), its Python twin, or asyncio's
         self.read_path = ("compiled" if _stamped is not None else "python") if stamped else "asyncio transport"
@@ -930,7 +941,7 @@ class HttpClient:
         try:
             if self.clock is not None:
                 assert self.first_reads is not None
-                conn = await _open_stamped(loop, self.host, self.port, self.clock, self.first_reads)
+                conn = await _open_stamped(loop, self.host, self.port, self.clock, self.first_reads, self._read_buffer)
             else:
                 _, conn = await loop.create_connection(
                     _Connection, self.host, self.port, ssl=self._ssl, server_hostname=self.host if self._ssl else None

@@ -14,7 +14,15 @@ import termios
 import pytest
 
 from bench.clients import http
-from bench.clients.http import SO_TIMESTAMPNS, FirstReads, KernelClock, _Connection, _StampedSocket, perf_ns
+from bench.clients.http import (
+    READ_BYTES,
+    SO_TIMESTAMPNS,
+    FirstReads,
+    KernelClock,
+    _Connection,
+    _StampedSocket,
+    perf_ns,
+)
 
 pytestmark = pytest.mark.skipif(not http.KERNEL_STAMPS, reason="kernel receive times need Linux")
 
@@ -121,7 +129,7 @@ def test_reads_take_whole_chunks_as_the_parser_would_and_keep_each_reads_time(re
         async def go(client=client, server=server, body=body, chunk_ends=chunk_ends, size_ends=size_ends):
             conn, reference = _Connection(), _Connection()
             clock = KernelClock()
-            stamped = _StampedSocket(_NoLoop(), client, conn, clock, FirstReads())
+            stamped = _StampedSocket(_NoLoop(), client, conn, clock, FirstReads(), memoryview(bytearray(READ_BYTES)))
             read = stamped._read
 
             def counted(*args):
@@ -187,7 +195,9 @@ class _Sink:
 async def _request_on(client: socket.socket, clock: KernelClock | None = None):
     """A request in flight on a connection read through _StampedSocket: (connection, its socket, the request)."""
     conn = _Connection()
-    stamped = _StampedSocket(_NoLoop(), client, conn, clock or KernelClock(), FirstReads())
+    stamped = _StampedSocket(
+        _NoLoop(), client, conn, clock or KernelClock(), FirstReads(), memoryview(bytearray(READ_BYTES))
+    )
     task = asyncio.create_task(conn.request(b"POST / HTTP/1.1\r\n\r\n"))
     await asyncio.sleep(0)
     return conn, stamped, task
