@@ -171,10 +171,7 @@ def main() -> int:
         return child(args)
 
     sys.path.insert(0, str(REPO))
-    from bench.calibrate import SERVER_SCRIPT, SHAPES
     from bench.calibrate.wire import capture_method
-    from bench.engines.base import free_port, http_json, wait_until_ready
-    from bench.engines.process import ManagedProcess
 
     if args.profile:
         args.profile.mkdir(parents=True, exist_ok=True)
@@ -191,7 +188,27 @@ def main() -> int:
     if args.capacity_streams:
         plan.append(("capacity", [int(s) for s in args.capacity_streams.split(",") if s]))
     modes = [m for m in args.modes.split(",") if m]
-    levels = []
+    levels: list[dict] = []
+    try:
+        _drive_levels(args, trees, plan, modes, method, levels)
+    except ClientFailed as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    for tree_name, tree in trees:
+        print(f"\nclient: {tree_name} ({tree}) | wire: {note}")
+        print(HEADER)
+        print("\n".join(_row(level) for level in levels if level["tree"] == tree_name))
+    if args.json:
+        args.json.write_text(json.dumps(levels, indent=1))
+    return 0
+
+
+def _drive_levels(args, trees, plan, modes, method, levels: list[dict]) -> None:
+    """Every level of the plan for every tree and mode, one after another, each appended to levels."""
+    from bench.calibrate import SERVER_SCRIPT, SHAPES
+    from bench.engines.base import free_port, http_json, wait_until_ready
+    from bench.engines.process import ManagedProcess
+
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         work = Path(tmp)
         for shape_name, counts in plan:
@@ -219,13 +236,10 @@ def main() -> int:
                             print(f"{tree_name:>8} " + _row(level), file=sys.stderr, flush=True)
             finally:
                 server.stop()
-    for tree_name, tree in trees:
-        print(f"\nclient: {tree_name} ({tree}) | wire: {note}")
-        print(HEADER)
-        print("\n".join(_row(level) for level in levels if level["tree"] == tree_name))
-    if args.json:
-        args.json.write_text(json.dumps(levels, indent=1))
-    return 0
+
+
+class ClientFailed(Exception):
+    """A client under test could not drive a level (a tree it cannot run, a crash): its one-line reason."""
 
 
 def profiler() -> str | None:
@@ -274,7 +288,16 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
         spy = [profiler(), "record", "--rate", "200", "--native", "--format", "raw"]
         cmd = [*spy, "--output", str(folded), "--", *cmd]
     try:
-        subprocess.run(cmd, env=env, check=True, cwd=tmp)
+        child = subprocess.run(cmd, env=env, cwd=tmp, stderr=subprocess.PIPE, text=True)
+        if child.returncode == 0:
+            sys.stderr.write(child.stderr)  # py-spy's notes, with --profile
+        else:
+            last = (child.stderr.strip().splitlines() or ["(nothing on stderr)"])[-1]
+            where = env["PYTHONPATH"]
+            raise ClientFailed(
+                f"error: the client of tree {tree_name!r} ({where}) failed at {shape.name} {streams} streams, {mode} "
+                f"(exit {child.returncode}): {last}; --tree takes a tree with this one's bench.clients and bench.load"
+            )
     finally:
         server_cpu = (sum(server_process.cpu_times()[:2]) - server_cpu) / (time.monotonic() - started)
         captured = capture.stop() if capture else None
