@@ -167,7 +167,9 @@ usual_event(PyObject *payload, PyObject *loads, int chat, PyObject *pieces)
     if (i == len || b[i] != '{') /* [DONE], or not an object: the Python loop says which */
         return UNUSUAL;
     PyObject *chunk = PyObject_CallOneArg(loads, payload);
-    if (chunk == NULL) { /* malformed: the Python loop parses it again and reports it */
+    if (chunk == NULL) { /* malformed (a ValueError): the Python loop parses it again and reports it */
+        if (!PyErr_ExceptionMatches(PyExc_ValueError))
+            return FAILED; /* anything else (memory) is raised as it is */
         PyErr_Clear();
         return UNUSUAL;
     }
@@ -296,36 +298,41 @@ leading_usual(PyObject *items, PyObject *piece_times, PyObject *loads, int chat)
     PyObject *times = PyList_New(0), *pieces = PyList_New(0);
     if (times == NULL || pieces == NULL)
         goto failed;
-    Py_ssize_t count = 0, n = PyList_CheckExact(items) ? PyList_GET_SIZE(items) : 0;
-    if (piece_times != NULL && (!PyList_CheckExact(piece_times) || PyList_GET_SIZE(piece_times) != n))
-        n = 0; /* lengths that differ: the general path says so */
-    for (; count < n; count++) {
-        PyObject *item = PyList_GET_ITEM(items, count), *owner, *time;
+    if (!PyList_CheckExact(items) || (piece_times != NULL && (!PyList_CheckExact(piece_times) ||
+                                                              PyList_GET_SIZE(piece_times) != PyList_GET_SIZE(items))))
+        goto done; /* lengths that differ: the general path says so */
+    Py_ssize_t count = 0;
+    /* each item and its time held while loads runs: a loads that changed the lists cannot free them under us */
+    for (; count < PyList_GET_SIZE(items) && (piece_times == NULL || count < PyList_GET_SIZE(piece_times)); count++) {
+        PyObject *item = Py_NewRef(PyList_GET_ITEM(items, count)), *owner, *time;
         const char *b;
         Py_ssize_t len;
+        int kind = UNUSUAL;
         if (piece_times != NULL) {
-            if (!whole_event(item, &b, &len))
-                break;
+            time = Py_NewRef(PyList_GET_ITEM(piece_times, count));
             owner = item;
-            time = PyList_GET_ITEM(piece_times, count);
-        } else {
-            if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) != 2 || !PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1)))
-                break;
+            if (whole_event(item, &b, &len))
+                kind = read_event(&template, owner, b, len, loads, chat, pieces);
+        } else if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 && PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1))) {
+            time = Py_NewRef(PyTuple_GET_ITEM(item, 0));
             owner = PyTuple_GET_ITEM(item, 1);
-            b = PyBytes_AS_STRING(owner);
-            len = PyBytes_GET_SIZE(owner);
-            time = PyTuple_GET_ITEM(item, 0);
+            kind = read_event(&template, owner, PyBytes_AS_STRING(owner), PyBytes_GET_SIZE(owner), loads, chat, pieces);
+        } else {
+            time = NULL;
         }
-        int kind = read_event(&template, owner, b, len, loads, chat, pieces);
+        if (kind == USUAL_TEXT && PyList_Append(times, time) < 0)
+            kind = FAILED;
+        Py_DECREF(item);
+        Py_XDECREF(time);
         if (kind == FAILED)
             goto failed;
         if (kind == UNUSUAL)
             break;
-        if (kind == USUAL_TEXT && PyList_Append(times, time) < 0)
-            goto failed;
     }
     Py_XDECREF(template.owner);
     return Py_BuildValue("(nNN)", count, times, pieces);
+done:
+    return Py_BuildValue("(nNN)", (Py_ssize_t)0, times, pieces);
 failed:
     Py_XDECREF(template.owner);
     Py_XDECREF(times);

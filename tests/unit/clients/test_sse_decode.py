@@ -250,3 +250,30 @@ def test_reading_a_response_from_its_pieces_gives_the_reading_of_its_events(dial
         assert compiled == alone, datas
         from_pieces += sse.openai_pieces(times, datas, orjson.loads, dialect.chat)[0] > 0
     assert from_pieces > 1000  # the pieces were read in C, not only handed to read(events)
+
+
+def test_the_compiled_prefix_passes_on_what_loads_raises_but_a_malformed_payload(sse):
+    """A ValueError (orjson's JSONDecodeError) ends the run for the Python loop to report; anything else (memory,
+    a defect) is raised as it is; and a loads that empties the list it reads is no crash."""
+    events = [(1, b'{"choices":[{"text":"a"}]}'), (2, b'{"choices":[{"text":"b"}]}')]
+
+    def raising(error):
+        def loads(payload):
+            raise error
+
+        return loads
+
+    assert sse.openai_prefix(events, raising(ValueError("bad")), False) == (0, [], [])
+    with pytest.raises(MemoryError):
+        sse.openai_prefix(events, raising(MemoryError()), False)
+    with pytest.raises(MemoryError):
+        sse.openai_pieces([1], [b"data: " + events[0][1] + b"\n\n"], raising(MemoryError()), False)
+
+    def emptying(payload):
+        items.clear()
+        return orjson.loads(payload)
+
+    items = list(events)
+    assert sse.openai_prefix(items, emptying, False) == (1, [1], ["a"])
+    items = [b"data: " + p + b"\n\n" for _, p in events]
+    assert sse.openai_pieces([1, 2], items, emptying, False) == (1, [1], ["a"])
