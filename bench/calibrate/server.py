@@ -18,7 +18,8 @@ process on the machine: the client's timestamps and these compare directly.
 The same server runs in-process as the fake engine of the load path's unit tests (`running`): there a
 `faults` function may give a request another fate than a clean stream, by its arrival number:
 "http-500" (an error status), "cut:K" (close the connection after K tokens), "chat-as-text" (chat
-chunks that carry `text` instead of `delta.content`) or "silent" (headers, then nothing).
+chunks that carry `text` instead of `delta.content`), "no-usage" (a final chunk without a usage, so the
+client counts the tokens itself) or "silent" (headers, then nothing).
 """
 
 from __future__ import annotations
@@ -53,7 +54,19 @@ CHAT_AS_TEXT = chunk(b'data: {"choices":[{"text":" tok","index":0,"finish_reason
 
 
 class Stream:
-    __slots__ = ("conn", "tokens", "written", "t_received", "t_first", "t_last", "gap_ns", "token", "cut_after", "tag")
+    __slots__ = (
+        "conn",
+        "tokens",
+        "written",
+        "t_received",
+        "t_first",
+        "t_last",
+        "gap_ns",
+        "token",
+        "cut_after",
+        "tag",
+        "usage",
+    )
 
     def __init__(
         self,
@@ -64,10 +77,11 @@ class Stream:
         token: bytes = TOKEN,
         cut_after: int | None = None,
         tag: str | None = None,
+        usage: bool = True,
     ) -> None:
         self.conn, self.tokens, self.written, self.gap_ns = conn, tokens, 0, gap_ns
         self.t_received, self.t_first, self.t_last = t_received, 0, 0
-        self.token, self.cut_after, self.tag = token, cut_after, tag
+        self.token, self.cut_after, self.tag, self.usage = token, cut_after, tag, usage
 
 
 class Scheduler:
@@ -179,7 +193,8 @@ class Connection(asyncio.Protocol):
         cut = int(fault.split(":")[1]) if fault and fault.startswith("cut:") else None
         prompt = request.get("prompt")
         tag = prompt if isinstance(prompt, str) and len(prompt) <= MAX_TAG_CHARS else None
-        self.scheduler.add(Stream(self, tokens, now, self.scheduler.gap_ns, token, cut, tag))
+        usage = fault != "no-usage"
+        self.scheduler.add(Stream(self, tokens, now, self.scheduler.gap_ns, token, cut, tag, usage))
 
     def finish(self, stream: Stream) -> None:
         truth = {
@@ -196,6 +211,8 @@ class Connection(asyncio.Protocol):
             "usage": {"prompt_tokens": 1, "completion_tokens": stream.written, "total_tokens": stream.written + 1},
             "timings": truth,
         }
+        if not stream.usage:
+            del final["usage"]
         self.transport.write(chunk(b"data: " + json.dumps(final).encode() + b"\n\n") + END)
 
 

@@ -176,8 +176,10 @@ class LoadRunner:
                 # and no burst of decoding delays the timestamps of other streams.
                 self._finishing.put_nowait((stage, sent, load))
                 return
-            record = _placed(await self._decode(sent), load)  # the next turn needs this answer now
-            self._finalize(stage, record)
+            record, cancelled = await self._decode_through_a_stop(sent)  # the next turn needs this answer now
+            self._finalize(stage, _placed(record, load))
+            if cancelled:
+                raise asyncio.CancelledError
             if record.status != "ok" or self._stopping():
                 return
             previous, output = request, record.output_text or ""
@@ -199,6 +201,19 @@ class LoadRunner:
         except Exception as exc:  # a decoding defect costs this record's details, never the run
             sent.record.status, sent.record.error = "error", f"client error: {type(exc).__name__}: {exc}"
             return sent.record
+
+    async def _decode_through_a_stop(self, sent) -> tuple[RequestRecord, bool]:
+        """The record of a response that has arrived, even where a stop cancels this task meanwhile (a tokenizer
+        count is the one wait in a decode, and a short one); with it, whether a cancel came."""
+        decoding = asyncio.ensure_future(self._decode(sent))
+        cancelled = False
+        while True:
+            try:
+                return await asyncio.shield(decoding), cancelled
+            except asyncio.CancelledError:
+                if decoding.cancelled():  # the decode itself was cancelled (never by a stop): nothing to keep
+                    raise
+                cancelled = True
 
     def _finalize(self, stage: Stage, record: RequestRecord) -> None:
         self.sink(record)

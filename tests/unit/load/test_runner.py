@@ -2,6 +2,7 @@
 bench.calibrate.server run inside the test's event loop, with faults injected by request number."""
 
 import asyncio
+import time
 
 import pytest
 
@@ -244,3 +245,35 @@ def test_decoded_records_are_swept_from_the_young_generation_before_their_output
     assert len(kept) == 128
     assert len(followed) >= 128 * tokens // YOUNG_WORK_PER_COLLECTION
     assert max(followed) <= YOUNG_WORK_PER_COLLECTION + tokens, followed
+
+
+def test_a_stop_while_a_conversation_turn_is_counted_keeps_that_turns_record():
+    """A conversation decodes each turn in its worker (the next turn needs the answer); a stop that cancels the
+    worker while the tokenizer counts a finished answer must not cost that answer's record."""
+    counting = []
+
+    async def go():
+        records = []
+        loop = asyncio.get_running_loop()
+        async with running(2.0, 0.5, lambda n, body: "no-usage") as url:
+
+            def count_tokens(text, add_special):  # in a thread: the stop lands while the worker awaits it
+                counting.append(text)
+                loop.call_soon_threadsafe(runner.request_stop, "interrupted by the test")
+                time.sleep(0.2)
+                return 3
+
+            client = StreamingClient(
+                HttpClient(url), DIALECTS["chat"], "fake", {}, 30.0, perf_ns(), count_tokens=count_tokens
+            )
+            turns = [PreparedRequest(f"{n} question", 3) for n in ("first", "second")]
+            runner = LoadRunner(client, iter([WorkItem(turns, conversation=0)] * 1), records.append)
+            await runner.run_stage(stage(ClosedLoop(1), requests=1))
+            await client.http.close()
+        return records, runner
+
+    records, runner = asyncio.run(go())
+    assert runner.stop_reason == "interrupted by the test"
+    assert counting == [" tok tok tok", "first question"]  # the answer, then the prompt: the stop came at the first
+    (record,) = records  # the first turn's, kept; the second was never sent
+    assert (record.turn, record.status, record.output_tokens, record.tokens_source) == (0, "ok", 3, "tokenizer")
