@@ -99,7 +99,13 @@ def test_a_search_run_finds_the_rate_one_stream_can_carry(tmp_path):
     assert [(s["rate"], s["compliant"]) for s in search.steps][:3] == [(80.0, False), (10.0, True), (45.0, False)]
     assert all(s.requests == 10 for s in result.manifest.stages)  # p50 needs 10 measured requests, not the 4 asked
     assert len(result.manifest.stages) == len(search.steps) <= 8  # HIGH, LOW, then at most 6 halvings to 20%
+    # One stream carries at most 20 req/s (50 ms a request): a held rate above that measures about the same
+    # throughput as the compliant stages below it, so the priced stage is a compliant one that carried at least
+    # as much as the held rate's stage did (which one of near-equal throughputs is a matter of noise)
     best = result.summary.slo.max_slo_compliant
-    assert best.stage == next(s["stage"] for s in search.steps if s["rate"] == held)
+    held_stage = next(s["stage"] for s in search.steps if s["rate"] == held)
+    carried = {s.stage: s.request_throughput_per_s for s in result.summary.stages}
+    assert best.stage in {s["stage"] for s in search.steps if s["compliant"]}, (best, search.steps)
+    assert best.request_throughput_per_s >= carried[held_stage], (best, carried)
     manifest = json.loads((result.path / "manifest.json").read_text())
     assert manifest["search"]["requests_per_stage"] == 10
