@@ -112,7 +112,8 @@ def test_the_wire_agrees_with_the_server_log(small_calibration):
         assert -0.1 < wire["receive_lag_ms"]["p50"] and wire["ttft_error_ms"]["p99"] < 50
         # the server stamps its write just after it, the wire during it: the two truths are close at the median
         assert abs(wire["receive_lag_ms"]["p50"] - level["ttft_error_ms"]["p50"]) < 1.0
-    assert re.search(r"latency +8 streams .* wire TTFT err p50 .* \(\d+ paired\)", done.stderr)
+    # "(N paired)", or "(N paired, K over 0.5 ms late, ...)" where a loaded machine read some first tokens late
+    assert re.search(r"latency +8 streams .* wire TTFT err p50 .* \(\d+ paired[,)]", done.stderr)
 
 
 def test_without_a_capture_it_says_so_and_uses_the_log(tmp_path, monkeypatch):
