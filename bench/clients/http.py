@@ -100,9 +100,9 @@ class Response:
         An event's time is the arrival of the read that completed it."""
         if self._events is None:
             if self.kind == _SSE:
-                self._events = self.events_after(0)
+                self._events = split_sse(self.times, self.datas, self._t_last_event)
             elif self.kind == _NDJSON:
-                self._events = split_ndjson(self.times, self.datas, self.t_end_ns if self.complete else None)
+                self._events = split_ndjson(self.times, self.datas, self._t_last_event)
             else:
                 self._events = []
         return self._events
@@ -110,7 +110,12 @@ class Response:
     def events_after(self, pieces: int) -> list[tuple[int, bytes]]:
         """A server-sent event stream's events after its first `pieces` pieces, each of which holds one whole
         event and nothing else (bench.clients._sse.openai_pieces read them): events[k:] for those k pieces."""
-        return split_sse(self.times[pieces:], self.datas[pieces:], self.t_end_ns if self.complete else None)
+        return split_sse(self.times[pieces:], self.datas[pieces:], self._t_last_event)
+
+    @property
+    def _t_last_event(self) -> int | None:
+        """The time of a last event without its terminator: the end, where the body reached it (else dropped)."""
+        return self.t_end_ns if self.complete else None
 
     @property
     def pieces(self) -> list[tuple[int, bytes]]:
