@@ -298,12 +298,13 @@ leading_usual(PyObject *items, PyObject *piece_times, PyObject *loads, int chat)
     PyObject *times = PyList_New(0), *pieces = PyList_New(0);
     if (times == NULL || pieces == NULL)
         goto failed;
-    if (!PyList_CheckExact(items) || (piece_times != NULL && (!PyList_CheckExact(piece_times) ||
-                                                              PyList_GET_SIZE(piece_times) != PyList_GET_SIZE(items))))
-        goto done; /* lengths that differ: the general path says so */
+    /* lengths that differ, or not lists: nothing taken here, and the general path says what is wrong */
+    int usable = PyList_CheckExact(items) && (piece_times == NULL || (PyList_CheckExact(piece_times) &&
+                                                                      PyList_GET_SIZE(piece_times) == PyList_GET_SIZE(items)));
     Py_ssize_t count = 0;
     /* each item and its time held while loads runs: a loads that changed the lists cannot free them under us */
-    for (; count < PyList_GET_SIZE(items) && (piece_times == NULL || count < PyList_GET_SIZE(piece_times)); count++) {
+    for (; usable && count < PyList_GET_SIZE(items) && (piece_times == NULL || count < PyList_GET_SIZE(piece_times));
+         count++) {
         PyObject *item = Py_NewRef(PyList_GET_ITEM(items, count)), *owner, *time;
         const char *b;
         Py_ssize_t len;
@@ -331,8 +332,6 @@ leading_usual(PyObject *items, PyObject *piece_times, PyObject *loads, int chat)
     }
     Py_XDECREF(template.owner);
     return Py_BuildValue("(nNN)", count, times, pieces);
-done:
-    return Py_BuildValue("(nNN)", (Py_ssize_t)0, times, pieces);
 failed:
     Py_XDECREF(template.owner);
     Py_XDECREF(times);
