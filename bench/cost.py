@@ -932,6 +932,11 @@ def eligibility(entry: dict[str, Any], bar: float | None) -> str | None:
     s = entry["success"]
     if entry["_option"].outcome.successful <= 0:
         return "no task succeeded"
+    if bar is not None and not s["measured"] and s["source"] != "flag":  # a completion rate, not a quality
+        return (
+            f"answer quality not measured ({s['source']} is not a golden run): the {bar:.0%} bar needs a "
+            "golden run (bench eval --golden FILE) or an assumed rate (--self-hosted-success-rate)"
+        )
     if bar is not None and s["rate"] < bar:
         ci = s.get("ci95")
         interval = f", 95% CI {ci[0]:.0%}-{ci[1]:.0%}" if ci else ""
@@ -1333,6 +1338,9 @@ def embedding_cost(
         "today": today.isoformat(),
         "hardware_offer": offer_name,
         "instance_hourly": hourly,
+        "price_source": offer.source,
+        "as_of": offer.as_of.isoformat(),
+        "price_age": price_age(offer.as_of, today, stale_after),
         "utilization": utilization,
         "stages": stages,
         "priced_stage": best,

@@ -33,8 +33,8 @@ from bench.cost import (
     with_measured_tokens,
 )
 from bench.errors import UsageError
-from bench.format import ci_text, money, tasks_per_month
-from bench.quality import mcnemar_exact
+from bench.format import ci_text, money, tasks_per_month, volume_text
+from bench.quality import mcnemar_exact, require_one_golden_set
 from bench.report.render import Heading, Paragraph, Table
 from bench.results import RunDirectory
 
@@ -117,6 +117,9 @@ def assess(
         )
     today = pricing.today or datetime.date.today()
     runs = _load_runs(run_dirs)
+    require_one_golden_set(
+        [(str(r["path"]), r["summary"].quality) for r in runs if r["golden"]], "compare candidates on"
+    )
     paired = {n: _runs_for(n, catalog.candidates[n], runs) for n in names}  # (golden run, load run)
     matched = {r["run_id"] for pair in paired.values() for r in pair if r}
     unmatched = [r["run_id"] for r in runs if r["run_id"] not in matched]
@@ -191,6 +194,9 @@ def _candidate(
         "per_successful_task_at_volume": section["per_successful_task_at_volume"],
         "per_successful_task_at_volume_ci95": section["per_successful_task_at_volume_ci95"],
         "monthly": section["monthly"],
+        "volume": volume,
+        "instances": section.get("instances"),
+        "utilization": task.utilization,
         "price_age": section["price_age"],
         "deprecation": section.get("deprecation"),
     }
@@ -305,12 +311,22 @@ def cells(e: dict[str, Any], bar: float) -> list[str]:
     if cost:
         per_success = cost.get("per_successful_task")
         shape = "linear in volume" if cost["linear"] else "steps of one instance"
+        quality = e.get("quality")
         success = (
             f"{money(per_success)}{ci_text(cost.get('per_successful_task_ci95'))}/successful task"
             if per_success
+            else "no task succeeded on the golden set: unbounded per successful task"
+            if quality and quality.get("success_rate") == 0
             else "not measured/successful task"
         )
-        cost_text = f"{money(cost['per_task'])}/task, {success}; {shape} ({cost['basis']})"
+        per_task = f"{money(cost['per_task'])}/task"
+        if cost.get("volume") and not cost["linear"]:  # whole instances at the volume, not the utilization's price
+            n = cost.get("instances")
+            per_task += (
+                f" at {volume_text(cost['volume'])} tasks/month on {n} whole instance{'s' if n != 1 else ''} "
+                f"({money(cost['per_task_at_utilization'])}/task at {cost['utilization']:.0%} utilization)"
+            )
+        cost_text = f"{per_task}, {success}; {shape} ({cost['basis']})"
         dep = (cost.get("deprecation") or {}).get("note")
         if dep:
             cost_text += f"; {dep}"

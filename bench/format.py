@@ -499,7 +499,11 @@ def answer_lines(report) -> list[str]:
             f"{volume_text(point)} tasks/month{volume_ci_text(be['ci95'])}"
             if point is not None
             else f"none: {be['api']} costs less per successful task than a fully used instance"
-            + (f" (at the interval's favourable end: {volume_text(be['ci95'][0])})" if be["ci95"][0] else "")
+            + (
+                f" (at the interval's favourable end: {volume_text(be['ci95'][0])})"
+                if be["ci95"] and be["ci95"][0]
+                else ""
+            )
         )
         note = f" ({be['note']})" if be.get("note") else ""
         lines.append(f"  Break-even of {be['self_hosted']} against {be['api']}{note}: {text} {see('break-even')}.")
@@ -869,7 +873,8 @@ def format_embedding_cost(report: dict[str, Any]) -> str:
     u = report["utilization"]
     lines = [
         "Answer",
-        f"  Self-hosted on {report['hardware_offer']} (${report['instance_hourly']:,.4g}/h, utilization {u:.0%}): "
+        f"  Self-hosted on {report['hardware_offer']} (${report['instance_hourly']:,.4g}/h: {report['price_source']}, "
+        f"as of {report['as_of']}: {report['price_age']['note']}; utilization {u:.0%}): "
         f"{money(best['per_1m_tokens'])} per 1M embedded tokens at its fastest stage ({best['label']}: "
         f"{best['tokens_per_s']:,.0f} tokens/s, {best['inputs_per_s']:,.1f} inputs/s).",
     ]

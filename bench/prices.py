@@ -27,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import ValidationError
 
+from bench.catalog import ApiOffer
 from bench.errors import UsageError
-from bench.results import write_atomic
+from bench.results import read_yaml, write_atomic
 
 LITELLM_PRICE_FILE = "litellm/model_prices_and_context_window_backup.json"
 PRICED_MODES = ("chat", "completion", "responses", "embedding")  # embedding: offers with input prices only
@@ -150,6 +152,22 @@ def offer_from_litellm(key: str, entry: dict[str, Any], source: str, dates: dict
     return offer
 
 
+def _checked_offer(key: str, entry: dict[str, Any], source: str, dates: dict[str, Any]) -> dict[str, Any] | None:
+    """offer_from_litellm, checked as the catalog will read it: a bad entry is refused before anything is written
+    (a negative or non-numeric price once saved broke every later load of the catalog)."""
+    try:
+        offer = offer_from_litellm(key, entry, source, dates)
+        if offer is not None:
+            ApiOffer.model_validate(offer)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise UsageError(f"price map entry {key!r}: {field}: {first['msg']}; fix the entry or match it out") from None
+    except (TypeError, ValueError) as exc:  # a price that is not a number
+        raise UsageError(f"price map entry {key!r}: a price is not a number ({exc}); fix the entry") from None
+    return offer
+
+
 def select_offers(
     price_map: dict[str, Any], patterns: list[str], source: str, dates: dict[str, Any]
 ) -> dict[str, dict]:
@@ -160,7 +178,7 @@ def select_offers(
         for key, entry in price_map.items():
             if not isinstance(entry, dict) or not fnmatch.fnmatch(key.lower(), pattern.lower()):
                 continue
-            offer = offer_from_litellm(key, entry, source, dates)
+            offer = _checked_offer(key, entry, source, dates)
             if offer is not None:
                 offers.setdefault(offer_name(offer["provider"], key), offer)
                 matched = True
@@ -191,6 +209,8 @@ def import_prices(
         price_map = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UsageError(f"--from {path}: file not found") from None
+    except IsADirectoryError:
+        raise UsageError(f"--from {path}: is a folder; give the price map's JSON file") from None
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: not valid JSON (line {exc.lineno}): {exc.msg}") from None
     if not isinstance(price_map, dict):
@@ -203,7 +223,10 @@ def import_prices(
     offers = select_offers(price_map, patterns, source, dates)
     existing: dict[str, Any] = {}
     if out.exists():
-        existing = (yaml.safe_load(out.read_text(encoding="utf-8")) or {}).get("api_offers") or {}
+        kept = read_yaml(out, str(out)) or {}
+        existing = (kept.get("api_offers") or {}) if isinstance(kept, dict) else None
+        if not isinstance(existing, dict):
+            raise UsageError(f"{out}: not a prices file (a mapping with `api_offers`); give another --out or fix it")
     existing.update(offers)
     header = (
         "# API offers imported by `bench prices import` from LiteLLM's price map (no service was called).\n"

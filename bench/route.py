@@ -39,6 +39,7 @@ from bench.cost import CostError, PricingInputs, api_section, combine, priced_th
 from bench.errors import UsageError
 from bench.format import ci_text, money
 from bench.metrics.stats import wilson_interval
+from bench.quality import require_one_golden_set
 from bench.report.render import Heading, Paragraph, Table
 from bench.results import RunDirectory
 
@@ -84,11 +85,13 @@ def load_candidates(run_dirs: list[Path], catalog: Catalog) -> list[dict[str, An
             if v.get("variant_of") is not None:
                 continue
             r = records.get(v["request_id"])
+            answered = r is not None and r.ok  # a failed request's tokens are no answer's: priced as bench cost does
             cases[v["id"]] = {
                 "passed": v["passed"],
                 "tags": v["tags"],
-                "input_tokens": (r.prompt_tokens or 0) if r else 0,
-                "output_tokens": (r.output_tokens or 0) if r else 0,
+                "answered": answered,
+                "input_tokens": (r.prompt_tokens or 0) if answered else 0,
+                "output_tokens": (r.output_tokens or 0) if answered else 0,
             }
         out.append(
             {
@@ -103,13 +106,7 @@ def load_candidates(run_dirs: list[Path], catalog: Catalog) -> list[dict[str, An
         )
     if not out:
         raise UsageError("give the golden runs of the candidates to route between")
-    digests = {o["sha256"] for o in out}
-    if len(digests) > 1:
-        raise UsageError(
-            "the runs are of different golden sets ("
-            + ", ".join(f"{o['run_id']}: {str(o['sha256'])[:12]}" for o in out)
-            + "); route between runs of one set"
-        )
+    require_one_golden_set([(o["run_id"], o["summary"].quality) for o in out], "route between")
     return out
 
 
@@ -150,10 +147,11 @@ def price_group(
     n, passed = len(answered), sum(a["passed"] for a in answered)
     if not n:
         raise UsageError(f"run {c['run_id']} answered no case tagged {tag!r}")
+    priced = [a for a in answered if a["answered"]] or answered  # token means over the requests that succeeded
     task = replace(
         pricing.task,
-        input_tokens=sum(a["input_tokens"] for a in answered) / n,
-        output_tokens=sum(a["output_tokens"] for a in answered) / n,
+        input_tokens=sum(a["input_tokens"] for a in priced) / len(priced),
+        output_tokens=sum(a["output_tokens"] for a in priced) / len(priced),
     )
     success = {
         "rate": passed / n,

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from bench.catalog import PRICE_FILE, default_catalog_path, load_catalog
+from bench.cli.common import finite_float, output_file, output_folder
 from bench.console import say
 from bench.cost import (
     SHAPE_TOLERANCE,
@@ -25,6 +26,7 @@ from bench.cost import (
 )
 from bench.errors import UsageError
 from bench.format import format_cost, format_embedding_cost
+from bench.quality import require_one_golden_set
 from bench.results import RunDirectory, write_atomic, write_json_atomic
 
 
@@ -74,7 +76,7 @@ def _add_report(sub) -> None:
         help="hardware_offers entry the runs ran on: once for all runs, or once per run in order",
     )
     report.add_argument(
-        "--out", type=Path, help="report folder (default: RUN/report for one run, else results/report-<time>)"
+        "--out", type=output_folder, help="report folder (default: RUN/report for one run, else results/report-<time>)"
     )
     add_pricing_args(report)
 
@@ -115,11 +117,11 @@ def _add_decisions(sub) -> None:
         p.add_argument("--hardware-offer", metavar="NAME", help="hardware_offers entry that prices self-hosted runs")
         p.add_argument(
             "--min-success-rate",
-            type=float,
+            type=finite_float,
             default=0.9,
             help="the golden-set success rate a candidate must reach (default 0.9)",
         )
-        p.add_argument("--out", type=Path, help=f"output file (default: results/{verb}-<date>.md)")
+        p.add_argument("--out", type=output_file, help=f"output file (default: results/{verb}-<date>.md)")
         if verb == "mdr":
             p.add_argument("--title", default="model choice", help="what is being decided")
             p.add_argument(
@@ -130,7 +132,7 @@ def _add_decisions(sub) -> None:
             p.add_argument("--choose", metavar="NAME", help="the default model, chosen by hand (the record says so)")
             p.add_argument(
                 "--price-change",
-                type=float,
+                type=finite_float,
                 metavar="FRACTION",
                 help="a price that moves the task's cost by more than this share re-opens the decision (default 0.2, "
                 "bench.decision.PRICE_CHANGE; with --check: the MDR's own)",
@@ -147,7 +149,7 @@ def _add_decisions(sub) -> None:
             review.add_argument(
                 "--runs", type=Path, nargs="+", default=[], metavar="RUN", help="newer golden runs of its candidates"
             )
-            review.add_argument("--volume", type=float, metavar="N", help="today's volume in tasks a month")
+            review.add_argument("--volume", type=finite_float, metavar="N", help="today's volume in tasks a month")
         add_pricing_args(p, api_offers=False)
 
 
@@ -173,7 +175,7 @@ def _add_route(sub) -> None:
     route.add_argument(
         "--min-success",
         dest="min_success_rate",
-        type=float,
+        type=finite_float,
         default=0.9,
         help="the success rate a candidate must reach on a tag's cases to take it (default 0.9)",
     )
@@ -184,7 +186,7 @@ def _add_route(sub) -> None:
         metavar="TAG",
         help="a routing tag, repeatable, in priority order (a case goes to the first it carries)",
     )
-    route.add_argument("--out", type=Path, help="output file (default: results/route-<date>.md)")
+    route.add_argument("--out", type=output_file, help="output file (default: results/route-<date>.md)")
     add_pricing_args(route, api_offers=False)
 
 
@@ -218,7 +220,9 @@ def _add_prices(sub) -> None:
     )
     prices_import.add_argument("--source-version", help="the price map's version (default: the litellm version)")
     prices_import.add_argument("--catalog", type=Path, help="the catalog whose prices.yaml to update")
-    prices_import.add_argument("--out", type=Path, help="where to write (default: prices.yaml beside the catalog)")
+    prices_import.add_argument(
+        "--out", type=output_file, help="where to write (default: prices.yaml beside the catalog)"
+    )
 
 
 def _add_models(sub) -> None:
@@ -241,11 +245,11 @@ def add_pricing_args(parser, api_offers: bool = True) -> None:
     )
     for flag, kind, default, text in TASK_FLAGS:
         task.add_argument(flag, type=kind, help=f"{text} (default {default})")
-    task.add_argument("--input-tokens", type=float, help="tokens in per task (default: the run's mean)")
-    task.add_argument("--output-tokens", type=float, help="tokens out per task (default: the run's mean)")
+    task.add_argument("--input-tokens", type=finite_float, help="tokens in per task (default: the run's mean)")
+    task.add_argument("--output-tokens", type=finite_float, help="tokens out per task (default: the run's mean)")
     task.add_argument(
         "--shape-tolerance",
-        type=float,
+        type=finite_float,
         help="a run prices the task directly when its mean request is within this relative difference of the task "
         f"(input, output, cached share); else its rate is extrapolated and says so (default {SHAPE_TOLERANCE:g})",
     )
@@ -267,24 +271,24 @@ def add_pricing_args(parser, api_offers: bool = True) -> None:
         help="share of tasks sent to a person, the same on both sides; or `failures`: every task the model fails "
         "after its retries, from each side's own success rate (default 0)",
     )
-    flow.add_argument("--retry-rate", type=float, help=argparse.SUPPRESS)  # removed: says what replaced it
+    flow.add_argument("--retry-rate", type=finite_float, help=argparse.SUPPRESS)  # removed: says what replaced it
     quality = parser.add_argument_group("success rates", "each side's from its own golden run, else assumed")
     if not any(a.dest == "min_success_rate" for a in parser._actions):
         quality.add_argument(
             "--min-success-rate",
-            type=float,
+            type=finite_float,
             default=None,
             help="the quality bar: options below it are left out of the answer (default: no bar)",
         )
     quality.add_argument(
         "--self-hosted-success-rate",
-        type=float,
+        type=finite_float,
         help="assume this success rate for the self-hosted runs instead of their measured one (recorded as an "
         "assumption)",
     )
     quality.add_argument(
         "--api-success-rate",
-        type=float,
+        type=finite_float,
         help="the success rate assumed for API offers without a golden run of their own (default 1)",
     )
     if api_offers:
@@ -300,8 +304,8 @@ def add_pricing_args(parser, api_offers: bool = True) -> None:
     ages.add_argument(
         "--stale-after",
         type=int,
-        default=STALE_AFTER_DAYS,
-        help=f"flag prices older than this many days (default {STALE_AFTER_DAYS})",
+        default=None,
+        help=f"flag prices older than this many days (default {STALE_AFTER_DAYS}; mdr --check: the MDR's own)",
     )
     ages.add_argument(
         "--today",
@@ -309,30 +313,32 @@ def add_pricing_args(parser, api_offers: bool = True) -> None:
         help="the date prices are aged and deprecations checked against, YYYY-MM-DD (default: today)",
     )
     ages.add_argument(
-        "--electricity-per-kwh", type=float, help="tariff for the energy cost of rented hardware (owned offers: theirs)"
+        "--electricity-per-kwh",
+        type=finite_float,
+        help="tariff for the energy cost of rented hardware (owned offers: theirs)",
     )
 
 
 TASK_FLAGS = (
-    ("--tasks-per-month", float, "1,000,000", "monthly volume"),
-    ("--utilization", float, "0.5", "share of paid hours doing the work"),
-    ("--peak-to-average", float, "1", "traffic peak over its mean"),
+    ("--tasks-per-month", finite_float, "1,000,000", "monthly volume"),
+    ("--utilization", finite_float, "0.5", "share of paid hours doing the work"),
+    ("--peak-to-average", finite_float, "1", "traffic peak over its mean"),
 )
 WORKFLOW_FLAGS = (
-    ("--reasoning-tokens", float, 0, "reasoning tokens per model call (generated, and billed as output)"),
+    ("--reasoning-tokens", finite_float, 0, "reasoning tokens per model call (generated, and billed as output)"),
     ("--tool-calls", int, 0, "tool calls per attempt: each adds a model call"),
-    ("--tool-call-tokens", float, 0, "output tokens of one tool call (its arguments)"),
-    ("--tool-result-tokens", float, 0, "input tokens one tool result adds to the context"),
+    ("--tool-call-tokens", finite_float, 0, "output tokens of one tool call (its arguments)"),
+    ("--tool-result-tokens", finite_float, 0, "input tokens one tool result adds to the context"),
     (
         "--cached-input-share",
-        float,
+        finite_float,
         "none: the API bills 0 cached, self-hosting keeps its run's measured prefix-cache hits",
         "share of input read from the prefix cache, on both sides (API: the cached price; self-hosted: not prefilled)",
     ),
-    ("--cache-write-share", float, 0, "share of input written to the cache (API: the cache-write price)"),
-    ("--batch-share", float, 0, "share of tasks sent in batch (API: its discount; self-hosted: off-peak)"),
+    ("--cache-write-share", finite_float, 0, "share of input written to the cache (API: the cache-write price)"),
+    ("--batch-share", finite_float, 0, "share of tasks sent in batch (API: its discount; self-hosted: off-peak)"),
     ("--max-retries", int, 0, "a failed attempt is retried up to this many times; retries cost on both sides"),
-    ("--human-review-cost", float, 0, "$ per escalated task, the same whichever side escalates"),
+    ("--human-review-cost", finite_float, 0, "$ per escalated task, the same whichever side escalates"),
 )
 DEFAULTS = {
     "tasks_per_month": 1_000_000.0,
@@ -360,6 +366,11 @@ def _escalation(text: str) -> float | str:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"give a fraction between 0 and 1, or `failures`, got {text!r}") from None
+
+
+def _check_stale_after(days: int | None) -> None:
+    if days is not None and days < 0:
+        raise UsageError(f"--stale-after {days}: must be 0 or more days")
 
 
 def _fraction(flag: str, value: float, zero_ok: bool = True) -> None:
@@ -405,8 +416,7 @@ def _pricing(args) -> PricingInputs:
         value = getattr(args, flag)
         if value is not None and value < 0:
             raise UsageError(f"--{flag.replace('_', '-')} {value:g}: must be 0 or more")
-    if args.stale_after < 0:
-        raise UsageError(f"--stale-after {args.stale_after}: must be 0 or more days")
+    _check_stale_after(args.stale_after)
     task = TaskProfile(input_tokens=args.input_tokens, output_tokens=args.output_tokens, **values)
     for flag in ("input_tokens", "output_tokens"):
         if getattr(args, flag) is not None:
@@ -418,7 +428,7 @@ def _pricing(args) -> PricingInputs:
         self_hosted_success_rate=args.self_hosted_success_rate,
         api_success_rate=1.0 if args.api_success_rate is None else args.api_success_rate,
         today=args.today or datetime.date.today(),
-        stale_after=args.stale_after,
+        stale_after=STALE_AFTER_DAYS if args.stale_after is None else args.stale_after,
         electricity_per_kwh=args.electricity_per_kwh,
     )
 
@@ -460,9 +470,11 @@ def _embedding_cost(args, pricing, catalog, run_dir: RunDirectory, summary, offe
         raise UsageError(f"{run_dir.path}: {exc}") from None
 
 
-def api_successes(args, api_names: list[str]) -> dict[str, dict]:
-    """--api-run OFFER=RUN: each API offer's success rate from its own golden run."""
+def api_successes(args, api_names: list[str], priced_runs: list[Path]) -> dict[str, dict]:
+    """--api-run OFFER=RUN: each API offer's success rate from its own golden run, on the golden set the
+    priced runs that are golden runs ran."""
     out = {}
+    qualities = [(str(path), RunDirectory(path).summary().quality) for path in priced_runs]
     for item in args.api_run:
         name, sep, path = item.partition("=")
         if not sep or not path:
@@ -474,13 +486,15 @@ def api_successes(args, api_names: list[str]) -> dict[str, dict]:
         if summary.quality is None or summary.quality.success_rate is None:
             raise UsageError(f"--api-run {item!r}: {path} is not a golden run (bench eval --golden FILE)")
         out[name] = api_success_from_run(summary, manifest.run_id)
+        qualities.append((path, summary.quality))
+    require_one_golden_set(qualities, "compare success on")
     return out
 
 
 def cmd_cost(args) -> int:
     pricing = _pricing(args)
     catalog, api_names = _pricing_catalog(args, [args.hardware_offer])
-    pricing = replace(pricing, api_success=api_successes(args, api_names))
+    pricing = replace(pricing, api_success=api_successes(args, api_names, [args.run_dir]))
     run_dir = RunDirectory(args.run_dir)
     summary, manifest = run_dir.summary(), run_dir.manifest()
     if summary.pooling is not None:  # an embeddings or rerank run: $ per 1M embedded tokens
@@ -526,12 +540,23 @@ def _pooled(path: Path) -> bool:
         return False
 
 
+def _offers_per_run(hardware_offer_names: list[str], run_dirs: list[Path]) -> list[str]:
+    """The hardware offer of each run: --hardware-offer once for all, or once per run in order."""
+    if len(hardware_offer_names) not in (1, len(run_dirs)):
+        raise UsageError(
+            f"give --hardware-offer once (for every run) or once per run ({len(run_dirs)}), "
+            f"not {len(hardware_offer_names)} times"
+        )
+    return hardware_offer_names * len(run_dirs) if len(hardware_offer_names) == 1 else hardware_offer_names
+
+
 def cmd_report(args) -> int:
     from bench.report import build_report, write_report  # matplotlib: loaded only when a report is drawn
 
+    offers = _offers_per_run(args.hardware_offer, args.run_dirs)  # the flags' shape, before any run is read
     pricing = _pricing(args)
-    catalog, api_names = _pricing_catalog(args, args.hardware_offer)
-    pricing = replace(pricing, api_success=api_successes(args, api_names))
+    catalog, api_names = _pricing_catalog(args, offers)
+    pricing = replace(pricing, api_success=api_successes(args, api_names, args.run_dirs))
     out = args.out
     if out is None:
         out = (
@@ -546,10 +571,10 @@ def cmd_report(args) -> int:
         raise UsageError("embeddings or rerank runs and generation runs make different reports; give one kind")
     if all(pooled):  # embeddings, rerank: their own table, priced per 1M embedded tokens
         names = args.api_offer or sorted(n for n, o in catalog.api_offers.items() if o.mode == "embedding")
-        data = build_embedding_report(args.run_dirs, args.hardware_offer, catalog, names, pricing)
+        data = build_embedding_report(args.run_dirs, offers, catalog, names, pricing)
         paths = write_embedding_report(data, out)
     else:
-        data = build_report(args.run_dirs, args.hardware_offer, catalog, api_names, pricing)
+        data = build_report(args.run_dirs, offers, catalog, api_names, pricing)
         say(f"drawing the plots and writing the report of {len(args.run_dirs)} run(s) to {out}")
         paths = write_report(data, out)
     for warning in data["warnings"]:
@@ -599,8 +624,10 @@ def cmd_mdr_check(args) -> int:
     inputs = read_inputs(text, str(args.check))
     catalog, _ = load_catalog(args.catalog)
     today = args.today or datetime.date.today()
-    stale_after = args.stale_after if args.stale_after != STALE_AFTER_DAYS else None  # None: the MDR's own
-    rows = review(inputs, catalog, today, [*args.runs, *args.run_dirs], args.volume, args.price_change, stale_after)
+    _check_stale_after(args.stale_after)  # None: the MDR's own
+    rows = review(
+        inputs, catalog, today, [*args.runs, *args.run_dirs], args.volume, args.price_change, args.stale_after
+    )
     print(markdown(review_blocks(str(args.check), inputs, rows, today)))
     return 1 if any(r["fires"] for r in rows) else 0
 

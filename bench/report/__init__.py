@@ -159,16 +159,11 @@ def build_report(
     pricing: PricingInputs,
 ) -> dict[str, Any]:
     """The report's data: per run, its stages and its priced self-hosted option; every API offer; the answer.
+    `hardware_offer_names` holds one name per run, in order.
     Token counts the task leaves unset are the first run's means."""
-    if len(hardware_offer_names) not in (1, len(run_dirs)):
-        raise UsageError(
-            f"give --hardware-offer once (for every run) or once per run ({len(run_dirs)}), "
-            f"not {len(hardware_offer_names)} times"
-        )
-    offers = hardware_offer_names * len(run_dirs) if len(hardware_offer_names) == 1 else hardware_offer_names
     api_offers = {n: catalog.api_offers[n] for n in api_offer_names}
     runs = [_run_view(RunDirectory(p)) for p in run_dirs]
-    for run, offer_name in zip(runs, offers, strict=True):
+    for run, offer_name in zip(runs, hardware_offer_names, strict=True):
         try:
             run["priced"] = priced_throughput(run["summary"])
         except CostError as exc:
@@ -230,7 +225,7 @@ def build_report(
                 "labour_item": labour_item(catalog.hardware_offers[n]),
                 "price_age": price_age(catalog.hardware_offers[n].as_of, today, pricing.stale_after) if today else None,
             }
-            for n in sorted(set(offers))
+            for n in sorted(set(hardware_offer_names))
         },
     }
 

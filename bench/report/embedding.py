@@ -43,9 +43,8 @@ def build_embedding_report(
     run_dirs: list[Path], hardware_offers: list[str], catalog, api_names: list[str], pricing
 ) -> dict[str, Any]:
     """Each run's stages and its cost per 1M embedded tokens against the API embedding offers."""
-    offers = hardware_offers * len(run_dirs) if len(hardware_offers) == 1 else hardware_offers
     runs = []
-    for path, offer_name in zip(run_dirs, offers, strict=True):
+    for path, offer_name in zip(run_dirs, hardware_offers, strict=True):  # one offer per run
         run_dir = RunDirectory(path)
         summary, manifest = run_dir.summary(), run_dir.manifest()
         cost = embedding_cost(
@@ -95,7 +94,7 @@ def build_embedding_report(
         {
             f"price of {a['name']} ({a['price_source']}, as of {a['as_of'] or 'unknown'}): {a['price_age']['note']}"
             for run in runs
-            for a in run["cost"]["apis"]
+            for a in [{"name": run["cost"]["hardware_offer"], **run["cost"]}, *run["cost"]["apis"]]
             if a["price_age"]["stale"]
         }
     )
@@ -163,10 +162,17 @@ def blocks(data: dict[str, Any]) -> list:
     out.append(Heading(2, "Prices used"))
     price_rows = []
     for run in data["runs"][:1]:
+        hw = run["cost"]
+        age = hw["price_age"]["note"] if hw["price_age"]["stale"] else "current"
+        price_rows.append(
+            [hw["hardware_offer"], f"${hw['instance_hourly']:,.4g}/h", hw["price_source"], hw["as_of"], age]
+        )
         for a in run["cost"]["apis"]:
             age = a["price_age"]["note"] if a["price_age"]["stale"] else "current"
-            price_rows.append([a["name"], money(a["per_1m_tokens"]), a["price_source"], a["as_of"] or "unknown", age])
-    out.append(Table(["offer", "$/1M tokens", "source", "as of", "age"], price_rows))
+            price_rows.append(
+                [a["name"], f"{money(a['per_1m_tokens'])}/1M tokens", a["price_source"], a["as_of"] or "unknown", age]
+            )
+    out.append(Table(["offer", "price", "source", "as of", "age"], price_rows))
     return out
 
 

@@ -581,3 +581,40 @@ def test_energy_cost_per_1m_output_tokens_uses_the_owned_boxs_tariff_else_the_fl
     assert hired["energy_per_1m_output_tokens"] == pytest.approx(0.03)
     bare = self_hosted_section("x", "r", run, "box", rented(1.0), task, success(1.0), TODAY, 90)
     assert bare["energy_per_1m_output_tokens"] is None and bare["energy_j_per_output_token"] == 0.36
+
+
+def test_a_completion_rate_does_not_pass_a_quality_bar():
+    """A load run's 18/20 completed requests (90%) say nothing of answer quality: against a 90% bar it is
+    left out, with the reason, and the API (assumed by flag) wins; with no bar it is priced as before."""
+    run = measured(success_rate=0.9, successes=18, trials=20, success_rate_ci95=[0.7, 0.97])
+    offers = {"a": api(input_per_1m=10.0, output_per_1m=0.0)}
+    task = TaskProfile(100, 50, tasks_per_month=10_000, utilization=1.0)
+    barred = cost_report(
+        [{"run_id": "load", "measured": run, "offer_name": "box", "offer": rented(0.5)}],
+        offers,
+        PricingInputs(task=task, bar=0.9, today=TODAY),
+    )["decision"]
+    assert barred["winner"] == "a"
+    assert [e["name"] for e in barred["excluded"]] == ["load on box"]
+    assert "answer quality not measured (run load is not a golden run)" in barred["excluded"][0]["why"]
+    free = cost_report(
+        [{"run_id": "load", "measured": run, "offer_name": "box", "offer": rented(0.5)}],
+        offers,
+        PricingInputs(task=task, today=TODAY),
+    )["decision"]
+    assert not free["excluded"] and {r["name"] for r in free["ranking"]} == {"load on box", "a"}
+
+
+def test_the_answer_prints_when_a_break_even_has_neither_a_point_nor_an_interval():
+    """Nothing uncertain went into the figures (no throughput interval, success rates assumed): the break-even
+    has no interval, and where the API is cheaper than a fully used instance there is no point either."""
+    from bench.format import format_cost
+
+    report = cost_report(
+        [{"run_id": "r", "measured": measured(attempts_per_s=0.001), "offer_name": "box", "offer": rented(50.0)}],
+        {"a": api(input_per_1m=0.01, output_per_1m=0.01)},
+        PricingInputs(task=TaskProfile(100, 50, tasks_per_month=1000), today=TODAY, self_hosted_success_rate=0.9),
+    )
+    be = report["decision"]["break_even"]
+    assert be["tasks_per_month"] is None and be["ci95"] is None
+    assert "none: a costs less per successful task than a fully used instance" in format_cost(report)

@@ -11,6 +11,7 @@ import yaml
 from bench.catalog import load_catalog
 from bench.decision import decide, read_inputs
 from bench.errors import UsageError
+from bench.format import money
 
 
 def entry(name, rate=None, per_task=None, linear=False, deprecation=None):
@@ -219,3 +220,90 @@ def test_a_file_without_the_block_is_bad_input(tmp_path):
     path.write_text("# Model decision record\n")
     done = bench_cli("mdr", "--check", str(path))
     assert done.returncode == 2 and "no decision-inputs block" in done.stderr
+
+
+def test_an_explicit_stale_after_overrides_the_mdrs_own_even_at_the_default(tmp_path):
+    """An MDR written with --stale-after 1000 keeps its own window on --check; --stale-after 90 (the default's
+    value, given) replaces it: on 2027-03-01 the prices of 2026-11-20 are 101 days old and fire."""
+    from .test_check import golden_run
+
+    run = golden_run(
+        tmp_path, "gemma", GOLDEN, {c["id"]: "yes" for c in GOLDEN}, model="gemma3-270m", prompt_tokens=100
+    )
+    catalog = write_catalog(tmp_path / "models.yaml", deprecation="2027-12-01")
+    out = tmp_path / "mdr.md"
+    common = ["--catalog", str(catalog)]
+    made = bench_cli(
+        "mdr", str(run), "--hardware-offer", "cpu-2-core-vm", "--today", "2026-12-01", "--stale-after", "1000",
+        "--out", str(out), *common,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    own = bench_cli("mdr", "--check", str(out), "--today", "2027-03-01", *common)
+    assert own.returncode == 0 and not fired(own), own.stdout
+    given = bench_cli("mdr", "--check", str(out), "--today", "2027-03-01", "--stale-after", "90", *common)
+    assert given.returncode == 1
+    assert {"price age: gemma3-270m", "price age: openai-gpt-4o-mini"} <= set(fired(given))
+
+
+def test_success_rates_of_two_golden_sets_are_not_compared(tmp_path):
+    """A candidate's 10-case run and an API's 5-case run of another set: bench mdr, compare and cost refuse
+    them with the digests named (exit 2), as bench route does."""
+    from .test_check import golden_run
+
+    gemma = golden_run(tmp_path, "gemma", GOLDEN, {c["id"]: "yes" for c in GOLDEN}, model="gemma3-270m")
+    other = golden_run(tmp_path, "api", GOLDEN[:5], {c["id"]: "yes" for c in GOLDEN[:5]}, model="gpt-4o-mini")
+    catalog = ["--catalog", str(write_catalog(tmp_path / "models.yaml")), "--hardware-offer", "cpu-2-core-vm"]
+    for args in (
+        ["mdr", str(gemma), str(other), "--out", str(tmp_path / "m.md")],
+        ["compare", str(gemma), str(other), "--out", str(tmp_path / "c.md")],
+        ["cost", str(gemma), "--api-run", f"openai-gpt-4o-mini={other}", "--api-offer", "openai-gpt-4o-mini"],
+    ):
+        done = bench_cli(*args, *catalog)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert "the golden runs are of different golden sets" in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "m.md").exists() and not (tmp_path / "c.md").exists()
+
+
+def test_cost_cells_say_at_what_volume_and_when_no_task_succeeded(mdr, tmp_path):
+    """The self-hosted cell's $/task is at the stated volume on whole instances, with the utilization's own
+    figure beside it (0.05 / (A x 3600 x 0.5), A = 10 / 0.961 attempts/s); a run that passed no case is
+    unbounded per successful task, not 'not measured'."""
+    from .test_check import golden_run
+
+    _, _, out = mdr
+    at_u = 0.05 / ((10 / 0.961) * 3600 * 0.5)
+    text = out.read_text()
+    assert "/task at 1,000,000 tasks/month on 1 whole instance ($" in text
+    assert f"({money(at_u)}/task at 50% utilization)" in text
+    zero = golden_run(tmp_path, "zero", GOLDEN, {c["id"]: "no" for c in GOLDEN}, model="gemma3-270m")
+    catalog = write_catalog(tmp_path / "models.yaml")
+    done = bench_cli(
+        "compare",
+        str(zero),
+        "--hardware-offer",
+        "cpu-2-core-vm",
+        "--catalog",
+        str(catalog),
+        "--out",
+        str(tmp_path / "c.md"),
+    )
+    assert done.returncode == 0, done.stderr
+    assert "no task succeeded on the golden set: unbounded per successful task" in (tmp_path / "c.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["cost", "RUN", "--tasks-per-month", "nan"],
+        ["compare", "RUN", "--tasks-per-month", "inf"],
+        ["route", "RUN", "--utilization", "nan"],
+        ["cost", "RUN", "--input-tokens", "inf"],
+        ["mdr", "--check", "MDR", "--volume", "nan"],
+    ],
+)
+def test_a_pricing_number_that_is_not_finite_is_a_flag_error(mdr, args):
+    """NaN and infinity reached the instance count (math.ceil) as tracebacks: argparse refuses them, exit 2."""
+    _, run, out = mdr
+    args = [str(run) if a == "RUN" else str(out) if a == "MDR" else a for a in args]
+    done = bench_cli(*args, "--hardware-offer", "cpu-2-core-vm") if args[0] != "mdr" else bench_cli(*args)
+    assert done.returncode == 2 and "must be a finite number" in done.stderr and "Traceback" not in done.stderr

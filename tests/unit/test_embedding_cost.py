@@ -85,3 +85,18 @@ def test_roles_default_to_the_apis_and_a_folder_has_one_digest(tmp_path):
     assert len(first) == 64 and file_digest(folder)["sha256"] == first
     (folder / "sub" / "w.bin").write_bytes(b"abd")
     assert file_digest(folder)["sha256"] != first
+
+
+def test_the_hardware_price_is_dated_and_aged_like_the_apis():
+    """The instance's price carries its source, date and age, and is flagged stale past the window."""
+    from bench.format import format_embedding_cost
+
+    summary = RunSummary(stages=[stage(0, 2000.0, 8)])
+    report = embedding_cost(summary, "vm", VM, {"small": offer(0.02)}, 0.5, datetime.date(2027, 6, 1))
+    assert report["as_of"] == VM.as_of.isoformat() and report["price_source"] == VM.source
+    assert (
+        report["price_age"]["stale"] and report["price_age"]["age_days"] == (datetime.date(2027, 6, 1) - VM.as_of).days
+    )
+    assert f"{VM.source}, as of {VM.as_of.isoformat()}: {report['price_age']['note']}" in format_embedding_cost(report)
+    fresh = embedding_cost(summary, "vm", VM, {}, 0.5, VM.as_of)
+    assert not fresh["price_age"]["stale"]

@@ -154,3 +154,32 @@ def test_offer_names_do_not_repeat_the_provider():
     assert offer_name("openai", "gpt-4o-mini") == "openai-gpt-4o-mini"
     assert offer_name("gemini", "gemini/gemini-2.5-flash") == "gemini-2.5-flash"
     assert offer_name("bedrock", "anthropic.claude-3-haiku:0") == "bedrock-anthropic.claude-3-haiku-0"
+
+
+def test_a_bad_entry_or_a_file_that_is_no_prices_file_writes_nothing(tmp_path, price_map):
+    """A negative or non-numeric price is refused before the write (saved, it broke every later load of the
+    catalog, imports included); so is an --out that holds something other than a prices file, or a folder."""
+    out = tmp_path / "prices.yaml"
+    import_prices(["gpt-4o"], out, price_map)
+    before = out.read_text()
+    bad = tmp_path / "bad.json"
+    bad.write_text(
+        json.dumps(
+            {
+                "gpt-neg": {"mode": "chat", "input_cost_per_token": -1e-6, "output_cost_per_token": 1e-6},
+                "gpt-str": {"mode": "chat", "input_cost_per_token": "abc", "output_cost_per_token": 1e-6},
+            }
+        )
+    )
+    with pytest.raises(UsageError, match="price map entry 'gpt-neg': input_per_1m: Input should be greater"):
+        import_prices(["gpt-neg"], out, bad)
+    with pytest.raises(UsageError, match="price map entry 'gpt-str': a price is not a number"):
+        import_prices(["gpt-str"], out, bad)
+    assert out.read_text() == before
+    listed = tmp_path / "list.yaml"
+    listed.write_text("- a\n")
+    with pytest.raises(UsageError, match="list.yaml: not a prices file"):
+        import_prices(["gpt-4o"], listed, price_map)
+    assert listed.read_text() == "- a\n"
+    with pytest.raises(UsageError, match="is a folder"):
+        import_prices(["gpt-4o"], out, tmp_path)

@@ -130,6 +130,20 @@ def test_default_tags_come_in_the_order_of_the_set_and_bad_input_is_refused(setu
         route([runs[0], other], catalog, "cpu-2-core-vm", pricing(), 0.9)
 
 
+def test_a_failed_request_is_priced_at_the_successful_requests_tokens(setup, tmp_path):
+    """mid's answer a0 fails (HTTP 500, no output tokens). Its answer tag is still priced at the tokens of the
+    requests that succeeded, 100 in and 2 out: 100 x $1/1M + 2 x $2/1M = $0.000104 a task (a mean over all six,
+    failure at 0 out, would be 100 x 1e-6 + 2 x 5/6 x 2e-6 = $0.0001033), and per successful task that over
+    5/6."""
+    catalog_path, runs = setup
+    catalog, _ = load_catalog(catalog_path)
+    mid = golden_run(tmp_path, "mid-failed", CASES, answers(3, 6) | {"a0": None}, model="mid-model", prompt_tokens=100)
+    r = route([runs[0], runs[1], mid], catalog, "cpu-2-core-vm", pricing(), 0.5, ["answer"])
+    got = {(g["tag"], g["candidate"]): g for t in r["by_tag"].values() for g in t}[("answer", "mid")]
+    assert got["per_task"] == pytest.approx(0.000104)
+    assert got["per_successful_task"] == pytest.approx(0.000104 / (5 / 6))
+
+
 def test_bench_route_writes_the_table(setup, tmp_path):
     catalog_path, runs = setup
     done = subprocess.run(
