@@ -54,14 +54,15 @@ Error rate: failed / finished measured requests per stage, compared with Newcomb
 the difference of two proportions (method 10), in percentage points.
 
 Absolute gates on the run alone: `--slo ttft=500ms,...` met at `--slo-percentile` in every stage (a failed
-request counts as infinitely slow, as in `bench run`), `--max-error-rate` in every stage, and a run whose every
-measured request failed.
+request counts as infinitely slow, as in `bench run`), `--max-error-rate` in every stage, a run that is not
+complete (its engine died, it was interrupted, a stage stopped on its error limit, or every request failed), and
+a stage the baseline measured in which the run had no success (or that the run never reached).
 
 Identity: the runs must have measured the same workload (kind, prompt lengths or prompt file / golden set
-digest, prefixes, turns, API, EOS handling, temperature, each stage's schedule); otherwise the check refuses
-(exit 2) unless allow_different_workload. Differences in engine (kind, launcher, version, settings), model
-(name, file digest), hardware, request counts or seed are warnings: the figures are compared, and the output
-says what changed.
+digest, prefixes, turns, API, EOS handling, temperature, the schedule of each stage both runs have); otherwise
+the check refuses (exit 2) unless allow_different_workload. Differences in engine (kind, launcher, version,
+settings), model (name, file digest), hardware, request counts or seed are warnings: the figures are compared,
+and the output says what changed.
 """
 
 from __future__ import annotations
@@ -285,7 +286,7 @@ _ENGINE_VOLATILE = {"port", "host", "pid", "model_path", "python", "ready_timeou
 _VERSION_VOLATILE = {"params", "hostnames", "total_slots", "n_ctx_per_slot"}
 
 
-def _workload(m: Manifest) -> dict[str, Any]:
+def _workload(m: Manifest, stage_indexes: set[int]) -> dict[str, Any]:
     w = m.workload
     workload = {}
     if w is not None:
@@ -299,7 +300,7 @@ def _workload(m: Manifest) -> dict[str, Any]:
             "sha256": w.sha256,
         }
     stages = {}
-    for s in m.stages:
+    for s in (s for s in m.stages if s.index in stage_indexes):
         plan = {"kind": s.kind, "name": s.name} if m.sweep_rates else {"kind": s.kind, "schedule": s.schedule}
         stages[str(s.index)] = plan
     return {
@@ -344,7 +345,9 @@ def _hardware(m: Manifest) -> dict[str, Any]:
 def identity(base: Side, new: Side) -> tuple[list[str], list[str]]:
     """(workload differences, which refuse the comparison; warnings: what else differs in what was measured)."""
     a, b = base.manifest, new.manifest
-    workload = _differences("workload", _workload(a), _workload(b))
+    # the stages both runs have: a run that stopped early misses the rest, which the `measured` gate fails
+    common = {s.index for s in a.stages} & {s.index for s in b.stages}
+    workload = _differences("workload", _workload(a, common), _workload(b, common))
     warnings = []
     warnings += _differences("engine", _engine(a), _engine(b))
     warnings += _differences("model", _model(a), _model(b))
@@ -512,9 +515,9 @@ def _interval_finding(f: Finding, base: np.ndarray, new: np.ndarray, name: str, 
         f.note = "fewer than 2 values a side: no interval"
     judge(f, clear_worse, clear_better)
     if name != "mean" and f.method.startswith("bootstrap of the per-request"):
-        tail = min(f.n) * (1 - float(name[1:]) / 100)
-        if tail < MIN_TAIL:
-            needed = math.ceil(MIN_TAIL / (1 - float(name[1:]) / 100) - 1e-9)
+        beyond = (100 - float(name[1:])) / 100  # p90: 0.1 (1 - 0.9 is 0.0999..., 50 of it under 5)
+        if min(f.n) * beyond < MIN_TAIL - 1e-9:
+            needed = math.ceil(MIN_TAIL / beyond - 1e-9)
             f.verdict, f.note = (
                 "too few requests",
                 f"would be {f.verdict}; fewer than {MIN_TAIL} of {min(f.n)} requests lie above a {name}, so it is "
@@ -605,14 +608,34 @@ class Gate:
 
 
 def gates(
+    base: Side,
     new: Side,
     slo: dict[str, float] | None,
     slo_percentile: float,
     max_error_rate: float | None,
 ) -> list[Gate]:
+    """The run's absolute gates; the ones that always apply (a complete run, every stage the baseline measured
+    measured again) are listed only when they fail."""
     out = []
-    if new.manifest.status == "failed":
-        out.append(Gate("run", "status", False, f"the run failed: {new.manifest.incomplete_reason or 'no success'}"))
+    status = new.manifest.status
+    if status != "complete":
+        reason = new.manifest.incomplete_reason or ("no success" if status == "failed" else "see its manifest")
+        out.append(Gate("run", "status", False, f"the run is {status}: {reason}; only a complete run passes"))
+    measured = {s.stage: s for s in new.summary.stages}
+    for b in base.summary.stages:
+        label = b.label or f"stage {b.stage}"
+        n = measured.get(b.stage)
+        if b.requests.successful and (n is None or not n.requests.successful):
+            out.append(
+                Gate(
+                    label,
+                    "measured",
+                    False,
+                    f"no measured request succeeded in the run's stage (the baseline's {b.requests.successful} did)"
+                    if n is not None
+                    else "the run has no such stage (it stopped before it)",
+                )
+            )
     for stage in new.summary.stages:
         label = stage.label or f"stage {stage.stage}"
         if slo:
@@ -746,7 +769,7 @@ def check(
             for s in (base, new)
         ]
         result.findings += quality_findings(result.drift, tolerances)
-    result.gates = gates(new, slo, slo_percentile, max_error_rate)
+    result.gates = gates(base, new, slo, slo_percentile, max_error_rate)
     return result
 
 

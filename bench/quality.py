@@ -6,14 +6,17 @@ A golden set is JSONL, one case per line:
     {"id": "faq-refund-window", "prompt": "..." | "messages": [...], "tags": ["real"],
      "max_tokens": 64, "checks": [{"type": "contains", "value": "30 days"}, ...], "reference": "..."}
 
-A case passes when its request succeeded and every check passes. Checks:
+A case passes when its request succeeded and every check passes; a request the run stopped (cancelled) is a
+case not run, listed and not counted. Checks:
 
     exact         output equals `value` (whitespace stripped; `ignore_case`)
     contains      output contains `value` (a string, or a list: all of them; `ignore_case`)
     not_contains  output contains none of `value` (`ignore_case`)
     regex         re.search(`pattern`) finds a match (`ignore_case`)
-    json          output is JSON (code fences allowed) and, given `schema`, validates against it
-    number        the first number in the output is within `tolerance` of `value`
+    json          output is JSON (code fences allowed; NaN and Infinity are not JSON) and, given `schema`,
+                  validates against it (its $refs point within it, checked when the set loads)
+    number        the first number in the output is within `tolerance` of `value` (a sign counts where no
+                  word runs into it: "COVID-19" is 19, "x = -5" is -5; ".5" is 0.5)
     max_length    output has at most `chars` characters and/or `words` words
 
 `reference` is kept for people reviewing failures; no check reads it.
@@ -56,6 +59,9 @@ from typing import Annotated, Any, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from referencing import Registry
+from referencing.exceptions import Unresolvable
+from referencing.jsonschema import DRAFT202012, specification_with
 
 from bench.errors import UsageError
 from bench.metrics.stats import wilson_interval
@@ -81,6 +87,13 @@ class Contains(_Check):
     value: str | list[str]
     ignore_case: bool = False
 
+    @model_validator(mode="after")
+    def _can_fail(self):
+        wanted = [self.value] if isinstance(self.value, str) else self.value
+        if not wanted or "" in wanted:  # "" is in every output, and no text is in all of none: the check is moot
+            raise ValueError("give `value` as a text, or a list of texts, none of them empty")
+        return self
+
 
 class Regex(_Check):
     type: Literal["regex"]
@@ -97,6 +110,33 @@ class Regex(_Check):
         return self
 
 
+def _refs(node: Any):
+    """Every $ref in a schema, at any depth."""
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def _unresolvable_refs(schema: dict[str, Any], validator) -> list[str]:
+    """The $refs that resolve to nothing within the schema: a check would fail on them mid-run, and nothing is
+    fetched from elsewhere (a remote $ref is one of them)."""
+    base = "urn:bench:golden-schema"
+    specification = specification_with(validator.META_SCHEMA.get("$schema", ""), default=DRAFT202012)
+    resolver = Registry().with_resource(base, specification.create_resource(schema)).resolver(base_uri=base)
+    dangling = []
+    for ref in _refs(schema):
+        try:
+            resolver.lookup(ref)
+        except Unresolvable:
+            dangling.append(ref)
+    return dangling
+
+
 class Json(_Check):
     type: Literal["json"]
     schema_: dict[str, Any] | None = Field(default=None, alias="schema")
@@ -104,17 +144,23 @@ class Json(_Check):
     @model_validator(mode="after")
     def _valid_schema(self):
         if self.schema_ is not None:
+            validator = jsonschema.validators.validator_for(self.schema_)
             try:
-                jsonschema.validators.validator_for(self.schema_).check_schema(self.schema_)
+                validator.check_schema(self.schema_)
             except jsonschema.SchemaError as exc:
                 raise ValueError(f"schema is not a valid JSON Schema: {exc.message}") from None
+            dangling = _unresolvable_refs(self.schema_, validator)
+            if dangling:
+                raise ValueError(
+                    f"schema's $ref {dangling[0]!r} names nothing in the schema; point it within it (#/$defs/NAME)"
+                )
         return self
 
 
 class Number(_Check):
     type: Literal["number"]
-    value: float
-    tolerance: float = Field(default=0.0, ge=0)
+    value: float = Field(allow_inf_nan=False)
+    tolerance: float = Field(default=0.0, ge=0, allow_inf_nan=False)
 
 
 class MaxLength(_Check):
@@ -236,8 +282,13 @@ def golden_digest(path: Path) -> str:
 
 
 # -- checks --------------------------------------------------------------------------------------
-_NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE][-+]?\d+)?")
-_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S)
+# a sign only where no word runs into it (COVID-19 is 19), digits before a point optional (.5)
+_NUMBER = re.compile(r"(?:(?<![\w.])[-+])?(?:(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|\.\d+)(?:[eE][-+]?\d+)?")
+_FENCE = re.compile(r"^```[ \t]*(?:json)?[ \t]*\n?(.*?)\s*```$", re.S | re.I)
+
+
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is no JSON value")
 
 
 def _fold(text: str, ignore_case: bool) -> str:
@@ -264,9 +315,11 @@ def run_check(check, output: str) -> tuple[bool, str]:
         body = output.strip()
         fenced = _FENCE.match(body)
         try:
-            document = json.loads(fenced.group(1) if fenced else body)
+            document = json.loads(fenced.group(1) if fenced else body, parse_constant=_not_json)
         except json.JSONDecodeError as exc:
             return False, f"not JSON: {exc.msg} at character {exc.pos}"
+        except ValueError as exc:  # NaN, Infinity: Python reads them, JSON has none
+            return False, f"not JSON: {exc}"
         if check.schema_ is not None:
             errors = sorted(
                 jsonschema.validators.validator_for(check.schema_)(check.schema_).iter_errors(document),
@@ -281,7 +334,8 @@ def run_check(check, output: str) -> tuple[bool, str]:
         if not found:
             return False, "no number in the output"
         value = float(found.group(0).replace(",", ""))
-        return abs(value - check.value) <= check.tolerance, f"found {value:g}"
+        slack = 1e-9 * max(1.0, abs(check.value))  # 1 against 1.1 +- 0.1 is within it, whatever binary floats say
+        return abs(value - check.value) <= check.tolerance + slack, f"found {value:g}"
     if isinstance(check, MaxLength):
         chars, words = len(output), len(output.split())
         ok = (check.chars is None or chars <= check.chars) and (check.words is None or words <= check.words)
@@ -401,7 +455,7 @@ def evaluate(records: list[RequestRecord], cases: list[GoldenCase]) -> tuple[Qua
     record was not run (an interrupted run) and is listed, not counted."""
     by_id: dict[str, RequestRecord] = {}
     for record in records:
-        if record.case_id is not None and record.measured:
+        if record.case_id is not None and record.measured and record.status != "cancelled":  # stopped: not run
             by_id.setdefault(record.case_id, record)  # the first answer to a case is its verdict
     verdicts = [verdict(case, by_id[case.id]) for case in cases if case.id in by_id]
     own = [v for v in verdicts if v["variant_of"] is None]
@@ -490,3 +544,15 @@ def drift(before: list[dict[str, Any]], after: list[dict[str, Any]]) -> dict[str
             "p_value": mcnemar_exact(len(broke), len(mended)),
         }
     return out
+
+
+def require_one_golden_set(runs: list[tuple[str, Quality | None]], what: str) -> None:
+    """Success rates compare only on one golden set: each (label, quality) of a golden run must carry the
+    same set's sha256 (runs without a measured quality are not compared)."""
+    digests = {label: q.golden.get("sha256") for label, q in runs if q is not None and q.success_rate is not None}
+    if len(set(digests.values())) > 1:
+        raise UsageError(
+            "the golden runs are of different golden sets ("
+            + ", ".join(f"{label}: {str(d)[:12]}" for label, d in digests.items())
+            + f"); {what} runs of one set"
+        )

@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 import yaml
+from pydantic import ValidationError
 
 from bench.errors import UsageError
 from bench.records import Manifest, RequestRecord, TelemetrySample
@@ -86,10 +87,14 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
             if not line.strip():
                 continue
             try:
-                yield orjson.loads(line)
+                row = orjson.loads(line)
             except orjson.JSONDecodeError:
                 if line.endswith(b"\n"):  # only the last line can lack its newline: an interrupted write
                     raise UsageError(f"{path}: line {number} is not valid JSON; the file is damaged") from None
+                continue
+            if not isinstance(row, dict):
+                raise UsageError(f"{path}: line {number} is not a JSON object (a record); the file is damaged")
+            yield row
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -140,11 +145,26 @@ def read_json(path: Path) -> dict[str, Any]:
         raise UsageError(f"{path} not found: is this a run directory written by `bench run`?") from None
     except IsADirectoryError:
         raise UsageError(f"{path} is a folder, not a JSON file") from None
+    except NotADirectoryError:
+        raise UsageError(f"{path.parent} is a file, not a run directory (give the folder `bench run` wrote)") from None
     except orjson.JSONDecodeError as exc:
         raise UsageError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a JSON object")
     return data
+
+
+def _validated(path: Path, load):
+    """A run file read into its model; a field missing or of the wrong type is one line naming it."""
+    try:
+        return load(read_json(path))
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise UsageError(f"{path}: field {field!r}: {first['msg']}{more}; the file is damaged") from None
+    except (TypeError, AttributeError, KeyError) as exc:  # a version field or nested part of another shape
+        raise UsageError(f"{path}: not of the shape this version reads ({exc!r}); the file is damaged") from None
 
 
 class RunDirectory:
@@ -175,17 +195,25 @@ class RunDirectory:
         write_json_atomic(self.file(SUMMARY), summary.to_json())
 
     def manifest(self) -> Manifest:
-        return Manifest.load(read_json(self.file(MANIFEST)))
+        return _validated(self.file(MANIFEST), Manifest.load)
 
     def summary(self) -> RunSummary:
-        return RunSummary.load(read_json(self.file(SUMMARY)))
+        return _validated(self.file(SUMMARY), RunSummary.load)
 
     def has_summary(self) -> bool:
         return self.file(SUMMARY).exists()
 
     def request_rows(self) -> Iterator[dict[str, Any]]:
-        """requests.jsonl as rows, streamed (large runs need not fit in memory as records)."""
-        return iter_jsonl(self.file(REQUESTS))
+        """requests.jsonl as rows, streamed (large runs need not fit in memory as records). A run directory
+        always has the file (bench run creates it, empty, before the first request): one without it is
+        damaged, and reading it as a run of no requests would pass a gate or overwrite a summary."""
+        path = self.file(REQUESTS)
+        if not path.is_file() and self.exists():
+            raise UsageError(
+                f"{path}: missing; the run's request records are gone (bench run always writes this file), "
+                "so nothing can be recomputed or compared from this run"
+            )
+        return iter_jsonl(path)
 
     def requests(self) -> list[RequestRecord]:
         return [RequestRecord.from_row(row) for row in self.request_rows()]

@@ -129,8 +129,12 @@ def runs_table(run_dirs: list[RunDirectory]) -> pd.DataFrame:
     """One row per run: id, date, engine, model, hardware, status, and the fastest stage's TTFT p99 and tok/s."""
     rows = []
     for run_dir in run_dirs:
-        manifest = run_dir.manifest()
-        summary = run_dir.summary() if run_dir.has_summary() else None
+        try:
+            manifest = run_dir.manifest()
+            summary = run_dir.summary() if run_dir.has_summary() else None
+        except UsageError as exc:  # one damaged run is listed as such; the others still are
+            rows.append({"run_id": run_dir.path.name, "started_at": "", "status": f"damaged: {exc}"})
+            continue
         best = (
             max(
                 (s for s in summary.stages if s.output_throughput_tokens_per_s),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from bench.check import (
@@ -17,7 +18,7 @@ from bench.check import (
     parse_tolerances,
     text_report,
 )
-from bench.cli.common import fraction
+from bench.cli.common import fraction, output_file
 from bench.console import say
 from bench.errors import UsageError
 from bench.results import write_atomic
@@ -114,10 +115,12 @@ def add_parser(sub) -> None:
         action="store_true",
         help="compare runs of different workloads anyway (each difference is listed as a warning)",
     )
-    p.add_argument("--junit", type=Path, metavar="FILE", help="write JUnit XML here (one test case per metric, gate)")
+    p.add_argument(
+        "--junit", type=output_file, metavar="FILE", help="write JUnit XML here (one test case per metric, gate)"
+    )
     p.add_argument(
         "--markdown",
-        type=Path,
+        type=output_file,
         metavar="FILE",
         help="write a Markdown summary here (appended when the file exists, as $GITHUB_STEP_SUMMARY expects)",
     )
@@ -157,8 +160,13 @@ def cmd_check(args) -> int:
     if args.markdown:
         text = markdown_report(result)
         if args.markdown.exists() and args.markdown.is_file():
-            with args.markdown.open("a", encoding="utf-8") as handle:  # a CI job summary gathers several steps
-                handle.write(text)
+            with args.markdown.open("a+b") as handle:  # a CI job summary gathers several steps
+                size = handle.seek(0, os.SEEK_END)
+                if size:
+                    handle.seek(size - 1)
+                    if handle.read(1) != b"\n":
+                        text = "\n" + text  # the heading starts a line of its own
+                handle.write(text.encode())  # append mode: at the end, wherever the file was read
         else:
             write_atomic(args.markdown, text)
         say(f"Markdown summary: {args.markdown}")

@@ -6,7 +6,9 @@ import argparse
 from pathlib import Path
 
 from bench.analysis import analyse, same_figures
+from bench.cli.common import output_file
 from bench.console import say
+from bench.errors import UsageError
 from bench.format import quality_lines, search_line, stage_table, summary_table
 from bench.results import EVAL, RunDirectory, write_json_atomic
 
@@ -43,7 +45,7 @@ def add_parsers(sub) -> None:
     export.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="run directories, or folders of them")
     export.add_argument("--table", choices=EXPORT_TABLES, default="stages", help="which table (default stages)")
     export.add_argument("--format", choices=("parquet", "csv"), default="parquet", help="file format (default parquet)")
-    export.add_argument("-o", "--out", type=Path, required=True, metavar="FILE", help="where to write the table")
+    export.add_argument("-o", "--out", type=output_file, required=True, metavar="FILE", help="where to write the table")
 
 
 def cmd_summarize(args: argparse.Namespace) -> int:
@@ -94,6 +96,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     run_dirs = find_runs(args.runs)
     frame = export_table(run_dirs, args.table)
+    if frame.empty:  # an empty file would pass for a table
+        raise UsageError(
+            f"no {args.table} rows in {len(run_dirs)} run(s) under {', '.join(map(str, args.runs))}: nothing written"
+        )
     write_table(frame, args.out, args.format)
     say(f"{len(frame)} row(s) of {args.table} from {len(run_dirs)} run(s) written to {args.out}")
     return 0

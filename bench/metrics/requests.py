@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import orjson
 
+from bench.errors import UsageError
 from bench.metrics.stats import bootstrap_ci, bootstrap_percentile_ci, describe, mean_exact, percentiles
 from bench.records import RequestRecord
 from bench.summary import (
@@ -235,6 +236,15 @@ class TableBuilder:
         self._errors: dict[int, str] = {}
 
     def add_row(self, row: Mapping[str, Any] | _RecordView) -> None:
+        try:
+            self._add_row(row)
+        except (TypeError, ValueError, OverflowError, AttributeError) as exc:  # a hand-edited or damaged record
+            raise UsageError(
+                f"requests.jsonl, record {len(self._sources) + 1}: a field is not of its type ({exc}); the "
+                "file is damaged (bench.records.RequestRecord lists each field's type)"
+            ) from None
+
+    def _add_row(self, row: Mapping[str, Any] | _RecordView) -> None:
         get = row.get
         index = len(self._sources)
         self._ints["request_id"].append(get("request_id") or 0)

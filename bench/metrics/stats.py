@@ -42,8 +42,9 @@ def _ranks(n: int, q: float) -> tuple[int, int, float]:
 
 
 def _interpolate(low: float, high: float, fraction: float) -> float:
-    # equal neighbours (two infinite values included) interpolate to themselves, never to inf - inf = nan
-    return low if low == high else low + (high - low) * fraction
+    # a rank that falls on a value is that value, and equal neighbours (two infinite values included) are
+    # themselves: never inf * 0 or inf - inf = nan (a failed request counts as infinitely late)
+    return low if fraction == 0 or low == high else low + (high - low) * fraction
 
 
 def percentiles(values: np.ndarray, qs: Iterable[float]) -> list[float]:

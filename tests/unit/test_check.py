@@ -16,6 +16,7 @@ import pytest
 from bench.analysis import analyse
 from bench.check import (
     Finding,
+    _interval_finding,
     check,
     judge,
     junit_xml,
@@ -207,6 +208,9 @@ def test_identical_setups_pass_and_a_slowed_run_fails(runs, tmp_path):
     assert (tmp_path / "s.md").read_text().startswith("## bench check: PASS")
     cli("check", str(runs["same"]), "--baseline", str(runs["base"]), "--markdown", str(tmp_path / "s.md"))
     assert (tmp_path / "s.md").read_text().count("## bench check") == 2  # a job summary is appended to
+    (tmp_path / "step.md").write_text("an earlier step's line without its newline")
+    cli("check", str(runs["same"]), "--baseline", str(runs["base"]), "--markdown", str(tmp_path / "step.md"))
+    assert "\n## bench check: PASS" in (tmp_path / "step.md").read_text()  # a heading on a line of its own
 
 
 def test_a_percentile_with_too_few_requests_above_it_is_not_judged(runs):
@@ -218,6 +222,52 @@ def test_a_percentile_with_too_few_requests_above_it_is_not_judged(runs):
     assert slow["ttft_p50"].verdict == "regression"
     p90 = check(runs["slow"], runs["base"], parse_tolerances("tpot_p90=+10%", base="")).findings
     assert [f.verdict for f in p90] == ["too few requests"]  # 40 x 0.1 = 4 < 5: from 50
+
+
+@pytest.mark.parametrize("n, judged", [(49, False), (50, True)])
+def test_a_p90_is_judged_from_50_requests_as_the_readme_says(n, judged):
+    """50 x (1 - 0.9) is 4.999...: a p90 of 50 requests was refused as having fewer than 5 above it."""
+    tolerance = parse_tolerances("ttft_p90=+10%", base="")["ttft_p90"]
+    finding = Finding("c1", "ttft_p90", tolerance, method="bootstrap of the per-request values")
+    values = np.arange(1.0, n + 1)
+    done = _interval_finding(finding, values, values * 2, "p90", 200)
+    assert (done.verdict != "too few requests") is judged, done.note
+
+
+def _changed(src: Path, dst: Path, manifest: dict, record) -> Path:
+    """A copy of a run with manifest fields replaced and each record passed through `record` (None drops it),
+    summarized again."""
+    _copy_run(src, dst, leave_out=("requests.jsonl", "summary.json", "manifest.json"))
+    data = orjson.loads((src / "manifest.json").read_bytes())
+    write_json_atomic(dst / "manifest.json", {**data, **manifest})
+    records = [record(orjson.loads(line)) for line in (src / "requests.jsonl").read_bytes().splitlines()]
+    (dst / "requests.jsonl").write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in records if r is not None))
+    run_dir = RunDirectory(dst)
+    run_dir.write_summary(analyse(run_dir).summary)
+    return dst
+
+
+def _cancelled(r: dict) -> dict:
+    if r["phase"] != "measured":
+        return r
+    return {**r, "status": "cancelled", "output_times_ns": [], "output_tokens": 0, "ttft_ms": None}
+
+
+def test_a_run_that_measured_nothing_or_stopped_early_fails_its_gates(runs, tmp_path):
+    """Every request of the stage cancelled (an engine that hung until the stage's time ran out) left every
+    metric "not measured" and passed; a run whose engine died was refused as another workload (exit 2), or
+    passed with --allow-different-workload."""
+    hung = check(_changed(runs["base"], tmp_path / "hung", {}, _cancelled), runs["base"])
+    assert [(g.scope, g.name) for g in hung.failed_gates] == [("concurrency 2", "measured")] and hung.exit_code == 1
+    assert "no measured request succeeded in the run's stage (the baseline's 40 did)" in hung.failed_gates[0].detail
+    died = {"status": "incomplete", "incomplete_reason": "the engine exited with code -9 during stage 0"}
+    early = check(_changed(runs["base"], tmp_path / "died", {**died, "stages": []}, lambda r: None), runs["base"])
+    assert early.exit_code == 1 and not early.workload_differences
+    assert [g.name for g in early.failed_gates] == ["status", "measured"]
+    assert "the run is incomplete: the engine exited with code -9" in early.failed_gates[0].detail
+    assert early.failed_gates[1].detail == "the run has no such stage (it stopped before it)"
+    done = cli("check", str(tmp_path / "died"), "--baseline", str(runs["base"]))
+    assert done.returncode == 1 and done.stdout.rstrip().splitlines()[-1].startswith("FAIL: "), done.stdout
 
 
 def test_tolerances_change_the_verdict_and_gates_hold_absolutely(runs):

@@ -40,6 +40,12 @@ def check(spec):
         ),
         ({"type": "number", "value": 10063}, "It is 10,063.", "It is 10,064."),
         ({"type": "number", "value": 0.5, "tolerance": 0.01}, "p = 0.505", "p = 0.52"),
+        ({"type": "json"}, '```JSON\n{"a": 1}\n```', '{"a": NaN}'),  # NaN is Python's, not JSON's
+        ({"type": "json"}, '``` json\n{"a": 1}\n```', "Infinity"),
+        ({"type": "number", "value": 19}, "COVID-19 cases rose", "COVID-20 cases rose"),  # a hyphen is no sign
+        ({"type": "number", "value": -5}, "x = -5", "x = 5"),
+        ({"type": "number", "value": 0.5}, "about .5 of them", "about 5 of them"),
+        ({"type": "number", "value": 1.1, "tolerance": 0.1}, "1", "0.99"),  # on the tolerance: within it
         ({"type": "max_length", "chars": 10}, "short", "much longer than ten"),
         ({"type": "max_length", "words": 3}, "one two three", "one two three four"),
     ],
@@ -58,6 +64,28 @@ def test_wilson_interval_matches_the_textbook_values():
     assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)  # Wilson (1927); Newcombe (1998) table
     assert wilson_interval(0, 10)[0] == 0.0 and wilson_interval(0, 10)[1] == pytest.approx(0.2775, abs=1e-4)
     assert wilson_interval(10, 10)[1] == pytest.approx(1.0) and wilson_interval(0, 0) is None
+
+
+def test_a_schema_with_its_refs_in_it_loads_and_checks(tmp_path):
+    schema = {"$defs": {"Label": {"enum": ["billing"]}}, "properties": {"label": {"$ref": "#/$defs/Label"}}}
+    spec = {"type": "json", "schema": schema}
+    assert run_check(check(spec), '{"label": "billing"}')[0] is True
+    assert run_check(check(spec), '{"label": "sales"}')[0] is False
+
+
+def test_a_cancelled_request_is_a_case_not_run_not_a_failed_one():
+    """Ctrl-C cancels the cases in flight: they were not answered, so they are listed, not counted against the
+    model (the success rate prices each successful task)."""
+    cases = [
+        GoldenCase.model_validate({"id": i, "prompt": "p", "checks": [{"type": "contains", "value": "yes"}]})
+        for i in ("a", "b")
+    ]
+    records = [
+        RequestRecord(request_id=0, case_id="a", status="ok", output_text="yes"),
+        RequestRecord(request_id=1, case_id="b", status="cancelled", error="the run was stopped"),
+    ]
+    result, _ = evaluate(records, cases)
+    assert (result.passed, result.cases, result.not_run, result.success_rate) == (1, 1, ["b"], 1.0)
 
 
 def test_evaluate_counts_failed_requests_as_failed_cases_and_lists_cases_not_run():
@@ -89,6 +117,19 @@ def test_evaluate_counts_failed_requests_as_failed_cases_and_lists_cases_not_run
         ('{"id": "x", "prompt": "p", "checks": [{"type": "regex", "pattern": "("}]}', "not a valid regular expression"),
         ('{"id": "x", "prompt": "p", "checks": [{"type": "json", "schema": {"type": 5}}]}', "not a valid JSON Schema"),
         ('{"id": "x", "prompt": "p", "checks": [{"type": "fuzzy"}]}', "field 'checks.0'"),
+        (
+            '{"id": "x", "prompt": "p", "checks": [{"type": "json", "schema": {"properties": '
+            '{"t": {"$ref": "#/$defs/Ticket"}}}}]}',
+            "schema's $ref '#/$defs/Ticket' names nothing in the schema",
+        ),
+        (
+            '{"id": "x", "prompt": "p", "checks": [{"type": "json", "schema": {"$ref": "https://example.com/s.json"}}]}',
+            "schema's $ref 'https://example.com/s.json' names nothing in the schema",
+        ),
+        ('{"id": "x", "prompt": "p", "checks": [{"type": "contains", "value": []}]}', "field 'checks.0"),
+        ('{"id": "x", "prompt": "p", "checks": [{"type": "not_contains", "value": ""}]}', "field 'checks.0"),
+        ('{"id": "x", "prompt": "p", "checks": [{"type": "number", "value": "nan"}]}', "field 'checks.0"),
+        ('{"id": "x", "prompt": "p", "checks": [{"type": "number", "value": 1, "tolerance": "inf"}]}', "checks.0"),
         ("not json", "line 1: not valid JSON"),
     ],
 )

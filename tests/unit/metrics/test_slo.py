@@ -55,6 +55,15 @@ def test_two_failures_at_the_percentile_are_infinite_not_nan():
     assert report(failures, {"ttft": 200.0}, 99).by_metric["ttft"].at_percentile == float("inf")
 
 
+def test_a_rank_that_lands_on_the_last_finite_value_is_that_value_not_nan():
+    """101 requests, one failed: p99's rank is exactly 100, the slowest success; inf * 0 made it nan, and a run
+    that met its SLO failed it."""
+    records = [rec(i * 10, i + 1, 10, 5) for i in range(100)] + [rec(2000, 0, 0, 0, status="error")]
+    at = report(records, {"ttft": 200.0}, 99).by_metric["ttft"]
+    assert at.at_percentile == pytest.approx(100.0)
+    assert report(records, {"ttft": 200.0}, 99).compliant is True
+
+
 def test_compliance_at_a_percentile():
     one_slow = [rec(i * 10, 100, 10, 5) for i in range(99)] + [rec(2000, 900, 10, 5)]
     # rank 98.01 of 100 sorted values: 100 + 0.01 * (900 - 100) = 108 ms, within 200
