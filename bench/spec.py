@@ -63,7 +63,7 @@ class Length(Strict):
                 return {"kind": "fixed", "a": int(number)}
             if parts[0] in ("uniform", "normal") and len(parts) == 3:
                 return {"kind": parts[0], "a": float(parts[1]), "b": float(parts[2])}
-        except ValueError:
+        except (ValueError, OverflowError):  # not a number, or infinity
             pass
         raise ValueError(f"{value!r}: give N, uniform:MIN:MAX or normal:MEAN:STD")
 
@@ -71,6 +71,8 @@ class Length(Strict):
     def _in_range(self) -> Length:
         if self.a < 1 or self.b < 0 or (self.kind == "uniform" and self.b < self.a):
             raise ValueError(f"{self}: lengths must be at least 1, MIN <= MAX and STD >= 0")
+        if self.kind == "uniform" and not (self.a.is_integer() and self.b.is_integer()):
+            raise ValueError(f"{self}: uniform MIN and MAX are whole token counts")
         return self
 
     @model_serializer
@@ -142,10 +144,9 @@ def _number_list(value: Any) -> Any:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return [value]
     if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-        if not parts:
-            raise ValueError(f"{value!r}: expected a comma-separated list of numbers, e.g. 1,2,4")
-        return parts
+        value = [p.strip() for p in value.split(",") if p.strip()]
+    if isinstance(value, list) and not value:  # a plan of no stages would start an engine and measure nothing
+        raise ValueError("expected at least one number, e.g. 1,2,4")
     return value
 
 
@@ -270,8 +271,23 @@ class WorkloadSpec(Strict):
             raise ValueError("`prefix_count` and `prefix_tokens` go together (N prefixes of P tokens)")
         if self.prompts is not None and self.golden is not None:
             raise ValueError("`golden` and `prompts` both give the prompts; use one")
-        if self.trace is not None and (self.prompts is not None or self.golden is not None or self.turns > 1):
-            raise ValueError("`trace` gives the prompts' lengths and arrivals; leave out `prompts`, `golden`, `turns`")
+        if self.trace is not None and (
+            self.prompts is not None or self.golden is not None or self.turns > 1 or self.prefix_count
+        ):
+            raise ValueError(
+                "`trace` gives the prompts' lengths, arrivals and shared prefixes; "
+                "leave out `prompts`, `golden`, `turns`, `prefix_count`"
+            )
+        if self.trace is None and (self.trace_speed != 1.0 or self.trace_window or self.trace_block_tokens != 512):
+            raise ValueError("`trace_speed`, `trace_window` and `trace_block_tokens` shape a `trace`; give one")
+        if (self.prompts is not None or self.golden is not None) and (self.turns > 1 or self.prefix_count):
+            raise ValueError("a prompt file gives each prompt whole; leave out `turns` and `prefix_count`")
+        shortest = self.input_tokens.a if self.input_tokens.kind != "normal" else None
+        if self.kind == "synthetic" and self.prefix_count and shortest is not None and shortest <= self.prefix_tokens:
+            raise ValueError(
+                f"each prompt is a shared prefix and text of its own: `prefix_tokens` {self.prefix_tokens} must be "
+                f"below the shortest `input_tokens` ({shortest:g})"
+            )
         if (self.prompts is not None or self.golden is not None) and self.output_tokens.kind != "fixed":
             raise ValueError('with a prompt file, give `output_tokens` as one number (or "max_tokens" per line)')
         if self.golden is not None and self.temperature != 0:
@@ -358,6 +374,9 @@ class LoadSpec(Strict):
                 raise ValueError("`search_rate` LOW:HIGH needs LOW below HIGH")
             if not self.slo:
                 raise ValueError("`search_rate` finds the highest rate whose SLOs hold: give `slo` too")
+        closed_loop = self.rate is None and self.search_rate is None and self.sweep is None
+        if closed_loop and self.ramp_from is not None and not self.ramp_from.is_integer():
+            raise ValueError(f"`ramp_from` {self.ramp_from:g}: a closed loop ramps from a whole number of streams")
         if self.arrival != "gamma" and self.burstiness != 1.0:
             raise ValueError("`burstiness` shapes gamma arrivals; set `arrival` to gamma")
         return self

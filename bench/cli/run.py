@@ -26,7 +26,8 @@ from bench.summary import RequestSummary
 
 BUSY_POLL_HELP = (
     "keep the client's event loop from ever sleeping: removes the kernel's (and a VM's) wake-up latency from "
-    "timestamps at the cost of one busy core (bench calibrate measures both modes)"
+    "timestamps at the cost of one busy core (bench calibrate --busy-poll measures this mode, without it the "
+    "default one)"
 )
 
 
@@ -515,6 +516,11 @@ def _read_spec_file(path: Path) -> dict[str, Any]:
     data = read_yaml(path, f"--spec {path}")
     if not isinstance(data, dict):
         raise UsageError(f"--spec {path}: expected a mapping of run spec fields (engine, model, load, ...)")
+    for section in SECTIONS[1:]:
+        if section in data and not isinstance(data[section], dict):
+            example = "kind: llamacpp" if section == "engine" else "a field per line"
+            got = "it is empty" if data[section] is None else f"not {data[section]!r}"
+            raise UsageError(f"--spec {path}: field {section} must be a mapping of its fields ({example}); {got}")
     return data
 
 
@@ -542,10 +548,57 @@ def spec_from_args(args: argparse.Namespace, verb: str = "run") -> RunSpec:
         raise UsageError(f"bench {verb}: --model is required (see bench models)")
     if verb == "eval" and not (data.get("workload") or {}).get("golden"):
         raise UsageError("bench eval needs --golden FILE (a JSONL golden set; see bench/quality.py)")
+    _one_plan(data, flags, given.get("spec"))
     try:
         return RunSpec.model_validate(data)
     except ValidationError as exc:
         raise UsageError(_explain(exc, given.get("spec"), flags, data)) from None
+
+
+# what a trace gives itself (arrivals, lengths): these would be dropped beside it without a word
+TRACE_GIVES = (
+    "load.concurrency",
+    "load.rate",
+    "load.sweep",
+    "load.search_rate",
+    "load.requests",
+    "load.arrival",
+    "load.burstiness",
+    "load.ramp_s",
+    "load.ramp_from",
+    "load.measure_ramp",
+    "workload.input_tokens",
+    "workload.output_tokens",
+)
+
+
+def _one_plan(data: dict[str, Any], flags: dict[str, Any], spec_file: Path | None) -> None:
+    """Plan settings given beside a plan that ignores them would be dropped without a word: closed-loop streams
+    beside an open-loop plan, or arrivals and lengths beside a trace. Checked on what a person gave (a stored
+    spec keeps its defaults, streams beside a rate included)."""
+
+    def name(path: str) -> str:
+        return BY_PATH[path].name if _has(flags, path) else path
+
+    def where(paths: list[str]) -> str:
+        return f"{spec_file}: " if not all(_has(flags, p) for p in paths) else ""
+
+    given = [path for path in TRACE_GIVES if _has(data, path)]
+    if _has(data, "workload.trace") and _get(data, "workload.trace") is not None and given:
+        raise UsageError(
+            f"{where(['workload.trace', *given])}{name('workload.trace')} gives the arrivals and the lengths; "
+            f"leave out {', '.join(name(p) for p in given)} (bound it with --duration, "
+            "--max-concurrency, --trace-window, --trace-speed)"
+        )
+    load = data.get("load") or {}
+    open_loop = next((f"load.{k}" for k in ("rate", "search_rate") if load.get(k) is not None), None)
+    if open_loop is None or "concurrency" not in load:
+        return
+    raise UsageError(
+        f"{where(['load.concurrency', open_loop])}{name('load.concurrency')} sets closed-loop streams and "
+        f"{name(open_loop)} an open-loop plan: give one; "
+        "to cap the requests in flight at a rate, use --max-concurrency (load.max_concurrency)"
+    )
 
 
 SECTIONS = ("", "load", "workload", "engine", "output", "telemetry", "client")  # where a whole-model check reports

@@ -18,6 +18,8 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,11 +61,14 @@ class Trace:
         }
 
 
-def detect_format(head: bytes) -> str:
-    text = head.lstrip().decode("utf-8", "replace")
-    if text.upper().startswith("TIMESTAMP"):
+_FIRST_LINE = re.compile(r"\s*([^\n]*)")  # past blank lines: the first line with anything on it
+
+
+def detect_format(text: str) -> str:
+    """The trace's format, from its first line that is not blank (a prompt there may be any length)."""
+    first = _FIRST_LINE.match(text).group(1)  # without splitting the whole file (JSONL lines end in \n only)
+    if first.strip().upper().startswith("TIMESTAMP"):
         return "azure"
-    first = text.splitlines()[0] if text else ""
     try:
         row = orjson.loads(first)
     except orjson.JSONDecodeError:
@@ -78,15 +83,30 @@ def detect_format(head: bytes) -> str:
     )
 
 
+def _seconds(value, where: str, name: str) -> float:
+    """A time stamp: a finite number (NaN would scramble the trace's order when sorted)."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise UsageError(f"{where}: {name} must be a finite number, got {value!r}")
+    return float(value)
+
+
 def _positive(value, where: str, name: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise UsageError(f"{where}: {name} must be a positive integer, got {value!r}")
     return value
 
 
-def _jsonl_rows(data: bytes, name: str, fmt: str) -> list[TraceRow]:
+def _hash_ids(value, where: str) -> tuple[int, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(h, int) and not isinstance(h, bool) for h in value):
+        raise UsageError(f"{where}: hash_ids must be a list of integers, got {value!r}")
+    return tuple(value)
+
+
+def _jsonl_rows(data: str, name: str, fmt: str) -> list[TraceRow]:
     rows = []
-    for number, line in enumerate(data.splitlines(), start=1):
+    for number, line in enumerate(data.split("\n"), start=1):
         if not line.strip():
             continue
         where = f"{name}, line {number}"
@@ -100,10 +120,10 @@ def _jsonl_rows(data: bytes, name: str, fmt: str) -> list[TraceRow]:
             if fmt == "mooncake":
                 rows.append(
                     TraceRow(
-                        float(row["timestamp"]) / 1000,
+                        _seconds(row["timestamp"], where, "timestamp") / 1000,
                         _positive(row["input_length"], where, "input_length"),
                         _positive(row["output_length"], where, "output_length"),
-                        tuple(int(h) for h in row.get("hash_ids") or ()),
+                        _hash_ids(row.get("hash_ids"), where),
                     )
                 )
             else:
@@ -113,7 +133,7 @@ def _jsonl_rows(data: bytes, name: str, fmt: str) -> list[TraceRow]:
                 tokens = row.get("input_tokens", 1 if prompt else None)
                 rows.append(
                     TraceRow(
-                        float(row["t_s"]),
+                        _seconds(row["t_s"], where, "t_s"),
                         _positive(tokens, where, "input_tokens"),
                         _positive(row["output_tokens"], where, "output_tokens"),
                         prompt=prompt,
@@ -126,9 +146,9 @@ def _jsonl_rows(data: bytes, name: str, fmt: str) -> list[TraceRow]:
     return rows
 
 
-def _azure_rows(data: bytes, name: str) -> list[TraceRow]:
+def _azure_rows(data: str, name: str) -> list[TraceRow]:
     rows, first = [], None
-    reader = csv.DictReader(io.StringIO(data.decode("utf-8")))
+    reader = csv.DictReader(io.StringIO(data))
     for number, row in enumerate(reader, start=2):
         where = f"{name}, line {number}"
         try:
@@ -146,6 +166,16 @@ def _azure_rows(data: bytes, name: str) -> list[TraceRow]:
         except (TypeError, ValueError) as exc:
             raise UsageError(f"{where}: {exc}") from None
     return rows
+
+
+def _cap(input_tokens: int, output_tokens: int, limit: int) -> tuple[int, int]:
+    """A request over the context cut to fit: a prompt that fits keeps its length and the output takes the
+    rest; a longer prompt is cut, leaving the output up to a quarter of the context."""
+    quarter = max(1, limit // 4)
+    if input_tokens <= limit - quarter:
+        return input_tokens, limit - input_tokens
+    output = min(output_tokens, quarter)
+    return max(1, limit - output), output
 
 
 def parse_window(text: str | None) -> tuple[float, float] | None:
@@ -176,11 +206,19 @@ def load_trace(
         raise UsageError(f"{name}: file not found") from None
     except IsADirectoryError:
         raise UsageError(f"{name}: is a folder, not a file") from None
+    except OSError as exc:  # no permission, a path through a file, ...
+        raise UsageError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    if not data or data.isspace():  # isspace: no copy of a large trace
+        raise UsageError(f"{name}: the file is empty")
     try:
-        fmt = detect_format(data[:4096])
+        text = data.decode("utf-8-sig")  # a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{name}: not UTF-8 text (byte {exc.start}); save the trace as UTF-8") from None
+    try:
+        fmt = detect_format(text)
     except UsageError as exc:
         raise UsageError(f"{name}: {exc}") from None
-    rows = _azure_rows(data, name) if fmt == "azure" else _jsonl_rows(data, name, fmt)
+    rows = _azure_rows(text, name) if fmt == "azure" else _jsonl_rows(text, name, fmt)
     if not rows:
         raise UsageError(f"{name}: no requests in the trace")
     rows.sort(key=lambda r: r.t_s)
@@ -202,7 +240,7 @@ def load_trace(
                 fitted.append(r)
                 continue
             capped += 1
-            output = min(r.output_tokens, max(1, max_tokens_per_request // 4))
-            fitted.append(TraceRow(r.t_s, max(1, max_tokens_per_request - output), output, r.hash_ids, r.prompt))
+            input_tokens, output_tokens = _cap(r.input_tokens, r.output_tokens, max_tokens_per_request)
+            fitted.append(TraceRow(r.t_s, input_tokens, output_tokens, r.hash_ids, r.prompt))
         rows = fitted
     return Trace(path, fmt, rows, capped)

@@ -108,6 +108,11 @@ class TokenFitter:
         self.additive = False
         return self._bisect(words, target)
 
+    def fit_after(self, rng: random.Random, target: int, verify: bool = True) -> tuple[str, int]:
+        """Text of `target` tokens to be joined after another piece of one prompt: the server adds its special
+        prefix (BOS) once per prompt, which fit counts in every piece."""
+        return self.fit(rng, target + self.special, verify)
+
     def _bisect(self, words: list[str], target: int) -> tuple[str, int]:
         lo, hi = 1, len(words)
         best = (words[0], self.count(words[0]))
@@ -148,7 +153,7 @@ def synthetic_items(
         for turn in range(workload.turns):
             input_len, output_len = workload.input.sample(rng), workload.output.sample(rng)
             if prefixes and turn == 0:
-                suffix, tokens = fitter.fit(rng, max(1, input_len - workload.prefix_tokens), verify)
+                suffix, tokens = fitter.fit_after(rng, max(1, input_len - workload.prefix_tokens), verify)
                 text = f"{prefixes[i % len(prefixes)]} {suffix}"
                 tokens = None  # the join may merge a token; the server's usage has the exact count
             else:
@@ -311,10 +316,11 @@ def trace_items(trace: Trace, fitter: TokenFitter, seed: int, block_tokens: int)
     prompt sends it as it is."""
     blocks: dict[int, str] = {}
 
-    def block(hash_id: int, tokens: int) -> str:
-        key = hash_id if tokens == block_tokens else (hash_id, tokens)
+    def block(hash_id: int, tokens: int, first: bool) -> str:
+        key = (hash_id, tokens, first)  # a block after another is fitted without the prompt's BOS
         if key not in blocks:
-            blocks[key] = fitter.fit(random.Random(f"{seed}:block:{hash_id}"), tokens)[0]
+            fit = fitter.fit if first else fitter.fit_after
+            blocks[key] = fit(random.Random(f"{seed}:block:{hash_id}"), tokens)[0]
         return blocks[key]
 
     items = []
@@ -327,10 +333,11 @@ def trace_items(trace: Trace, fitter: TokenFitter, seed: int, block_tokens: int)
             if left <= 0:
                 break
             take = min(block_tokens, left)
-            parts.append(block(hash_id, take))
+            parts.append(block(hash_id, take, first=not parts))
             left -= take
         if left > 0:
-            parts.append(fitter.fit(random.Random(f"{seed}:trace:{index}"), left)[0])
+            fit = fitter.fit_after if parts else fitter.fit
+            parts.append(fit(random.Random(f"{seed}:trace:{index}"), left)[0])
         expected = row.input_tokens if not row.hash_ids else None  # joined blocks may merge a token
         items.append(WorkItem([PreparedRequest(" ".join(parts), row.output_tokens, prompt_tokens_expected=expected)]))
     return items

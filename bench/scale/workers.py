@@ -215,6 +215,7 @@ class LoadWorker:
         self.busy_poll = busy_poll
         self.done: deque[RequestRecord] = deque()
         self.runner: LoadRunner | None = None
+        self.stopped: str | None = None  # the whole run was stopped (see stop)
         self.client: StreamingClient | None = None
         try:
             import uvloop
@@ -255,6 +256,8 @@ class LoadWorker:
             )
         feed = Feed(items)
         runner = self.runner = LoadRunner(self.client, feed, self.done.append)
+        if self.stopped is not None:  # the run's stop came before this stage's runner existed
+            runner.request_stop(self.stopped)
         hot = asyncio.create_task(keep_loop_hot()) if self.busy_poll else None
         try:
             while perf_ns() < start_at_ns and runner.stop_reason is None:  # every worker starts at one moment
@@ -280,7 +283,11 @@ class LoadWorker:
             out.append(self.done.popleft())
         return out
 
-    def stop(self, reason: str) -> None:
+    def stop(self, reason: str, whole_run: bool = False) -> None:
+        """Stop the stage running now; with whole_run, every later stage too (the run was stopped: a signal,
+        a dead engine), even one whose runner does not exist yet."""
+        if whole_run:
+            self.stopped = self.stopped or reason
         runner = self.runner
         if runner is not None:
             self.loop.call_soon_threadsafe(runner.request_stop, reason)
@@ -322,9 +329,16 @@ class WorkerPool:
         ray = require_ray("--load-workers")
         self.private_ray = not ray.is_initialized() and self.address is None
         cluster = connect(self.address, "--load-workers", num_cpus=max(self.n, os.cpu_count() or 1))
+        try:
+            self._start_workers(ray, cluster)
+        except BaseException:  # a clock, a CPU check or the manifest failed: no actor or private Ray outlives it
+            self._kill()
+            raise
+
+    def _start_workers(self, ray, cluster: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):  # ray.init may have installed handlers of its own
-            loop.add_signal_handler(signum, self.request_stop, f"interrupted by {signal.Signals(signum).name}")
+            loop.add_signal_handler(signum, self._interrupted, signal.Signals(signum).name)
         cpus = sum(n.get("Resources", {}).get("CPU", 0) for n in alive_nodes(ray))
         if cpus < self.n:
             raise UsageError(f"--load-workers {self.n}: the Ray cluster has {cpus:g} CPUs; each worker takes one")
@@ -349,7 +363,6 @@ class WorkerPool:
         try:
             identities = ray.get([a.identity.remote() for a in self.actors], timeout=ACTOR_START_TIMEOUT_S)
         except (ray.exceptions.GetTimeoutError, ray.exceptions.RayError) as exc:
-            self._kill()
             raise BenchError(
                 f"--load-workers {self.n}: the load workers did not start ({type(exc).__name__}: {exc})"
             ) from None
@@ -407,14 +420,18 @@ class WorkerPool:
             self.private_ray = False
 
     # -- stopping --------------------------------------------------------------------------------
+    def _interrupted(self, name: str) -> None:
+        self.run.signalled = True  # exit 130 only for a signal (bench.run), not for a lost worker
+        self.request_stop(f"interrupted by {name}")
+
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
             self.stop_reason = reason
-        self._tell_stop(reason)
+        self._tell_stop(reason, whole_run=True)
 
-    def _tell_stop(self, reason: str) -> None:
+    def _tell_stop(self, reason: str, whole_run: bool = False) -> None:
         for actor in self.actors:
-            actor.stop.remote(reason)
+            actor.stop.remote(reason, whole_run)
 
     def _stop_stage(self, reason: str) -> None:
         if self._stage_stop is None:

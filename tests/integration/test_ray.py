@@ -166,6 +166,9 @@ else:
                 "model": "gemma3-270m",
                 "workload": {"input_tokens": 16, "output_tokens": 8},
                 "load": {"requests": 4},
+                # a stage here lasts about a second: sampled every 0.1 s, both sides' summaries carry the same
+                # telemetry (the engine's gauges among it), whichever second a sample would have fallen in
+                "telemetry": {"interval_s": 0.1},
             },
             "resources": {"num_cpus": 1, "num_gpus": 1},
             "axes": {
@@ -257,6 +260,23 @@ else:
                 t_1 = r["output_times_ns"][0] + manifest["clock"]["anchor_perf_counter_ns"]
             errors.append((t_1 - r["server_timings"]["t_first_write_ns"]) / 1e6)
         return np.array(errors)
+
+    def test_load_workers_that_fail_while_starting_leave_no_actor_behind(cluster, tmp_path, monkeypatch):
+        """The workers start, then measuring their clocks fails: the run ends with the reason, and both actors
+        are killed (each held a CPU of the cluster until it ended: a later cell would have starved)."""
+        from bench.scale.workers import WorkerPool
+
+        def broken_clock(self, actor):
+            raise RuntimeError("the clock probe failed")
+
+        monkeypatch.setattr(WorkerPool, "_clock", broken_clock)
+        with calibration_server(ttft_ms=5, gap_ms=1) as url:
+            result = execute(calibration_spec(url, tmp_path, 2, "no-clock"))
+        assert result.exit_code != 0 and result.manifest.status != "complete"
+        deadline = time.monotonic() + 30
+        while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ray.available_resources().get("CPU", 0) == 2, "a load actor still holds its CPU"
 
     def test_two_load_actors_merge_into_one_run_whose_summary_is_that_of_the_merged_records(cluster, tmp_path):
         c, nodes = cluster

@@ -93,7 +93,39 @@ def test_flags_override_the_spec_file(tmp_path):
         ("engine: {kind: llamacpp, dtype: half}\nmodel: m\n", "field engine.dtype is not a run spec field for engine"),
         ("engine: {kind: llamacpp}\nmodel: m\nload: {rate: [1], sweep: 2}\n", "field load: `rate` and `sweep`"),
         ("engine: {kind: llamacpp}\nmodel: m\nworkload: {input_tokens: 0}\n", "field workload.input_tokens"),
+        (
+            "engine: {kind: llamacpp}\nmodel: m\nload: {concurrency: [2], rate: [1]}\n",
+            "load.concurrency sets closed-loop streams and load.rate an open-loop plan",
+        ),
         ("- a list\n", "expected a mapping of run spec fields"),
+        ("engine:\nmodel: m\n", "field engine must be a mapping of its fields (kind: llamacpp); it is empty"),
+        ("engine: llamacpp\nmodel: m\n", "field engine must be a mapping of its fields (kind: llamacpp); not 'llama"),
+        ("engine: {kind: llamacpp}\nmodel: m\nload: [1, 2]\n", "field load must be a mapping of its fields"),
+        ("engine: {kind: llamacpp}\nmodel: m\nload: {concurrency: []}\n", "field load.concurrency: expected at least"),
+        ("engine: {kind: llamacpp}\nmodel: m\nload: {rate: []}\n", "field load.rate: expected at least one number"),
+        (
+            "engine: {kind: llamacpp}\nmodel: m\nworkload: {trace: t.jsonl}\nload: {rate: [1], ramp_s: 10}\n",
+            "workload.trace gives the arrivals and the lengths; leave out load.rate, load.ramp_s",
+        ),
+        (
+            "engine: {kind: llamacpp}\nmodel: m\nworkload: {trace: t.jsonl, prefix_count: 2, prefix_tokens: 8}\n",
+            "leave out `prompts`, `golden`, `turns`, `prefix_count`",
+        ),
+        ("engine: {kind: llamacpp}\nmodel: m\nworkload: {trace_speed: 2}\n", "shape a `trace`; give one"),
+        (
+            "engine: {kind: llamacpp}\nmodel: m\nworkload: {prompts: p.jsonl, turns: 3}\n",
+            "a prompt file gives each prompt whole; leave out `turns` and `prefix_count`",
+        ),
+        (
+            "engine: {kind: llamacpp}\nmodel: m\nworkload: {input_tokens: 100, prefix_count: 2, prefix_tokens: 500}\n",
+            "`prefix_tokens` 500 must be below the shortest `input_tokens` (100)",
+        ),
+        ("engine: {kind: llamacpp}\nmodel: m\nworkload: {input_tokens: .inf}\n", "give N, uniform:MIN:MAX"),
+        ("engine: {kind: llamacpp}\nmodel: m\nworkload: {input_tokens: 'uniform:1.5:9'}\n", "whole token counts"),
+        (
+            "engine: {kind: llamacpp}\nmodel: m\nload: {concurrency: [4], ramp_s: 5, ramp_from: 2.5}\n",
+            "`ramp_from` 2.5: a closed loop ramps from a whole number of streams",
+        ),
         ("engine: [unclosed\n", "not valid YAML"),
     ],
 )
@@ -115,3 +147,42 @@ def test_a_spec_runs_from_python_without_the_command_line():
     import bench
 
     assert bench.RunSpec is RunSpec and callable(bench.execute) and callable(bench.load_run)
+
+
+def test_streams_given_with_a_rate_are_refused_not_dropped():
+    """--concurrency 2 beside --rate 1 ran one open-loop stage and recorded no trace of the 2 streams; the spec
+    a run keeps (its default streams beside a rate) still loads."""
+    args = ["run", "--engine", "llamacpp", "--model", "m", "--concurrency", "2", "--rate", "1"]
+    with pytest.raises(UsageError, match="--concurrency sets closed-loop streams and --rate an open-loop plan"):
+        spec_from_args(build_parser().parse_args(args))
+    kept = RunSpec.model_validate(
+        json.loads(spec_from_args(build_parser().parse_args(args[:-4] + args[-2:])).model_dump_json())
+    )
+    assert kept.load.rate == [1.0] and kept.load.concurrency == [4]
+
+
+@pytest.mark.parametrize(
+    "flags, fragment",
+    [
+        (["--ramp", "10"], "--trace gives the arrivals and the lengths; leave out --ramp"),
+        (["--concurrency", "8", "--requests", "5"], "leave out --concurrency, --requests"),
+        (["--sweep", "4"], "leave out --sweep"),
+        (["--input-tokens", "999", "--output-tokens", "7"], "leave out --input-tokens, --output-tokens"),
+    ],
+)
+def test_what_a_trace_gives_is_refused_beside_it_not_dropped(flags, fragment):
+    """A trace's stage took none of these: --ramp made every request warmup (nothing measured), the rest were
+    dropped without a word."""
+    args = ["run", "--engine", "llamacpp", "--model", "m", "--trace", "t.jsonl", *flags]
+    with pytest.raises(UsageError) as caught:
+        spec_from_args(build_parser().parse_args(args))
+    assert fragment in str(caught.value) and "\n" not in str(caught.value)
+    # a trace alone, bounded in time and in flight, is a plan
+    bounded = [*args[:7], "--duration", "30", "--max-concurrency", "4"]
+    assert spec_from_args(build_parser().parse_args(bounded)).workload.trace is not None
+
+
+def test_an_infinite_length_is_a_flag_error_not_a_traceback():
+    args = ["run", "--engine", "llamacpp", "--model", "m", "--input-tokens", "inf"]
+    with pytest.raises(UsageError, match="--input-tokens inf: 'inf': give N, uniform:MIN:MAX or normal:MEAN:STD"):
+        spec_from_args(build_parser().parse_args(args))

@@ -6,7 +6,7 @@ import statistics
 import pytest
 
 from bench.load.runner import PhaseClock, Stage
-from bench.load.schedules import ClosedLoop, OpenLoop, interarrival_gaps
+from bench.load.schedules import ClosedLoop, OpenLoop, intended_offsets, interarrival_gaps
 
 N = 20_000
 
@@ -60,3 +60,22 @@ def test_phases_by_time():
     assert clock.next(s) == "measured" and clock.next(2 * s) == "measured"
     assert clock.next(3 * s) == "cooldown"  # duration over: the next second keeps the load up
     assert clock.next(3 * s + s // 2) == "cooldown" and clock.next(4 * s) is None
+
+
+@pytest.mark.parametrize("arrival,burstiness", [("poisson", 1.0), ("gamma", 0.5), ("constant", 1.0)])
+def test_an_open_loop_draws_arrivals_enough_for_its_timed_warmup_and_cooldown(arrival, burstiness):
+    """Rate 10, 5 s of warmup, 64 measured requests, 5 s of cooldown: in every one of 200 seeded stages the
+    phase clock, not the supply of arrivals, ends the stage, so the cooldown lasts its 5 s (drawing only the
+    mean count, 10 x 10 + 64 + 1, ran out first in about half of them)."""
+    from bench.load.plan import Stage
+    from bench.load.runner import PhaseClock, arrival_budget
+
+    schedule = OpenLoop(10.0, arrival, burstiness=burstiness)
+    stage = Stage(index=0, name="s", schedule=schedule, requests=64, warmup_s=5.0, cooldown_s=5.0)
+    budget = arrival_budget(stage)
+    for seed in range(200):
+        clock = PhaseClock(stage, 0)
+        phases = [clock.next(round(t * 1e9)) for t in intended_offsets(schedule, budget, seed, 0)]
+        assert None in phases, f"seed {seed}: the arrivals ran out before the stage's cooldown ended"
+        sent = phases[: phases.index(None)]
+        assert sent.count("measured") == 64 and sent.count("cooldown") > 0

@@ -37,6 +37,34 @@ def test_speed_window_and_capping(tmp_path):
 
 
 @pytest.mark.parametrize(
+    "lengths, capped",
+    [
+        ((10, 5000), (10, 1014)),  # the prompt fits: kept, the output takes the rest
+        ((700, 900), (700, 324)),
+        ((5000, 5000), (768, 256)),  # both too long: the output to a quarter, the prompt the rest
+        ((5000, 10), (1014, 10)),  # a long prompt keeps a short output
+        ((1000, 24), (1000, 24)),  # fits: untouched
+    ],
+)
+def test_a_request_past_the_context_is_cut_on_the_side_that_overflows(tmp_path, lengths, capped):
+    path = tmp_path / "t.jsonl"
+    path.write_text(f'{{"t_s": 0, "input_tokens": {lengths[0]}, "output_tokens": {lengths[1]}}}\n')
+    trace = load_trace(path, max_tokens_per_request=1024)
+    assert (trace.rows[0].input_tokens, trace.rows[0].output_tokens) == capped
+    assert trace.capped == (capped != lengths)
+
+
+def test_the_format_is_told_from_a_first_line_of_any_length_and_a_byte_order_mark(tmp_path):
+    long_line = tmp_path / "long.jsonl"
+    prompt = "word " * 2000  # past any fixed head of the file
+    long_line.write_text(f'{{"t_s": 0, "input_tokens": 1, "output_tokens": 4, "prompt": "{prompt}"}}\n')
+    assert load_trace(long_line).rows[0].prompt == prompt
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbfTIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:15:46.6805900,10,4\n")
+    assert load_trace(excel).format == "azure"
+
+
+@pytest.mark.parametrize(
     "content, fragment",
     [
         (
@@ -46,12 +74,26 @@ def test_speed_window_and_capping(tmp_path):
         ('{"t_s": 0, "output_tokens": 4}\n', "line 1: input_tokens must be a positive integer"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\nyesterday,10,4\n", "line 2: Invalid isoformat string"),
         ("hello\n", "not a trace"),
+        ('{"t_s": "nan", "input_tokens": 1, "output_tokens": 4}\n', "line 1: t_s must be a finite number"),
+        ('{"timestamp": "5", "input_length": 1, "output_length": 4}\n', "line 1: timestamp must be a finite number"),
+        (
+            '{"timestamp": 0, "input_length": 1, "output_length": 4, "hash_ids": "123"}\n',
+            "line 1: hash_ids must be a list of integers",
+        ),
+        ("\n\n", "the file is empty"),
+        (b"TIMESTAMP,ContextTokens,GeneratedTokens\n\xff,10,4\n", "not UTF-8 text (byte 40)"),
         ('{"a": 1}\n', "not a known trace"),
     ],
 )
 def test_a_bad_trace_names_the_file_and_line(tmp_path, content, fragment):
     path = tmp_path / "bad.trace"
-    path.write_text(content)
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
     with pytest.raises(UsageError) as caught:
         load_trace(path)
     assert str(path) in str(caught.value) and fragment in str(caught.value)
+
+
+def test_a_trace_path_that_cannot_be_read_is_one_line(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    with pytest.raises(UsageError, match=r"a-file/t.jsonl: cannot be read \(Not a directory\)"):
+        load_trace(tmp_path / "a-file" / "t.jsonl")

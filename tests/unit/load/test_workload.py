@@ -6,6 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from bench.errors import UsageError
+from bench.load.trace import Trace, TraceRow
 from bench.load.workload import (
     SyntheticWorkload,
     TokenFitter,
@@ -13,6 +14,7 @@ from bench.load.workload import (
     load_prompt_file,
     shared_prefixes,
     synthetic_items,
+    trace_items,
 )
 from bench.spec import Length
 
@@ -80,7 +82,18 @@ def test_shared_prefixes_are_reused_round_robin():
     assert words_tokenizer(first) == 20 and first != second
     for index, item in enumerate(items):
         assert item.turns[0].prompt.startswith((first, second)[index % 2] + " ")
+        assert words_tokenizer(item.turns[0].prompt) == 30  # prefix and suffix joined: one BOS, as the server adds
     assert len({i.turns[0].prompt for i in items}) == 4
+
+
+def test_a_trace_rows_blocks_join_to_its_length_and_recur_as_text():
+    """Each block after the first is fitted without the BOS the server adds once per prompt: the joined prompt
+    is the row's length, and a block is its 16 tokens wherever it recurs."""
+    rows = [TraceRow(0.0, 40, 4, (7, 8)), TraceRow(1.0, 37, 4, (7, 8, 9)), TraceRow(2.0, 5, 4, ())]
+    items = trace_items(Trace(None, "mooncake", rows, 0), fitter(), seed=1, block_tokens=16)
+    prompts = [item.turns[0].prompt for item in items]
+    assert [words_tokenizer(p) for p in prompts] == [40, 37, 5]
+    assert prompts[1].startswith(" ".join(prompts[0].split()[:31]) + " ")  # blocks 7 and 8: the same 32 tokens
 
 
 def test_conversations_have_turns():

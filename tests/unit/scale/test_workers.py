@@ -102,6 +102,25 @@ def test_a_load_worker_runs_its_part_from_its_own_start_time_and_says_when_it_ra
             worker.close()
 
 
+def test_a_run_stop_that_reaches_a_worker_between_stages_stops_the_next_stage_at_once():
+    """A Ctrl-C handled while the coordinator prepares a stage reaches the worker before that stage's runner
+    exists: the stage sends nothing and says why, where it ran its whole length; a stage-only stop (a stage's
+    error limit) does not carry over to the next stage."""
+    with fake_engine(ttft_ms=5, gap_ms=1) as url:
+        worker = LoadWorker(0, url, {}, "completions", "calibration", {}, 30.0, None, [], False)
+        try:
+            items = [WorkItem([PreparedRequest("hi", 4)]) for _ in range(8)]
+            worker.stop("more than 0 errors")  # a stage's own stop, with no stage running
+            ran = worker.run_stage(Stage(0, "c2", ClosedLoop(2), requests=4), items[:4], 0, 0)
+            assert ran["sent"]["measured"] == 4 and ran["run_stop"] is None
+            worker.drain()
+            worker.stop("interrupted by SIGINT", True)
+            stopped = worker.run_stage(Stage(1, "c2", ClosedLoop(2), requests=4), items[4:], 0, 0)
+            assert stopped["sent"]["measured"] == 0 and stopped["run_stop"] == "interrupted by SIGINT"
+        finally:
+            worker.close()
+
+
 def test_load_workers_need_an_endpoint_and_ray_goes_with_them(tmp_path):
     def spec(*argv):
         return spec_from_args(build_parser().parse_args(["run", *argv, "--results-dir", str(tmp_path)]))
