@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.engines.process import _die_with_parent
+from bench.engines.process import die_with_parent
 
 SNAPLEN = 512  # a request's headers and the start of its JSON body (where the tag is), a segment's start
 TAG = re.compile(rb'"prompt":"calibrate #(\d+)"')
@@ -429,7 +429,7 @@ def start_capture(port: int, directory: Path, method: str, name: str = "wire") -
         else:
             argv = [sys.executable, "-m", "bench.calibrate.wire", "--port", str(port), "--out", str(path)]
         process = subprocess.Popen(  # dies with the rig, even by SIGKILL (Linux)
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent
+            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
         )
     finally:
         log.close()

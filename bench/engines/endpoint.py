@@ -9,6 +9,7 @@ host and path (no credentials or query) and the model name.
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,9 @@ def public_url(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}{parts.path.rstrip('/')}"
 
 
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
 class EndpointDriver(EngineDriver):
     name = "endpoint"
 
@@ -53,6 +57,11 @@ class EndpointDriver(EngineDriver):
         self.model, self.api, self.ready_timeout_s = model, api, ready_timeout_s
         self.headers: dict[str, str] = {}
         if api_key_env:
+            if not ENV_NAME.fullmatch(api_key_env):  # a key given in the name's place: never echo it
+                raise UsageError(
+                    "--api-key-env: give the name of the environment variable that holds the key (e.g. "
+                    "OPENAI_API_KEY), not the key itself; the value given is not repeated here"
+                )
             key = os.environ.get(api_key_env)
             if not key:
                 raise UsageError(f"--api-key-env {api_key_env}: the environment variable is not set or empty")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import select
 import shutil
 import struct
 import subprocess
@@ -39,13 +40,14 @@ from bench.engines.base import (
     http_json,
     wait_until_ready,
 )
-from bench.engines.process import ManagedProcess
+from bench.engines.process import ManagedProcess, die_with_parent
 from bench.errors import EngineError, UsageError
 from bench.spec import LlamaCppEngine
 
 LAUNCHERS = ("auto", "xllamacpp", "llama-server", "llama-cpp-python")
 XLLAMACPP_SCRIPT = Path(__file__).with_name("xllamacpp_server.py")
 PROMPT_SCRIPT = Path(__file__).with_name("llama_cpp_python_prompt.py")  # llama-cpp-python's chat prompts, counted
+PROMPT_COUNT_TIMEOUT_S = 60.0  # one chat prompt counted by llama-cpp-python (milliseconds when well)
 CTX_MARGIN_TOKENS = 64
 # One setting, three spellings: (xllamacpp_server.py, llama-server, llama-cpp-python); None: no such flag
 # (llama-cpp-python serves one request at a time, so it has no parallel slots).
@@ -455,9 +457,10 @@ class LlamaCppDriver(LaunchedEngine):
             stderr=subprocess.DEVNULL,
             text=True,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         self._prompt_counter = counter
-        first = counter.stdout.readline() if counter.stdout else ""
+        first = self._counter_line(counter, self.settings.ready_timeout_s, "start")
         try:
             ready = json.loads(first)
         except ValueError:
@@ -486,7 +489,7 @@ class LlamaCppDriver(LaunchedEngine):
         with self._prompt_lock:
             counter.stdin.write(json.dumps(body) + "\n")
             counter.stdin.flush()
-            line = counter.stdout.readline()
+            line = self._counter_line(counter, PROMPT_COUNT_TIMEOUT_S, "count a prompt")
         try:
             answer = json.loads(line)
         except ValueError:
@@ -494,6 +497,17 @@ class LlamaCppDriver(LaunchedEngine):
         if "tokens" not in answer:
             raise EngineError(f"llama-cpp-python's chat prompt counter: {answer.get('error')}")
         return int(answer["tokens"])
+
+    def _counter_line(self, counter: subprocess.Popen, timeout_s: float, what: str) -> str:
+        """The counter's next line, waited for at most timeout_s: a stalled counter must not hold the start past
+        its ready timeout, nor a run's decoding (and with it Ctrl-C) forever."""
+        if counter.stdout is None:
+            return ""
+        ready, _, _ = select.select([counter.stdout], [], [], timeout_s)
+        if not ready:
+            self._stop_prompt_counter()
+            raise EngineError(f"llama-cpp-python's chat prompt counter did not {what} within {timeout_s:g} s")
+        return counter.stdout.readline()
 
     def _stop_prompt_counter(self) -> None:
         counter, self._prompt_counter = self._prompt_counter, None

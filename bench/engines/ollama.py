@@ -53,6 +53,7 @@ from bench.engines.base import (
 from bench.engines.llamacpp import default_ctx_size
 from bench.engines.process import ManagedProcess
 from bench.errors import EngineError, UsageError
+from bench.redact import recorded_env
 from bench.spec import OllamaEngine
 
 # OLLAMA_MODELS for imported GGUFs: a cache shared between runs (an import copies the weights)
@@ -270,7 +271,7 @@ class OllamaDriver(LaunchedEngine):
         started = time.monotonic()
         self._process.start()
         settings = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()}
-        env = {k: v for k, v in self._env().items() if k.startswith("OLLAMA_")}
+        env = recorded_env(self._env(), ("OLLAMA_",))
         self._record.update(argv=argv, base_url=base_url, pid=self._process.pid, env=env, settings=settings)
         wait_until_ready(
             self._process,

@@ -13,11 +13,13 @@ from pathlib import Path
 
 import psutil
 
+from bench.errors import EngineError
+
 PR_SET_PDEATHSIG = 1
 _live: set[ManagedProcess] = set()
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child before exec: the kernel sends SIGKILL if the rig dies, even by SIGKILL (Linux)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -31,7 +33,7 @@ class ManagedProcess:
         self.log_path = log_path
         self.env = env
         self.popen: subprocess.Popen | None = None
-        self._descendants: set[int] = set()
+        self._descendants: dict[int, psutil.Process] = {}  # kept as Process: kill() checks the pid was not reused
         self.exited_before_stop: bool | None = None  # known once stop() ran: it had ended by itself
         self.escalated = False  # stop() had to SIGKILL it after the grace period
 
@@ -45,7 +47,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env=self.env,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
         finally:
             log.close()
@@ -65,11 +67,12 @@ class ManagedProcess:
             return []
         try:
             root = psutil.Process(self.popen.pid)
-            pids = [root.pid] + [c.pid for c in root.children(recursive=True)]
+            tree = [root, *root.children(recursive=True)]
         except psutil.Error:
             return []
-        self._descendants.update(pids)
-        return pids
+        for proc in tree:
+            self._descendants.setdefault(proc.pid, proc)
+        return [proc.pid for proc in tree]
 
     def log_tail(self, lines: int = 25) -> str:
         try:
@@ -92,13 +95,21 @@ class ManagedProcess:
             except subprocess.TimeoutExpired:
                 self.escalated = True
                 _signal_group(self.popen.pid, signal.SIGKILL)
-                self.popen.wait(timeout=grace_s)
+                try:
+                    self.popen.wait(timeout=grace_s)
+                except subprocess.TimeoutExpired:  # stuck in the kernel (a GPU driver call): say so, sweep the rest
+                    pass
         _signal_group(self.popen.pid, signal.SIGKILL)  # children that outlived the leader
-        for pid in self._descendants:
+        for proc in self._descendants.values():
             try:
-                psutil.Process(pid).kill()
+                proc.kill()  # psutil refuses a pid now held by another process
             except psutil.Error:
                 pass
+        if self.popen.poll() is None:
+            raise EngineError(
+                f"the engine (pid {self.popen.pid}) did not exit {grace_s:g} s after SIGKILL (stuck in the kernel, "
+                "e.g. in a GPU driver call); it may still hold its port and memory"
+            )
         _live.discard(self)
         return self.popen.returncode
 
@@ -113,4 +124,7 @@ def _signal_group(pgid: int, sig: int) -> None:
 @atexit.register
 def _stop_all() -> None:
     for proc in list(_live):
-        proc.stop(grace_s=5.0)
+        try:
+            proc.stop(grace_s=5.0)
+        except EngineError:
+            pass  # nothing more can be done at exit

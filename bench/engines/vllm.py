@@ -41,6 +41,7 @@ from bench.engines.base import (
 )
 from bench.engines.process import ManagedProcess
 from bench.errors import EngineError, UsageError
+from bench.redact import recorded_env
 from bench.spec import VllmEngine
 
 # vLLM's interpreter: $BENCH_VLLM_PYTHON (as in Dockerfile.gpu), else the repository's .venv-vllm
@@ -256,8 +257,11 @@ class VllmDriver(LaunchedEngine):
             argv=argv,
             base_url=base_url,
             pid=self._process.pid,
-            settings={k: str(v) if isinstance(v, Path) else v for k, v in asdict(s).items()},
-            env={k: v for k, v in self._env(run_dir).items() if k.startswith(("VLLM_", "HF_"))},
+            settings={
+                k: recorded_env(v) if k == "extra_env" else str(v) if isinstance(v, Path) else v
+                for k, v in asdict(s).items()
+            },
+            env=recorded_env(self._env(run_dir), ("VLLM_", "HF_")),
         )
         wait_until_ready(self._process, lambda: self._probe(base_url), s.ready_timeout_s, "vLLM")
         self._record["load_time_s"] = time.monotonic() - started

@@ -144,3 +144,20 @@ def test_swa_full_goes_on_when_a_sliding_window_model_reuses_prefixes(tmp_path, 
     assert flag in forced and why["why"] == "set in the run spec"
     full, why = argv(LlamaCppEngine(**binary), context(full_attention_gguf(tmp_path / "m.gguf"), reuses_prefixes=True))
     assert flag not in full and why["on"] is False
+
+
+def test_a_chat_prompt_counter_that_stalls_is_an_error_within_its_timeout_not_a_hang():
+    """llama-cpp-python's prompt counter (here a process that reads its input and never answers) is waited for
+    at most the timeout given: then it is stopped and the start (or the decode) fails with what happened."""
+    import subprocess
+    import time
+
+    driver = LlamaCppDriver.__new__(LlamaCppDriver)  # only the counter's plumbing is exercised
+    counter = subprocess.Popen(
+        ["sh", "-c", "cat > /dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    driver._prompt_counter = counter
+    started = time.monotonic()
+    with pytest.raises(EngineError, match="did not count a prompt within 0.3 s"):
+        driver._counter_line(counter, 0.3, "count a prompt")
+    assert time.monotonic() - started < 5 and counter.poll() is not None and driver._prompt_counter is None

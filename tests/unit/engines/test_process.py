@@ -110,3 +110,31 @@ def test_an_engine_killed_by_someone_else_is_a_death_even_after_a_clean_stop(tmp
     until(lambda: os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG), "the engine has not died")
     holder.stop()
     assert proc.exited_before_stop and "exited with code -9 before the run ended" in holder.death()
+
+
+def test_an_engine_that_outlives_sigkill_is_an_error_not_a_hang_or_a_traceback(tmp_path, monkeypatch):
+    """A process stuck in the kernel (a GPU driver call) survives SIGKILL past the grace: stop() says so as an
+    EngineError, after the group and the remembered descendants were signalled, and keeps it for the exit
+    sweep. Stuck is replayed here: the child's wait and poll say it still runs."""
+    import subprocess
+
+    from bench.engines import process as process_module
+    from bench.errors import EngineError
+
+    proc = ManagedProcess(STUBBORN, tmp_path / "engine.log")
+    proc.start()
+    children = [p.pid for p in sleeping_tree(proc)]
+    real_wait, real_poll = proc.popen.wait, proc.popen.poll
+
+    def stuck_wait(timeout=None):
+        raise subprocess.TimeoutExpired(proc.argv, timeout)
+
+    monkeypatch.setattr(proc.popen, "wait", stuck_wait)
+    monkeypatch.setattr(proc.popen, "poll", lambda: None)
+    with pytest.raises(EngineError, match=r"did not exit 0.2 s after SIGKILL"):
+        proc.stop(grace_s=0.2)
+    assert proc.escalated and proc in process_module._live
+    monkeypatch.setattr(proc.popen, "wait", real_wait)
+    monkeypatch.setattr(proc.popen, "poll", real_poll)
+    until(lambda: gone(children), "a descendant is still alive")  # the SIGKILLs were sent all the same
+    assert proc.stop(grace_s=2.0) == -signal.SIGKILL and proc not in process_module._live
