@@ -63,6 +63,7 @@ from bench.records import (
     StageOutcome,
     WorkloadRecord,
 )
+from bench.redact import recorded_command, recorded_env
 from bench.results import (
     ENGINE_METRICS,
     ERROR_FILE,
@@ -85,7 +86,8 @@ from bench.telemetry.process import TelemetrySampler
 EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_ENGINE, EXIT_NOT_MEASURED, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_CODES = {
     EXIT_OK: "the run completed: every stage ended by its bounds and the engine lived to the end",
-    EXIT_INTERNAL: "an internal error (its traceback is in the run directory's error.txt) or a full disk",
+    EXIT_INTERNAL: "an internal error (its traceback is in the run directory's error.txt), a full disk, or the "
+    "load's own machines could not go on (a limit such as ports or file descriptors, a lost Ray load worker)",
     EXIT_USAGE: "bad input (a flag, file, catalog entry, model file or busy port); nothing was started",
     EXIT_ENGINE: "the engine failed to start or died during the run (what was measured is kept)",
     EXIT_NOT_MEASURED: "the run ended but no measured request succeeded, or more failed than allowed",
@@ -474,8 +476,8 @@ class Run:
         self.manifest = Manifest(
             run_id=self.run_dir.path.name,
             started_at=_now_iso(),
-            command=command,
-            spec=spec,
+            command=recorded_command(command),
+            spec=_recorded_spec(spec),
             api=prepared.api,
             engine_kind=spec.engine.kind,
             workload=prepared.workload,
@@ -517,6 +519,7 @@ class Run:
         self.telemetry_out = JsonlAppender(self.run_dir.file(TELEMETRY))
         self.sampler: TelemetrySampler | None = None
         self.stop_reason: str | None = None  # why the run as a whole ended early
+        self.signalled = False  # a SIGINT or SIGTERM stopped the load
         self.exit_code = EXIT_OK
         self.message: str | None = None
         self.stage_summaries: list[StageSummary] = []
@@ -560,8 +563,11 @@ class Run:
             self.sampler.start()
             self.stop_reason = run_event_loop(lambda: self._drive(endpoint, work))
             _install_signal_handlers()  # asyncio restored the defaults when the loop closed
-            if self.stop_reason is not None:  # the load stopped the run: the engine died, or a signal came
-                self.exit_code = EXIT_ENGINE if driver.failure() else EXIT_INTERRUPTED
+            if self.stop_reason is not None:  # the load stopped the run: the engine died, a signal came, or the
+                # load's own machines could not go on (a limit, a lost Ray worker)
+                self.exit_code = (
+                    EXIT_ENGINE if driver.failure() else EXIT_INTERRUPTED if self.signalled else EXIT_INTERNAL
+                )
             if self.sampler.write_error is not None:
                 raise DiskFull(str(self.sampler.write_error))
         except Interrupted as exc:
@@ -606,7 +612,12 @@ class Run:
         if self.sampler is not None:
             self.sampler.stop()
         failure_before_stop = driver.failure()
-        driver.stop()
+        try:
+            driver.stop()
+        except Exception as exc:  # noqa: BLE001 - the summary and the manifest are still written
+            self.stop_reason = self.stop_reason or f"the engine could not be stopped: {exc}"
+            if self.exit_code in (EXIT_OK, EXIT_NOT_MEASURED):
+                self.exit_code = EXIT_ENGINE
         death = failure_before_stop or driver.death()
         for out in (self.requests_out, self.telemetry_out):
             try:
@@ -623,6 +634,10 @@ class Run:
         except OSError as exc:
             self.stop_reason = self.stop_reason or f"the summary could not be written ({exc})"
             self.exit_code = self.exit_code or EXIT_INTERNAL
+        except Exception as exc:  # noqa: BLE001 - a defect in the analysis must not cost the final manifest
+            reason, code = self.stop_reason, self.exit_code
+            self._internal_error(exc)
+            self.stop_reason, self.exit_code = reason or self.stop_reason, code or self.exit_code
         try:
             self.manifest.engine = EngineRecord(**driver.record())
         except Exception:  # noqa: BLE001 - a record that cannot be read must not cost the manifest
@@ -718,8 +733,13 @@ class Run:
 
             runner = WorkerPool(self, endpoint, work, sink, sampling)
         loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGINT, runner.request_stop, "interrupted by SIGINT")
-        loop.add_signal_handler(signal.SIGTERM, runner.request_stop, "interrupted by SIGTERM")
+
+        def interrupted(name: str) -> None:
+            self.signalled = True  # the one stop that exits 130: a lost worker or a machine's limit is none
+            runner.request_stop(f"interrupted by {name}")
+
+        loop.add_signal_handler(signal.SIGINT, interrupted, "SIGINT")
+        loop.add_signal_handler(signal.SIGTERM, interrupted, "SIGTERM")
         ticker = asyncio.create_task(self._tick())
         hot = asyncio.create_task(keep_loop_hot()) if spec.client.busy_poll else None
         plan = self.p.plan
@@ -777,6 +797,14 @@ class Run:
         while True:
             await asyncio.sleep(self.display.interval_s)
             self.display.tick()
+
+
+def _recorded_spec(spec: RunSpec) -> RunSpec:
+    """The spec as the manifest keeps it: an engine variable that holds a secret keeps its name, not its value."""
+    env = getattr(spec.engine, "env", None)
+    if not env:
+        return spec
+    return spec.model_copy(update={"engine": spec.engine.model_copy(update={"env": recorded_env(env)})})
 
 
 def execute(spec: RunSpec, display: RunDisplay | None = None, command: list[str] | None = None) -> RunResult:

@@ -61,7 +61,8 @@ def add_parser(sub) -> None:
         choices=("auto", "tcpdump", "raw-socket"),
         help="also capture the loopback traffic and report the client's error against the wire (request segment "
         "to first data segment, per connection) beside the error against the server's log: tcpdump where "
-        "installed, else a raw socket when root; without either it says so and uses the log (default: auto)",
+        "installed, else a raw socket when root; without either it says so and uses the log (default: no "
+        "capture; --wire alone: auto)",
     )
     cal.add_argument("--results-dir", type=Path, default=Path("results"), help="where the report folder goes")
     cal.add_argument("--run-id", help="name of the report folder (default calibration-<time>)")

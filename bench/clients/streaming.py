@@ -67,20 +67,42 @@ class StreamingClient:
     def chat(self) -> bool:
         return self.dialect.name in ("chat", "ollama-chat")
 
+    def mask(self, record: RequestRecord) -> RequestRecord:
+        """The API key out of every text a record keeps: a server may echo it back (in an auth error, in the
+        answer, its reasoning or a tool call's arguments), and an exception's message may carry it."""
+        if not self.secrets:
+            return record
+
+        def masked(text):
+            for secret in self.secrets:
+                if text and secret in text:
+                    text = text.replace(secret, "***")
+            return text
+
+        record.error, record.output_text = masked(record.error), masked(record.output_text)
+        record.reasoning_text = masked(record.reasoning_text)
+        if record.tool_calls:
+            record.tool_calls = [
+                {k: masked(v) if isinstance(v, str) else v for k, v in call.items()} for call in record.tool_calls
+            ]
+        return record
+
     def unfinished(
         self, request: PreparedRequest, request_id: int, worker: int, started_ns: int, status: str, error: str
     ) -> RequestRecord:
         """A request that never got a response to decode (cancelled in flight, or a client defect)."""
         a = self.anchor_ns
-        return RequestRecord(
-            request_id=request_id,
-            worker=worker,
-            status=status,
-            error=error,  # type: ignore[arg-type]
-            t_send_ns=started_ns - a,
-            t_end_ns=perf_ns() - a,
-            max_tokens=request.max_tokens,
-            prompt_tokens_expected=request.prompt_tokens_expected,
+        return self.mask(
+            RequestRecord(
+                request_id=request_id,
+                worker=worker,
+                status=status,
+                error=error,  # type: ignore[arg-type]
+                t_send_ns=started_ns - a,
+                t_end_ns=perf_ns() - a,
+                max_tokens=request.max_tokens,
+                prompt_tokens_expected=request.prompt_tokens_expected,
+            )
         )
 
     async def send(self, request: PreparedRequest, worker: int, request_id: int) -> Sent:
@@ -110,11 +132,7 @@ class StreamingClient:
             await self._from_response(record, sent.request, sent.response, sent.failure)
         else:
             record.status, record.error = "error", sent.failure
-        for secret in self.secrets:  # a server may echo the key back (e.g. in an auth error)
-            if record.error and secret in record.error:
-                record.error = record.error.replace(secret, "***")
-            if record.output_text and secret in record.output_text:
-                record.output_text = record.output_text.replace(secret, "***")
+        self.mask(record)
         self.http.look_for_first_reads()  # a decode is the longest stretch without a read
         return record
 

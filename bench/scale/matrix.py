@@ -26,6 +26,7 @@ GPU ids Ray assigned and when the cell ran; bench.scale.index.gpu_overlaps check
 from __future__ import annotations
 
 import datetime as dt
+import re
 import shutil
 import signal
 import time
@@ -35,11 +36,12 @@ from typing import Any, Literal
 
 from bench.catalog import load_catalog
 from bench.errors import UsageError
+from bench.redact import redacted_env_fields
 from bench.run import EXIT_INTERRUPTED, EXIT_NOT_MEASURED, EXIT_OK
 from bench.scale.cells import CellJob, CellOutcome, Transport, run_cell, unpack
 from bench.scale.cluster import alive_nodes, connect, require_ray
 from bench.scale.index import write_index
-from bench.scale.plan import Cell, MatrixPlan, default_matrix_id, expand, load_plan
+from bench.scale.plan import ID_PATTERN, Cell, MatrixPlan, default_matrix_id, expand, load_plan
 from bench.scale.report import write_matrix_report
 from bench.scale.state import STATE_FILE, Attempt, CellState, MatrixState, _iso
 
@@ -82,6 +84,11 @@ class Matrix:
         self.plan: MatrixPlan = load_plan(plan_path)
         self.ray_address = ray_address
         self.say = say
+        if matrix_id is not None and not re.fullmatch(ID_PATTERN, matrix_id):
+            raise UsageError(
+                f"--matrix-id {matrix_id!r}: a matrix id is a folder name: letters, digits, '.', '_' and '-', "
+                "no '/' (it names the folder under the results folder)"
+            )
         self.matrix_id = matrix_id or self.plan.matrix_id or default_matrix_id(plan_path)
         if ray_address is not None and self.plan.shared_dir is not None:
             self.transport: Transport = "shared-folder"
@@ -120,7 +127,7 @@ class Matrix:
             state = MatrixState(
                 matrix_id=self.matrix_id,
                 plan_file=str(self.plan_path.resolve()),
-                plan=self.plan.model_dump(mode="json"),
+                plan=redacted_env_fields(self.plan.model_dump(mode="json")),
                 created_at=now,
                 updated_at=now,
             )
@@ -128,19 +135,23 @@ class Matrix:
             state = MatrixState.load(self.matrix_dir)
             for cell in self.cells:
                 old = state.cells.get(cell.id)
-                if old and old.status == "complete" and _comparable(old.spec) != _comparable(cell.spec_json()):
+                if (
+                    old
+                    and old.status == "complete"
+                    and _comparable(old.spec) != _comparable(redacted_env_fields(cell.spec_json()))
+                ):
                     raise UsageError(
                         f"--resume: cell {cell.id} completed with another spec than the plan now gives; a changed "
                         "cell is a new measurement: give another --matrix-id"
                     )
-            state.plan = self.plan.model_dump(mode="json")
+            state.plan = redacted_env_fields(self.plan.model_dump(mode="json"))
         for cell in self.cells:
             old = state.cells.get(cell.id)
             cell_state = CellState(
                 id=cell.id,
                 index=cell.index,
                 axes=cell.axes,
-                spec=cell.spec_json(),
+                spec=redacted_env_fields(cell.spec_json()),
                 resources=cell.resources.model_dump(),
                 hardware_offer=cell.hardware_offer,
             )

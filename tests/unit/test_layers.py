@@ -9,7 +9,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 # lowest first; a module belongs to the first entry its dotted name starts with
 LAYERS = [
-    ("bench.errors", "bench.spec"),
+    ("bench.errors", "bench.spec", "bench.redact"),
     ("bench.records", "bench.summary", "bench.schemas"),
     ("bench.catalog", "bench.results", "bench.hardware", "bench.modelshape", "bench.roofline", "bench.metrics"),
     ("bench.clients", "bench.telemetry", "bench.engines"),

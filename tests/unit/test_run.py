@@ -99,18 +99,34 @@ def test_more_errors_than_max_errors_stop_the_stage_and_exit_4(tmp_path):
     assert result.summary.requests.failed >= 4 and result.summary.requests.successful < 40
 
 
-def test_an_internal_error_is_one_line_with_its_traceback_kept(tmp_path, monkeypatch):
-    def broken(*args, **kwargs):
-        raise ValueError("cannot convert float NaN to integer")
+def run_with_a_defect(tmp_path, monkeypatch, function: str, error: Exception):
+    """A run on the fake engine in which bench.run's `function` raises `error`: its result and manifest."""
 
-    monkeypatch.setattr(run_module, "requests_needed", broken)
+    def broken(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(run_module, function, broken)
     with fake_engine() as url:
         result = execute(spec(url, tmp_path))
-    m = manifest_of(result)
+    return result, manifest_of(result)
+
+
+def test_an_internal_error_is_one_line_with_its_traceback_kept(tmp_path, monkeypatch):
+    error = ValueError("cannot convert float NaN to integer")
+    result, m = run_with_a_defect(tmp_path, monkeypatch, "requests_needed", error)
     assert result.exit_code == EXIT_INTERNAL and m["status"] == "failed" and m["error_file"] == "error.txt"
     assert "internal error: ValueError: cannot convert float NaN to integer" in m["incomplete_reason"]
     assert "Traceback" in (result.path / "error.txt").read_text() and "\n" not in result.message
     assert (result.path / "summary.json").exists()
+
+
+def test_an_analysis_that_fails_still_leaves_the_records_and_a_final_manifest(tmp_path, monkeypatch):
+    """An exception while the run's summary is computed escaped the finish: no final status, no end time."""
+    result, m = run_with_a_defect(tmp_path, monkeypatch, "analyse", KeyError("a check that broke on the last answer"))
+    assert result.exit_code == EXIT_INTERNAL and m["status"] != "complete" and m["ended_at"]
+    assert "internal error: KeyError" in m["incomplete_reason"] and m["error_file"] == "error.txt"
+    assert len((result.path / "requests.jsonl").read_text().splitlines()) >= 8
+    assert "\n" not in result.message and "Traceback" in (result.path / "error.txt").read_text()
 
 
 @pytest.fixture
@@ -129,3 +145,63 @@ def test_a_full_disk_stops_the_run_keeps_what_is_on_disk_and_says_so(tiny_disk):
     lines = (result.path / "requests.jsonl").read_bytes().splitlines()
     assert 10 < len(lines) < 100_000 and all(json.loads(line)["request_id"] >= 0 for line in lines[:-1])
     assert result.manifest.status != "complete" and "disk is full" in result.manifest.incomplete_reason
+
+
+def test_an_engine_that_cannot_be_stopped_still_gets_its_summary_and_an_incomplete_status(tmp_path, monkeypatch):
+    """The driver's stop fails (an engine stuck past SIGKILL): every record, the summary and the final manifest
+    are still written, the run is not complete, and it exits with the engine's code."""
+    from bench.engines.endpoint import EndpointDriver
+    from bench.errors import EngineError
+    from bench.run import EXIT_ENGINE
+
+    def stuck(self):
+        raise EngineError("the engine (pid 1) did not exit 10 s after SIGKILL")
+
+    monkeypatch.setattr(EndpointDriver, "stop", stuck)
+    with fake_engine() as url:
+        result = execute(spec(url, tmp_path))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_ENGINE and m["exit_code"] == EXIT_ENGINE and m["status"] == "incomplete"
+    assert "the engine could not be stopped: the engine (pid 1) did not exit" in m["incomplete_reason"]
+    assert result.summary.requests.successful == 8 and (result.path / "summary.json").exists()
+    assert len((result.path / "requests.jsonl").read_text().splitlines()) >= 8
+
+
+def test_a_stop_that_no_signal_caused_is_not_reported_as_an_interrupt(tmp_path, monkeypatch):
+    """The load stops itself (a limit of this machine, as a ClientLimitError brings, or a lost Ray worker): the
+    run exits 1 with the reason, not 130, which a matrix reads as Ctrl-C and stops on."""
+    from bench.load.runner import LoadRunner
+
+    original = LoadRunner.run_stage
+
+    async def stopped_by_a_limit(self, stage, seed=0):
+        outcome = await original(self, stage, seed)
+        self.request_stop("stopped by a limit of this machine: [Errno 99] no free ephemeral port")
+        return outcome
+
+    monkeypatch.setattr(LoadRunner, "run_stage", stopped_by_a_limit)
+    with fake_engine() as url:
+        result = execute(spec(url, tmp_path))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_INTERNAL and m["exit_code"] == EXIT_INTERNAL and m["status"] == "incomplete"
+    assert "stopped by a limit of this machine" in m["incomplete_reason"]
+
+
+def test_a_sigint_during_the_load_exits_130_and_keeps_what_was_measured(tmp_path, monkeypatch):
+    import os
+
+    from bench.load.runner import LoadRunner
+    from bench.run import EXIT_INTERRUPTED
+
+    original = LoadRunner.run_stage
+
+    async def interrupted(self, stage, seed=0):
+        os.kill(os.getpid(), signal.SIGINT)  # the loop's handler takes it at its next turn
+        return await original(self, stage, seed)
+
+    monkeypatch.setattr(LoadRunner, "run_stage", interrupted)
+    with fake_engine() as url:
+        result = execute(spec(url, tmp_path))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_INTERRUPTED and m["status"] in ("incomplete", "failed")
+    assert "interrupted by SIGINT" in m["incomplete_reason"]

@@ -2,6 +2,7 @@
 in a response header and inside the streamed text."""
 
 import asyncio
+import dataclasses
 import json
 import threading
 
@@ -81,3 +82,82 @@ def test_an_echoed_key_is_masked_everywhere(tmp_path, monkeypatch, capsys):
     out = capsys.readouterr()
     assert KEY not in out.out + out.err
     assert result.manifest.engine.model_dump()["api_key"] == "from $BENCH_TEST_KEY"
+
+
+def test_a_secret_in_the_engines_environment_or_command_line_is_recorded_by_name_only():
+    """HF_TOKEN exported on a GPU box, or passed with --engine-env, reaches the engine but not the manifest:
+    the recorded environment, the spec's engine env and the command line keep the name, not the value."""
+    from bench.redact import NOT_RECORDED, recorded_command, recorded_env
+    from bench.run import _recorded_spec
+    from bench.spec import VllmEngine
+
+    env = {"HF_TOKEN": KEY, "HF_HUB_OFFLINE": "1", "VLLM_API_KEY": KEY, "OLLAMA_HOST": "127.0.0.1", "PATH": "/bin"}
+    assert recorded_env(env, ("VLLM_", "HF_")) == {
+        "HF_TOKEN": NOT_RECORDED,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_API_KEY": NOT_RECORDED,
+    }
+    argv = ["bench", "run", "--engine-env", f"HF_TOKEN={KEY}", f"--engine-env=MY_SECRET={KEY}", "--engine-env", "A=1"]
+    assert recorded_command(argv) == [
+        "bench", "run", "--engine-env", f"HF_TOKEN={NOT_RECORDED}", f"--engine-env=MY_SECRET={NOT_RECORDED}",
+        "--engine-env", "A=1",
+    ]  # fmt: skip
+    spec = RunSpec(
+        engine=VllmEngine(env={"HF_TOKEN": KEY, "VLLM_LOGGING_LEVEL": "DEBUG"}),
+        model="m",
+        workload=WorkloadSpec(input_tokens=Length(a=4), output_tokens=Length(a=4)),
+    )
+    kept = _recorded_spec(spec)
+    assert kept.engine.env == {"HF_TOKEN": NOT_RECORDED, "VLLM_LOGGING_LEVEL": "DEBUG"}
+    assert spec.engine.env["HF_TOKEN"] == KEY  # the engine itself still gets it
+    assert KEY not in json.dumps(kept.model_dump(mode="json"))
+
+
+def test_a_key_given_in_place_of_its_variables_name_is_not_echoed(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bench", "run", "--endpoint", "http://127.0.0.1:9", "--model", "m",
+         "--api-key-env", KEY, "--results-dir", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and "give the name of the environment variable" in done.stderr
+    assert KEY not in done.stdout + done.stderr and not list(tmp_path.iterdir())
+
+
+def test_every_text_a_record_keeps_is_masked_on_every_path():
+    """The key echoed into reasoning and a tool call's arguments is masked as in the answer and the error; so is a
+    record of a request that never got a response, and one whose decode failed on an exception quoting it."""
+    import asyncio
+
+    from bench.clients.base import PreparedRequest
+    from bench.clients.dialects import DIALECTS
+    from bench.clients.http import HttpClient, perf_ns
+    from bench.clients.streaming import Sent, StreamingClient
+    from bench.load.runner import LoadRunner
+    from bench.records import RequestRecord
+
+    client = StreamingClient(HttpClient("http://127.0.0.1:9"), DIALECTS["chat"], "m", {}, 5.0, perf_ns(), secrets=[KEY])
+    record = RequestRecord(
+        request_id=1,
+        output_text=f"a {KEY}",
+        reasoning_text=f"think {KEY}",
+        tool_calls=[{"id": "c1", "name": "f", "arguments": json.dumps({"key": KEY})}],
+        error=f"HTTP 401: {KEY}",
+    )
+    assert KEY not in json.dumps(dataclasses.asdict(client.mask(record)))
+    request = PreparedRequest(prompt="p", max_tokens=4)
+    gone = client.unfinished(request, 2, 0, perf_ns(), "error", f"ConnectionError: {KEY}")
+    assert gone.error == "ConnectionError: ***"
+
+    class Broken(Exception):
+        pass
+
+    async def complete(sent):
+        raise Broken(f"bad event carrying {KEY}")
+
+    client.complete = complete
+    runner = LoadRunner(client, iter(()), lambda r: None, lambda: None)
+    decoded = asyncio.run(runner._decode(Sent(RequestRecord(request_id=3), request, None, None)))
+    assert decoded.status == "error" and KEY not in decoded.error and "***" in decoded.error

@@ -258,17 +258,34 @@ def test_a_chunk_not_followed_by_its_crlf_is_a_protocol_error(read_path, body, p
     asyncio.run(go())
 
 
+ROOMY_LATE_READ_NS = 200_000_000  # "late" for this test: beyond any scheduling delay of a loaded test machine
+
+
+@pytest.fixture
+def roomy_late_read(monkeypatch):
+    """The late-read bar raised from 1 ms to 200 ms on both paths, so that a read the test makes on time is on
+    time even when a busy machine runs the test a few ms after its bytes arrived."""
+    usual = http.LATE_READ_NS
+    monkeypatch.setattr(http, "LATE_READ_NS", ROOMY_LATE_READ_NS)
+    if http._stamped is not None:
+        http._stamped.configure(ROOMY_LATE_READ_NS, http.MAX_STAMP_AGE_NS, http.UNBELIEVED_AHEAD_NS)
+    yield
+    if http._stamped is not None:
+        http._stamped.configure(usual, http.MAX_STAMP_AGE_NS, http.UNBELIEVED_AHEAD_NS)
+
+
 @pytest.mark.parametrize(
     "shift_ns, late, unbelieved",
-    [(0, False, False), (5_000_000, True, False), (-1_000_000, False, True), (61_000_000_000, False, True)],
-    ids=["on-time", "5-ms-late", "1-ms-ahead", "61-s-old"],
+    [(0, False, False), (250_000_000, True, False), (-1_000_000_000, False, True), (61_000_000_000, False, True)],
+    ids=["on-time", "250-ms-late", "1-s-ahead", "61-s-old"],
 )
 def test_a_reads_time_is_the_kernels_less_the_offset_and_its_lateness_is_counted(
-    read_path, pair, shift_ns, late, unbelieved
+    read_path, roomy_late_read, pair, shift_ns, late, unbelieved
 ):
     """The kernel's time for the queued bytes (peeked) less the clock's offset is the read's time to the ns; with
-    the offset shifted the read looks 5 ms late (counted, and the longest lag kept) or ahead of the read itself
-    (not believed: counted, and the read's own time taken)."""
+    the offset shifted the read looks 250 ms late (counted, and the longest lag kept) or ahead of the read itself
+    (not believed: counted, and the read's own time taken). The shifts and the late bar (raised to 200 ms) are far
+    beyond the delay a loaded machine puts between a packet's arrival and the test's read of it."""
     client, server = pair
 
     async def go():
@@ -295,5 +312,5 @@ def test_a_reads_time_is_the_kernels_less_the_offset_and_its_lateness_is_counted
         assert now == kernel_ns - clock.offset_ns and clock.unbelieved == 0
     assert (clock.late_reads >= 1) == late
     if late:
-        assert 5_000_000 <= clock.max_read_lag_ns < 5_000_000 + (after - now) + 1_000_000
+        assert shift_ns <= clock.max_read_lag_ns < shift_ns + ROOMY_LATE_READ_NS
     assert clock.reads == 3

@@ -178,6 +178,14 @@ def test_an_unknown_price_is_an_error_before_anything_runs(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("matrix_id", ["../../escape", "/etc/x", "a/b", ""])
+def test_a_matrix_id_that_is_no_folder_name_is_refused_before_anything_is_written(tmp_path, matrix_id):
+    path = write_plan(tmp_path, "http://127.0.0.1:9")
+    with pytest.raises(UsageError, match="a matrix id is a folder name"):
+        run_matrix(path, matrix_id=matrix_id, say=quiet)
+    assert not (tmp_path / "results").exists() and not (tmp_path.parent / "escape").exists()
+
+
 def attempt(n, node, gpu, start, end):
     return Attempt(
         n=n,
@@ -210,3 +218,22 @@ def test_gpu_overlaps_finds_two_cells_on_one_gpu_of_one_node_at_once():
         attempt(1, "n1", "0", t(0), t(30)), attempt(1, "n1", "1", t(1), t(2)), attempt(1, "n1", "0", t(20), t(25))
     )
     assert gpu_overlaps(clash) == ["c0#1 and c2#1 both held GPU 0 of node n1 for 5.000 s"]
+
+
+def test_a_secret_in_the_plans_engine_env_is_kept_by_name_in_the_matrix_state(tmp_path):
+    """The state file keeps the plan and each cell's spec; an engine variable holding a token is recorded by
+    name (the cell's own run still gets the value: only what is written is redacted)."""
+    from bench.redact import NOT_RECORDED
+    from bench.scale.matrix import Matrix
+
+    path = write_plan(tmp_path, "http://127.0.0.1:9")
+    plan = yaml.safe_load(path.read_text())
+    plan["base"]["engine"] = {"kind": "vllm", "env": {"HF_TOKEN": "hf_secret123", "VLLM_LOGGING_LEVEL": "DEBUG"}}
+    plan["base"]["model"] = "tiny-llama"
+    plan["resources"] = {"num_gpus": 1}
+    path.write_text(yaml.safe_dump(plan))
+    matrix = Matrix(path, say=quiet)
+    assert matrix.state.plan["base"]["engine"]["env"] == {"HF_TOKEN": NOT_RECORDED, "VLLM_LOGGING_LEVEL": "DEBUG"}
+    for cell in matrix.state.cells.values():
+        assert cell.spec["engine"]["env"]["HF_TOKEN"] == NOT_RECORDED
+    assert all(c.spec_json()["engine"]["env"]["HF_TOKEN"] == "hf_secret123" for c in matrix.cells)

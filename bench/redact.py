@@ -1,0 +1,55 @@
+"""What of an environment or a command line a run records: a secret's value never (see the README's secrets
+rule). A variable is taken for a secret by a word of its name (HF_TOKEN, OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY;
+not TOKENIZERS_PARALLELISM)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+
+SECRET_WORDS = frozenset(
+    {"TOKEN", "KEY", "APIKEY", "SECRET", "PASSWORD", "PASSWD", "PASS", "CREDENTIAL", "CREDENTIALS", "AUTH", "PAT"}
+)
+NOT_RECORDED = "<set; a secret, not recorded>"
+_ENV_FLAGS = ("--engine-env",)
+
+
+def is_secret_name(name: str) -> bool:
+    return any(word in SECRET_WORDS for word in re.split(r"[^A-Za-z0-9]+", name.upper()))
+
+
+def recorded_env(env: Mapping[str, str], prefixes: tuple[str, ...] = ("",)) -> dict[str, str]:
+    """The variables whose names start with one of `prefixes`, each secret's value replaced."""
+    return {k: NOT_RECORDED if is_secret_name(k) else v for k, v in env.items() if k.startswith(prefixes)}
+
+
+def recorded_command(argv: Iterable[str]) -> list[str]:
+    """The command line with the value of each secret NAME=VALUE given to an environment flag replaced."""
+    out: list[str] = []
+    for arg in argv:
+        flag, eq, pair = arg.partition("=")
+        if eq and flag in _ENV_FLAGS:
+            out.append(f"{flag}={_pair(pair)}")
+        elif out and out[-1] in _ENV_FLAGS:
+            out.append(_pair(arg))
+        else:
+            out.append(arg)
+    return out
+
+
+def _pair(pair: str) -> str:
+    name, eq, _ = pair.partition("=")
+    return f"{name}={NOT_RECORDED}" if eq and is_secret_name(name) else pair
+
+
+def redacted_env_fields(value):
+    """A spec or plan as JSON with every `env` mapping in it (an engine's environment) passed through
+    recorded_env: what a state file or report keeps of it."""
+    if isinstance(value, dict):
+        return {
+            k: recorded_env(v) if k == "env" and isinstance(v, dict) else redacted_env_fields(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redacted_env_fields(v) for v in value]
+    return value
