@@ -325,8 +325,12 @@ def test_shared_prefixes_hit_the_prefix_cache_and_conversations_grow(tmp_path):
         results=tmp_path / "turns",
     )
     assert done.returncode == 0, done.stderr
-    records = read_records(only_run_dir(tmp_path / "turns"))
-    assert len(records) == 6  # two conversations of three turns
+    turns_dir = only_run_dir(tmp_path / "turns")
+    records = read_records(turns_dir)
+    # two conversations of three turns; a turn that fails ends its conversation, so say which and why
+    outcomes = [(r["conversation"], r["turn"], r["status"], r.get("error")) for r in records]
+    engine_log = (turns_dir / "engine.log").read_text(errors="replace")[-3000:]
+    assert len(records) == 6, f"{outcomes}\nengine.log ends:\n{engine_log}"
     for conversation in {r["conversation"] for r in records}:
         turns = sorted((r for r in records if r["conversation"] == conversation), key=lambda r: r["turn"])
         prompts = [r["prompt_tokens"] for r in turns]
