@@ -438,3 +438,53 @@ class RunSpec(Strict):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_defaults=False)
+
+
+# what a trace gives itself (arrivals, lengths): these would be dropped beside it without a word
+TRACE_GIVES = (
+    "load.concurrency",
+    "load.rate",
+    "load.sweep",
+    "load.search_rate",
+    "load.requests",
+    "load.arrival",
+    "load.burstiness",
+    "load.ramp_s",
+    "load.ramp_from",
+    "load.measure_ramp",
+    "workload.input_tokens",
+    "workload.output_tokens",
+)
+
+
+def field_at(data: dict[str, Any], path: str) -> Any:
+    """The value at a dotted path of a spec's raw data (`load.rate`); KeyError where it is not given."""
+    for part in path.split("."):
+        if not isinstance(data, dict):
+            raise KeyError(path)
+        data = data[part]
+    return data
+
+
+def has_field(data: dict[str, Any], path: str) -> bool:
+    try:
+        field_at(data, path)
+        return True
+    except KeyError:
+        return False
+
+
+def dropped_beside_plan(data: dict[str, Any]) -> tuple[str, list[str]] | None:
+    """Settings a person gave beside a plan that would ignore them, as (the plan's path, the dropped paths):
+    arrivals and lengths beside a trace, or closed-loop streams beside an open-loop plan. Read from raw data
+    (the command line's, a spec file's, a matrix cell's): a stored spec has its defaults filled in, streams
+    beside a rate included, and loads as it was written."""
+    if has_field(data, "workload.trace") and field_at(data, "workload.trace") is not None:
+        given = [path for path in TRACE_GIVES if has_field(data, path)]
+        if given:
+            return "workload.trace", given
+    load = data.get("load") if isinstance(data.get("load"), dict) else {}
+    open_loop = next((f"load.{k}" for k in ("rate", "search_rate") if load.get(k) is not None), None)
+    if open_loop is not None and "concurrency" in load:
+        return open_loop, ["load.concurrency"]
+    return None

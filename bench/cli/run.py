@@ -21,7 +21,18 @@ from bench.errors import UsageError
 from bench.format import pooling_table, quality_lines, search_line, stage_table, summary_table
 from bench.results import EVAL, REQUESTS, read_yaml
 from bench.run import EXIT_CODES, EXIT_ENGINE, EXIT_INTERRUPTED, EXIT_OK, RunResult, execute
-from bench.spec import APIS, ARRIVALS, ENGINE_KINDS, SLO_METRICS, LoadSpec, RunSpec, WorkloadSpec
+from bench.spec import (
+    APIS,
+    ARRIVALS,
+    ENGINE_KINDS,
+    SLO_METRICS,
+    LoadSpec,
+    RunSpec,
+    WorkloadSpec,
+    dropped_beside_plan,
+    field_at,
+    has_field,
+)
 from bench.summary import RequestSummary
 
 BUSY_POLL_HELP = (
@@ -555,48 +566,25 @@ def spec_from_args(args: argparse.Namespace, verb: str = "run") -> RunSpec:
         raise UsageError(_explain(exc, given.get("spec"), flags, data)) from None
 
 
-# what a trace gives itself (arrivals, lengths): these would be dropped beside it without a word
-TRACE_GIVES = (
-    "load.concurrency",
-    "load.rate",
-    "load.sweep",
-    "load.search_rate",
-    "load.requests",
-    "load.arrival",
-    "load.burstiness",
-    "load.ramp_s",
-    "load.ramp_from",
-    "load.measure_ramp",
-    "workload.input_tokens",
-    "workload.output_tokens",
-)
-
-
 def _one_plan(data: dict[str, Any], flags: dict[str, Any], spec_file: Path | None) -> None:
-    """Plan settings given beside a plan that ignores them would be dropped without a word: closed-loop streams
-    beside an open-loop plan, or arrivals and lengths beside a trace. Checked on what a person gave (a stored
-    spec keeps its defaults, streams beside a rate included)."""
+    """Plan settings given beside a plan that ignores them would be dropped without a word (see
+    bench.spec.dropped_beside_plan): refused, naming the flags or the spec file's fields."""
+    dropped = dropped_beside_plan(data)
+    if dropped is None:
+        return
+    plan, given = dropped
 
     def name(path: str) -> str:
-        return BY_PATH[path].name if _has(flags, path) else path
+        return BY_PATH[path].name if has_field(flags, path) else path
 
-    def where(paths: list[str]) -> str:
-        return f"{spec_file}: " if not all(_has(flags, p) for p in paths) else ""
-
-    given = [path for path in TRACE_GIVES if _has(data, path)]
-    if _has(data, "workload.trace") and _get(data, "workload.trace") is not None and given:
+    where = f"{spec_file}: " if not all(has_field(flags, p) for p in [plan, *given]) else ""
+    if plan == "workload.trace":
         raise UsageError(
-            f"{where(['workload.trace', *given])}{name('workload.trace')} gives the arrivals and the lengths; "
-            f"leave out {', '.join(name(p) for p in given)} (bound it with --duration, "
-            "--max-concurrency, --trace-window, --trace-speed)"
+            f"{where}{name(plan)} gives the arrivals and the lengths; leave out {', '.join(map(name, given))} "
+            "(bound it with --duration, --max-concurrency, --trace-window, --trace-speed)"
         )
-    load = data.get("load") or {}
-    open_loop = next((f"load.{k}" for k in ("rate", "search_rate") if load.get(k) is not None), None)
-    if open_loop is None or "concurrency" not in load:
-        return
     raise UsageError(
-        f"{where(['load.concurrency', open_loop])}{name('load.concurrency')} sets closed-loop streams and "
-        f"{name(open_loop)} an open-loop plan: give one; "
+        f"{where}{name('load.concurrency')} sets closed-loop streams and {name(plan)} an open-loop plan: give one; "
         "to cap the requests in flight at a rate, use --max-concurrency (load.max_concurrency)"
     )
 
@@ -614,10 +602,10 @@ def _explain(exc: ValidationError, spec_file: Path | None, flags: dict[str, Any]
     message = error["msg"].removeprefix("Value error, ")
     path = ".".join(loc)
     flag = BY_PATH.get(path) or BY_PATH.get(".".join(loc[:-1]))  # a list item's location ends in its index
-    if flag is not None and _has(flags, flag.path):
+    if flag is not None and has_field(flags, flag.path):
         if error["type"] == "extra_forbidden":
             return f"{flag.name} does not apply to {'--endpoint' if kind == 'endpoint' else f'--engine {kind}'}"
-        return f"{flag.name} {_shown(_get(flags, flag.path))}: {message}"
+        return f"{flag.name} {_shown(field_at(flags, flag.path))}: {message}"
     if error["type"] == "extra_forbidden":
         engine = f" for engine {kind}" if loc[0] == "engine" else ""
         return f"{spec_file or 'the spec'}: field {path} is not a run spec field{engine}"
@@ -632,20 +620,6 @@ def _explain(exc: ValidationError, spec_file: Path | None, flags: dict[str, Any]
     if whole_model and not spec_file:
         return message
     return f"{spec_file or 'the spec'}: field {path or '(the spec)'}: {message}"
-
-
-def _has(data: dict[str, Any], path: str) -> bool:
-    try:
-        _get(data, path)
-        return True
-    except KeyError:
-        return False
-
-
-def _get(data: dict[str, Any], path: str) -> Any:
-    for part in path.split("."):
-        data = data[part]
-    return data
 
 
 def _shown(value: Any) -> str:

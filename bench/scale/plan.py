@@ -48,7 +48,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from bench.errors import UsageError
 from bench.results import read_yaml
-from bench.spec import RunSpec
+from bench.spec import RunSpec, dropped_beside_plan
 
 ID_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}"
 MEMORY_UNITS = {"": 1, "b": 1, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40, "kb": 10**3, "mb": 10**6}
@@ -324,6 +324,14 @@ def expand(plan: MatrixPlan, matrix_dir: Path, root: Path | None = None) -> list
         data = merge(
             _absolute_paths(merge({}, data), root), {"output": {"results_dir": str(matrix_dir), "run_id": cell_id}}
         )
+        dropped = dropped_beside_plan(data)
+        if dropped is not None:  # the plan would run without them, and the cell's label would say otherwise
+            plan_path, given = dropped
+            raise UsageError(
+                f"cell {cell_id}: {', '.join(given)} would be ignored beside {plan_path}; take "
+                f"{'them' if len(given) > 1 else 'it'} out of the base or the axis that sets "
+                f"{'them' if len(given) > 1 else 'it'}"
+            )
         try:
             spec = RunSpec.model_validate(data)
         except ValidationError as exc:

@@ -81,6 +81,15 @@ def test_relative_paths_become_absolute_so_a_cell_means_the_same_on_every_node(t
             r"cells \{'engine.threads': '1'\} and \{'engine.threads': '1'\} have the same id",
         ),
         ({"axes": {"engine.bogus": [1]}}, "cell bogus-1: not a valid run spec: engine.llamacpp.bogus"),
+        # settings the cell's plan would drop without a word (its label would still name them)
+        (
+            {"axes": {"load.concurrency": [2], "load.rate": [1]}},
+            "cell concurrency-2_rate-1: load.concurrency would be ignored beside load.rate",
+        ),
+        (
+            {"axes": {"workload.trace": [{"name": "bench", "set": {"workload.trace": "bench.jsonl"}}]}},
+            "cell trace-bench: load.requests would be ignored beside workload.trace",
+        ),
     ],
 )
 def test_a_bad_cell_is_named_before_anything_runs(tmp_path, fields, message):
