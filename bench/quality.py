@@ -12,7 +12,7 @@ case not run, listed and not counted. Checks:
     exact         output equals `value` (whitespace stripped; `ignore_case`)
     contains      output contains `value` (a string, or a list: all of them; `ignore_case`)
     not_contains  output contains none of `value` (`ignore_case`)
-    regex         re.search(`pattern`) finds a match (`ignore_case`)
+    regex         re.search(`pattern`) finds a match in the output, whitespace stripped (`ignore_case`)
     json          output is JSON (code fences allowed; NaN and Infinity are not JSON) and, given `schema`,
                   validates against it (its $refs point within it, checked when the set loads)
     number        the first number in the output is within `tolerance` of `value` (a sign counts where no
@@ -309,7 +309,7 @@ def run_check(check, output: str) -> tuple[bool, str]:
             return not missing, "all present" if not missing else f"missing {missing}"
         return not present, "none present" if not present else f"found {present}"
     if isinstance(check, Regex):
-        found = re.search(check.pattern, output, re.I if check.ignore_case else 0)
+        found = re.search(check.pattern, output.strip(), re.I if check.ignore_case else 0)  # as exact reads it
         return bool(found), f"matched {found.group(0)[:60]!r}" if found else f"no match for {check.pattern!r}"
     if isinstance(check, Json):
         body = output.strip()

@@ -24,6 +24,8 @@ def check(spec):
         ({"type": "contains", "value": ["refund", "days"], "ignore_case": True}, "Refund in 5 DAYS", "refund soon"),
         ({"type": "not_contains", "value": ["ssn", "password"], "ignore_case": True}, "no secrets", "your Password is"),
         ({"type": "regex", "pattern": r"^\s*(billing|technical)\b"}, " billing issue", "a billing issue"),
+        # the pattern sees the output stripped, as `exact` does: a model's leading newline is no other shape
+        ({"type": "regex", "pattern": r"^[A-Z]{3}-[0-9]{4}$"}, "\nABC-1234\n", "ABC-12345"),
         ({"type": "json"}, '{"a": 1}', "{'a': 1}"),
         ({"type": "json"}, '```json\n{"a": 1}\n```', "```\nnot json\n```"),
         (
