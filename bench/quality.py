@@ -14,7 +14,8 @@ case not run, listed and not counted. Checks:
     not_contains  output contains none of `value` (`ignore_case`)
     regex         re.search(`pattern`) finds a match in the output, whitespace stripped (`ignore_case`)
     json          output is JSON (code fences allowed; NaN and Infinity are not JSON) and, given `schema`,
-                  validates against it (its $refs point within it, checked when the set loads)
+                  validates against it (its $refs point within it, checked when the set loads; `format`
+                  keywords are annotations, as JSON Schema's default has them: use `pattern` to check a shape)
     number        the first number in the output is within `tolerance` of `value` (a sign counts where no
                   word runs into it: "COVID-19" is 19, "x = -5" is -5; ".5" is 0.5)
     max_length    output has at most `chars` characters and/or `words` words
