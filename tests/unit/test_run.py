@@ -99,6 +99,13 @@ def test_more_errors_than_max_errors_stop_the_stage_and_exit_4(tmp_path):
     assert result.summary.requests.failed >= 4 and result.summary.requests.successful < 40
 
 
+def run_on_the_fake_engine(tmp_path):
+    """A default run on the fake engine: its result and manifest."""
+    with fake_engine() as url:
+        result = execute(spec(url, tmp_path))
+    return result, manifest_of(result)
+
+
 def run_with_a_defect(tmp_path, monkeypatch, function: str, error: Exception):
     """A run on the fake engine in which bench.run's `function` raises `error`: its result and manifest."""
 
@@ -106,9 +113,7 @@ def run_with_a_defect(tmp_path, monkeypatch, function: str, error: Exception):
         raise error
 
     monkeypatch.setattr(run_module, function, broken)
-    with fake_engine() as url:
-        result = execute(spec(url, tmp_path))
-    return result, manifest_of(result)
+    return run_on_the_fake_engine(tmp_path)
 
 
 def test_an_internal_error_is_one_line_with_its_traceback_kept(tmp_path, monkeypatch):
@@ -158,9 +163,7 @@ def test_an_engine_that_cannot_be_stopped_still_gets_its_summary_and_an_incomple
         raise EngineError("the engine (pid 1) did not exit 10 s after SIGKILL")
 
     monkeypatch.setattr(EndpointDriver, "stop", stuck)
-    with fake_engine() as url:
-        result = execute(spec(url, tmp_path))
-    m = manifest_of(result)
+    result, m = run_on_the_fake_engine(tmp_path)
     assert result.exit_code == EXIT_ENGINE and m["exit_code"] == EXIT_ENGINE and m["status"] == "incomplete"
     assert "the engine could not be stopped: the engine (pid 1) did not exit" in m["incomplete_reason"]
     assert result.summary.requests.successful == 8 and (result.path / "summary.json").exists()
@@ -180,9 +183,7 @@ def test_a_stop_that_no_signal_caused_is_not_reported_as_an_interrupt(tmp_path, 
         return outcome
 
     monkeypatch.setattr(LoadRunner, "run_stage", stopped_by_a_limit)
-    with fake_engine() as url:
-        result = execute(spec(url, tmp_path))
-    m = manifest_of(result)
+    result, m = run_on_the_fake_engine(tmp_path)
     assert result.exit_code == EXIT_INTERNAL and m["exit_code"] == EXIT_INTERNAL and m["status"] == "incomplete"
     assert "stopped by a limit of this machine" in m["incomplete_reason"]
 
