@@ -13,6 +13,9 @@ Intervals (95 %):
   rank n*q/100 -/+ z * sqrt(n * q/100 * (1 - q/100)) (binomial normal approximation), which costs one
   partition instead of a thousand resamples of a million values.
 - proportions: the Wilson score interval.
+
+t_quantile gives Student's t quantiles (for bench check's interval of a ratio of means) from the regularized
+incomplete beta function, evaluated by its continued fraction (modified Lentz), and bisection: no scipy.
 """
 
 from __future__ import annotations
@@ -160,6 +163,64 @@ def _normal_quantile(p: float) -> float:
     from statistics import NormalDist
 
     return NormalDist().inv_cdf(p)
+
+
+def _incomplete_beta_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of I_x(a, b) (DLMF 8.17.22), evaluated by the modified Lentz method."""
+    tiny = 1e-300
+
+    def floor(value: float) -> float:
+        return value if abs(value) > tiny else tiny
+
+    c, d = 1.0, 1.0 / floor(1.0 - (a + b) * x / (a + 1.0))
+    result = d
+    for m in range(1, 500):
+        for numerator in (
+            m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),  # the even term d_2m
+            -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1)),  # the odd term d_2m+1
+        ):
+            d = 1.0 / floor(1.0 + numerator * d)
+            c = floor(1.0 + numerator / c)
+            result *= c * d
+        if abs(c * d - 1.0) < 1e-15:
+            break
+    return result
+
+
+def regularized_incomplete_beta(a: float, b: float, x: float) -> float:
+    """I_x(a, b) for a, b > 0 and x in [0, 1]."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1.0) / (a + b + 2.0):  # the fraction converges quickly here; elsewhere by the symmetry I_x = 1 - I_1-x
+        return front * _incomplete_beta_fraction(a, b, x) / a
+    return 1.0 - front * _incomplete_beta_fraction(b, a, 1.0 - x) / b
+
+
+def t_cdf(t: float, df: float) -> float:
+    """Student's t distribution function with df (> 0, not necessarily whole) degrees of freedom."""
+    tail = 0.5 * regularized_incomplete_beta(df / 2.0, 0.5, df / (df + t * t))
+    return 1.0 - tail if t > 0 else tail
+
+
+def t_quantile(p: float, df: float) -> float:
+    """The p-quantile of Student's t with df degrees of freedom (0 < p < 1), by bisection of t_cdf to 1e-10."""
+    if not 0.0 < p < 1.0 or not df > 0:
+        raise ValueError(f"t_quantile needs 0 < p < 1 and df > 0, got p={p}, df={df}")
+    if p < 0.5:
+        return -t_quantile(1.0 - p, df)
+    low, high = 0.0, 1.0
+    while t_cdf(high, df) < p:
+        low, high = high, high * 2.0
+    while high - low > 1e-10 * max(1.0, high):
+        middle = (low + high) / 2.0
+        if t_cdf(middle, df) < p:
+            low = middle
+        else:
+            high = middle
+    return (low + high) / 2.0
 
 
 def mean_exact(values: list[float]) -> float:

@@ -1,4 +1,5 @@
-"""Percentiles and intervals against independent oracles: numpy's own percentile and Python's random module."""
+"""Percentiles and intervals against independent oracles: numpy's own percentile, Python's random module and
+published t tables."""
 
 import math
 import random
@@ -12,6 +13,8 @@ from bench.metrics.stats import (
     bootstrap_percentile_ci,
     order_statistic_ci,
     percentiles,
+    t_cdf,
+    t_quantile,
     wilson_interval,
 )
 
@@ -55,3 +58,27 @@ def test_wilson_interval_matches_the_textbook():
     low, high = wilson_interval(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-4) and high == pytest.approx(0.9433, abs=1e-4)
     assert wilson_interval(0, 0) is None
+
+
+@pytest.mark.parametrize(
+    "p, df, expected",
+    [
+        (0.975, 1, 12.706204736),  # published t tables (and scipy.stats.t.ppf) to nine digits
+        (0.975, 2, 4.302652730),
+        (0.975, 9, 2.262157163),
+        (0.975, 30, 2.042272456),
+        (0.995, 5, 4.032142984),
+        (0.975, 2.5, 3.574654842),  # a Welch-Satterthwaite df need not be whole
+        (0.025, 9, -2.262157163),
+        (0.5, 4, 0.0),
+    ],
+)
+def test_t_quantiles_match_the_tables(p, df, expected):
+    assert t_quantile(p, df) == pytest.approx(expected, abs=2e-9)
+    assert t_cdf(t_quantile(p, df), df) == pytest.approx(p, abs=1e-9)
+
+
+def test_a_t_quantile_outside_its_domain_is_refused():
+    for p, df in ((0.0, 5), (1.0, 5), (0.9, 0)):
+        with pytest.raises(ValueError, match="t_quantile"):
+            t_quantile(p, df)
