@@ -248,6 +248,7 @@ class LlamaCppDriver(LaunchedEngine):
         super().__init__()
         self._special_prefix: int | None = None
         self._prompt_counter: subprocess.Popen | None = None  # llama-cpp-python: the chat prompt counter
+        self._counter_pending = b""  # what the counter wrote after its last line read (see _counter_line)
         self._prompt_lock = threading.Lock()
         self.launcher, self._launcher_version = self._choose_launcher()
         self._validate()
@@ -499,18 +500,30 @@ class LlamaCppDriver(LaunchedEngine):
         return int(answer["tokens"])
 
     def _counter_line(self, counter: subprocess.Popen, timeout_s: float, what: str) -> str:
-        """The counter's next line, waited for at most timeout_s: a stalled counter must not hold the start past
-        its ready timeout, nor a run's decoding (and with it Ctrl-C) forever."""
+        """The counter's next line ("" once it has ended), waited for at most timeout_s in all: a stalled counter must
+        not hold the start past its ready timeout, nor a run's decoding (and with it Ctrl-C) forever. Read from the
+        pipe's descriptor into this driver's own buffer: a buffered reader's readline could take two lines at once
+        and leave the second where select does not look, or block on a line that never ends."""
         if counter.stdout is None:
             return ""
-        ready, _, _ = select.select([counter.stdout], [], [], timeout_s)
-        if not ready:
-            self._stop_prompt_counter()
-            raise EngineError(f"llama-cpp-python's chat prompt counter did not {what} within {timeout_s:g} s")
-        return counter.stdout.readline()
+        fd = counter.stdout.fileno()
+        deadline = time.monotonic() + timeout_s
+        while b"\n" not in self._counter_pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                self._stop_prompt_counter()
+                raise EngineError(f"llama-cpp-python's chat prompt counter did not {what} within {timeout_s:g} s")
+            piece = os.read(fd, 65536)
+            if not piece:  # it ended: what it left, if anything, is its last word
+                line, self._counter_pending = self._counter_pending, b""
+                return line.decode("utf-8", "replace")
+            self._counter_pending += piece
+        line, _, self._counter_pending = self._counter_pending.partition(b"\n")
+        return line.decode("utf-8", "replace") + "\n"
 
     def _stop_prompt_counter(self) -> None:
         counter, self._prompt_counter = self._prompt_counter, None
+        self._counter_pending = b""
         if counter is None:
             return
         if counter.stdin:

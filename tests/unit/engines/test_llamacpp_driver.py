@@ -153,6 +153,7 @@ def test_a_chat_prompt_counter_that_stalls_is_an_error_within_its_timeout_not_a_
     import time
 
     driver = LlamaCppDriver.__new__(LlamaCppDriver)  # only the counter's plumbing is exercised
+    driver._counter_pending = b""
     counter = subprocess.Popen(
         ["sh", "-c", "cat > /dev/null"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -161,3 +162,38 @@ def test_a_chat_prompt_counter_that_stalls_is_an_error_within_its_timeout_not_a_
     with pytest.raises(EngineError, match="did not count a prompt within 0.3 s"):
         driver._counter_line(counter, 0.3, "count a prompt")
     assert time.monotonic() - started < 5 and counter.poll() is not None and driver._prompt_counter is None
+
+
+def test_a_chat_prompt_counter_read_takes_each_line_once_however_its_lines_arrive():
+    """Two answers written at once are two lines, the second read without waiting (a buffered readline took both
+    and left the second where select does not look); a line in two writes is one line; a line that never ends is
+    a timeout, not a hang; the counter's end is "" after its last line."""
+    import subprocess
+    import time
+
+    driver = LlamaCppDriver.__new__(LlamaCppDriver)
+    driver._counter_pending = b""
+    script = (
+        "printf '{\"tokens\": 1}\\n{\"tokens\": 2}\\n'; read line; printf '{\"tok'; sleep 0.2; printf 'ens\": 3}\\n'; "
+        "read line; printf 'no newline'; read line"
+    )
+    counter = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    driver._prompt_counter = counter
+    assert driver._counter_line(counter, 5, "answer") == '{"tokens": 1}\n'
+    started = time.monotonic()
+    assert driver._counter_line(counter, 0.5, "answer") == '{"tokens": 2}\n'  # already here: no wait
+    assert time.monotonic() - started < 0.4
+    counter.stdin.write("go\n")
+    counter.stdin.flush()
+    assert driver._counter_line(counter, 5, "answer") == '{"tokens": 3}\n'
+    counter.stdin.write("go\n")
+    counter.stdin.flush()
+    with pytest.raises(EngineError, match="did not answer within 0.5 s"):
+        driver._counter_line(counter, 0.5, "answer")
+    assert counter.poll() is not None and driver._prompt_counter is None
+
+    ended = subprocess.Popen(["sh", "-c", "printf 'last'"], stdout=subprocess.PIPE, text=True)
+    driver._prompt_counter = ended
+    assert driver._counter_line(ended, 5, "answer") == "last"
+    assert driver._counter_line(ended, 5, "answer") == ""
+    ended.wait()
