@@ -31,7 +31,8 @@ distribution shifted against the other's as a whole); a p99 can regress with the
 median shift of 1 % is "significant" to a rank test over enough requests. The bootstrap tests the very figure
 that is gated, for any statistic, with no assumption about the latency distribution. Above LARGE_N values a
 side's spread comes from its large-sample limit instead (the order-statistic interval of a percentile, the
-standard error of a mean), combined on the log scale.
+standard error of a mean: the larger of the independent-values formula and the batch means', which see serial
+correlation), combined on the log scale.
 
 What the interval does not cover: drift between two runs of one setup (another tenant on the machine, a
 cold cache, thermal state). Resampling requests measures how well each run pins its own figure, not how far
@@ -413,11 +414,18 @@ def _resampled(values: np.ndarray, name: str, rng: np.random.RandomState, resamp
 
 
 def _log_se(values: np.ndarray, name: str) -> float:
-    """The large-sample standard error of log(statistic)."""
+    """The large-sample standard error of log(statistic). A mean's: the larger of the independent-values
+    formula and the batch means' (values in time order cut into about sqrt(n) batches of about sqrt(n): the
+    spread of the batches' means sees serial correlation, as the block bootstrap does below LARGE_N)."""
     n = len(values)
     if name == "mean":
         mean = float(np.mean(values))
-        return float(np.std(values) / math.sqrt(n) / mean) if mean > 0 else math.inf
+        if mean <= 0:
+            return math.inf
+        batches = math.isqrt(n)
+        batch_means = values[: batches * (n // batches)].reshape(batches, -1).mean(axis=1)
+        variance = max(float(np.var(values)) / n, float(np.var(batch_means, ddof=1)) / batches)
+        return math.sqrt(variance) / mean
     low, high = order_statistic_ci(values, float(name[1:]))
     point = percentiles(values, [float(name[1:])])[0]
     return (math.log(high) - math.log(low)) / (2 * Z_95) if low > 0 and point > 0 else math.inf

@@ -121,6 +121,26 @@ def test_the_interval_of_a_mean_of_ten_values_calls_noise_clear_about_as_often_a
     assert relative_change_interval(constant, constant * 1.25, "mean") == pytest.approx([0.25, 0.25])
 
 
+@pytest.mark.parametrize("n", [2_000, 30_000], ids=["block-bootstrap", "batch-means"])
+def test_a_means_interval_widens_for_serially_correlated_values(n):
+    """The same values in time order (an AR(1) series, rho 0.9: each request like the one before) and shuffled: in
+    order, a mean is pinned about sqrt((1 + rho) / (1 - rho)) = 4.4 times less well, and the interval says so,
+    below LARGE_N (the block bootstrap's variance) and above it (the batch means')."""
+    rng = np.random.default_rng(11)
+
+    def series():
+        draws, values = rng.gamma(20.0, 5.0, n + 200), np.empty(n + 200)
+        values[0] = draws[0]
+        for i in range(1, n + 200):
+            values[i] = 0.9 * values[i - 1] + 0.1 * draws[i]
+        return values[200:]
+
+    base, new = series(), series()
+    low, high = relative_change_interval(base, new, "mean", resamples=500)
+    shuffled_low, shuffled_high = relative_change_interval(rng.permutation(base), rng.permutation(new), "mean", 500)
+    assert (high - low) > 2.5 * (shuffled_high - shuffled_low), (high - low, shuffled_high - shuffled_low)
+
+
 def _finding(metric, change, ci, limit_text):
     tol = parse_tolerances(f"{metric}={limit_text}", base="")[metric]
     return judge(Finding("s", metric, tol, change=change, ci95=ci), ci[0] * tol.worse > 0, ci[1] * tol.worse < 0)
