@@ -17,22 +17,25 @@ The interval is a **bootstrap interval of the relative change of the metric itse
 each run's per-request values (TTFT, TPOT, E2E of its successful measured requests; for output tok/s, the
 throughputs of the stage's ten equal time slices) are resampled with replacement, independently, RESAMPLES
 times from a fixed seed, the statistic the tolerance names (p50, p99, mean, ...) is computed on each resample,
-and the 2.5th and 97.5th percentiles of new/baseline - 1 are the interval. For a mean (output tok/s; a `_mean`
-tolerance) the resamples give each side's spread only: the interval is Welch's t on the log of the ratio of
-the means, each side's variance of log(mean) the larger of the formula for independent values (s^2 / (n *
-mean^2)) and the block bootstrap's (which sees serial correlation), with Welch-Satterthwaite's degrees of
-freedom. The percentile bootstrap of a mean is too narrow at small n: over pairs of samples of one
-distribution it called 20 % of pairs of 5 values different, 16.5 % of pairs of 10 (the ten time slices of a
-throughput) and 8-9 % of 24 and 50, against a nominal 5 %; the t interval 3.5-6 % at each n, and fewer than
-the bootstrap at each n under serial correlation (AR(1), 0.5: 21-24 % against 35-42 % at 5 and 10 values, 7 %
-against 8 % at 200) (scripts/check_interval_coverage.py). Why a bootstrap of the difference rather than a rank
-test (Mann-Whitney): the tolerance is on a percentile, and a rank test answers another question (is one run's
-distribution shifted against the other's as a whole); a p99 can regress with the ranks barely moving, and a
-median shift of 1 % is "significant" to a rank test over enough requests. The bootstrap tests the very figure
-that is gated, for any statistic, with no assumption about the latency distribution. Above LARGE_N values a
-side's spread comes from its large-sample limit instead (the order-statistic interval of a percentile, the
-standard error of a mean: the larger of the independent-values formula and the batch means', which see serial
-correlation), combined on the log scale.
+and the 2.5th and 97.5th percentiles of new/baseline - 1 are the interval, expanded at small n (expanded_tail:
+the 0.9th and 99.1st at 10 values, the 2.1st and 97.9th at 50). For a mean (output tok/s; a `_mean` tolerance)
+the resamples give each side's spread only: the interval is Welch's t on the log of the ratio of the means,
+each side's variance of log(mean) the larger of the formula for independent values (s^2 / (n * mean^2)) and
+the block bootstrap's (which sees serial correlation), with Welch-Satterthwaite's degrees of freedom. The
+percentile bootstrap of a mean is too narrow at small n: over pairs of samples of one distribution it called
+20 % of pairs of 5 values different, 16.5 % of pairs of 10 (the ten time slices of a throughput) and 8-9 % of
+24 and 50, against a nominal 5 %; the t interval 3.5-6 % at each n, and fewer than the bootstrap at each n
+under serial correlation (AR(1), 0.5: 21-24 % against 35-42 % at 5 and 10 values, 7 % against 8 % at 200)
+(scripts/check_interval_coverage.py). A percentile's interval has the same fault, which the expansion mends:
+the plain percentile interval called 10-11 % of pairs of 10 values different at the median and 8 % of 16;
+expanded, 6.5 % and 5 %, and 3-6 % of pairs of 24 to 200 values at the median and of 50 to 400 at p90. Why a
+bootstrap of the difference rather than a rank test (Mann-Whitney): the tolerance is on a percentile, and a
+rank test answers another question (is one run's distribution shifted against the other's as a whole); a p99
+can regress with the ranks barely moving, and a median shift of 1 % is "significant" to a rank test over
+enough requests. The bootstrap tests the very figure that is gated, for any statistic, with no assumption
+about the latency distribution. Above LARGE_N values a side's spread comes from its large-sample limit instead
+(the order-statistic interval of a percentile, the standard error of a mean: the larger of the
+independent-values formula and the batch means', which see serial correlation), combined on the log scale.
 
 What the interval does not cover: drift between two runs of one setup (another tenant on the machine, a
 cold cache, thermal state). Resampling requests measures how well each run pins its own figure, not how far
@@ -82,6 +85,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -125,7 +129,8 @@ DEFAULT_TOLERANCES = (
 METHOD = (
     "A metric regresses when its change is worse than its tolerance and statistically clear: for latency and "
     f"throughput, the 95% interval of the relative change lies entirely on the worse side (a percentile's: the "
-    f"bootstrap of the per-request values, {RESAMPLES} independent block resamples of each run, seed 0; a mean's, "
+    f"bootstrap of the per-request values, {RESAMPLES} independent block resamples of each run, seed 0, expanded "
+    "at small n; a mean's, "
     "output tok/s over the ten time slices included: Welch's t on the log of the ratio, each run's variance the "
     "larger of the independent-values formula and the bootstrap's); for the "
     "error rate, Newcombe's 95% interval of the difference; for a golden run's success and invalid-output rates, "
@@ -452,7 +457,16 @@ def relative_change_interval(
     ratio = ratio[np.isfinite(ratio)]
     if not len(ratio):
         return None
-    return percentiles(ratio, [2.5, 97.5])
+    tail = expanded_tail(min(len(base), len(new)))
+    return percentiles(ratio, [tail, 100 - tail])
+
+
+def expanded_tail(n: int) -> float:
+    """The percent of resamples cut from each end of a 95 % expanded percentile interval over n values
+    (Hesterberg 2015, "What teachers should know about the bootstrap", section 4.3): the normal tail beyond
+    sqrt(n / (n - 1)) * t(0.975, n - 1), which widens the plain percentile interval (2.5) at small n, where it
+    is too narrow, and tends to it as n grows."""
+    return 100 * NormalDist().cdf(-math.sqrt(n / (n - 1)) * t_quantile(0.975, n - 1))
 
 
 def _mean_ratio_interval(

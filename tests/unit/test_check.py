@@ -18,6 +18,7 @@ from bench.check import (
     Finding,
     _interval_finding,
     check,
+    expanded_tail,
     judge,
     junit_xml,
     markdown_report,
@@ -119,6 +120,23 @@ def test_the_interval_of_a_mean_of_ten_values_calls_noise_clear_about_as_often_a
     assert found >= 285, found
     constant = np.full(10, 40.0)
     assert relative_change_interval(constant, constant * 1.25, "mean") == pytest.approx([0.25, 0.25])
+
+
+def test_the_interval_of_a_median_of_ten_values_is_expanded_to_call_noise_clear_about_as_often_as_it_says():
+    """Ten values a side at p50 (the fewest bench check judges a median from): over 300 pairs of samples of one
+    distribution the expanded interval excludes no change in about 5 % of pairs (the plain percentile interval, in
+    33 of these 300: 11 %; the expanded one 17), and still finds a doubling in nearly every pair."""
+    rng = np.random.default_rng(8)
+    clear_noise = found = 0
+    for _ in range(300):
+        base, new = rng.gamma(20.0, 5.0, 10), rng.gamma(20.0, 5.0, 10)
+        low, high = relative_change_interval(base, new, "p50", resamples=500, seed=int(rng.integers(1 << 30)))
+        clear_noise += low > 0 or high < 0
+        low, _ = relative_change_interval(base, 2 * new, "p50", resamples=500, seed=int(rng.integers(1 << 30)))
+        found += low > 0
+    assert clear_noise <= 27, clear_noise
+    assert found >= 285, found
+    assert expanded_tail(10) == pytest.approx(0.855, abs=1e-3) and expanded_tail(20_000) == pytest.approx(2.5, abs=1e-3)
 
 
 @pytest.mark.parametrize("n", [2_000, 30_000], ids=["block-bootstrap", "batch-means"])
