@@ -42,7 +42,7 @@ Cost per successful task at a volume V = monthly(V) / (S x V) on either side: fa
     valid while one instance carries V*; otherwise (or when the difference is not positive) the API costs
     less per successful task than a fully used instance: no break-even.
 
-95 % intervals: each uncertain input (the priced stage's throughput, from the bootstrap interval of its
+95 % intervals: each uncertain input (the priced stage's throughput, from the t interval of its
 output tok/s; each measured success rate, from its Wilson interval) is set to either end of its interval
 with the others at their point values; the figure's relative deviations are combined in quadrature on the
 log scale (independent errors): high = point x exp(sqrt(sum of squared log rises)), low likewise with the
@@ -66,7 +66,7 @@ UTILIZATION_LEVELS = (0.1, 0.3, 0.5, 0.7, 0.9)  # the sensitivity range
 SHAPE_TOLERANCE = 0.10  # a run's mean request matches the task within this relative difference
 STALE_AFTER_DAYS = 90
 INTERVAL_METHOD = (
-    "each uncertain input (throughput: bootstrap 95% interval of the priced stage's output tok/s; success "
+    "each uncertain input (throughput: the 95% t interval of the priced stage's output tok/s; success "
     "rates: 95% Wilson intervals) set to either end of its interval, the others at their point values; the "
     "relative deviations combined in quadrature on the log scale (independent errors)"
 )

@@ -179,7 +179,7 @@ def _stage_lines(stage: StageSummary) -> list[str]:
     shown = stage.ci95.shown()
     if shown:
         text = "; ".join(f"{INTERVAL_NAMES.get(k, k)} {lo:,.1f}-{hi:,.1f}" for k, (lo, hi) in shown.items())
-        lines.append(f"95% CI       {text} (bootstrap)")
+        lines.append(f"95% CI       {text} (percentiles: bootstrap; throughput: t)")
     if stage.slo:
         lines += slo_lines(stage.slo)
     server = stage.server

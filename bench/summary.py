@@ -73,7 +73,7 @@ class SloReport(Part):
 
 class Intervals(Part):
     """95 % intervals: bootstrap (or, for large n, the order-statistic interval) of the percentiles,
-    and bootstrap of the mean of per-slice output throughputs."""
+    and Student's t interval of the mean of per-slice output throughputs."""
 
     ttft_p50_ms: list[float] | None = None
     ttft_p99_ms: list[float] | None = None

@@ -30,9 +30,10 @@ is SLO-compliant when, for every SLO, the chosen percentile over its measured re
 excluded) is within the threshold, counting a failed request as infinitely slow. The max
 SLO-compliant throughput is the highest request throughput among compliant stages.
 
-Intervals: p50 and p99 of TTFT and TPOT over requests; output throughput from the mean of per-slice
-throughputs over THROUGHPUT_SLICES equal slices of the window, each chunk's tokens counted in the
-slice where it arrived (a request's n tokens spread evenly over its chunks).
+Intervals: p50 and p99 of TTFT and TPOT over requests (the percentile bootstrap); output throughput:
+Student's t interval of the mean of per-slice throughputs over THROUGHPUT_SLICES equal slices of the
+window, each chunk's tokens counted in the slice where it arrived (a request's n tokens spread evenly over
+its chunks).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import numpy as np
 import orjson
 
 from bench.errors import UsageError
-from bench.metrics.stats import bootstrap_ci, bootstrap_percentile_ci, describe, mean_exact, percentiles
+from bench.metrics.stats import bootstrap_percentile_ci, describe, mean_t_interval, percentiles
 from bench.records import RequestRecord
 from bench.summary import (
     ErrorKind,
@@ -511,7 +512,7 @@ def confidence_intervals(table: RequestTable) -> Intervals:
         ttft_p99_ms=bootstrap_percentile_ci(ttft, 99),
         tpot_p50_ms=bootstrap_percentile_ci(tpot, 50),
         tpot_p99_ms=bootstrap_percentile_ci(tpot, 99),
-        output_throughput_tokens_per_s=bootstrap_ci(throughput_slices(table), mean_exact),
+        output_throughput_tokens_per_s=mean_t_interval(throughput_slices(table)),
     )
 
 

@@ -13,6 +13,7 @@ Intervals (95 %):
   rank n*q/100 -/+ z * sqrt(n * q/100 * (1 - q/100)) (binomial normal approximation), which costs one
   partition instead of a thousand resamples of a million values.
 - proportions: the Wilson score interval.
+- means of a few values (a stage's throughput slices): Student's t on the log scale (mean_t_interval).
 
 t_quantile gives Student's t quantiles (for bench check's interval of a ratio of means) from the regularized
 incomplete beta function, evaluated by its continued fraction (modified Lentz), and bisection: no scipy.
@@ -21,7 +22,7 @@ incomplete beta function, evaluated by its continued fraction (modified Lentz), 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -128,23 +129,6 @@ def bootstrap_percentile_ci(values: np.ndarray, q: float, seed: int = 0, level: 
     return percentiles(estimates, [tail, 100 - tail])
 
 
-def bootstrap_ci(
-    values: list[float], statistic: Callable[[list[float]], float], seed: int = 0, level: float = 0.95
-) -> list[float] | None:
-    """Percentile-bootstrap interval of statistic(sorted resample), for small samples (a stage's ten
-    throughput slices); None for fewer than 2 values."""
-    n = len(values)
-    if n < 2:
-        return None
-    rng = _python_seeded_uniforms(seed)
-    data = np.asarray(values, dtype=float)
-    picks = data[np.floor(rng.random_sample((BOOTSTRAP_RESAMPLES, n)) * n).astype(np.int64)]
-    picks.sort(axis=1)
-    estimates = np.array([statistic(row.tolist()) for row in picks])
-    tail = (1 - level) / 2 * 100
-    return percentiles(estimates, [tail, 100 - tail])
-
-
 def order_statistic_ci(values: np.ndarray, q: float, level: float = 0.95) -> list[float] | None:
     """Distribution-free interval of the q-th percentile from two order statistics (large n)."""
     n = len(values)
@@ -223,8 +207,23 @@ def t_quantile(p: float, df: float) -> float:
     return (low + high) / 2.0
 
 
-def mean_exact(values: list[float]) -> float:
-    return math.fsum(values) / len(values)
+def mean_t_interval(values: Iterable[float] | np.ndarray, level: float = 0.95) -> list[float] | None:
+    """Student's t interval of the mean, on the log scale: mean x exp(-/+ t(level, n - 1) x s / (sqrt(n) x mean))
+    (the delta method; never below 0 for values that are not), for small samples such as a stage's ten
+    throughput slices, where the percentile bootstrap of a mean is too narrow: over 2,000 samples of a gamma
+    distribution (shape 20) it covered the true mean 90.7 % of the time at ten values and 84.5 % at five, for
+    95 % asked; this interval 95.5 % and 95.7 %. None for fewer than 2 values; a mean of 0 or below gets the
+    linear t interval."""
+    data = as_array(values)
+    n = len(data)
+    if n < 2:
+        return None
+    mean, spread = float(np.mean(data)), float(np.std(data, ddof=1)) / math.sqrt(n)
+    t = t_quantile(1 - (1 - level) / 2, n - 1)
+    if mean <= 0:
+        return [mean - t * spread, mean + t * spread]
+    half = t * spread / mean
+    return [mean * math.exp(-half), mean * math.exp(half)]
 
 
 def wilson_interval(successes: int, n: int, z: float = Z_95) -> list[float] | None:

@@ -1,10 +1,11 @@
 """SLO fractions, goodput, compliance at a percentile, bootstrap intervals, sweep pick."""
 
+import numpy as np
 import pytest
 
 from bench.analysis import summarize_run
 from bench.metrics.requests import max_slo_compliant, slo_report, table_of, throughput_slices
-from bench.metrics.stats import bootstrap_ci
+from bench.metrics.stats import mean_t_interval
 from bench.records import Manifest, SloTargets, StageRecord
 from bench.summary import SloReport, StageSummary
 
@@ -106,12 +107,18 @@ def test_an_itl_slo_judges_the_worst_gap_not_the_mean_one():
     assert report([stalled], {"tpot": 50.0}, 50).compliant is True  # the same request meets a 50 ms TPOT
 
 
-def test_bootstrap_interval_brackets_the_estimate_and_is_reproducible():
-    values = [float(v) for v in range(1, 101)]
-    low, high = bootstrap_ci(values, lambda d: d[len(d) // 2])
-    assert low < 51 < high and high - low < 30
-    assert bootstrap_ci(values, lambda d: d[len(d) // 2]) == [low, high]
-    assert bootstrap_ci([1.0], lambda d: d[0]) is None
+def test_the_t_interval_of_a_mean_by_hand_and_its_coverage_at_ten_values():
+    """1..100 by hand: mean 50.5, s = 29.011, s / sqrt(100) = 2.9011, t(0.975, 99) = 1.98422, so the log-scale half
+    width is 1.98422 x 2.90115 / 50.5 = 0.113991 and the interval 50.5 x exp(-/+ 0.113991) = 45.06 to 56.60. Ten
+    values of a gamma distribution (as a stage's ten throughput slices), 1,000 samples: it covers the true mean
+    close to the 95 % it says (the percentile bootstrap it replaced, 90.7 %)."""
+    low, high = mean_t_interval([float(v) for v in range(1, 101)])
+    assert low == pytest.approx(45.0595, abs=1e-3) and high == pytest.approx(56.5974, abs=1e-3)
+    rng = np.random.default_rng(5)
+    covered = sum(low <= 100 <= high for low, high in (mean_t_interval(rng.gamma(20.0, 5.0, 10)) for _ in range(1000)))
+    assert 930 <= covered <= 970, covered
+    assert mean_t_interval([1.0]) is None
+    assert mean_t_interval([0.0, 0.0]) == [0.0, 0.0]  # no throughput at all: the linear interval, not a log of 0
 
 
 def test_max_slo_compliant_picks_the_fastest_compliant_stage():
