@@ -20,7 +20,7 @@ the tag's share of the cases, a mix (the routed one, or one candidate for every 
 
 The best single model is the candidate whose own mix (all tags to it) reaches the bar at the lowest $/successful
 task (else the most accurate). 95 % intervals: bench.cost's method: each uncertain input (each tag's success
-rate of the candidate it goes to, at its Wilson ends; each self-hosted candidate's throughput, at its bootstrap
+rate of the candidate it goes to, at its Wilson ends; each self-hosted candidate's throughput, at its t interval's
 ends) set to either end with the others at their points, the log deviations combined in quadrature.
 
 The mix is chosen on the cases it is scored on, so its success rate is optimistic (the best of several on few
@@ -323,7 +323,7 @@ def route_blocks(r: dict[str, Any]) -> list:
             f"{_percent(bar)} of its cases. Costs per task at the target utilization "
             f"({r['task']['utilization']:.0%}) for self-hosted candidates (no whole-instance steps), at list price "
             "for APIs, each tag priced at its own cases' mean tokens; 95% intervals from the success rates' Wilson "
-            "intervals and the throughput's bootstrap interval (bench cost's method)."
+            "intervals and the throughput's t interval (bench cost's method)."
             + (f" Past their deprecation date, left out: {', '.join(r['retired'])}." if r["retired"] else "")
         )
     )

@@ -28,15 +28,17 @@ DESCRIPTION = f"""\
 Compare a run with a baseline run of the same workload and fail on a regression: the gate for CI.
 
 A metric regresses only when its change is worse than its tolerance AND statistically clear. Latency
-(ttft/tpot/e2e at p50, p90, p95, p99, p99.9 or mean) and output tok/s: the 95% bootstrap interval of the
-relative change ({RESAMPLES} independent resamples of each run's per-request values, or of its ten throughput
-slices, from a fixed seed) must lie entirely on the worse side. A bootstrap of the difference, not a rank test,
-because the tolerance is on a percentile: the bootstrap tests the very figure that is gated, whatever its
-distribution, while a rank test (Mann-Whitney) asks whether the whole distribution shifted, misses a p99 that
-regresses with the ranks barely moving, and calls a 1% median shift significant over enough requests. Error
-rate: Newcombe's interval of the difference. Two golden runs: their cases are paired and the success rate
-and invalid-output rate are judged by the exact McNemar test (p < 0.05), with the cases that went from pass
-to fail and back listed.
+(ttft/tpot/e2e at p50, p90, p95, p99, p99.9 or mean) and output tok/s: the 95% interval of the relative
+change must lie entirely on the worse side. A percentile's: the bootstrap of the per-request values
+({RESAMPLES} independent block resamples of each run, from a fixed seed; expanded at small n, where the
+plain percentile interval is too narrow). A mean's, output tok/s over the stage's ten time slices included:
+Welch's t on the log of the ratio, each run's variance the larger of the independent-values formula and the
+bootstrap's. A bootstrap of the difference, not a rank test, because the tolerance is on a percentile: the
+bootstrap tests the very figure that is gated, whatever its distribution, while a rank test (Mann-Whitney)
+asks whether the whole distribution shifted, misses a p99 that regresses with the ranks barely moving, and
+calls a 1% median shift significant over enough requests. Error rate: Newcombe's interval of the difference.
+Two golden runs: their cases are paired and the success rate and invalid-output rate are judged by the exact
+McNemar test (p < 0.05), with the cases that went from pass to fail and back listed.
 
 The interval covers the spread between requests of each run, not the drift between two runs of one setup on
 a busy machine: the tolerances absorb that, so size them from repeated identical runs on your CI machine

@@ -165,7 +165,7 @@ def _add_route(sub) -> None:
         "the candidate with the lowest cost per successful task among those passing at least --min-success of its "
         "cases (else the most accurate). Reports per tag the choice and the others, then the routed mix's blended "
         "success rate, cost per task and cost per successful task against the best single model and every other, "
-        "with 95% intervals (Wilson intervals of each tag's success rate and the throughput's bootstrap interval, "
+        "with 95% intervals (Wilson intervals of each tag's success rate and the throughput's t interval, "
         "combined as bench cost does). Each tag is priced at its own cases' mean tokens in each candidate's run; "
         "self-hosted candidates on --hardware-offer at the target utilization. bench/route.py has the formulas. "
         "Writes route.md and route.json.",
