@@ -104,18 +104,25 @@ def test_the_bootstrap_interval_covers_no_change_and_finds_a_doubling():
     assert low < 0.1 < high and high - low < 0.1
 
 
+def _noise_called_clear_and_change_found(statistic: str, factor: float, seed: int) -> tuple[int, int]:
+    """Over 300 seeded pairs of ten gamma values a side: how many pairs of one distribution the interval calls
+    clearly different, and how many with the new side multiplied by `factor` it finds clearly higher."""
+    rng = np.random.default_rng(seed)
+    clear_noise = found = 0
+    for _ in range(300):
+        base, new = rng.gamma(20.0, 5.0, 10), rng.gamma(20.0, 5.0, 10)
+        low, high = relative_change_interval(base, new, statistic, resamples=500, seed=int(rng.integers(1 << 30)))
+        clear_noise += low > 0 or high < 0
+        low, _ = relative_change_interval(base, factor * new, statistic, resamples=500, seed=int(rng.integers(1 << 30)))
+        found += low > 0
+    return clear_noise, found
+
+
 def test_the_interval_of_a_mean_of_ten_values_calls_noise_clear_about_as_often_as_it_says():
     """Ten values a side, as the ten time slices of a stage's throughput: over 300 pairs of samples of one
     distribution, the interval excludes no change in about 5 % of pairs (the percentile bootstrap it replaces, in
     16.5 %: 50 of these 300), and it finds a 50 % change in nearly every pair."""
-    rng = np.random.default_rng(7)
-    clear_noise = found = 0
-    for _ in range(300):
-        base, new = rng.gamma(20.0, 5.0, 10), rng.gamma(20.0, 5.0, 10)
-        low, high = relative_change_interval(base, new, "mean", resamples=500, seed=int(rng.integers(1 << 30)))
-        clear_noise += low > 0 or high < 0
-        low, _ = relative_change_interval(base, 1.5 * new, "mean", resamples=500, seed=int(rng.integers(1 << 30)))
-        found += low > 0
+    clear_noise, found = _noise_called_clear_and_change_found("mean", 1.5, seed=7)
     assert clear_noise <= 27, clear_noise  # 9 %: a nominal 5 % (15 of 300) with room for the draw
     assert found >= 285, found
     constant = np.full(10, 40.0)
@@ -126,14 +133,7 @@ def test_the_interval_of_a_median_of_ten_values_is_expanded_to_call_noise_clear_
     """Ten values a side at p50 (the fewest bench check judges a median from): over 300 pairs of samples of one
     distribution the expanded interval excludes no change in about 5 % of pairs (the plain percentile interval, in
     33 of these 300: 11 %; the expanded one 17), and still finds a doubling in nearly every pair."""
-    rng = np.random.default_rng(8)
-    clear_noise = found = 0
-    for _ in range(300):
-        base, new = rng.gamma(20.0, 5.0, 10), rng.gamma(20.0, 5.0, 10)
-        low, high = relative_change_interval(base, new, "p50", resamples=500, seed=int(rng.integers(1 << 30)))
-        clear_noise += low > 0 or high < 0
-        low, _ = relative_change_interval(base, 2 * new, "p50", resamples=500, seed=int(rng.integers(1 << 30)))
-        found += low > 0
+    clear_noise, found = _noise_called_clear_and_change_found("p50", 2.0, seed=8)
     assert clear_noise <= 27, clear_noise
     assert found >= 285, found
     assert expanded_tail(10) == pytest.approx(0.855, abs=1e-3) and expanded_tail(20_000) == pytest.approx(2.5, abs=1e-3)
