@@ -185,7 +185,7 @@ class RequestSummary(Part):
     """The figures of a set of measured requests (a stage, or the whole run)."""
 
     requests: RequestCounts = Field(default_factory=RequestCounts)
-    window_s: float = 0.0
+    window_s: float = 0.0  # measured seconds; over several stages, the union of their windows (no gaps)
     request_throughput_per_s: float | None = None
     output_throughput_tokens_per_s: float | None = None
     total_token_throughput_tokens_per_s: float | None = None

@@ -11,7 +11,8 @@ end of the stream and n the output tokens:
     output tokens/s of one request = n / (t_end - t_send)
 
 The measured window runs from the first t_send to the last t_end of the measured phase (warmup and
-cooldown excluded; failed and cancelled requests included):
+cooldown excluded; failed and cancelled requests included). Over several stages (a run's own figures) it is
+the union of the stages' windows, so the time between stages is not counted:
 
     output throughput  = sum(n of successful requests) / window
     request throughput = successful requests / window
@@ -325,8 +326,23 @@ def measured_window(table: RequestTable) -> tuple[float, float] | None:
 
 
 def window_seconds(table: RequestTable) -> float:
-    window = measured_window(table)
-    return (window[1] - window[0]) / NS_PER_S if window else 0.0
+    """Seconds measured: the length of the union of each stage's measured window, so the rates of requests from
+    several stages leave out the time between stages (a stage's own warmup, drain and engine restarts)."""
+    sent = (table.phase == MEASURED) & ~np.isnan(table.t_send) & ~np.isnan(table.t_end)
+    stages = np.unique(table.stage[sent])
+    if len(stages) <= 1:
+        window = measured_window(table)
+        return (window[1] - window[0]) / NS_PER_S if window else 0.0
+    spans = sorted(
+        (float(table.t_send[sent & (table.stage == s)].min()), float(table.t_end[sent & (table.stage == s)].max()))
+        for s in stages
+    )
+    total, (start, end) = 0.0, spans[0]
+    for next_start, next_end in spans[1:]:
+        if next_start > end:  # a gap: what came before is one stretch of measured time
+            total, start = total + end - start, next_start
+        end = max(end, next_end)
+    return (total + end - start) / NS_PER_S
 
 
 # -- summaries -------------------------------------------------------------------------------------

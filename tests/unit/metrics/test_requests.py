@@ -115,6 +115,20 @@ def test_summary_of_hand_made_run():
     assert s.output_length_differs_from_max_tokens == 0
 
 
+def test_a_run_of_several_stages_is_measured_over_its_stages_not_the_gaps_between_them():
+    """Stage 0 measures 0-310 ms, stage 1 (its own warmup at 900 ms) 1,000-1,200 ms: the run's window is
+    0.31 + 0.20 s, not the 1.2 s from the first send to the last end. Stages that overlap count once."""
+    later = [dict(r, stage=1) for r in (rec(5, 1000, [1100], 1200, 3), rec(6, 900, [950], 960, 1, phase="warmup"))]
+    s = summarize(RECORDS + later)
+    assert s.window_s == pytest.approx(0.31 + 0.20)
+    assert s.output_throughput_tokens_per_s == pytest.approx((11 + 3) / 0.51)
+    assert s.request_throughput_per_s == pytest.approx(4 / 0.51)
+    overlapping = [dict(rec(7, 200, [300], 400, 2), stage=1)]  # 200-400 ms, over stage 0's 0-310 ms
+    assert summarize(RECORDS + overlapping).window_s == pytest.approx(0.40)
+    one_stage = summarize(RECORDS + [dict(r, stage=0) for r in later])  # the same requests as one stage
+    assert one_stage.window_s == pytest.approx(1.20)
+
+
 def test_warmup_never_leaks_into_metrics():
     with_warmup = summarize(RECORDS).model_dump()
     without = summarize([r for r in RECORDS if r["phase"] != "warmup"]).model_dump()
