@@ -9,7 +9,9 @@ the p99 against the server's log beside it, the client's CPU-seconds per million
 (user + system, from getrusage over the drive, with the kernel's share: system time), its CPU use and the
 server's, tokens per read (streamed tokens over kernel-stamped reads), how many first tokens were over
 0.5 ms late against the wire and how many of those were read with the next token (the kernel had merged
-the two segments: the first then has the second's time), and the tokens/s delivered.
+the two segments: the first then has the second's time), the tokens/s delivered, and the host's speed
+just before the row (host_reference: CPU-µs per loopback TCP message, one send and one read with its ACK),
+so that CPU per token measured on a slowed host can be told from a slower client.
 
     .venv/bin/python scripts/bench_client.py                      # this tree
     mkdir /tmp/before && git archive <commit> bench | tar -x -C /tmp/before
@@ -109,6 +111,31 @@ def others_running(seconds: float = 2.0) -> float:
         samples.append(running - 1)
         time.sleep(0.1)
     return sum(samples) / len(samples)
+
+
+def host_reference(messages: int = 10_000, rounds: int = 5) -> float:
+    """The host's speed just now, in CPU-µs per loopback TCP message: one 128-byte send and one read of it on
+    a connected pair (TCP_NODELAY), each read with its ACK, as one streamed token costs server and client
+    together. The least of `rounds`, as timeit takes: a disturbance only adds. A slowed host (a busy neighbour
+    on a shared VM) shows here, so a row's CPU per token can be read against the speed of the host it ran on."""
+    import resource
+    import socket
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        sender = socket.create_connection(listener.getsockname())
+        receiver, _ = listener.accept()
+        with sender, receiver:
+            sender.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            payload, send, recv, took = b"x" * 128, sender.send, receiver.recv, []
+            for _ in range(rounds):
+                before = resource.getrusage(resource.RUSAGE_SELF)
+                for _ in range(messages):
+                    send(payload)
+                    recv(4096)
+                after = resource.getrusage(resource.RUSAGE_SELF)
+                cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+                took.append(cpu / messages * 1e6)
+    return min(took)
 
 
 def wait_for_quiet(below: float, most_s: float) -> float:
@@ -276,7 +303,7 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
 
     requests = max(MIN_REQUESTS_PER_LEVEL, streams * args.requests_per_stream)
     busy = wait_for_quiet(args.quiet_below, args.quiet_wait) if args.quiet_below else None
-    load = load_average()
+    load, reference = load_average(), host_reference()
     capture = start_capture(port, work, method, "wire") if method else None
     server_process = psutil.Process(server.pid)
     server_cpu, started = sum(server_process.cpu_times()[:2]), time.monotonic()
@@ -310,6 +337,7 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
         mode=mode,
         load_average=load,
         others_busy=busy,
+        host_reference_us_per_message=reference,
         client=data["bench"],
         loop=data.get("loop"),
         # the share of the client's CPU in the kernel: its reads and, on loopback, the delivery of its ACKs into
@@ -330,8 +358,8 @@ def _level(args, work, url, port, shape, streams, mode, env, method, tmp, server
 HEADER = (
     "| shape | streams | mode | TTFT err vs wire p50 / p99 / max (ms) | p99 vs log (ms) | TPOT err p99 (ms) "
     "| CPU-s per 1M tok (kernel share) | client CPU | server CPU | tokens per read | first tokens late (with the next) "
-    "| tok/s delivered | failed | load (others busy) |\n"
-    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    "| tok/s delivered | failed | load (others busy) | host (CPU-µs per loopback message) |\n"
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 )
 
 
@@ -370,7 +398,7 @@ def _row(level: dict) -> str:
         f"{_number(level.get('tokens_per_read'), '.2f')} | {_late(wire.get('late_first_tokens'))} | "
         f"{level['output_tokens_per_s'] or 0:,.0f} | {level['failed']} | {level['load_average']:.2f}"
         + ("" if level.get("others_busy") is None else f" ({level['others_busy']:.1f})")
-        + " |"
+        + f" | {_number(level.get('host_reference_us_per_message'), '.2f')} |"
     )
 
 
