@@ -634,6 +634,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def result_table(result: RunResult, heading: str) -> str:
+    """A run's figures as `bench run` prints them, and `bench summarize` from the records again: an embeddings or
+    rerank run's own table (inputs/s, tokens/s, E2E), one stage's detailed table with that stage's telemetry, or
+    a row per stage; each with the timing error that covers the run."""
+    summary, where, bound = result.summary, str(result.run_dir.path), timing_bound(result)
+    if summary.pooling is not None:
+        return pooling_table(summary, heading, where, bound)
+    if len(summary.stages) == 1:
+        only = summary.stages[0]
+        return summary_table(only, heading, where, only.telemetry, result.manifest.busy_poll, bound)
+    return stage_table(summary, heading, where, bound)
+
+
 def timing_bound(result: RunResult) -> str | None:
     """The client's measured timing error that covers this run (calibration_bound), then what the run's own reads
     say of it (reads_note)."""
@@ -724,23 +737,8 @@ def print_result(result: RunResult) -> None:
             f"  {manifest.engine_kind} via {launcher}, model {spec.model if spec else ''}, {manifest.api} API, "
             f"{shape}"
         )
-        bound = timing_bound(result)
-        if summary.pooling is not None:  # embeddings, rerank: their own table (inputs/s, tokens/s, E2E)
-            print(pooling_table(summary, heading, str(run_dir.path), bound))
-        elif len(summary.stages) == 1:
-            stage = manifest.stages[0].label if manifest.stages else ""
-            print(
-                summary_table(
-                    summary.stages[0],
-                    f"{heading}, {stage}",
-                    str(run_dir.path),
-                    summary.stages[0].telemetry,
-                    busy_poll=manifest.busy_poll,
-                    timing_bound=bound,
-                )
-            )
-        else:
-            print(stage_table(summary, heading, str(run_dir.path), bound))
+        stage = manifest.stages[0].label if len(summary.stages) == 1 and manifest.stages else ""
+        print(result_table(result, f"{heading}, {stage}" if stage else heading))
         if manifest.plan_stopped_early:
             print(f"Plan         stopped early: {manifest.plan_stopped_early}")
         if summary.search:

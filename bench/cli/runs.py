@@ -7,10 +7,12 @@ from pathlib import Path
 
 from bench.analysis import analyse, same_figures
 from bench.cli.common import output_file
+from bench.cli.run import result_table
 from bench.console import say
 from bench.errors import UsageError
-from bench.format import quality_lines, search_line, stage_table, summary_table
+from bench.format import quality_lines, search_line
 from bench.results import EVAL, RunDirectory, write_json_atomic
+from bench.run import RunResult
 
 EXPORT_TABLES = ("stages", "requests", "telemetry")
 
@@ -59,10 +61,7 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         if analysis.evaluation is not None:
             write_json_atomic(run_dir.file(EVAL), analysis.evaluation)
     heading = f"Run {manifest.run_id}: {manifest.status} (recomputed from raw records)"
-    if len(recomputed.stages) == 1:
-        print(summary_table(recomputed.stages[0], heading, str(run_dir.path), recomputed.telemetry))
-    else:
-        print(stage_table(recomputed, heading, str(run_dir.path)))
+    print(result_table(RunResult(run_dir, manifest, recomputed, exit_code=0), heading))
     if recomputed.quality:
         print(quality_lines(recomputed.quality, str(run_dir.file(EVAL))))
     if recomputed.search:

@@ -75,3 +75,30 @@ def test_bench_runs_lists_them_and_export_writes_one_table(two_runs, tmp_path):
     )
     requests = pd.read_parquet(out)
     assert len(requests) == 2 * 20 + 1 + 2 and set(requests.stage) == {0, 1}  # measured plus one warmup per stream
+
+
+@pytest.mark.parametrize("streams", ["3", "1,2"])
+def test_bench_summarize_prints_what_bench_run_printed(tmp_path, streams):
+    """The table `bench summarize` recomputes from the records is the one `bench run` printed, its heading aside:
+    a one-stage run's with that stage's telemetry (the samples in its window, not the run's from the engine's
+    start), and a run of several stages' row per stage, each with the run's timing bound."""
+    with fake_engine(ttft_ms=3.0, gap_ms=0.5) as url:
+        run = subprocess.run(
+            [sys.executable, "-m", "bench", "run", "--endpoint", url, "--model", "calibration", "--api", "completions",
+             "--input-tokens", "8", "--output-tokens", "32", "--concurrency", streams, "--requests", "64",
+             "--telemetry-interval", "0.02", "--results-dir", str(tmp_path), "--run-id", "r"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    again = subprocess.run(
+        [sys.executable, "-m", "bench", "summarize", str(tmp_path / "r")], capture_output=True, text=True
+    )
+    assert again.returncode == 0, again.stderr
+    printed = run.stdout[run.stdout.index("\n\n") :]  # after the heading (its lines differ: the run's says more)
+    assert again.stdout[again.stdout.index("\n\n") :] == printed
+    assert "client timing error: unknown: no calibration" in printed
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    if len(summary["stages"]) == 1:
+        stage_samples = summary["stages"][0]["telemetry"]["samples"]
+        assert 0 < stage_samples < summary["telemetry"]["samples"]  # the run's count also spans the engine's wait
+        assert f"(mean of {stage_samples} samples" in printed
