@@ -10,7 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
+from bench.errors import UsageError
 from bench.metrics.efficiency import efficiency
 from bench.metrics.requests import (
     RequestTable,
@@ -24,8 +26,8 @@ from bench.metrics.requests import (
 from bench.metrics.server import deltas
 from bench.metrics.telemetry import summarize_telemetry
 from bench.quality import evaluate, load_golden
-from bench.records import Manifest, RequestRecord, TelemetrySample
-from bench.results import GOLDEN_COPY, RunDirectory
+from bench.records import EngineMetricsSnapshot, Manifest, RequestRecord, TelemetrySample
+from bench.results import GOLDEN_COPY, RunDirectory, first_error
 from bench.summary import RequestSummary, RunSlo, RunSummary, SearchResult, StageSummary
 
 
@@ -40,7 +42,7 @@ def summarize_stage(
     index: int,
     manifest: Manifest,
     telemetry: list[TelemetrySample],
-    engine_metrics: list[dict[str, Any]] | None = None,
+    engine_metrics: list[EngineMetricsSnapshot] | None = None,
 ) -> StageSummary:
     """One stage's figures from its records alone (and the manifest's definition of it)."""
     definition = next((s for s in manifest.stages if s.index == index), None)
@@ -57,7 +59,11 @@ def summarize_stage(
         stage.efficiency = efficiency(table, inputs["model_shape"], inputs["hardware_limits"])
     if manifest.slo and manifest.slo.thresholds_ms:
         stage.slo = slo_report(table, manifest.slo.thresholds_ms, manifest.slo.percentile)
-    snapshots = {row["when"]: row["samples"] for row in engine_metrics or () if row.get("stage") == index}
+    snapshots = {
+        row.when: {k: v for k, v in row.samples.items() if v is not None}  # a NaN reading tells nothing
+        for row in engine_metrics or ()
+        if row.stage == index
+    }
     if "start" in snapshots and "end" in snapshots:
         stage.server = deltas(snapshots["start"], snapshots["end"])
     return stage
@@ -67,7 +73,7 @@ def summarize_run(
     table: RequestTable,
     telemetry: list[TelemetrySample],
     manifest: Manifest,
-    engine_metrics: list[dict[str, Any]] | None = None,
+    engine_metrics: list[EngineMetricsSnapshot] | None = None,
 ) -> RunSummary:
     indices = sorted(set(np.unique(table.stage).tolist()) | {s.index for s in manifest.stages})
     stages = [summarize_stage(table.select(table.stage == i), i, manifest, telemetry, engine_metrics) for i in indices]
@@ -116,17 +122,20 @@ def table_and_cases(rows: Iterable[Mapping[str, Any]], keep_cases: bool) -> tupl
     """One pass over the records: the table the metrics use and, for a golden run, the answered cases."""
     builder = TableBuilder()
     cases = []
-    for row in rows:
+    for number, row in enumerate(rows, start=1):
         builder.add_row(row)
         if keep_cases and row.get("case_id") is not None:
-            cases.append(RequestRecord.from_row(row))
+            try:
+                cases.append(RequestRecord.from_row(row))
+            except ValidationError as exc:
+                raise UsageError(f"requests.jsonl, record {number}: {first_error(exc)}; the file is damaged") from None
     return builder.build(), cases
 
 
 def analyse(run_dir: RunDirectory, manifest: Manifest | None = None) -> Analysis:
     """The summary and, for a golden run, each case's verdict, from one read of the raw files."""
     manifest = manifest or run_dir.manifest()
-    golden = manifest.workload is not None and manifest.workload.kind == "golden"
+    golden = manifest.golden
     table, answered = table_and_cases(run_dir.request_rows(), golden)
     summary = summarize_run(table, run_dir.telemetry(), manifest, run_dir.engine_metrics())
     if not golden:

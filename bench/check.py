@@ -224,7 +224,7 @@ class Side:
 
     @property
     def golden(self) -> bool:
-        return self.manifest.workload is not None and self.manifest.workload.kind == "golden"
+        return self.manifest.golden
 
     def stage_table(self, index: int) -> RequestTable:
         return self.table.select(self.table.stage == index)
@@ -239,10 +239,16 @@ def load_side(path: Path, role: str) -> Side:
     builder = TableBuilder()
     for row in run_dir.request_rows():
         builder.add_row(row)
+    manifest = run_dir.manifest()
     evaluation = run_dir.evaluation()
+    if evaluation is None and manifest.golden:
+        raise UsageError(
+            f"{role} {path}: eval.json missing (a golden run's verdicts, without which its quality cannot be "
+            f"compared); `bench summarize {path} --write` writes it again"
+        )
     return Side(
         path=path,
-        manifest=run_dir.manifest(),
+        manifest=manifest,
         summary=run_dir.summary(),
         table=builder.build(),
         verdicts=evaluation["cases"] if evaluation else None,

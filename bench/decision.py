@@ -74,7 +74,7 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
                 "model": manifest.model.name if manifest.model else None,
                 "engine": manifest.engine,
                 "status": manifest.status,
-                "golden": manifest.workload is not None and manifest.workload.kind == "golden",
+                "golden": manifest.golden,
                 "slo": summary.slo,
                 "summary": summary,
                 "verdicts": {

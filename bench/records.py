@@ -15,11 +15,10 @@ Schema versions: 1 is the first release (its manifest kept the stages, SLOs and 
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from bench.spec import RunSpec
 
@@ -76,8 +75,9 @@ class RequestRecord:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RequestRecord:
-        """A record read back from requests.jsonl (any schema version: unknown keys are dropped)."""
-        return cls(**{k: v for k, v in row.items() if k in _REQUEST_FIELDS})
+        """A record read back from requests.jsonl (any schema version: unknown keys are dropped). A field
+        missing or not of its type raises pydantic's ValidationError, naming it."""
+        return _REQUEST_ROW.validate_python(row)
 
     @property
     def measured(self) -> bool:
@@ -88,7 +88,7 @@ class RequestRecord:
         return self.status == "ok"
 
 
-_REQUEST_FIELDS = frozenset(f.name for f in dataclasses.fields(RequestRecord))
+_REQUEST_ROW = TypeAdapter(RequestRecord)
 
 
 @dataclass(slots=True)
@@ -105,9 +105,6 @@ class GpuSample:
     throttle_reasons: list[str] | None = None
     engine_memory_bytes: int | None = None  # the engine's own use: per process, or the device's rise since start
     engine_memory_source: str | None = None  # "per-process" or "device delta since engine start"
-
-
-_GPU_FIELDS = frozenset(f.name for f in dataclasses.fields(GpuSample))
 
 
 @dataclass(slots=True)
@@ -127,13 +124,50 @@ class TelemetrySample:
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> TelemetrySample:
-        values = {k: v for k, v in row.items() if k in _TELEMETRY_FIELDS}
-        if values.get("gpus") is not None:
-            values["gpus"] = [GpuSample(**{k: v for k, v in g.items() if k in _GPU_FIELDS}) for g in values["gpus"]]
-        return cls(**values)
+        """A sample read back from telemetry.jsonl (unknown keys dropped; a field missing or not of its type
+        raises pydantic's ValidationError, naming it)."""
+        return _TELEMETRY_ROW.validate_python(row)
 
 
-_TELEMETRY_FIELDS = frozenset(f.name for f in dataclasses.fields(TelemetrySample))
+_TELEMETRY_ROW = TypeAdapter(TelemetrySample)
+
+
+@dataclass(slots=True)
+class EngineMetricsSnapshot:
+    """One row of engine-metrics.jsonl: the engine's /metrics samples (`name{labels}` -> value) at a stage's
+    start or end, scraped when no measured request is in flight."""
+
+    stage: int
+    when: Literal["start", "end"]
+    samples: dict[str, float | None]  # a NaN reading is written as null
+    t_ns: int | None = None
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> EngineMetricsSnapshot:
+        return _ENGINE_METRICS_ROW.validate_python(row)
+
+
+_ENGINE_METRICS_ROW = TypeAdapter(EngineMetricsSnapshot)
+
+
+class CaseVerdictKeys(BaseModel):
+    """The keys of one eval.json case that bench check, route and the MDR read (quality.verdict writes it
+    with more, which are kept)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    request_id: int
+    passed: bool
+    variant_of: str | None = None
+    tags: list[str] = Field(default_factory=list)
+    format: Literal["valid", "invalid"] | None = None
+
+
+class EvaluationFile(BaseModel):
+    """eval.json: a golden run's quality summary and each prompt's verdict."""
+
+    summary: dict[str, Any]
+    cases: list[CaseVerdictKeys]
 
 
 # -- the manifest --------------------------------------------------------------------------------
@@ -278,6 +312,11 @@ class Manifest(Record):
         if raw.get("schema_version", 1) < 2:
             raw = _from_version_1(raw)
         return cls.model_validate(raw)
+
+    @property
+    def golden(self) -> bool:
+        """A golden-set run: its verdicts are in eval.json."""
+        return self.workload is not None and self.workload.kind == "golden"
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)

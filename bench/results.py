@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import yaml
 from pydantic import ValidationError
 
 from bench.errors import UsageError
-from bench.records import Manifest, RequestRecord, TelemetrySample
+from bench.records import EngineMetricsSnapshot, EvaluationFile, Manifest, RequestRecord, TelemetrySample
 from bench.summary import RunSummary
 
 MANIFEST, REQUESTS, TELEMETRY, SUMMARY, ENGINE_LOG, ENGINE_METRICS = (
@@ -29,6 +29,7 @@ MANIFEST, REQUESTS, TELEMETRY, SUMMARY, ENGINE_LOG, ENGINE_METRICS = (
     "engine-metrics.jsonl",  # the engine's /metrics at each stage's start and end
 )
 GOLDEN_COPY, EVAL, ERROR_FILE = "golden.jsonl", "eval.json", "error.txt"
+T = TypeVar("T")
 JSON_OPTIONS = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
 
 
@@ -80,6 +81,12 @@ class JsonlAppender:
 def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     """Rows of a JSONL file, one at a time; a torn last line (a crash mid-write) is skipped, any other bad
     line is an error."""
+    for _, row in numbered_jsonl(path):
+        yield row
+
+
+def numbered_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """iter_jsonl's rows with their line numbers, for messages."""
     if not path.exists():
         return
     with path.open("rb") as handle:
@@ -94,7 +101,19 @@ def iter_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 continue
             if not isinstance(row, dict):
                 raise UsageError(f"{path}: line {number} is not a JSON object (a record); the file is damaged")
-            yield row
+            yield number, row
+
+
+def typed_jsonl(path: Path, from_row: Callable[[dict[str, Any]], T]) -> list[T]:
+    """A run's JSONL file as records; a row with a field missing or not of its type is one line naming the
+    file, the line and the field."""
+    out = []
+    for number, row in numbered_jsonl(path):
+        try:
+            out.append(from_row(row))
+        except ValidationError as exc:
+            raise UsageError(f"{path}: line {number}: {first_error(exc)}; the file is damaged") from None
+    return out
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -154,15 +173,19 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
+def first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(part) for part in first["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"field {field!r}: {first['msg']}{more}"
+
+
 def _validated(path: Path, load):
     """A run file read into its model; a field missing or of the wrong type is one line naming it."""
     try:
         return load(read_json(path))
     except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise UsageError(f"{path}: field {field!r}: {first['msg']}{more}; the file is damaged") from None
+        raise UsageError(f"{path}: {first_error(exc)}; the file is damaged") from None
     except (TypeError, AttributeError, KeyError) as exc:  # a version field or nested part of another shape
         raise UsageError(f"{path}: not of the shape this version reads ({exc!r}); the file is damaged") from None
 
@@ -204,25 +227,37 @@ class RunDirectory:
         return self.file(SUMMARY).exists()
 
     def request_rows(self) -> Iterator[dict[str, Any]]:
-        """requests.jsonl as rows, streamed (large runs need not fit in memory as records). A run directory
-        always has the file (bench run creates it, empty, before the first request): one without it is
-        damaged, and reading it as a run of no requests would pass a gate or overwrite a summary."""
+        """requests.jsonl as rows, streamed (large runs need not fit in memory as records)."""
+        return iter_jsonl(self._requests_path())
+
+    def requests(self) -> list[RequestRecord]:
+        return typed_jsonl(self._requests_path(), RequestRecord.from_row)
+
+    def _requests_path(self) -> Path:
+        """A run directory always has requests.jsonl (bench run creates it, empty, before the first request):
+        one without it is damaged, and reading it as a run of no requests would pass a gate or overwrite a
+        summary."""
         path = self.file(REQUESTS)
         if not path.is_file() and self.exists():
             raise UsageError(
                 f"{path}: missing; the run's request records are gone (bench run always writes this file), "
                 "so nothing can be recomputed or compared from this run"
             )
-        return iter_jsonl(path)
-
-    def requests(self) -> list[RequestRecord]:
-        return [RequestRecord.from_row(row) for row in self.request_rows()]
+        return path
 
     def telemetry(self) -> list[TelemetrySample]:
-        return [TelemetrySample.from_row(row) for row in iter_jsonl(self.file(TELEMETRY))]
+        return typed_jsonl(self.file(TELEMETRY), TelemetrySample.from_row)
 
-    def engine_metrics(self) -> list[dict[str, Any]]:
-        return read_jsonl(self.file(ENGINE_METRICS))
+    def engine_metrics(self) -> list[EngineMetricsSnapshot]:
+        return typed_jsonl(self.file(ENGINE_METRICS), EngineMetricsSnapshot.from_row)
 
     def evaluation(self) -> dict[str, Any] | None:
-        return read_json(self.file(EVAL)) if self.file(EVAL).exists() else None
+        """eval.json as written (a golden run's; None where there is none), its cases' keys checked."""
+        if not self.file(EVAL).exists():
+            return None
+
+        def checked(data: dict[str, Any]) -> dict[str, Any]:
+            EvaluationFile.model_validate(data)
+            return data
+
+        return _validated(self.file(EVAL), checked)

@@ -11,7 +11,7 @@ many runs (`bench runs`, `bench export`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +19,9 @@ import numpy as np
 import pandas as pd
 
 from bench.errors import UsageError
+from bench.metrics.requests import TableBuilder
 from bench.records import Manifest
-from bench.results import TELEMETRY, RunDirectory, iter_jsonl
+from bench.results import REQUESTS, RunDirectory
 from bench.summary import RunSummary, StageSummary
 
 NS_PER_MS = 1_000_000
@@ -37,10 +38,27 @@ class RunData:
 
 
 def requests_frame(run_dir: RunDirectory, run_id: str | None = None) -> pd.DataFrame:
-    """requests.jsonl as a DataFrame (chunk times kept as a list column), with each request's latencies."""
-    frame = pd.DataFrame.from_records(list(run_dir.request_rows()))
+    """requests.jsonl as a DataFrame (chunk times kept as a list column), with each request's latencies. A
+    record with a field not of its type is the one-line error `bench summarize` gives for it."""
+    rows = list(run_dir.request_rows())
+    frame = pd.DataFrame.from_records(rows)
     if frame.empty:
         return frame
+    try:
+        frame = _with_latencies(frame)
+    except (TypeError, ValueError, AttributeError):
+        builder = TableBuilder()  # the first record of the wrong type, named as the metrics' reader names it
+        for row in rows:
+            builder.add_row(row)
+        raise UsageError(
+            f"{run_dir.file(REQUESTS)}: a record's field is not of its type; the file is damaged"
+        ) from None
+    if run_id is not None:
+        frame.insert(0, "run_id", run_id)
+    return frame
+
+
+def _with_latencies(frame: pd.DataFrame) -> pd.DataFrame:
     for column in ("t_send_ns", "t_end_ns", "t_intended_ns", "output_tokens", "prompt_tokens"):
         if column not in frame:
             frame[column] = np.nan
@@ -52,14 +70,12 @@ def requests_frame(run_dir: RunDirectory, run_id: str | None = None) -> pd.DataF
     frame["e2e_ms"] = (frame["t_end_ns"] - frame["t_send_ns"]) / NS_PER_MS
     n = frame["output_tokens"].astype(float)
     frame["tpot_ms"] = ((last - first) / (n - 1) / NS_PER_MS).where(n >= 2)
-    if run_id is not None:
-        frame.insert(0, "run_id", run_id)
     return frame
 
 
 def telemetry_frame(run_dir: RunDirectory) -> pd.DataFrame:
     rows = []
-    for row in iter_jsonl(run_dir.file(TELEMETRY)):
+    for row in map(asdict, run_dir.telemetry()):
         flat = {k: v for k, v in row.items() if k not in ("gpus", "engine_gauges")}
         for gpu in row.get("gpus") or ():
             flat.update({f"gpu{gpu['index']}_{k}": v for k, v in gpu.items() if k != "index"})

@@ -55,7 +55,11 @@ def cmd_summarize(args: argparse.Namespace) -> int:
     manifest = run_dir.manifest()
     analysis = analyse(run_dir, manifest)
     recomputed = analysis.summary
-    on_disk = run_dir.summary() if run_dir.has_summary() else None
+    damaged = None
+    try:
+        on_disk = run_dir.summary() if run_dir.has_summary() else None
+    except UsageError as exc:  # the recomputation is what repairs it
+        on_disk, damaged = None, str(exc)
     if args.write:
         run_dir.write_summary(recomputed)
         if analysis.evaluation is not None:
@@ -66,7 +70,9 @@ def cmd_summarize(args: argparse.Namespace) -> int:
         print(quality_lines(recomputed.quality, str(run_dir.file(EVAL))))
     if recomputed.search:
         print(search_line(recomputed.search))
-    if on_disk is None:
+    if damaged:
+        say(f"summary.json: damaged ({damaged})" + (", replaced" if args.write else "; --write to replace it"))
+    elif on_disk is None:
         say("summary.json: missing" + (", written" if args.write else "; --write to create it"))
     elif same_figures(on_disk.to_json(), recomputed.to_json()):
         say("summary.json: matches the recomputation")

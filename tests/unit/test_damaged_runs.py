@@ -95,3 +95,83 @@ def test_a_damaged_run_is_listed_as_such_and_an_export_of_nothing_writes_nothing
     empty.mkdir()
     one_line_error(bench_cli("export", str(empty), "-o", str(tmp_path / "x.csv")), "nothing written")
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_a_golden_run_without_its_verdicts_is_no_quality_pass(runs):
+    base, run = runs
+    (run / "eval.json").unlink()
+    one_line_error(bench_cli("check", str(run), "--baseline", str(base)), "eval.json missing", "--write")
+    one_line_error(bench_cli("check", str(base), "--baseline", str(run)), "eval.json missing")
+    rewritten = bench_cli("summarize", str(run), "--write")
+    assert rewritten.returncode == 0, rewritten.stderr
+    assert bench_cli("check", str(run), "--baseline", str(base)).returncode == 0
+
+
+def write_rows(path: Path, *rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+def test_a_damaged_telemetry_metrics_or_verdicts_file_is_named_with_its_line_and_field(runs):
+    base, run = runs
+    sample = {"t_ns": 5, "engine_cpu_percent": 10.0}
+    damaged = [
+        (
+            "telemetry.jsonl",
+            [sample, {"engine_cpu_percent": 3.0}],
+            "telemetry.jsonl: line 2: field 't_ns': Field required",
+        ),
+        (
+            "telemetry.jsonl",
+            [{"t_ns": "abc"}],
+            "telemetry.jsonl: line 1: field 't_ns': Input should be a valid integer",
+        ),
+        ("telemetry.jsonl", [{"t_ns": 1, "gpus": [{"x": 1}]}], "line 1: field 'gpus.0.index': Field required"),
+        ("engine-metrics.jsonl", [{"stage": 0}], "engine-metrics.jsonl: line 1: field 'when': Field required"),
+    ]
+    for name, rows, fragment in damaged:
+        write_rows(run / name, *rows)
+        one_line_error(bench_cli("summarize", str(run)), fragment)
+        if name == "telemetry.jsonl":  # check reads the samples (other processes' CPU); the metrics, summarize only
+            one_line_error(bench_cli("check", str(run), "--baseline", str(base)), fragment)
+        (run / name).unlink()
+    evaluation = json.loads((run / "eval.json").read_text())
+    (run / "eval.json").write_text(json.dumps({"summary": {}}))
+    one_line_error(bench_cli("check", str(run), "--baseline", str(base)), "eval.json: field 'cases': Field required")
+    case = {k: v for k, v in evaluation["cases"][0].items() if k != "passed"}
+    (run / "eval.json").write_text(json.dumps({**evaluation, "cases": [case]}))
+    one_line_error(bench_cli("check", str(run), "--baseline", str(base)), "eval.json: field 'cases.0.passed'")
+
+
+def test_a_golden_record_without_its_id_is_named(runs):
+    _, run = runs
+    path = run / "requests.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    del rows[2]["request_id"]
+    write_rows(path, *rows)
+    one_line_error(bench_cli("summarize", str(run)), "requests.jsonl, record 3: field 'request_id': Field required")
+
+
+def test_an_export_of_a_mistyped_record_is_the_error_summarize_gives(runs, tmp_path):
+    _, run = runs
+    path = run / "requests.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    out = tmp_path / "requests.csv"
+    for field, value in (("t_send_ns", "abc"), ("output_times_ns", 5), ("output_tokens", "x")):
+        write_rows(path, *rows[:1], {**rows[1], field: value}, *rows[2:])
+        summarized = bench_cli("summarize", str(run))
+        one_line_error(summarized, "requests.jsonl, record 2: a field is not of its type")
+        exported = bench_cli("export", str(run), "--table", "requests", "--format", "csv", "-o", str(out))
+        one_line_error(exported, "requests.jsonl, record 2: a field is not of its type")
+        assert not out.exists()
+
+
+def test_summarize_write_replaces_a_damaged_summary(runs):
+    base, run = runs
+    (run / "summary.json").write_text('{"stages": "x"')
+    one_line_error(bench_cli("check", str(run), "--baseline", str(base)), "summary.json: not valid JSON")
+    shown = bench_cli("summarize", str(run))
+    assert shown.returncode == 0 and "summary.json: damaged" in shown.stderr and "--write to replace" in shown.stderr
+    written = bench_cli("summarize", str(run), "--write")
+    assert written.returncode == 0 and "summary.json: damaged" in written.stderr and "replaced" in written.stderr
+    assert bench_cli("summarize", str(run)).stderr.strip().endswith("summary.json: matches the recomputation")
+    assert bench_cli("check", str(run), "--baseline", str(base)).returncode == 0
