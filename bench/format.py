@@ -159,12 +159,7 @@ def summary_table(
             f"Note         {summary.output_length_differs_from_max_tokens} request(s) produced a "
             "different number of tokens than max_tokens"
         )
-    if summary.cut_streams:
-        lines.append(
-            f"Note         {summary.cut_streams} stream(s) were cut short; what arrived is kept in their records"
-        )
-    for error in summary.errors[:5]:
-        lines.append(f"Error        {error.count} x {error.error}")
+    lines += failure_lines(summary)
     if isinstance(summary, StageSummary):
         lines += _stage_lines(summary)
     tel = telemetry or getattr(summary, "telemetry", None) or TelemetrySummary()
@@ -172,6 +167,18 @@ def summary_table(
     if run_dir:
         lines.append(f"Run dir      {run_dir}")
     return "\n".join(lines)
+
+
+def failure_lines(summary: RequestSummary) -> list[str]:
+    """The streams cut short and the commonest errors (five at most) among the measured requests."""
+    lines = []
+    if summary.cut_streams:
+        lines.append(
+            f"Note         {summary.cut_streams} stream(s) were cut short; what arrived is kept in their records"
+        )
+    for error in summary.errors[:5]:
+        lines.append(f"Error        {error.count} x {error.error}")
+    return lines
 
 
 def _stage_lines(stage: StageSummary) -> list[str]:
@@ -299,6 +306,7 @@ def stage_table(summary: RunSummary, heading: str, run_dir: str, timing_bound: s
             else f"Max SLO-compliant throughput: {best.request_throughput_per_s:.2f} req/s, "
             f"{best.output_throughput_tokens_per_s or 0:.1f} output tok/s (stage {best.stage}, {best.label})"
         )
+    lines += failure_lines(summary)
     if timing_bound:
         lines.append(f"Timing       client timing error: {timing_bound}")
     tel = summary.telemetry
@@ -354,8 +362,7 @@ def pooling_table(summary: RunSummary, heading: str, run_dir: str, timing_bound:
             f"{'Embedded' if pool.api == 'embeddings' else 'Scored':<13}{pool.inputs:,} inputs, {pool.tokens:,} tokens "
             f"({_fmt(pool.tokens_per_input, 0).strip()} per input; counted from: {sources}){dims}",
         ]
-    for error in summary.errors[:5]:
-        lines.append(f"Error        {error.count} x {error.error}")
+    lines += failure_lines(summary)
     if timing_bound:
         lines.append(f"Timing       client timing error: {timing_bound}")
     lines.append(

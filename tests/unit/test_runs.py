@@ -102,3 +102,29 @@ def test_bench_summarize_prints_what_bench_run_printed(tmp_path, streams):
         stage_samples = summary["stages"][0]["telemetry"]["samples"]
         assert 0 < stage_samples < summary["telemetry"]["samples"]  # the run's count also spans the engine's wait
         assert f"(mean of {stage_samples} samples" in printed
+
+
+def test_a_run_of_several_stages_prints_its_errors_and_cut_streams(tmp_path):
+    """The per-stage table of a run of several stages says what failed and which streams were cut, as a one-stage
+    run's table does, and `bench summarize` prints the same."""
+
+    def faults(n, body):
+        return "http-500" if n % 8 == 3 else "cut:3" if n % 8 == 5 else None
+
+    with fake_engine(faults, ttft_ms=2.0, gap_ms=0.5) as url:
+        run = subprocess.run(
+            [sys.executable, "-m", "bench", "run", "--endpoint", url, "--model", "calibration", "--api", "completions",
+             "--input-tokens", "8", "--output-tokens", "16", "--concurrency", "1,2", "--requests", "32",
+             "--results-dir", str(tmp_path), "--run-id", "r"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+    summary = json.loads((tmp_path / "r" / "summary.json").read_text())
+    assert summary["requests"]["failed"] > 0 and summary["cut_streams"] > 0, run.stderr
+    assert len(summary["stages"]) == 2
+    again = subprocess.run(
+        [sys.executable, "-m", "bench", "summarize", str(tmp_path / "r")], capture_output=True, text=True
+    )
+    for printed in (run.stdout, again.stdout):
+        assert f"Note         {summary['cut_streams']} stream(s) were cut short" in printed
+        for error in summary["errors"]:
+            assert f"Error        {error['count']} x {error['error']}" in printed
