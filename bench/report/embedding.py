@@ -160,18 +160,17 @@ def blocks(data: dict[str, Any]) -> list:
     if any(len(run["stages"]) > 1 for run in data["runs"]):
         out.append(Figure("embedding-throughput.png", "Embedded tokens/s by stage (batch size and streams)"))
     out.append(Heading(2, "Prices used"))
-    price_rows = []
-    for run in data["runs"][:1]:
+    price_rows: list[list[str]] = []  # each offer once: runs on different hardware each bring their own
+    for run in data["runs"]:
         hw = run["cost"]
         age = hw["price_age"]["note"] if hw["price_age"]["stale"] else "current"
-        price_rows.append(
-            [hw["hardware_offer"], f"${hw['instance_hourly']:,.4g}/h", hw["price_source"], hw["as_of"], age]
-        )
+        rows = [[hw["hardware_offer"], f"${hw['instance_hourly']:,.4g}/h", hw["price_source"], hw["as_of"], age]]
         for a in run["cost"]["apis"]:
             age = a["price_age"]["note"] if a["price_age"]["stale"] else "current"
-            price_rows.append(
+            rows.append(
                 [a["name"], f"{money(a['per_1m_tokens'])}/1M tokens", a["price_source"], a["as_of"] or "unknown", age]
             )
+        price_rows += [row for row in rows if row not in price_rows]
     out.append(Table(["offer", "price", "source", "as of", "age"], price_rows))
     return out
 

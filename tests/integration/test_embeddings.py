@@ -207,3 +207,23 @@ def test_vllm_cpu_pooling_runner_embeds_and_reranks(tmp_path, api):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["pooling"]["tokens_per_s"] > 0 and math.isfinite(summary["e2e_ms"]["p99"])
     assert not engine_processes(run_dir)
+
+
+def test_a_report_of_runs_on_two_hardware_offers_lists_each_price(tmp_path):
+    """Runs priced on different hardware each bring their offer's price to "Prices used", not only the first."""
+    with RerankDouble() as double:
+        for name in ("a", "b"):
+            done = run_bench(
+                "run", "--endpoint", double.url, "--model", "double-reranker", "--api", "rerank",
+                "--concurrency", "1", "--requests", "3", "--input-tokens", "8", results=tmp_path / name,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stderr
+    runs = [str(only_run_dir(tmp_path / name)) for name in ("a", "b")]
+    report = run_bench(
+        "report", *runs, "--hardware-offer", "cpu-2-core-vm", "--hardware-offer", "workstation-owned",
+        "--out", str(tmp_path / "report"), results=tmp_path,
+    )  # fmt: skip
+    assert report.returncode == 0, report.stderr
+    prices = (tmp_path / "report" / "report.md").read_text().split("Prices used", 1)[1]
+    assert "| cpu-2-core-vm | $0.05/h |" in prices, prices
+    assert "| workstation-owned | $" in prices, prices
