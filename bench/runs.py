@@ -160,8 +160,11 @@ def runs_table(run_dirs: list[RunDirectory]) -> pd.DataFrame:
             if summary
             else None
         )
+        identity = run_identity(manifest)
+        if summary is None:  # a finished run's figures are gone (or it is still running): its status alone misleads
+            identity["status"] += "; no summary.json (bench summarize RUN --write)"
         rows.append(
-            run_identity(manifest)
+            identity
             | {
                 "stages": len(summary.stages) if summary else 0,
                 "ttft_p99_ms": best.ttft_ms.p99 if best else None,

@@ -91,6 +91,9 @@ def test_a_damaged_run_is_listed_as_such_and_an_export_of_nothing_writes_nothing
     listed = bench_cli("runs", str(run.parent))
     assert listed.returncode == 0, listed.stderr
     assert "base" in listed.stdout and "damaged:" in listed.stdout and "Traceback" not in listed.stderr
+    (base / "summary.json").unlink()
+    listed = bench_cli("runs", str(run.parent))
+    assert "complete; no summary.json (bench summarize RUN --write)" in listed.stdout, listed.stdout
     empty = tmp_path / "empty"
     empty.mkdir()
     one_line_error(bench_cli("export", str(empty), "-o", str(tmp_path / "x.csv")), "nothing written")
