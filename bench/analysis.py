@@ -5,6 +5,7 @@ inputs. `bench run` writes them with this at the end of a run; `bench summarize`
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,7 @@ from bench.metrics.telemetry import summarize_telemetry
 from bench.quality import evaluate, load_golden
 from bench.records import EngineMetricsSnapshot, Manifest, RequestRecord, TelemetrySample
 from bench.results import GOLDEN_COPY, RunDirectory, first_error
-from bench.summary import RequestSummary, RunSlo, RunSummary, SearchResult, StageSummary
+from bench.summary import RequestSummary, RunSlo, RunSummary, SearchResult, StageSummary, TelemetrySummary
 
 
 @dataclass
@@ -81,9 +82,7 @@ def summarize_run(
         overall = RequestSummary(**{name: getattr(stages[0], name) for name in RequestSummary.model_fields})
     else:
         overall = summarize_requests(table)
-    summary = RunSummary(
-        **dict(overall), stages=stages, telemetry=summarize_telemetry(telemetry, overall.total_output_tokens)
-    )
+    summary = RunSummary(**dict(overall), stages=stages, telemetry=run_telemetry(telemetry, stages))
     if manifest.search:
         summary.search = search_result(manifest, stages)
     if manifest.slo and manifest.slo.thresholds_ms:
@@ -116,6 +115,17 @@ def search_result(manifest: Manifest, stages: list[StageSummary]) -> SearchResul
         precision=precision,
         precision_reached=reached or (held is None and bool(steps)),
     )
+
+
+def run_telemetry(telemetry: list[TelemetrySample], stages: list[StageSummary]) -> TelemetrySummary:
+    """The run's telemetry over every sample (its peaks include the engine's load), but its J per output token
+    the stages' measured energy over their tokens: the load's and the gaps' energy is no token's."""
+    out = summarize_telemetry(telemetry)
+    measured = [(s.telemetry.gpu_energy_j, s.total_output_tokens) for s in stages if s.telemetry.gpu_energy_j]
+    tokens = sum(n or 0 for _, n in measured)
+    if measured and tokens:
+        out.gpu_energy_j_per_output_token = math.fsum(j for j, _ in measured) / tokens
+    return out
 
 
 def table_and_cases(rows: Iterable[Mapping[str, Any]], keep_cases: bool) -> tuple[RequestTable, list[RequestRecord]]:

@@ -111,8 +111,8 @@ class TelemetrySummary(Part):
     sample_cost_us_mean: float | None = None
     engine_gauges: dict[str, GaugeStats] | None = None
     gpus: list[GpuSummary] | None = None
-    gpu_energy_j: float | None = None
-    gpu_energy_j_per_output_token: float | None = None
+    gpu_energy_j: float | None = None  # a stage's: over its window; the run's: every sample, the engine's load too
+    gpu_energy_j_per_output_token: float | None = None  # the run's: its stages' energy over their output tokens
 
 
 class Efficiency(Part):

@@ -7,7 +7,7 @@ import pytest
 from bench.analysis import summarize_run
 from bench.metrics.requests import summarize_requests, table_of
 from bench.metrics.stats import describe, percentile
-from bench.records import Manifest, TelemetrySample
+from bench.records import GpuSample, Manifest, TelemetrySample
 
 MS = 1_000_000
 
@@ -169,6 +169,22 @@ def test_telemetry_summary_takes_peak_and_means():
     tel = summarize_run(table_of([]), samples, Manifest(run_id="r", started_at="now")).telemetry
     assert tel.engine_peak_rss_bytes == 300 and tel.engine_cpu_percent_mean == 100.0
     assert math.isclose(tel.client_cpu_percent_mean, 3.0)
+
+
+def test_a_runs_energy_per_token_is_its_stages_not_the_engines_load():
+    """The GPU spends 5,000 J loading the model (0-1 s, before any request), 100 J in stage 0 (1.0-1.1 s,
+    3 tokens) and 300 J in stage 1 (2.0-2.2 s, 5 tokens): the run's J per output token is 400 / 8, not
+    5,400 / 8; its energy and its peaks still span every sample."""
+    ms = 1_000_000
+    meter = [(0, 0), (1000, 5_000), (1100, 5_100), (1500, 5_200), (2000, 5_300), (2200, 5_600)]
+    samples = [
+        TelemetrySample(t_ns=t * ms, engine_rss_bytes=t, gpus=[GpuSample(index=0, energy_mj=j * 1000)])
+        for t, j in meter
+    ]
+    records = [rec(0, 1000, [1050, 1080], 1100, 3), dict(rec(1, 2000, [2100, 2150], 2200, 5), stage=1)]
+    tel = summarize_run(table_of(records), samples, Manifest(run_id="r", started_at="now")).telemetry
+    assert tel.gpu_energy_j_per_output_token == pytest.approx(400 / 8)
+    assert tel.gpu_energy_j == pytest.approx(5_600) and tel.engine_peak_rss_bytes == 2200
 
 
 def test_first_chunks_read_with_the_next_are_counted_among_measured_ok_requests():
