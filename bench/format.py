@@ -275,7 +275,9 @@ def _cell(stats: Stats | None, key: str, width: int = 9) -> str:
     return f"{value:{width}.1f}" if value is not None else f"{'-':>{width}}"
 
 
-def stage_table(summary: RunSummary, heading: str, run_dir: str, timing_bound: str | None = None) -> str:
+def stage_table(
+    summary: RunSummary, heading: str, run_dir: str, timing_bound: str | None = None, busy_poll: bool = False
+) -> str:
     """One row per stage: the latency-throughput curve of the run."""
     head = (
         f"{'stage':<34}{'ok':>5}{'fail':>5}{'req/s':>8}{'tok/s':>9}{'TTFT p50':>9}{'TTFT p99':>9}"
@@ -310,10 +312,24 @@ def stage_table(summary: RunSummary, heading: str, run_dir: str, timing_bound: s
     if timing_bound:
         lines.append(f"Timing       client timing error: {timing_bound}")
     tel = summary.telemetry
+    busiest = max(
+        (s for s in summary.stages if s.telemetry.client_cpu_percent_mean is not None),
+        key=lambda s: s.telemetry.client_cpu_percent_mean,
+        default=None,
+    )
     if tel.samples:
+        client = (
+            f"client CPU up to {busiest.telemetry.client_cpu_percent_mean:.0f} % (stage {busiest.stage}'s mean)"
+            if busiest
+            else "client CPU -"
+        )
         lines.append(
-            f"Processes    engine peak RSS {mib(tel.engine_peak_rss_bytes)}, client CPU "
-            f"{_fmt(tel.client_cpu_percent_mean, 0)} % (100 % = one core)"
+            f"Processes    engine peak RSS {mib(tel.engine_peak_rss_bytes)} (the run's), {client}; 100 % = one core"
+        )
+    if busiest and not busy_poll and busiest.telemetry.client_cpu_percent_mean >= CLIENT_BUSY_PERCENT:
+        lines.append(
+            f"Warning      the client used {busiest.telemetry.client_cpu_percent_mean:.0f} % of a core in stage "
+            f"{busiest.stage}: it may be the bottleneck there, not the engine (see `bench calibrate` for its limits)"
         )
     lines.append(
         f"Run dir      {run_dir}  (times in ms; queue = client queue in open loop; MBU = decode "

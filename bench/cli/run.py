@@ -644,7 +644,7 @@ def result_table(result: RunResult, heading: str) -> str:
     if len(summary.stages) == 1:
         only = summary.stages[0]
         return summary_table(only, heading, where, only.telemetry, result.manifest.busy_poll, bound)
-    return stage_table(summary, heading, where, bound)
+    return stage_table(summary, heading, where, bound, result.manifest.busy_poll)
 
 
 def timing_bound(result: RunResult) -> str | None:

@@ -102,6 +102,10 @@ def test_bench_summarize_prints_what_bench_run_printed(tmp_path, streams):
         stage_samples = summary["stages"][0]["telemetry"]["samples"]
         assert 0 < stage_samples < summary["telemetry"]["samples"]  # the run's count also spans the engine's wait
         assert f"(mean of {stage_samples} samples" in printed
+    else:  # the client's CPU of its busiest stage, not the run's mean over the engine's wait and the gaps too
+        means = {s["stage"]: s["telemetry"]["client_cpu_percent_mean"] for s in summary["stages"]}
+        busiest = max(means, key=means.get)
+        assert f"client CPU up to {means[busiest]:.0f} % (stage {busiest}'s mean)" in printed
 
 
 def test_a_run_of_several_stages_prints_its_errors_and_cut_streams(tmp_path):
