@@ -55,6 +55,7 @@ import hashlib
 import json
 import math
 import re
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -156,6 +157,11 @@ class Json(_Check):
                     f"schema's $ref {dangling[0]!r} names nothing in the schema; point it within it (#/$defs/NAME)"
                 )
         return self
+
+    @cached_property
+    def validator(self):
+        """The schema's validator, made once per check rather than once per output it judges."""
+        return jsonschema.validators.validator_for(self.schema_)(self.schema_)
 
 
 class Number(_Check):
@@ -323,7 +329,7 @@ def run_check(check, output: str) -> tuple[bool, str]:
             return False, f"not JSON: {exc}"
         if check.schema_ is not None:
             errors = sorted(
-                jsonschema.validators.validator_for(check.schema_)(check.schema_).iter_errors(document),
+                check.validator.iter_errors(document),
                 key=lambda e: list(e.path),
             )
             if errors:
