@@ -239,16 +239,13 @@ def load_side(path: Path, role: str) -> Side:
     builder = TableBuilder()
     for row in run_dir.request_rows():
         builder.add_row(row)
-    manifest = run_dir.manifest()
-    evaluation = run_dir.evaluation()
-    if evaluation is None and manifest.golden:
-        raise UsageError(
-            f"{role} {path}: eval.json missing (a golden run's verdicts, without which its quality cannot be "
-            f"compared); `bench summarize {path} --write` writes it again"
-        )
+    try:
+        evaluation = run_dir.golden_evaluation()
+    except UsageError as error:
+        raise UsageError(f"{role} {error}") from None
     return Side(
         path=path,
-        manifest=manifest,
+        manifest=run_dir.manifest(),
         summary=run_dir.summary(),
         table=builder.build(),
         verdicts=evaluation["cases"] if evaluation else None,

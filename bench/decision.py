@@ -66,7 +66,6 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
     for path in run_dirs:
         run_dir = RunDirectory(path)
         manifest, summary = run_dir.manifest(), run_dir.summary()
-        evaluation = run_dir.evaluation() or {}
         runs.append(
             {
                 "path": path,
@@ -77,9 +76,7 @@ def _load_runs(run_dirs: list[Path]) -> list[dict[str, Any]]:
                 "golden": manifest.golden,
                 "slo": summary.slo,
                 "summary": summary,
-                "verdicts": {
-                    v["id"]: v["passed"] for v in evaluation.get("cases") or () if v.get("variant_of") is None
-                },
+                "verdicts": run_dir.own_prompt_verdicts(),
             }
         )
     return runs
@@ -939,8 +936,7 @@ def _quality_trigger(c: dict[str, Any], run_dir: RunDirectory, bar: float | None
         f"({then['success_rate']:.0%}, 95% CI {low:.0%}-{then['ci95'][1]:.0%}) in the MDR"
     )
     same_set = q.golden.get("sha256") == then.get("golden_sha256")
-    evaluation = run_dir.evaluation() or {}
-    now = {v["id"]: v["passed"] for v in evaluation.get("cases") or () if v.get("variant_of") is None}
+    now = run_dir.own_prompt_verdicts()
     verdicts = then.get("verdicts") or {}
     if same_set and verdicts and now:
         paired = [i for i in verdicts if i in now]

@@ -261,3 +261,20 @@ class RunDirectory:
             return data
 
         return _validated(self.file(EVAL), checked)
+
+    def golden_evaluation(self) -> dict[str, Any] | None:
+        """eval.json of a golden run (None for a run that is not one); a golden run without it is refused,
+        since its quality would otherwise read as not measured."""
+        evaluation = self.evaluation()
+        if evaluation is None and self.manifest().golden:
+            raise UsageError(
+                f"{self.path}: eval.json missing (a golden run's verdicts, without which its quality cannot be "
+                f"compared or priced); `bench summarize {self.path} --write` writes it again"
+            )
+        return evaluation
+
+    def own_prompt_verdicts(self) -> dict[str, bool]:
+        """Each golden case's pass or fail on its own prompt (its variants' verdicts left out); {} for a run
+        that is not golden."""
+        cases = (self.golden_evaluation() or {}).get("cases") or ()
+        return {v["id"]: v["passed"] for v in cases if v.get("variant_of") is None}

@@ -64,7 +64,7 @@ def load_candidates(run_dirs: list[Path], catalog: Catalog) -> list[dict[str, An
         run_dir = RunDirectory(path)
         if not run_dir.exists() or not run_dir.has_summary():
             raise UsageError(f"{path}: not a finished run directory")
-        manifest, summary, evaluation = run_dir.manifest(), run_dir.summary(), run_dir.evaluation()
+        manifest, summary, evaluation = run_dir.manifest(), run_dir.summary(), run_dir.golden_evaluation()
         if summary.quality is None or not evaluation:
             raise UsageError(f"{path}: not a golden run (bench eval --golden FILE)")
         model = manifest.model.name if manifest.model else None

@@ -110,6 +110,25 @@ def test_a_golden_run_without_its_verdicts_is_no_quality_pass(runs):
     assert bench_cli("check", str(run), "--baseline", str(base)).returncode == 0
 
 
+def test_a_golden_run_without_its_verdicts_is_neither_routed_nor_decided_on(tmp_path):
+    """route, compare and mdr price per successful task from the verdicts: without them, an error, not a run
+    read as "not a golden run" or an MDR without its paired verdicts."""
+    run = golden_run(tmp_path, "gemma", CASES, {c["id"]: "y" for c in CASES}, model="gemma3-270m")
+    common = [str(run), "--hardware-offer", "cpu-2-core-vm"]
+    commands = [
+        ["route", *common, "--out", str(tmp_path / "route.md")],
+        ["compare", *common, "--out", str(tmp_path / "compare.md")],
+        ["mdr", *common, "--out", str(tmp_path / "mdr.md")],
+    ]
+    for args in commands:
+        assert bench_cli(*args).returncode == 0, args  # whole, each runs
+    (run / "eval.json").unlink()
+    for args in commands:
+        one_line_error(bench_cli(*args), f"{run}: eval.json missing", f"bench summarize {run} --write")
+    assert bench_cli("summarize", str(run), "--write").returncode == 0
+    assert all(bench_cli(*args).returncode == 0 for args in commands)  # verdicts written again, each runs
+
+
 def write_rows(path: Path, *rows):
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
 
