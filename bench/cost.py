@@ -46,7 +46,8 @@ Cost per successful task at a volume V = monthly(V) / (S x V) on either side: fa
 output tok/s; each measured success rate, from its Wilson interval) is set to either end of its interval
 with the others at their point values; the figure's relative deviations are combined in quadrature on the
 log scale (independent errors): high = point x exp(sqrt(sum of squared log rises)), low likewise with the
-falls. An end at which the figure is unbounded (no success, no break-even) leaves that side open.
+falls. An end at which the figure is unbounded (no success, no break-even) leaves that side open. A figure
+of 0 (a blended success rate of 0/n) has no log scale: its deviations combine in quadrature as they are.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import math
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from bench.errors import UsageError
 from bench.metrics.stats import wilson_interval
 from bench.summary import RunSummary
 
@@ -72,8 +74,9 @@ INTERVAL_METHOD = (
 )
 
 
-class CostError(ValueError):
-    """An input that makes a cost meaningless (no throughput, utilization out of range)."""
+class CostError(UsageError):
+    """An input that makes a cost meaningless (no throughput, utilization out of range): exit 2, one line,
+    wherever it is raised."""
 
 
 # -- the task and its workflow ---------------------------------------------------------------------
@@ -410,6 +413,11 @@ def task_rate(measured: dict[str, Any], task: TaskProfile) -> dict[str, Any]:
         decode_s = (call.output_tokens + call.reasoning_tokens) / decode
         t_task += prefill_s + decode_s
         rows.append({"prefill_s": prefill_s, "decode_s": decode_s})
+    if t_task <= 0:
+        raise CostError(
+            "the task reads no uncached input token and writes no output token, so it takes no engine time to "
+            "price: give --input-tokens or --output-tokens above 0 (or --cached-input-share below 1)"
+        )
     tokens = attempt_tokens(task)
     return {
         **shape,
@@ -521,6 +529,7 @@ def combine(point: float | None, ends: dict[str, list[float | None]]) -> dict[st
     if point is None:
         finite = [v for values in ends.values() for v in values if v is not None]
         return {"ci95": [min(finite) if finite else None, None], "parts": parts, "method": INTERVAL_METHOD}
+    log_scale = point > 0  # a figure of 0 (a success rate of 0/n) has no log: its ends combine as they are
     up = down = 0.0
     open_high = False
     for values in ends.values():
@@ -529,12 +538,18 @@ def combine(point: float | None, ends: dict[str, list[float | None]]) -> dict[st
             if v is None:
                 open_high = True
                 continue
-            r = math.log(v / point) if v > 0 and point > 0 else 0.0
+            if log_scale:
+                r = math.log(v / point) if v > 0 else -math.inf
+            else:
+                r = v - point
             (rises if r > 0 else falls).append(abs(r))
         up += max(rises) ** 2
         down += max(falls) ** 2
-    low = point * math.exp(-math.sqrt(down))
-    high = None if open_high else point * math.exp(math.sqrt(up))
+    if log_scale:
+        low = point * math.exp(-math.sqrt(down))
+        high = None if open_high else point * math.exp(math.sqrt(up))
+    else:
+        low, high = point - math.sqrt(down), None if open_high else point + math.sqrt(up)
     return {"ci95": [low, high], "parts": parts, "method": INTERVAL_METHOD}
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any
@@ -128,7 +129,10 @@ def assess(
     task = pricing.task
     first_golden = next((r for r in runs if r["golden"]), runs[0] if runs else None)
     if first_golden is not None:
-        task = with_measured_tokens(task, priced_throughput(first_golden["summary"]))
+        try:
+            task = with_measured_tokens(task, priced_throughput(first_golden["summary"]))
+        except CostError as exc:
+            raise UsageError(f"{first_golden['path']}: {exc}") from None
     if task.input_tokens is None or task.output_tokens is None:
         raise UsageError("no run to measure the task from: give --input-tokens and --output-tokens")
     candidates = [_candidate(name, catalog, *paired[name], hardware_offer, pricing, task, today) for name in names]
@@ -718,9 +722,12 @@ def _break_even_text(be: dict[str, Any], now: float) -> str:
             f"no break-even: the API costs less per successful task than a fully used instance (now {now:,.0f} "
             f"tasks/month{favourable}); re-decide if either price, the measured throughput or a success rate changes"
         )
-    high = "never" if ci[1] is None else f"{ci[1]:,.0f}"
+    if ci is None:
+        interval = "no interval: every input to it is assumed or unmeasured"
+    else:
+        interval = f"95% CI {ci[0]:,.0f}-{'never' if ci[1] is None else f'{ci[1]:,.0f}'}"
     return (
-        f"break-even at {volume:,.0f} tasks/month (95% CI {ci[0]:,.0f}-{high}; now {now:,.0f}); re-decide when "
+        f"break-even at {volume:,.0f} tasks/month ({interval}; now {now:,.0f}); re-decide when "
         "volume crosses it (measured throughput and success rates x catalog prices)"
     )
 
@@ -763,6 +770,20 @@ def _limits_text(limits: dict[str, Any]) -> str:
     return "; ".join(parts) + "; re-decide when the volume leaves that range"
 
 
+def _break_even_side(entries: list[dict[str, Any]], default: dict | None, today: datetime.date) -> dict | None:
+    """The self-hosted candidate the APIs' break-even is priced against: the default where it is self-hosted,
+    else the cheapest per successful task that meets the bar, else the cheapest; never a retired one."""
+    hosted = [e for e in entries if (e.get("cost") or {}).get("linear") is False and not _retired(e, today)]
+    if default is not None and any(e is default for e in hosted):
+        return default
+
+    def rank(e: dict[str, Any]) -> tuple[bool, float]:
+        cost = e["cost"]
+        return not e.get("meets_bar"), cost.get("per_successful_task") or cost.get("per_task") or math.inf
+
+    return min(hosted, key=rank, default=None)
+
+
 def _triggers(
     assessment: dict[str, Any], default: dict | None, limits: dict[str, Any] | None = None, price_change: float = 0.2
 ) -> list[list[str]]:
@@ -770,9 +791,9 @@ def _triggers(
     rows = []
     if limits is not None:
         rows.append(["volume", _limits_text(limits)])
-    self_hosted = next((e for e in entries if (e.get("cost") or {}).get("linear") is False), None)
-    apis = [e for e in entries if (e.get("cost") or {}).get("linear")]
     today = datetime.date.fromisoformat(assessment["today"]) if assessment.get("today") else datetime.date.today()
+    self_hosted = _break_even_side(entries, default, today)
+    apis = [e for e in entries if (e.get("cost") or {}).get("linear")]
     for api in apis:
         if not self_hosted:
             break

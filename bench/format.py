@@ -461,6 +461,10 @@ def _factor_text(factor: float | None, who: str) -> str:
     return f"{who}'s price {factor - 1:+.0%}"
 
 
+def _ratio_text(ratio: float | None) -> str:
+    return "the cheapest costs nothing" if ratio is None else f"x{ratio:.2f}"
+
+
 def _interval_or_why(entry) -> str:
     ci = entry["per_successful_task_at_volume_ci95"]
     return ci_text(ci) if ci else " (no interval: only prices and assumed rates went into it)"
@@ -513,7 +517,7 @@ def answer_lines(report) -> list[str]:
         lines.append(
             f"  Next: {_label(run)}, {money(run['per_successful_task_at_volume'])}"
             f"{_interval_or_why(run)}: {money(diff['per_successful_task'])} more per "
-            f"successful task (x{diff['ratio']:.2f}), {money(diff['monthly'])}/month more {see(section)}."
+            f"successful task ({_ratio_text(diff['ratio'])}), {money(diff['monthly'])}/month more {see(section)}."
         )
     be = d.get("break_even")
     if be:

@@ -370,6 +370,14 @@ def test_intervals_combine_on_the_log_scale_in_quadrature():
     assert combine(10.0, {})["ci95"] is None  # nothing measured: no interval
 
 
+def test_an_interval_about_a_figure_of_zero_keeps_its_ends():
+    """A blended success rate of 0 (every case failed; Wilson 0/6 is 0-0.390): no log scale at 0, so the ends
+    combine as they are, sqrt(0.390^2 + 0.2^2) = 0.43829 above; an end at 0 about a point of 10 is a fall to 0."""
+    assert combine(0.0, {"a": [0.0, 0.390]})["ci95"] == pytest.approx([0.0, 0.390])
+    assert combine(0.0, {"a": [0.0, 0.390], "b": [0.0, 0.2]})["ci95"] == pytest.approx([0.0, 0.43829], rel=1e-4)
+    assert combine(10.0, {"a": [0.0, 12.0]})["ci95"] == pytest.approx([0.0, 12.0])
+
+
 def test_cost_per_successful_task_carries_the_throughput_and_wilson_intervals():
     """$3.60/h, 1 attempt/s, 100 %: $0.001 an attempt; s = 0.5 (95 % Wilson 0.4-0.6): $0.002 per successful
     task. Throughput x0.8 / x1.25 gives $0.0025 / $0.0016; s = 0.4 / 0.6 gives $0.0025 / $0.0016667.
@@ -618,3 +626,29 @@ def test_the_answer_prints_when_a_break_even_has_neither_a_point_nor_an_interval
     be = report["decision"]["break_even"]
     assert be["tasks_per_month"] is None and be["ci95"] is None
     assert "none: a costs less per successful task than a fully used instance" in format_cost(report)
+
+
+def test_a_task_of_no_tokens_is_a_cost_error_not_a_division_by_zero():
+    """0 in and 0 out (or every input token cached and none out) takes the engine no time: there is nothing to
+    extrapolate a rate to, and CostError is a UsageError, so the CLI prints it as one line (exit 2)."""
+    from bench.errors import UsageError
+
+    for task in (TaskProfile(0, 0), TaskProfile(100, 0, cached_input_share=1.0)):
+        with pytest.raises(CostError, match="takes no engine time to price") as raised:
+            task_rate(measured(), task)
+        assert isinstance(raised.value, UsageError) and raised.value.exit_code == 2
+
+
+def test_a_free_offer_that_wins_prints_without_a_ratio():
+    """An API offer at $0 (prices import brings these from LiteLLM) is the cheapest: the runner-up costs
+    more by its own cost per successful task, and no ratio to $0 is printed."""
+    from bench.format import format_cost
+
+    report = cost_report(
+        [{"run_id": "r", "measured": measured(), "offer_name": "box", "offer": rented(2.0)}],
+        {"free": api(input_per_1m=0.0, output_per_1m=0.0), "paid": api(input_per_1m=1.0, output_per_1m=2.0)},
+        PricingInputs(task=TaskProfile(100, 50, tasks_per_month=1000), today=TODAY),
+    )
+    d = report["decision"]
+    assert d["winner"] == "free" and d["difference"]["ratio"] is None
+    assert "more per successful task (the cheapest costs nothing)" in format_cost(report)

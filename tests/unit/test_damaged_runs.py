@@ -197,3 +197,13 @@ def test_summarize_write_replaces_a_damaged_summary(runs):
     assert written.returncode == 0 and "summary.json: damaged" in written.stderr and "replaced" in written.stderr
     assert bench_cli("summarize", str(run)).stderr.strip().endswith("summary.json: matches the recomputation")
     assert bench_cli("check", str(run), "--baseline", str(base)).returncode == 0
+
+
+def test_a_golden_run_where_no_request_succeeded_is_one_line_in_every_pricing_command(tmp_path):
+    run = golden_run(tmp_path, "gemma", CASES, {c["id"]: None for c in CASES}, model="gemma3-270m")
+    common = [str(run), "--hardware-offer", "cpu-2-core-vm"]
+    for command in ("compare", "mdr", "report", "cost"):
+        out = [] if command == "cost" else ["--out", str(tmp_path / command)]
+        one_line_error(bench_cli(command, *common, *out), f"{run}: the run measured no throughput")
+    route = bench_cli("route", *common, "--out", str(tmp_path / "route.md"))
+    one_line_error(route, "candidate gemma3-270m, tag (untagged): the run measured no throughput")

@@ -307,3 +307,26 @@ def test_a_pricing_number_that_is_not_finite_is_a_flag_error(mdr, args):
     args = [str(run) if a == "RUN" else str(out) if a == "MDR" else a for a in args]
     done = bench_cli(*args, "--hardware-offer", "cpu-2-core-vm") if args[0] != "mdr" else bench_cli(*args)
     assert done.returncode == 2 and "must be a finite number" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_break_even_without_an_interval_says_so():
+    from bench.decision import _break_even_text
+
+    text = _break_even_text({"tasks_per_month": 1_460_000, "ci95": None}, 1_000_000)
+    assert text.startswith("break-even at 1,460,000 tasks/month (no interval: every input to it is assumed")
+    assert "95% CI 1,000-2,000;" in _break_even_text({"tasks_per_month": 1_500, "ci95": [1_000, 2_000]}, 10)
+
+
+def test_the_apis_break_even_is_priced_against_the_default_else_the_cheapest_live_self_hosted_over_the_bar():
+    from bench.decision import _break_even_side
+
+    retired = entry("a-retired", 0.9, 0.0001, deprecation="2025-09-24")
+    below_bar = entry("b-below-bar", 0.5, 0.0002)
+    over_bar = entry("c-over-bar", 0.9, 0.0009)
+    default = entry("d-default", 0.95, 0.002)
+    api = entry("api", None, 0.002, linear=True)
+    entries = [retired, below_bar, over_bar, default, api]
+    assert _break_even_side(entries, default, TODAY) is default
+    assert _break_even_side(entries, api, TODAY) is over_bar  # the API is the default: the best self-hosted
+    assert _break_even_side([retired, below_bar, api], None, TODAY) is below_bar  # none over the bar
+    assert _break_even_side([retired, api], None, TODAY) is None
