@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import signal
@@ -175,6 +176,8 @@ def http_json(
             status, raw = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, raw = exc.code, exc.read()
+    except http.client.HTTPException as exc:  # not an OSError: a body cut short, a garbled status line
+        raise ConnectionError(f"{url}: {type(exc).__name__}: {exc}") from exc
     try:
         return status, json.loads(raw)
     except ValueError:

@@ -6,6 +6,7 @@ subtract key by key (bench.metrics.server turns a stage's two snapshots into the
 
 from __future__ import annotations
 
+import http.client
 import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -21,8 +22,12 @@ SERIES_GAUGES = (
 
 
 def fetch(url: str, timeout_s: float = 5.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout_s) as response:
-        return response.read().decode("utf-8", "replace")
+    """/metrics as text; OSError when it cannot be read whole (unreachable, or cut off as the engine dies)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return response.read().decode("utf-8", "replace")
+    except http.client.HTTPException as exc:  # not an OSError: a body cut short, a garbled status line
+        raise ConnectionError(f"{url}: {type(exc).__name__}: {exc}") from exc
 
 
 def parse(text: str) -> dict[str, float]:

@@ -29,3 +29,42 @@ def test_llama_cpp_prompt_tokens_are_the_processed_ones_and_the_full_prompt_adds
     assert figures.cached_prompt_tokens == 33  # llamacpp:prompt_tokens_cached_total
     assert figures.prompt_tokens == 68  # the whole prompts, as vllm:prompt_tokens_total counts them
     assert figures.generation_tokens == 8 and figures.prefix_cache_hit_rate == 33 / 68
+
+
+def test_a_reply_cut_off_as_the_engine_dies_is_an_oserror_the_run_notes(tmp_path):
+    """A real loopback server that promises 100 bytes and closes after 10 (or answers no status line):
+    http.client's IncompleteRead and BadStatusLine are no OSError, so the stage scrape, the telemetry
+    sampler and the readiness poll, which expect OSError, would have died on them."""
+    import socket
+    import threading
+
+    import pytest
+
+    from bench.engines.base import http_json
+    from bench.engines.prometheus import fetch
+
+    replies = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+        b"garbage\r\n\r\n",
+    ]
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+
+    def serve():
+        for reply in replies * 2:
+            conn, _ = server.accept()
+            conn.recv(65536)
+            conn.sendall(reply)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    for read in (
+        lambda: fetch(f"http://127.0.0.1:{port}/metrics"),
+        lambda: http_json("GET", f"http://127.0.0.1:{port}/"),
+    ):
+        for _ in replies:
+            with pytest.raises(ConnectionError, match="IncompleteRead|BadStatusLine|RemoteDisconnected"):
+                read()
+    thread.join(timeout=5)
+    server.close()
