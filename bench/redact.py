@@ -12,6 +12,10 @@ SECRET_WORDS = frozenset(
 )
 NOT_RECORDED = "<set; a secret, not recorded>"
 _ENV_FLAGS = ("--engine-env",)
+_ARG_FLAGS = ("--engine-arg",)
+_SECRET_ARG = re.compile(
+    r"(^|[-_])(api[-_]?keys?|(hf|auth|access|bearer)[-_]token|secret|password|passwd)$", re.IGNORECASE
+)
 
 
 def is_secret_name(name: str) -> bool:
@@ -24,16 +28,38 @@ def recorded_env(env: Mapping[str, str], prefixes: tuple[str, ...] = ("",)) -> d
 
 
 def recorded_command(argv: Iterable[str]) -> list[str]:
-    """The command line with the value of each secret NAME=VALUE given to an environment flag replaced."""
+    """The command line with the value of each secret NAME=VALUE given to an environment flag replaced, and
+    each secret an engine argument carries (see recorded_argv)."""
     out: list[str] = []
+    engine_args: list[str] = []  # what --engine-arg gave so far, so `--api-key` then its value is seen whole
     for arg in argv:
         flag, eq, pair = arg.partition("=")
         if eq and flag in _ENV_FLAGS:
             out.append(f"{flag}={_pair(pair)}")
         elif out and out[-1] in _ENV_FLAGS:
             out.append(_pair(arg))
+        elif eq and flag in _ARG_FLAGS:
+            engine_args.append(pair)
+            out.append(f"{flag}={recorded_argv(engine_args)[-1]}")
+        elif out and out[-1] in _ARG_FLAGS:
+            engine_args.append(arg)
+            out.append(recorded_argv(engine_args)[-1])
         else:
             out.append(arg)
+    return out
+
+
+def recorded_argv(argv: Iterable[str]) -> list[str]:
+    """An engine's argv with each secret its flags carry replaced: `--api-key K`, `--api-key=K`, `--hf-token K`,
+    xllamacpp's `api_keys=K`. Narrower than a variable's name (add_bos_token, --max-num-batched-tokens and
+    --api-key-file stay as given)."""
+    out: list[str] = []
+    for arg in argv:
+        if out and out[-1].startswith("-") and _SECRET_ARG.search(out[-1]) and not arg.startswith("-"):
+            out.append(NOT_RECORDED)
+            continue
+        name, eq, _ = arg.partition("=")
+        out.append(f"{name}={NOT_RECORDED}" if eq and _SECRET_ARG.search(name) else arg)
     return out
 
 
@@ -44,10 +70,14 @@ def _pair(pair: str) -> str:
 
 def redacted_env_fields(value):
     """A spec or plan as JSON with every `env` mapping in it (an engine's environment) passed through
-    recorded_env: what a state file or report keeps of it."""
+    recorded_env, and every engine's `extra_args` through recorded_argv: what a state file or report keeps."""
     if isinstance(value, dict):
         return {
-            k: recorded_env(v) if k == "env" and isinstance(v, dict) else redacted_env_fields(v)
+            k: recorded_env(v)
+            if k == "env" and isinstance(v, dict)
+            else recorded_argv(v)
+            if k == "extra_args" and isinstance(v, list)
+            else redacted_env_fields(v)
             for k, v in value.items()
         }
     if isinstance(value, list):

@@ -63,7 +63,7 @@ from bench.records import (
     StageOutcome,
     WorkloadRecord,
 )
-from bench.redact import recorded_command, recorded_env
+from bench.redact import recorded_argv, recorded_command, recorded_env
 from bench.results import (
     ENGINE_METRICS,
     ERROR_FILE,
@@ -506,7 +506,7 @@ class Run:
                 entry=prepared.entry.model_dump() if prepared.entry else None,
                 file=prepared.digest,
             ),
-            engine=EngineRecord(**prepared.driver.record()),
+            engine=_engine_record(prepared.driver),
             clock=ClockRecord(anchor_perf_counter_ns=self.anchor_perf, anchor_unix_ns=anchor_unix),
             hardware=prepared.hardware,
             software=software(),
@@ -542,7 +542,7 @@ class Run:
             if self.p.gpus is not None:
                 self.p.gpus.mark_engine_start()
             endpoint = driver.start(self.run_dir.path)
-            self.manifest.engine = EngineRecord(**driver.record())
+            self.manifest.engine = _engine_record(driver)
             self.write_manifest()
             self.display.note(
                 f"engine ready in {self.manifest.engine.load_time_s or 0:.1f} s at {endpoint.base_url}; "
@@ -570,8 +570,9 @@ class Run:
                 )
             if self.sampler.write_error is not None:
                 raise DiskFull(str(self.sampler.write_error))
-        except Interrupted as exc:
-            self.stop_reason, self.exit_code = str(exc), EXIT_INTERRUPTED
+        except (Interrupted, KeyboardInterrupt) as exc:  # KeyboardInterrupt: Python's own SIGINT handler, which
+            # the loop puts back as it closes, until ours is installed again
+            self.stop_reason, self.exit_code = str(exc) or "interrupted by SIGINT", EXIT_INTERRUPTED
         except EngineError as exc:
             self.stop_reason, self.exit_code = str(exc).splitlines()[0], EXIT_ENGINE
             self.message = str(exc)
@@ -615,7 +616,11 @@ class Run:
         try:
             driver.stop()
         except Exception as exc:  # noqa: BLE001 - the summary and the manifest are still written
-            self.stop_reason = self.stop_reason or f"the engine could not be stopped: {exc}"
+            stuck = f"the engine could not be stopped: {exc}"  # said beside any earlier reason, never instead
+            self.stop_reason = f"{self.stop_reason}; {stuck}" if self.stop_reason else stuck
+            if self.message:  # on its first line, which is the one printed before an engine log's tail
+                first, newline, rest = self.message.partition("\n")
+                self.message = f"{first}; {stuck}{newline}{rest}"
             if self.exit_code in (EXIT_OK, EXIT_NOT_MEASURED):
                 self.exit_code = EXIT_ENGINE
         death = failure_before_stop or driver.death()
@@ -639,7 +644,7 @@ class Run:
             self._internal_error(exc)
             self.stop_reason, self.exit_code = reason or self.stop_reason, code or self.exit_code
         try:
-            self.manifest.engine = EngineRecord(**driver.record())
+            self.manifest.engine = _engine_record(driver)
         except Exception:  # noqa: BLE001 - a record that cannot be read must not cost the manifest
             pass
         self._decide_status(summary, death)
@@ -800,11 +805,22 @@ class Run:
 
 
 def _recorded_spec(spec: RunSpec) -> RunSpec:
-    """The spec as the manifest keeps it: an engine variable that holds a secret keeps its name, not its value."""
-    env = getattr(spec.engine, "env", None)
-    if not env:
-        return spec
-    return spec.model_copy(update={"engine": spec.engine.model_copy(update={"env": recorded_env(env)})})
+    """The spec as the manifest keeps it: an engine variable that holds a secret keeps its name, not its value,
+    and an engine argument that carries one (--api-key K) its flag."""
+    update: dict[str, Any] = {}
+    if env := getattr(spec.engine, "env", None):
+        update["env"] = recorded_env(env)
+    if extra_args := getattr(spec.engine, "extra_args", None):
+        update["extra_args"] = recorded_argv(extra_args)
+    return spec.model_copy(update={"engine": spec.engine.model_copy(update=update)}) if update else spec
+
+
+def _engine_record(driver) -> EngineRecord:
+    """What ran, as the manifest keeps it: the engine's argv without the secrets its flags carry."""
+    record = driver.record()
+    if record.get("argv"):
+        record = {**record, "argv": recorded_argv(record["argv"])}
+    return EngineRecord(**record)
 
 
 def execute(spec: RunSpec, display: RunDisplay | None = None, command: list[str] | None = None) -> RunResult:
@@ -814,9 +830,14 @@ def execute(spec: RunSpec, display: RunDisplay | None = None, command: list[str]
     RunResult whose exit_code and manifest status say how the run ended."""
     display = display or RunDisplay()
     prepared = prepare(spec, display)
+    run_path = spec.output.results_dir / prepared.run_id
+    existed = run_path.exists()
     try:
         run = Run(prepared, display, command if command is not None else sys.argv)
-    except OSError as exc:
+    except (OSError, DiskFull) as exc:  # nothing ran: no directory is left half-written
+        if not existed:
+            shutil.rmtree(run_path, ignore_errors=True)
+        display.close()
         raise UsageError(f"--results-dir {spec.output.results_dir}: cannot write the run directory ({exc})") from None
     try:
         return run.go()

@@ -1,12 +1,14 @@
 """A run's status and exit code come from evidence: bench.run.execute against the in-process fake engine
 (attached with an endpoint spec), with faults injected by request number."""
 
+import contextlib
 import json
 import signal
 
 import pytest
 
 from bench import run as run_module
+from bench.errors import UsageError
 from bench.records import Manifest
 from bench.run import EXIT_INTERNAL, EXIT_NOT_MEASURED, EXIT_OK, execute
 from bench.spec import EndpointEngine, LoadSpec, RunSpec, WorkloadSpec
@@ -168,6 +170,13 @@ def test_an_engine_that_cannot_be_stopped_still_gets_its_summary_and_an_incomple
     assert "the engine could not be stopped: the engine (pid 1) did not exit" in m["incomplete_reason"]
     assert result.summary.requests.successful == 8 and (result.path / "summary.json").exists()
     assert len((result.path / "requests.jsonl").read_text().splitlines()) >= 8
+    # stopped early for another reason first (here an internal error): the stuck engine is still said
+    result, m = run_with_a_defect(tmp_path / "early", monkeypatch, "requests_needed", ValueError("a defect"))
+    assert (
+        "internal error: ValueError: a defect; the engine could not be stopped: the engine (pid 1)"
+        in (m["incomplete_reason"])
+    )
+    assert "the engine could not be stopped" in result.message
 
 
 def test_a_stop_that_no_signal_caused_is_not_reported_as_an_interrupt(tmp_path, monkeypatch):
@@ -206,3 +215,23 @@ def test_a_sigint_during_the_load_exits_130_and_keeps_what_was_measured(tmp_path
     m = manifest_of(result)
     assert result.exit_code == EXIT_INTERRUPTED and m["status"] in ("incomplete", "failed")
     assert "interrupted by SIGINT" in m["incomplete_reason"]
+
+
+def test_a_disk_too_full_for_the_first_manifest_is_one_error_and_leaves_no_directory(tiny_disk):
+    """The first write fails (ENOSPC, raised as DiskFull): a UsageError naming --results-dir, nothing left."""
+    filler = tiny_disk / "filler"
+    with filler.open("wb") as handle, contextlib.suppress(OSError):
+        handle.write(b"x" * 128 * 1024)  # fills the 64 KiB disk
+    with fake_engine() as url, pytest.raises(UsageError, match="cannot write the run directory"):
+        execute(spec(url, tiny_disk))
+    assert [p.name for p in tiny_disk.iterdir()] == ["filler"]
+
+
+def test_a_ctrl_c_as_the_loop_closes_is_an_interrupted_run_not_a_complete_one(tmp_path, monkeypatch):
+    """Closing the event loop puts Python's own SIGINT handler back until the rig's is installed again: a
+    Ctrl-C then is a KeyboardInterrupt, which must end the run as interrupted (exit 130), records kept."""
+    from bench.run import EXIT_INTERRUPTED
+
+    result, m = run_with_a_defect(tmp_path, monkeypatch, "run_event_loop", KeyboardInterrupt())
+    assert result.exit_code == EXIT_INTERRUPTED and m["status"] != "complete"
+    assert m["incomplete_reason"] == "interrupted by SIGINT" and (result.path / "summary.json").exists()

@@ -113,6 +113,54 @@ def test_a_secret_in_the_engines_environment_or_command_line_is_recorded_by_name
     assert KEY not in json.dumps(kept.model_dump(mode="json"))
 
 
+def test_a_secret_an_engine_argument_carries_is_recorded_by_its_flag_only():
+    """vLLM's and llama-server's --api-key, --hf-token, xllamacpp's api_keys=: given with --engine-arg, they reach
+    the engine but not the recorded command, the spec, the engine's argv or a plan's state file. Arguments that
+    merely contain a word of a secret's name (add_bos_token, --max-num-batched-tokens, --api-key-file) stay."""
+    from bench.redact import NOT_RECORDED, recorded_argv, recorded_command, redacted_env_fields
+    from bench.run import _engine_record, _recorded_spec
+    from bench.spec import VllmEngine
+
+    argv = [
+        "--api-key",
+        KEY,
+        f"--hf-token={KEY}",
+        f"api_keys={KEY}",
+        "--max-num-batched-tokens",
+        "512",
+        "--override-kv",
+        "tokenizer.ggml.add_bos_token=bool:false",
+        "--api-key-file",
+        "/etc/keys",
+        "--no-x",
+    ]
+    assert recorded_argv(argv) == [
+        "--api-key", NOT_RECORDED, f"--hf-token={NOT_RECORDED}", f"api_keys={NOT_RECORDED}",
+        "--max-num-batched-tokens", "512", "--override-kv", "tokenizer.ggml.add_bos_token=bool:false",
+        "--api-key-file", "/etc/keys", "--no-x",
+    ]  # fmt: skip
+    command = ["bench", "run", "--engine-arg=--api-key", f"--engine-arg={KEY}", "--engine-arg", f"api_key={KEY}",
+               "--api-key-env", "MY_KEY"]  # fmt: skip
+    assert recorded_command(command) == [
+        "bench", "run", "--engine-arg=--api-key", f"--engine-arg={NOT_RECORDED}", "--engine-arg",
+        f"api_key={NOT_RECORDED}", "--api-key-env", "MY_KEY",
+    ]  # fmt: skip
+    spec = RunSpec(
+        engine=VllmEngine(extra_args=["--api-key", KEY, "--enforce-eager"]),
+        model="m",
+        workload=WorkloadSpec(input_tokens=Length(a=4), output_tokens=Length(a=4)),
+    )
+    assert _recorded_spec(spec).engine.extra_args == ["--api-key", NOT_RECORDED, "--enforce-eager"]
+    assert spec.engine.extra_args[1] == KEY  # the engine itself still gets it
+    assert KEY not in json.dumps(redacted_env_fields(spec.model_dump(mode="json")))
+
+    class Driver:
+        def record(self):
+            return {"engine": "vllm", "argv": ["vllm", "serve", "m", "--api-key", KEY]}
+
+    assert _engine_record(Driver()).argv == ["vllm", "serve", "m", "--api-key", NOT_RECORDED]
+
+
 def test_a_key_given_in_place_of_its_variables_name_is_not_echoed(tmp_path):
     import subprocess
     import sys
