@@ -88,9 +88,11 @@ EXIT_CODES = {
     EXIT_OK: "the run completed: every stage ended by its bounds and the engine lived to the end",
     EXIT_INTERNAL: "an internal error (its traceback is in the run directory's error.txt), a full disk, or the "
     "load's own machines could not go on (a limit such as ports or file descriptors, a lost Ray load worker)",
-    EXIT_USAGE: "bad input (a flag, file, catalog entry, model file or busy port); nothing was started",
+    EXIT_USAGE: "bad input (a flag, file, catalog entry, model file or busy port); nothing was started, unless "
+    "only the engine could find it (a refused API key, a prompt it cannot fit): then the run directory says why",
     EXIT_ENGINE: "the engine failed to start or died during the run (what was measured is kept)",
-    EXIT_NOT_MEASURED: "the run ended but no measured request succeeded, or more failed than allowed",
+    EXIT_NOT_MEASURED: "the run ended but no measured request succeeded, more failed than allowed, or a plan "
+    "stopped after a stage that failed more than half its requests",
     EXIT_INTERRUPTED: "interrupted by Ctrl-C or SIGTERM (what was measured is kept)",
 }
 CLOSED_LOOP_REQUESTS_PER_STREAM_SECOND = 4  # a guess for sizing time-based phases; more are made if needed

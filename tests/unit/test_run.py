@@ -235,3 +235,13 @@ def test_a_ctrl_c_as_the_loop_closes_is_an_interrupted_run_not_a_complete_one(tm
     result, m = run_with_a_defect(tmp_path, monkeypatch, "run_event_loop", KeyboardInterrupt())
     assert result.exit_code == EXIT_INTERRUPTED and m["status"] != "complete"
     assert m["incomplete_reason"] == "interrupted by SIGINT" and (result.path / "summary.json").exists()
+
+
+def test_the_readmes_exit_code_table_names_every_code_the_rig_exits_with():
+    from pathlib import Path
+
+    from bench.run import EXIT_CODES
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("| exit | meaning |") :].split("\n\n", 1)[0].splitlines()[2:]
+    assert {int(row.split("|")[1]) for row in table} == set(EXIT_CODES)
