@@ -157,3 +157,16 @@ class EndpointDriver(EngineDriver):
 
     def stop(self) -> None:
         """Nothing to stop: attach mode launched nothing."""
+
+    def death(self) -> str | None:
+        """After the load: with no process to read, the evidence that the endpoint lived to the end is that it
+        still answers its model list (any status: an error page or a 429 is a server that is up)."""
+        path = "/api/tags" if self.api.startswith("ollama") else "/v1/models"
+        try:
+            http_json("GET", f"{self.base_url}{path}", timeout_s=10, headers=self.headers)
+        except OSError as exc:
+            return (
+                f"endpoint {public_url(self.base_url)} no longer answered GET {path} at the end of the run "
+                f"({getattr(exc, 'reason', exc)})"
+            )
+        return None

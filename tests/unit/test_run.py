@@ -245,3 +245,29 @@ def test_the_readmes_exit_code_table_names_every_code_the_rig_exits_with():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     table = readme[readme.index("| exit | meaning |") :].split("\n\n", 1)[0].splitlines()[2:]
     assert {int(row.split("|")[1]) for row in table} == set(EXIT_CODES)
+
+
+def test_an_endpoint_that_stops_answering_before_the_run_ends_is_not_a_complete_run(tmp_path, monkeypatch):
+    """Attach mode has no process to reap: the endpoint still answering at the end is the evidence it lived.
+    Here it shuts down after the stage (as a server taken down mid-run): exit 3, incomplete, records kept."""
+    import asyncio
+
+    from bench.load.runner import LoadRunner
+    from bench.run import EXIT_ENGINE
+
+    from .conftest import stoppable_fake_engine
+
+    original = LoadRunner.run_stage
+    with stoppable_fake_engine() as (url, shut_down):
+
+        async def then_the_server_goes(self, stage, seed=0):
+            outcome = await original(self, stage, seed)
+            await asyncio.to_thread(shut_down)
+            return outcome
+
+        monkeypatch.setattr(LoadRunner, "run_stage", then_the_server_goes)
+        result = execute(spec(url, tmp_path))
+    m = manifest_of(result)
+    assert result.exit_code == EXIT_ENGINE and m["status"] == "incomplete", m["incomplete_reason"]
+    assert "no longer answered GET /v1/models at the end of the run" in m["incomplete_reason"]
+    assert result.summary.requests.successful == 8
