@@ -175,24 +175,6 @@ def outcome(success_rate: float, max_retries: int, escalation: float | str) -> O
 
 
 # -- prices ------------------------------------------------------------------------------------------
-def hourly_rented(per_hour: float) -> float:
-    return per_hour
-
-
-def hourly_owned(
-    purchase: float,
-    amortization_years: float,
-    power_w: float,
-    electricity_per_kwh: float,
-    hosting_per_month: float = 0.0,
-) -> float:
-    return (
-        purchase / (amortization_years * HOURS_PER_YEAR)
-        + power_w / 1000 * electricity_per_kwh
-        + hosting_per_month / HOURS_PER_MONTH
-    )
-
-
 def hardware_items(offer) -> list[dict[str, Any]]:
     """An instance's hourly cost, item by item, each with the formula that gives it."""
     if offer.rented is not None:
@@ -1284,16 +1266,14 @@ def embedding_cost(
     utilization: float = 1.0,
     today: datetime.date | None = None,
     stale_after: int = STALE_AFTER_DAYS,
-    tokens_per_month: float | None = None,
 ) -> dict[str, Any]:
     """An embeddings (or rerank) run priced per 1M embedded tokens, against the API embedding offers.
 
     Self-hosted, per stage: $ per 1M tokens = H / (tokens/s x 3600 x u) x 1e6, H the instance's hourly cost
     (labour included) and tokens/s the stage's embedded tokens per second (successful requests over the
     window); the run is priced at its fastest stage. An API: its input price per 1M tokens (and its batch
-    price, where it has one). At a monthly volume of T tokens: self-hosted ceil(T / (tokens/s x 3600 x u x 730))
-    instances x H x 730; the API T x price / 1e6. Break-even (one instance): T* = H x 730 / (price / 1e6), valid
-    while one instance carries it."""
+    price, where it has one). Break-even (one instance): T* = H x 730 / (price / 1e6) tokens a month, valid
+    while one instance carries it (tokens/s x 3600 x u x 730)."""
     _check_utilization(utilization)
     today = today or datetime.date.today()
     hourly = instance_hourly(offer)
@@ -1339,14 +1319,6 @@ def embedding_cost(
                 "deprecation": deprecation_state(api.deprecation, today),
             }
         )
-    monthly = None
-    if tokens_per_month:
-        instances = max(1, math.ceil(tokens_per_month / capacity))
-        monthly = {
-            "tokens_per_month": tokens_per_month,
-            "self_hosted": {"instances": instances, "monthly": instances * hourly * 730},
-            "apis": {a["name"]: tokens_per_month * a["per_1m_tokens"] / 1e6 for a in apis},
-        }
     cheaper = [a for a in apis if a["per_1m_tokens"] < best["per_1m_tokens"]]
     return {
         "kind": "embedding",
@@ -1362,7 +1334,6 @@ def embedding_cost(
         "tokens_per_month_one_instance": capacity,
         "apis": apis,
         "cheaper_apis": [a["name"] for a in cheaper],
-        "monthly": monthly,
         "formula": "self-hosted $/1M tokens = instance $/h / (embedded tokens/s x 3600 x utilization) x 1e6; "
         "API: its input price per 1M tokens",
     }

@@ -19,9 +19,9 @@ from bench.cost import (
     decision,
     energy_per_million_tokens,
     hardware_items,
-    hourly_owned,
     instance_hourly,
     labour_item,
+    offer_hourly,
     outcome,
     price_age,
     priced_throughput,
@@ -316,7 +316,7 @@ def test_an_owned_box_with_labour_is_itemised():
     )
     items = {i["item"]: i["per_hour"] for i in hardware_items(offer)}
     assert items == pytest.approx({"amortisation": 1.0, "power": 0.10, "hosting": 0.10})
-    assert hourly_owned(26_280, 3, 500, 0.20, 73) == pytest.approx(1.2)
+    assert offer_hourly(offer) == pytest.approx(1.2)
     assert labour_item(offer)["per_hour"] == pytest.approx(1.0) and labour_item(offer)["monthly"] == 730
     assert instance_hourly(offer) == pytest.approx(2.2)
     run = measured(attempts_per_s=1.0)
