@@ -311,6 +311,12 @@ def priced_throughput(summary: RunSummary) -> dict[str, Any]:
         stage, basis = next(s for s in stages if s.stage == best.stage), "max SLO-compliant throughput"
     else:
         stage, basis = max(stages, key=lambda s: s.request_throughput_per_s), "highest measured throughput"
+    if stage.prompt_tokens.mean is None or stage.output_tokens.mean is None:  # a task is priced by its tokens
+        missing = "prompt" if stage.prompt_tokens.mean is None else "output"
+        raise CostError(
+            f"stage {stage.stage} recorded no {missing} token counts (the server reported no usage), so no task "
+            "can be priced from it; measure an engine or endpoint that reports usage"
+        )
     req = stage.requests
     finished = req.finished
     quality = summary.quality
@@ -332,8 +338,8 @@ def priced_throughput(summary: RunSummary) -> dict[str, Any]:
         "output_tokens_per_s": stage.output_throughput_tokens_per_s,
         "total_tokens_per_s": stage.total_token_throughput_tokens_per_s,
         "output_tokens_per_s_ci95": stage.ci95.output_throughput_tokens_per_s,
-        "input_tokens_mean": stage.prompt_tokens.mean or 0.0,
-        "output_tokens_mean": stage.output_tokens.mean or 0.0,
+        "input_tokens_mean": stage.prompt_tokens.mean,
+        "output_tokens_mean": stage.output_tokens.mean,
         "ttft_ms_mean": stage.ttft_ms.mean,
         "tpot_ms_mean": stage.tpot_ms.mean,
         "prefix_cache_hit_rate": stage.prefix_cache_hit_rate or 0.0,

@@ -652,3 +652,13 @@ def test_a_free_offer_that_wins_prints_without_a_ratio():
     d = report["decision"]
     assert d["winner"] == "free" and d["difference"]["ratio"] is None
     assert "more per successful task (the cheapest costs nothing)" in format_cost(report)
+
+
+def test_a_stage_without_token_counts_is_not_priced_as_a_task_of_no_tokens():
+    """A server that reports no usage leaves the stage's prompt token mean unset: read as 0, the APIs would
+    bill nothing for input and the self-hosted side could not extrapolate. It is an error naming the stage."""
+    summary = summary_with_failures()
+    assert priced_throughput(summary)["input_tokens_mean"] == 100.0
+    summary.stages[0].prompt_tokens = Stats(n=0)
+    with pytest.raises(CostError, match="stage 0 recorded no prompt token counts"):
+        priced_throughput(summary)
