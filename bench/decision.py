@@ -13,7 +13,9 @@ import json
 import math
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bench.catalog import Candidate, Catalog
 from bench.cost import (
@@ -37,7 +39,7 @@ from bench.errors import UsageError
 from bench.format import ci_text, money, tasks_per_month, volume_text
 from bench.quality import mcnemar_exact, require_one_golden_set
 from bench.report.render import Heading, Paragraph, Table
-from bench.results import RunDirectory
+from bench.results import RunDirectory, first_error
 
 PRICE_CHANGE = 0.20  # a price change past this share re-opens the decision
 INPUTS_FORMAT = "bench-mdr-inputs/1"
@@ -852,8 +854,55 @@ def _triggers(
 
 
 # -- bench mdr --check: review triggers that check themselves -----------------------------------------------
+class _Loose(BaseModel):
+    model_config = ConfigDict(extra="allow")  # the fields `bench mdr --check` reads are checked, the rest kept
+
+
+class _PriceInputs(_Loose):
+    kind: Literal["api", "hardware"]
+    offer: str
+    as_of: str | None = None
+    attempt_cost: float | None = None  # an API's
+    instance_hourly: float | None = None  # hardware's
+
+
+class _CandidateInputs(_Loose):
+    name: str
+    retired: bool
+    deprecation: str | None = None
+    model: str | None = None
+    served_name: str | None = None
+    api_offer: str | None = None
+    price: _PriceInputs | None = None
+    quality: dict[str, Any] | None = None
+
+
+class _VolumeInputs(_Loose):
+    tasks_per_month: float
+    below: float | None = None
+    above: float | None = None
+    capacity: float | None = None
+
+
+class DecisionInputs(_Loose):
+    """An MDR's machine-readable block, as far as `bench mdr --check` reads it."""
+
+    format: str
+    title: str
+    date: str
+    default: str | None = None
+    fallback: str | None = None
+    min_success_rate: float | None = None
+    price_change_threshold: float
+    stale_after_days: int = STALE_AFTER_DAYS
+    task: TaskProfile
+    candidates: list[_CandidateInputs]
+    volume: _VolumeInputs
+
+
 def read_inputs(text: str, name: str) -> dict[str, Any]:
-    """The machine-readable block of an MDR written by `bench mdr`."""
+    """The machine-readable block of an MDR written by `bench mdr`; a field `bench mdr --check` reads that is
+    missing or of the wrong type is one line naming it."""
     found = re.search(re.escape(INPUTS_MARK) + r"\s*```json\n(.*?)\n```", text, re.S)
     if not found:
         raise UsageError(
@@ -866,6 +915,12 @@ def read_inputs(text: str, name: str) -> dict[str, Any]:
         raise UsageError(f"{name}: the decision-inputs block is not valid JSON ({exc}); was it edited?") from None
     if not isinstance(inputs, dict) or inputs.get("format") != INPUTS_FORMAT:
         raise UsageError(f"{name}: the decision-inputs block is not {INPUTS_FORMAT}")
+    try:
+        DecisionInputs.model_validate(inputs)
+    except ValidationError as exc:
+        raise UsageError(
+            f"{name}: the decision-inputs block's {first_error(exc)}; was it edited? write it again with `bench mdr`"
+        ) from None
     return inputs
 
 
@@ -992,7 +1047,7 @@ def review(
     """Which of an MDR's review triggers fire now, against today's catalog, newer golden runs and the volume."""
     threshold = inputs["price_change_threshold"] if price_change is None else price_change
     stale = inputs.get("stale_after_days", STALE_AFTER_DAYS) if stale_after is None else stale_after
-    task = TaskProfile(**inputs["task"])
+    task = DecisionInputs.model_validate(inputs).task
     chosen = {inputs.get("default"), inputs.get("fallback")} - {None}
     out = []
     for c in inputs["candidates"]:

@@ -222,6 +222,32 @@ def test_a_file_without_the_block_is_bad_input(tmp_path):
     assert done.returncode == 2 and "no decision-inputs block" in done.stderr
 
 
+def test_a_hand_edited_block_is_one_line_naming_the_field(mdr, tmp_path):
+    """A field `bench mdr --check` reads, gone or of another type, was a KeyError or TypeError traceback."""
+    import json
+    import re
+
+    root, _, out = mdr
+    text = out.read_text()
+    block = re.search(r"```json\n(.*?)\n```", text, re.S)
+    inputs = json.loads(block.group(1))
+    edits = [
+        (lambda i: i.pop("volume"), "field 'volume': Field required"),
+        (lambda i: i["candidates"][0].update(retired="maybe"), "field 'candidates.0.retired'"),
+        (lambda i: i["task"].update(input_tokens="many"), "field 'task.input_tokens'"),
+        (lambda i: i["candidates"][0]["price"].update(kind="lease"), "field 'candidates.0.price.kind'"),
+    ]
+    for edit, fragment in edits:
+        edited = json.loads(json.dumps(inputs))
+        edit(edited)
+        path = tmp_path / "edited.md"
+        path.write_text(text.replace(block.group(1), json.dumps(edited, indent=2)))
+        done = check_mdr(root, path, "--today", "2026-12-01")
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and fragment in done.stderr, done.stderr
+        assert "was it edited? write it again with `bench mdr`" in done.stderr
+
+
 def test_an_explicit_stale_after_overrides_the_mdrs_own_even_at_the_default(tmp_path):
     """An MDR written with --stale-after 1000 keeps its own window on --check; --stale-after 90 (the default's
     value, given) replaces it: on 2027-03-01 the prices of 2026-11-20 are 101 days old and fire."""
