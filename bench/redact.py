@@ -14,7 +14,7 @@ NOT_RECORDED = "<set; a secret, not recorded>"
 _ENV_FLAGS = ("--engine-env",)
 _ARG_FLAGS = ("--engine-arg",)
 _SECRET_ARG = re.compile(
-    r"(^|[-_])(api[-_]?keys?|(hf|auth|access|bearer)[-_]token|secret|password|passwd)$", re.IGNORECASE
+    r"(^|[-_])(api[-_]?keys?|(hf|auth|access|bearer)[-_]token|secret|password|passwd)$|^-hft$", re.IGNORECASE
 )
 
 
@@ -50,12 +50,15 @@ def recorded_command(argv: Iterable[str]) -> list[str]:
 
 
 def recorded_argv(argv: Iterable[str]) -> list[str]:
-    """An engine's argv with each secret its flags carry replaced: `--api-key K`, `--api-key=K`, `--hf-token K`,
-    xllamacpp's `api_keys=K`. Narrower than a variable's name (add_bos_token, --max-num-batched-tokens and
-    --api-key-file stay as given)."""
+    """An engine's argv with each secret its flags carry replaced: `--api-key K [K2 ...]` (vLLM takes several),
+    `--api-key=K`, `--hf-token K`, `-hft K`, xllamacpp's `api_keys=K`. Narrower than a variable's name
+    (add_bos_token, --max-num-batched-tokens and --api-key-file stay as given)."""
     out: list[str] = []
+    in_secret = False  # the values after a secret flag, up to the next flag
     for arg in argv:
-        if out and out[-1].startswith("-") and _SECRET_ARG.search(out[-1]) and not arg.startswith("-"):
+        if arg.startswith("-"):
+            in_secret = "=" not in arg and bool(_SECRET_ARG.search(arg))
+        elif in_secret:
             out.append(NOT_RECORDED)
             continue
         name, eq, _ = arg.partition("=")

@@ -122,28 +122,19 @@ def test_a_secret_an_engine_argument_carries_is_recorded_by_its_flag_only():
     from bench.spec import VllmEngine
 
     argv = [
-        "--api-key",
-        KEY,
-        f"--hf-token={KEY}",
-        f"api_keys={KEY}",
-        "--max-num-batched-tokens",
-        "512",
-        "--override-kv",
-        "tokenizer.ggml.add_bos_token=bool:false",
-        "--api-key-file",
-        "/etc/keys",
-        "--no-x",
-    ]
-    assert recorded_argv(argv) == [
-        "--api-key", NOT_RECORDED, f"--hf-token={NOT_RECORDED}", f"api_keys={NOT_RECORDED}",
-        "--max-num-batched-tokens", "512", "--override-kv", "tokenizer.ggml.add_bos_token=bool:false",
-        "--api-key-file", "/etc/keys", "--no-x",
+        f"api_keys={KEY}", "--api-key", KEY, KEY, f"--hf-token={KEY}", "-hft", KEY, "--max-num-batched-tokens",
+        "512", "--override-kv", "tokenizer.ggml.add_bos_token=bool:false", "--api-key-file", "/etc/keys", "--no-x",
     ]  # fmt: skip
-    command = ["bench", "run", "--engine-arg=--api-key", f"--engine-arg={KEY}", "--engine-arg", f"api_key={KEY}",
+    assert recorded_argv(argv) == [
+        f"api_keys={NOT_RECORDED}", "--api-key", NOT_RECORDED, NOT_RECORDED, f"--hf-token={NOT_RECORDED}", "-hft",
+        NOT_RECORDED, "--max-num-batched-tokens", "512", "--override-kv",
+        "tokenizer.ggml.add_bos_token=bool:false", "--api-key-file", "/etc/keys", "--no-x",
+    ]  # fmt: skip
+    command = ["bench", "run", "--engine-arg", f"api_key={KEY}", "--engine-arg=--api-key", f"--engine-arg={KEY}",
                "--api-key-env", "MY_KEY"]  # fmt: skip
     assert recorded_command(command) == [
-        "bench", "run", "--engine-arg=--api-key", f"--engine-arg={NOT_RECORDED}", "--engine-arg",
-        f"api_key={NOT_RECORDED}", "--api-key-env", "MY_KEY",
+        "bench", "run", "--engine-arg", f"api_key={NOT_RECORDED}", "--engine-arg=--api-key",
+        f"--engine-arg={NOT_RECORDED}", "--api-key-env", "MY_KEY",
     ]  # fmt: skip
     spec = RunSpec(
         engine=VllmEngine(extra_args=["--api-key", KEY, "--enforce-eager"]),
