@@ -172,10 +172,11 @@ def http_json(
         url, data=data, method=method, headers={"Content-Type": "application/json", **(headers or {})}
     )
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            status, raw = response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        status, raw = exc.code, exc.read()
+        try:
+            with urllib.request.urlopen(request, timeout=timeout_s) as response:
+                status, raw = response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()  # an error page can be cut short too
     except http.client.HTTPException as exc:  # not an OSError: a body cut short, a garbled status line
         raise ConnectionError(f"{url}: {type(exc).__name__}: {exc}") from exc
     try:

@@ -46,6 +46,7 @@ def test_a_reply_cut_off_as_the_engine_dies_is_an_oserror_the_run_notes(tmp_path
     replies = [
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
         b"garbage\r\n\r\n",
+        b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 100\r\n\r\n0123456789",  # an error page cut short
     ]
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
@@ -64,7 +65,7 @@ def test_a_reply_cut_off_as_the_engine_dies_is_an_oserror_the_run_notes(tmp_path
         lambda: http_json("GET", f"http://127.0.0.1:{port}/"),
     ):
         for _ in replies:
-            with pytest.raises(ConnectionError, match="IncompleteRead|BadStatusLine|RemoteDisconnected"):
+            with pytest.raises(OSError):  # what the callers catch (an HTTPError for /metrics' error page)
                 read()
     thread.join(timeout=5)
     server.close()
