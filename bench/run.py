@@ -625,7 +625,10 @@ class Run:
                 self.message = f"{first}; {stuck}{newline}{rest}"
             if self.exit_code in (EXIT_OK, EXIT_NOT_MEASURED):
                 self.exit_code = EXIT_ENGINE
-        death = failure_before_stop or driver.death()
+        # An interrupted run does not wait on an endpoint's liveness probe (attach mode has no process to read):
+        # a supervisor's SIGTERM grace period is for writing the results.
+        probe_only = driver.process is None
+        death = failure_before_stop or (None if probe_only and self.exit_code == EXIT_INTERRUPTED else driver.death())
         for out in (self.requests_out, self.telemetry_out):
             try:
                 out.close()

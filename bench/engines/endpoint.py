@@ -36,6 +36,8 @@ def public_url(url: str) -> str:
 
 
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+END_PROBES, END_PROBE_GAP_S, END_PROBE_TIMEOUT_S = 3, 1.0, 5.0  # the endpoint's liveness check after the load
+GATEWAY_WITHOUT_SERVER = (502, 504)  # a proxy or a hosted gateway in front of a server that is gone
 
 
 class EndpointDriver(EngineDriver):
@@ -55,6 +57,7 @@ class EndpointDriver(EngineDriver):
             raise UsageError("--endpoint: put no credentials in the URL; use --api-key-env NAME")
         self.base_url = url.rstrip("/").removesuffix("/v1")
         self.model, self.api, self.ready_timeout_s = model, api, ready_timeout_s
+        self._started = False  # became ready: only then can it be said to have stopped answering
         self.headers: dict[str, str] = {}
         if api_key_env:
             if not ENV_NAME.fullmatch(api_key_env):  # a key given in the name's place: never echo it
@@ -92,6 +95,7 @@ class EndpointDriver(EngineDriver):
         started = time.monotonic()
         wait_until_ready(None, self._probe, self.ready_timeout_s, f"endpoint {public_url(self.base_url)}")
         self._record["ready_after_s"] = time.monotonic() - started
+        self._started = True
         count_tokens = self._tokenizer()
         return Endpoint(
             self.base_url,
@@ -160,13 +164,27 @@ class EndpointDriver(EngineDriver):
 
     def death(self) -> str | None:
         """After the load: with no process to read, the evidence that the endpoint lived to the end is that it
-        still answers its model list (any status: an error page or a 429 is a server that is up)."""
+        still answers its model list. Any status but a gateway's 502 or 504 (nothing behind it) is a server that
+        is up, a 429 or an error page included; a network blip is retried (END_PROBES tries, END_PROBE_GAP_S
+        apart). An endpoint that never became ready has nothing to say here: its start said it."""
+        if not self._started:
+            return None
         path = "/api/tags" if self.api.startswith("ollama") else "/v1/models"
-        try:
-            http_json("GET", f"{self.base_url}{path}", timeout_s=10, headers=self.headers)
-        except OSError as exc:
-            return (
-                f"endpoint {public_url(self.base_url)} no longer answered GET {path} at the end of the run "
-                f"({getattr(exc, 'reason', exc)})"
-            )
-        return None
+        reason = ""
+        for attempt in range(END_PROBES):
+            if attempt:
+                time.sleep(END_PROBE_GAP_S)
+            try:
+                status, _ = http_json(
+                    "GET", f"{self.base_url}{path}", timeout_s=END_PROBE_TIMEOUT_S, headers=self.headers
+                )
+            except OSError as exc:
+                reason = str(getattr(exc, "reason", exc))
+                continue
+            if status not in GATEWAY_WITHOUT_SERVER:
+                return None
+            reason = f"HTTP {status} from a gateway with no server behind it"
+        return (
+            f"endpoint {public_url(self.base_url)} no longer answered GET {path} at the end of the run "
+            f"({END_PROBES} tries: {reason})"
+        )

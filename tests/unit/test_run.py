@@ -230,11 +230,15 @@ def test_a_disk_too_full_for_the_first_manifest_is_one_error_and_leaves_no_direc
 def test_a_ctrl_c_as_the_loop_closes_is_an_interrupted_run_not_a_complete_one(tmp_path, monkeypatch):
     """Closing the event loop puts Python's own SIGINT handler back until the rig's is installed again: a
     Ctrl-C then is a KeyboardInterrupt, which must end the run as interrupted (exit 130), records kept."""
+    from bench.engines.endpoint import EndpointDriver
     from bench.run import EXIT_INTERRUPTED
 
+    probes = []
+    monkeypatch.setattr(EndpointDriver, "death", lambda self: probes.append(1))
     result, m = run_with_a_defect(tmp_path, monkeypatch, "run_event_loop", KeyboardInterrupt())
     assert result.exit_code == EXIT_INTERRUPTED and m["status"] != "complete"
     assert m["incomplete_reason"] == "interrupted by SIGINT" and (result.path / "summary.json").exists()
+    assert not probes  # an interrupted run does not wait on the endpoint's liveness probe
 
 
 def test_the_readmes_exit_code_table_names_every_code_the_rig_exits_with():
@@ -271,3 +275,49 @@ def test_an_endpoint_that_stops_answering_before_the_run_ends_is_not_a_complete_
     assert result.exit_code == EXIT_ENGINE and m["status"] == "incomplete", m["incomplete_reason"]
     assert "no longer answered GET /v1/models at the end of the run" in m["incomplete_reason"]
     assert result.summary.requests.successful == 8
+
+
+def test_an_endpoints_liveness_at_the_end_is_any_answer_but_a_gateways_with_nothing_behind_it(monkeypatch):
+    """Real loopback servers: a 429 or a 500 is a server that is up; a 502 or 504 from a gateway, or no answer in
+    three tries, is one that is gone; an endpoint that never became ready is not probed at all."""
+    import socket
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from bench.engines import endpoint as endpoint_module
+    from bench.engines.endpoint import EndpointDriver
+
+    monkeypatch.setattr(endpoint_module, "END_PROBE_GAP_S", 0.0)
+
+    def answering(status):
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(status)
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            def log_message(self, *args):
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return server
+
+    def death_at(url, started=True):
+        driver = EndpointDriver(url, "m", "completions", None, 5.0)
+        driver._started = started
+        return driver.death()
+
+    for status, dead in ((200, False), (429, False), (500, False), (502, True), (504, True)):
+        server = answering(status)
+        found = death_at(f"http://127.0.0.1:{server.server_address[1]}")
+        server.shutdown()
+        assert (found is not None) == dead, (status, found)
+        if dead:
+            assert f"3 tries: HTTP {status} from a gateway with no server behind it" in found
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    assert "no longer answered GET /v1/models at the end of the run (3 tries: " in death_at(closed)
+    assert death_at(closed, started=False) is None
