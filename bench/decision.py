@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from bench.catalog import Candidate, Catalog
 from bench.cost import (
@@ -779,9 +779,9 @@ def _break_even_side(entries: list[dict[str, Any]], default: dict | None, today:
     if default is not None and any(e is default for e in hosted):
         return default
 
-    def rank(e: dict[str, Any]) -> tuple[bool, float]:
+    def rank(e: dict[str, Any]) -> tuple[bool, float, float]:  # like against like: per successful task first
         cost = e["cost"]
-        return not e.get("meets_bar"), cost.get("per_successful_task") or cost.get("per_task") or math.inf
+        return not e.get("meets_bar"), cost.get("per_successful_task") or math.inf, cost.get("per_task") or math.inf
 
     return min(hosted, key=rank, default=None)
 
@@ -861,9 +861,16 @@ class _Loose(BaseModel):
 class _PriceInputs(_Loose):
     kind: Literal["api", "hardware"]
     offer: str
-    as_of: str | None = None
+    as_of: str | None
     attempt_cost: float | None = None  # an API's
     instance_hourly: float | None = None  # hardware's
+
+    @model_validator(mode="after")
+    def _figure_of_its_kind(self) -> _PriceInputs:
+        needed = "attempt_cost" if self.kind == "api" else "instance_hourly"
+        if getattr(self, needed) is None:
+            raise ValueError(f"a price of kind {self.kind!r} needs {needed}")
+        return self
 
 
 class _CandidateInputs(_Loose):
@@ -880,8 +887,17 @@ class _CandidateInputs(_Loose):
 class _VolumeInputs(_Loose):
     tasks_per_month: float
     below: float | None = None
+    below_cheapest: str | None = None
     above: float | None = None
+    above_cheapest: str | None = None
     capacity: float | None = None
+
+    @model_validator(mode="after")
+    def _limits_name_their_cheapest(self) -> _VolumeInputs:
+        for side in ("below", "above"):
+            if getattr(self, side) and getattr(self, f"{side}_cheapest") is None:
+                raise ValueError(f"{side} needs {side}_cheapest (the candidate cheaper past it)")
+        return self
 
 
 class DecisionInputs(_Loose):
@@ -916,12 +932,12 @@ def read_inputs(text: str, name: str) -> dict[str, Any]:
     if not isinstance(inputs, dict) or inputs.get("format") != INPUTS_FORMAT:
         raise UsageError(f"{name}: the decision-inputs block is not {INPUTS_FORMAT}")
     try:
-        DecisionInputs.model_validate(inputs)
+        checked = DecisionInputs.model_validate(inputs)
     except ValidationError as exc:
         raise UsageError(
             f"{name}: the decision-inputs block's {first_error(exc)}; was it edited? write it again with `bench mdr`"
         ) from None
-    return inputs
+    return checked.model_dump()  # the values as checked ("0.2" a number, "false" False), every other field kept
 
 
 def _trigger(name: str, fires: bool | None, detail: str) -> dict[str, Any]:

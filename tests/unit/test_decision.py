@@ -236,6 +236,8 @@ def test_a_hand_edited_block_is_one_line_naming_the_field(mdr, tmp_path):
         (lambda i: i["candidates"][0].update(retired="maybe"), "field 'candidates.0.retired'"),
         (lambda i: i["task"].update(input_tokens="many"), "field 'task.input_tokens'"),
         (lambda i: i["candidates"][0]["price"].update(kind="lease"), "field 'candidates.0.price.kind'"),
+        (lambda i: i["candidates"][0]["price"].pop("as_of"), "field 'candidates.0.price.as_of'"),
+        (lambda i: i["candidates"][0]["price"].update(kind="api"), "a price of kind 'api' needs attempt_cost"),
     ]
     for edit, fragment in edits:
         edited = json.loads(json.dumps(inputs))
@@ -246,6 +248,9 @@ def test_a_hand_edited_block_is_one_line_naming_the_field(mdr, tmp_path):
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
         assert len(done.stderr.strip().splitlines()) == 1 and fragment in done.stderr, done.stderr
         assert "was it edited? write it again with `bench mdr`" in done.stderr
+    edited = json.loads(json.dumps(inputs)) | {"price_change_threshold": "0.2"}  # a number as text reads as one
+    path.write_text(text.replace(block.group(1), json.dumps(edited, indent=2)))
+    assert check_mdr(root, path, "--today", "2026-12-01").returncode == 0
 
 
 def test_an_explicit_stale_after_overrides_the_mdrs_own_even_at_the_default(tmp_path):
@@ -356,3 +361,5 @@ def test_the_apis_break_even_is_priced_against_the_default_else_the_cheapest_liv
     assert _break_even_side(entries, api, TODAY) is over_bar  # the API is the default: the best self-hosted
     assert _break_even_side([retired, below_bar, api], None, TODAY) is below_bar  # none over the bar
     assert _break_even_side([retired, api], None, TODAY) is None
+    unmeasured = entry("e-unmeasured", None, 0.00001)  # cheapest per task, but no success rate to price it by
+    assert _break_even_side([below_bar, unmeasured, api], None, TODAY) is below_bar
