@@ -153,6 +153,11 @@ def matrix_data(state: MatrixState, matrix_dir: Path, settings: ReportSettings) 
             view["cost_note"] = f"not priced: the cell is {cs.status}"
         elif not cs.hardware_offer:
             view["cost_note"] = "not priced: no hardware_offer (give report.hardware_offer or one per axis value)"
+        elif summary.pooling is not None:  # nothing generated: priced per 1M embedded tokens, not per task
+            view["cost_note"] = (
+                f"not priced here: an embeddings or rerank cell; `bench report {matrix_dir / last.run_dir} "
+                f"--hardware-offer {cs.hardware_offer}` prices it per 1M embedded tokens"
+            )
         else:
             try:
                 view["cost"] = _cell_cost(cs.id, summary, cs.hardware_offer, catalog, api_names, settings)

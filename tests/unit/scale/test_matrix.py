@@ -237,3 +237,28 @@ def test_a_secret_in_the_plans_engine_env_is_kept_by_name_in_the_matrix_state(tm
     for cell in matrix.state.cells.values():
         assert cell.spec["engine"]["env"]["HF_TOKEN"] == NOT_RECORDED
     assert all(c.spec_json()["engine"]["env"]["HF_TOKEN"] == "hf_secret123" for c in matrix.cells)
+
+
+def test_an_embeddings_cell_is_sent_to_bench_report_not_priced_as_a_task_of_no_tokens(tmp_path):
+    """A pooling cell generates nothing: the matrix report names the command that prices it per 1M embedded
+    tokens, where the task pricing read its missing token counts as a server that reported no usage."""
+    from bench.scale.plan import ReportSettings
+    from bench.scale.report import matrix_data
+    from bench.summary import PoolingFigures, RequestCounts, RunSummary, StageSummary
+
+    stage = StageSummary(stage=0, requests=RequestCounts(measured=4, successful=4), request_throughput_per_s=2.0)
+    cell_dir = RunDirectory(tmp_path / "cell-a")
+    cell_dir.path.mkdir()
+    cell_dir.write_summary(RunSummary(stages=[stage], pooling=PoolingFigures(api="embeddings", tokens_per_s=900.0)))
+    attempt = Attempt(n=1, status="complete", executor="local", submitted_at="2026-12-04T10:00:00Z", run_dir="cell-a")
+    cell = CellState(
+        id="cell-a", index=0, axes={}, spec={}, resources={}, hardware_offer="cpu-2-core-vm", status="complete",
+        attempts=[attempt],
+    )  # fmt: skip
+    state = MatrixState(
+        matrix_id="m", plan_file="p.yaml", plan={}, created_at="x", updated_at="x", cells={"cell-a": cell}
+    )
+    view = matrix_data(state, tmp_path, ReportSettings())["cells"][0]
+    assert view["cost"] is None
+    assert view["cost_note"].startswith("not priced here: an embeddings or rerank cell; `bench report ")
+    assert "--hardware-offer cpu-2-core-vm` prices it per 1M embedded tokens" in view["cost_note"]
